@@ -928,7 +928,8 @@ def fpir_fnir(
         the pure rank-based miss rate.
     max_rank : int or None
         ``R``: a mate counts only at rank <= R; None = anywhere in the list.
-        FRVT's headline identification figures use R = 1.
+        Default 1: the top candidate decides (lights-out identification);
+        pass the candidate-list length L to count a mate anywhere in the list.
 
     Returns
     -------

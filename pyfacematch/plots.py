@@ -135,8 +135,9 @@ def _probit_scale(ax: Any, axis: str) -> None:
     def inv(y: np.ndarray) -> np.ndarray:
         return norm.cdf(y)
 
-    ticks = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99]
-    labels = ["1e-6", "1e-5", "1e-4", "1e-3", "0.01", "0.05", "0.2", "0.5", "0.8", "0.95", "0.99"]
+    ticks = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999]
+    labels = ["1e-6", "1e-5", "1e-4", "1e-3", "0.01", "0.05", "0.2", "0.5", "0.8", "0.95"]
+    labels += ["0.99", "0.999"]
     if axis == "x":
         ax.set_xscale("function", functions=(fwd, inv))
         ax.set_xticks(ticks, labels)
@@ -230,8 +231,9 @@ def det_figure(
     else:
         _probit_scale(ax, "x")
         _probit_scale(ax, "y")
-        ax.set_xlim(max(lo_x / 2, 1e-7), 0.99)
-        ax.set_ylim(max(lo_y / 2, 1e-7), 0.99)
+        ax.set_xlim(max(lo_x / 2, 1e-7), 0.999)
+        ax.set_ylim(max(lo_y / 2, 1e-7), 0.999)
+        ax.tick_params(axis="x", labelrotation=35)  # probit ticks crowd at the low end
     full_x = "false positive identification rate" if ident else "false match rate"
     full_y = "false negative identification rate" if ident else "false non-match rate"
     ax.set_xlabel(f"{xname} ({full_x})")
