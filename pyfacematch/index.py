@@ -1,0 +1,762 @@
+"""Search backends of a gallery behind one interface.
+
+Every backend returns a *shortlist* of template rows for each probe; the
+gallery re-ranks it exactly (``pyfacematch.rerank``, with region masks when
+templates have them). Backends:
+
+``exact``
+    No shortlist: the core's SIMD top-k (``topk`` / ``masked_topk``) over all
+    templates. Recall 1 by definition; the reference of every other backend.
+``binary`` (default)
+    Compressed exhaustive search: every template is also kept as a 1-bit code
+    (sign of each dimension after centring on the gallery mean, d/8 bytes,
+    64 at d = 512), the whole gallery is scanned on codes (``hamming_topk``,
+    popcount kernels in the core) and the ``shortlist`` nearest codes are
+    re-ranked exactly. Cost is one pass over N·d/8 bytes whatever the data
+    looks like, which is why it beats graph and cluster indexes on embeddings
+    spread uniformly over the sphere (measured in ``bench/gallery.py``).
+``flat``
+    FAISS ``IndexFlatIP`` (exact, FAISS's BLAS scan), as a baseline.
+``hnsw``
+    FAISS ``IndexHNSWFlat`` (M = 32). It cannot remove: removed templates are
+    tombstoned (never returned: their rows no longer map) and the graph is
+    rebuilt once tombstones pass ``HNSW_REBUILD_FRACTION`` of it, and before
+    any checkpoint file is written (so no file holds an erased template).
+``ivf`` / ``ivfpq``
+    FAISS ``IndexIVFFlat`` / ``IndexIVFPQ`` (d/8 sub-quantisers of 8 bits).
+    They need training data: ``nlist`` coarse centroids need ≥ 39 templates
+    each (FAISS's own minimum), so IVF trains once the gallery holds
+    ``39 * 16 = 624`` templates and IVF-PQ once it holds ``max(624, 39 * 256 =
+    9984)`` (256 codewords per sub-quantiser). Until then the backend falls
+    back to the exact scan and says so in :meth:`Backend.info` and the log.
+    ``nlist`` is ``4·√N`` rounded to a power of two (capped by the 39-per-list
+    rule); the index is retrained when the gallery has grown 4× since training.
+
+Self-tuning: each approximate backend has one depth knob (``shortlist``,
+``efSearch``, ``nprobe``) chosen by :meth:`Backend.tune` on probes made from
+the gallery's own templates, so that recall@1 against the exact search is
+≥ the target (0.99 by default); the gallery re-tunes when its size doubles.
+
+FAISS objects are used from several threads only for searching; the gallery's
+readers–writer lock keeps adds/removes exclusive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexTrainingError, InputError
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "Backend",
+    "BinaryBackend",
+    "ExactBackend",
+    "FaissBackend",
+    "TemplateMatrix",
+    "make_backend",
+]
+
+log = logging.getLogger("pyfacematch.index")
+
+BACKENDS = ("exact", "binary", "flat", "hnsw", "ivf", "ivfpq")
+DEFAULT_BACKEND = "binary"
+HNSW_REBUILD_FRACTION = 0.2
+MIN_PER_CENTROID = 39
+
+
+# --------------------------------------------------------------------------- core kernels
+def _core(name: str) -> Callable[..., Any]:
+    """The scoring core's function ``name`` (pyfacematch.scoring)."""
+    from . import scoring
+
+    return getattr(scoring, name)
+
+
+def exact_topk(
+    probes: np.ndarray,
+    matrix: np.ndarray,
+    k: int,
+    probe_masks: np.ndarray | None = None,
+    gallery_masks: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
+    min_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k rows of ``matrix`` for each probe (masked when blocks given)."""
+    if blocks is None:
+        return _core("topk")(probes, matrix, k)
+    return _core("masked_topk")(
+        probes, matrix, k, probe_masks, gallery_masks, blocks, min_fraction=min_fraction
+    )
+
+
+def rerank(
+    probes: np.ndarray,
+    matrix: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    probe_masks: np.ndarray | None = None,
+    gallery_masks: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
+    min_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k among candidate rows (-1 = padding) for each probe."""
+    if blocks is None:
+        return _core("rerank")(probes, matrix, candidates, k)
+    return _core("rerank")(
+        probes,
+        matrix,
+        candidates,
+        k,
+        probe_masks=probe_masks,
+        gallery_masks=gallery_masks,
+        blocks=blocks,
+        min_fraction=min_fraction,
+    )
+
+
+# --------------------------------------------------------------------------- matrix
+class TemplateMatrix:
+    """Contiguous float32 templates with stable template ids.
+
+    Rows are dense ``0 … n-1`` (capacity doubles on growth; removal moves the
+    last row into the hole). ``tids[row]`` is the store's template id and
+    ``tid_to_row[tid]`` the inverse (-1 when absent), so FAISS labels (template
+    ids) map to rows with one gather.
+
+    Attributes
+    ----------
+    dim : int
+    n : int
+        Rows in use.
+    data : float32 (capacity, dim)
+    tids : int64 (capacity,)
+    owner : int64 (capacity,)
+        Identity slot of each row.
+    masks : uint64 (capacity,) or None
+    """
+
+    def __init__(self, dim: int, *, masked: bool, capacity: int = 64) -> None:
+        self.dim = int(dim)
+        self.n = 0
+        cap = max(int(capacity), 1)
+        self.data = np.zeros((cap, self.dim), np.float32)
+        self.tids = np.full(cap, -1, np.int64)
+        self.owner = np.full(cap, -1, np.int64)
+        self.masks: np.ndarray | None = np.zeros(cap, np.uint64) if masked else None
+        self.tid_to_row = np.full(64, -1, np.int64)
+
+    @property
+    def view(self) -> np.ndarray:
+        """float32 (n, dim) C-contiguous view of the rows in use."""
+        return self.data[: self.n]
+
+    @property
+    def mask_view(self) -> np.ndarray | None:
+        return None if self.masks is None else self.masks[: self.n]
+
+    def _reserve(self, n: int) -> None:
+        cap = self.data.shape[0]
+        if n > cap:
+            new = max(n, 2 * cap)
+            data = np.zeros((new, self.dim), np.float32)
+            data[: self.n] = self.data[: self.n]
+            self.data = data
+            for name in ("tids", "owner"):
+                arr = np.full(new, -1, np.int64)
+                arr[: self.n] = getattr(self, name)[: self.n]
+                setattr(self, name, arr)
+            if self.masks is not None:
+                m = np.zeros(new, np.uint64)
+                m[: self.n] = self.masks[: self.n]
+                self.masks = m
+
+    def _reserve_tids(self, max_tid: int) -> None:
+        if max_tid >= self.tid_to_row.size:
+            new = max(max_tid + 1, 2 * self.tid_to_row.size)
+            arr = np.full(new, -1, np.int64)
+            arr[: self.tid_to_row.size] = self.tid_to_row
+            self.tid_to_row = arr
+
+    def append(
+        self, rows: np.ndarray, tids: np.ndarray, owner: np.ndarray, masks: np.ndarray | None
+    ) -> np.ndarray:
+        """Append rows; return their row indices (int64)."""
+        m = rows.shape[0]
+        self._reserve(self.n + m)
+        if m:
+            self._reserve_tids(int(tids.max()))
+        idx = np.arange(self.n, self.n + m, dtype=np.int64)
+        self.data[idx] = rows
+        self.tids[idx] = tids
+        self.owner[idx] = owner
+        if self.masks is not None:
+            self.masks[idx] = masks
+        self.tid_to_row[tids] = idx
+        self.n += m
+        return idx
+
+    def remove_tids(self, tids: np.ndarray) -> list[tuple[int, int]]:
+        """Remove rows by template id (swap-with-last).
+
+        Returns the moves ``(src_row, dst_row)`` applied, in order, so that
+        arrays aligned with rows (binary codes) can follow.
+        """
+        rows = self.tid_to_row[np.asarray(tids, np.int64)]
+        rows = np.sort(rows[rows >= 0])[::-1]
+        moves: list[tuple[int, int]] = []
+        for r in rows.tolist():
+            last = self.n - 1
+            if r != last:
+                self.data[r] = self.data[last]
+                self.tids[r] = self.tids[last]
+                self.owner[r] = self.owner[last]
+                if self.masks is not None:
+                    self.masks[r] = self.masks[last]
+                self.tid_to_row[self.tids[r]] = r
+                moves.append((last, r))
+            self.data[last] = 0.0  # do not keep erased templates in spare capacity
+            self.tids[last] = -1
+            self.owner[last] = -1
+            self.n -= 1
+        self.tid_to_row[np.asarray(tids, np.int64)] = -1
+        return moves
+
+    def rows_of_tids(self, labels: np.ndarray) -> np.ndarray:
+        """Map FAISS labels (template ids, -1 padding) to rows (-1 when absent)."""
+        labels = np.asarray(labels, np.int64)
+        ok = (labels >= 0) & (labels < self.tid_to_row.size)
+        out = np.full(labels.shape, -1, np.int64)
+        out[ok] = self.tid_to_row[labels[ok]]
+        return out
+
+
+# --------------------------------------------------------------------------- backends
+class Backend:
+    """Interface of a search backend (see the module docstring).
+
+    A backend never owns templates: it reads them from the gallery's
+    :class:`TemplateMatrix` and keeps only its own codes / graph / lists.
+    """
+
+    name = "base"
+    approximate = True
+    checkpointable = False  # worth writing to a file (costly to rebuild)
+
+    def __init__(self) -> None:
+        self.depth: int | None = None  # the tuned knob
+        self.tuned_size = 0
+        self.measured_recall: float | None = None
+        self.tune_info: dict[str, Any] = {}
+        self.fallback_reason: str | None = None
+
+    # structure ---------------------------------------------------------
+    def rebuild(self, m: TemplateMatrix) -> None:
+        """Build from every row of ``m``."""
+
+    def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
+        """Rows ``rows`` were appended to ``m``."""
+
+    def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
+        """Template ids ``tids`` were removed from ``m`` (after ``moves``)."""
+
+    def maintenance_due(self, m: TemplateMatrix) -> bool:
+        """True when a rebuild is due (tombstones, retraining)."""
+        return False
+
+    @property
+    def active(self) -> bool:
+        """False while the backend falls back to the exact scan."""
+        return self.fallback_reason is None
+
+    # search -------------------------------------------------------------
+    def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+        """Candidate rows (M, C) int64, -1 padded, for the exact re-rank."""
+        raise NotImplementedError
+
+    def depth_ladder(self, m: TemplateMatrix) -> list[int]:
+        return []
+
+    def set_depth(self, depth: int) -> None:
+        self.depth = int(depth)
+
+    # persistence ---------------------------------------------------------
+    def serialize(self) -> bytes:
+        raise NotImplementedError
+
+    def deserialize(self, data: bytes, m: TemplateMatrix) -> None:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth,
+            "tuned_size": self.tuned_size,
+            "measured_recall": self.measured_recall,
+        }
+
+    def load_params(self, p: dict[str, Any]) -> None:
+        if p.get("depth") is not None:
+            self.set_depth(int(p["depth"]))
+        self.tuned_size = int(p.get("tuned_size") or 0)
+        self.measured_recall = p.get("measured_recall")
+
+    def info(self, m: TemplateMatrix) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "templates": m.n,
+            "depth": self.depth,
+            "measured_recall_at_1": self.measured_recall,
+            "tuned_at_size": self.tuned_size,
+            "fallback": self.fallback_reason,
+            **self.tune_info,
+        }
+
+    def code_bytes_per_template(self) -> float:
+        return 0.0
+
+    # tuning ----------------------------------------------------------------
+    def tune(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        reference_top1: np.ndarray,
+        reference_rows: np.ndarray,
+        pipeline_top1: Callable[[np.ndarray, int], np.ndarray],
+        target: float,
+    ) -> float | None:
+        """Choose the smallest depth reaching recall@1 ≥ ``target``.
+
+        Parameters
+        ----------
+        probes : float32 (S, d)
+            Tuning probes (perturbed gallery templates).
+        reference_top1 : float32 (S,)
+            Exact best score of each probe.
+        reference_rows : int64 (S,)
+            Row of the exact best template of each probe.
+        pipeline_top1 : callable (probes, k) -> float32 (S,)
+            Best score of the full pipeline (shortlist + exact re-rank) at the
+            backend's current depth.
+        target : float
+            Recall@1 to reach.
+
+        Returns
+        -------
+        float or None
+            The measured recall at the chosen depth (None when not tunable).
+        """
+        ladder = self.depth_ladder(m)
+        if not ladder or not self.active:
+            return None
+        recall = 0.0
+        chosen = ladder[-1]
+        tried: list[tuple[int, float]] = []
+        for depth in ladder:
+            self.set_depth(depth)
+            got = pipeline_top1(probes, 1)
+            recall = float(np.mean(got >= reference_top1 - 1e-5))
+            tried.append((depth, round(recall, 4)))
+            if recall >= target:
+                chosen = depth
+                break
+        self.set_depth(chosen)
+        if recall < target:
+            log.warning(
+                "%s backend reaches recall@1 %.4f < %.4f at its deepest setting %d",
+                self.name,
+                recall,
+                target,
+                chosen,
+            )
+        self.measured_recall = recall
+        self.tuned_size = m.n
+        self.tune_info = {"tuning_curve": tried, "tuning_probes": int(probes.shape[0])}
+        return recall
+
+
+class ExactBackend(Backend):
+    """Exact SIMD scan; the gallery calls the top-k kernel itself."""
+
+    name = "exact"
+    approximate = False
+
+    def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError("exact backend has no shortlist")  # pragma: no cover
+
+    def info(self, m: TemplateMatrix) -> dict[str, Any]:
+        return {"backend": self.name, "templates": m.n, "measured_recall_at_1": 1.0}
+
+
+class BinaryBackend(Backend):
+    """1-bit codes after centring, Hamming scan, exact re-rank of a shortlist.
+
+    Parameters
+    ----------
+    min_shortlist : int
+        Floor of the shortlist length.
+    safety : float
+        The tuned length is the smallest passing length times ``safety``
+        (re-ranking a few more rows is cheap next to the full code scan).
+    """
+
+    name = "binary"
+
+    def __init__(self, *, min_shortlist: int = 32, safety: float = 2.0) -> None:
+        super().__init__()
+        self.min_shortlist = int(min_shortlist)
+        self.safety = float(safety)
+        self.depth = 64
+        self.center: np.ndarray | None = None
+        self.codes = np.zeros((0, 0), np.uint8)
+
+    def _pack(self, x: np.ndarray) -> np.ndarray:
+        return _core("pack_signs")(np.ascontiguousarray(x, np.float32), center=self.center)
+
+    def rebuild(self, m: TemplateMatrix) -> None:
+        nb = (m.dim + 7) // 8
+        cap = m.data.shape[0]
+        self.center = (
+            m.view.mean(axis=0, dtype=np.float64).astype(np.float32)
+            if m.n
+            else np.zeros(m.dim, np.float32)
+        )
+        self.codes = np.zeros((cap, nb), np.uint8)
+        if m.n:
+            self.codes[: m.n] = self._pack(m.view)
+
+    def _reserve(self, m: TemplateMatrix) -> None:
+        cap = m.data.shape[0]
+        if self.codes.shape[0] < cap:
+            codes = np.zeros((cap, self.codes.shape[1]), np.uint8)
+            codes[: self.codes.shape[0]] = self.codes
+            self.codes = codes
+
+    def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
+        if self.center is None:
+            self.rebuild(m)
+            return
+        self._reserve(m)
+        self.codes[rows] = self._pack(m.data[rows])
+
+    def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
+        for src, dst in moves:
+            self.codes[dst] = self.codes[src]
+        self.codes[m.n : m.n + len(tids)] = 0
+
+    def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+        c = max(int(self.depth or 0), k)
+        _, idx = _core("hamming_topk")(self._pack(probes), self.codes[: m.n], c)
+        return idx
+
+    def depth_ladder(self, m: TemplateMatrix) -> list[int]:
+        return []  # tuned from the rank distribution in one pass, see tune()
+
+    def tune(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        reference_top1: np.ndarray,
+        reference_rows: np.ndarray,
+        pipeline_top1: Callable[[np.ndarray, int], np.ndarray],
+        target: float,
+    ) -> float | None:
+        # One Hamming search of depth c_max gives, for every probe, the rank at
+        # which a row scoring as well as the exact best first appears: the
+        # recall of every shortlist length at once.
+        c_max = min(m.n, 4096)
+        _, idx = _core("hamming_topk")(self._pack(probes), self.codes[: m.n], c_max)
+        hit = idx == reference_rows[:, None]
+        first = np.where(hit.any(axis=1), hit.argmax(axis=1), c_max)  # rank of the best row
+        ranks = np.sort(first)
+        s = ranks.size
+        need_idx = min(s - 1, max(0, math.ceil(target * s) - 1))
+        need = int(ranks[need_idx]) + 1  # smallest length reaching the target on the sample
+        if need > c_max:
+            log.warning(
+                "binary codes need a shortlist longer than %d to reach recall@1 %.3f",
+                c_max,
+                target,
+            )
+        length = max(self.min_shortlist, int(math.ceil(need * self.safety)))
+        length = 1 << (length - 1).bit_length()  # power of two
+        length = min(length, max(m.n, 1))
+        self.set_depth(length)
+        got = pipeline_top1(probes, 1)
+        self.measured_recall = float(np.mean(got >= reference_top1 - 1e-5))
+        self.tuned_size = m.n
+        self.tune_info = {
+            "tuning_probes": int(s),
+            "shortlist_needed_on_sample": need,
+            "rank_quantiles": {
+                q: int(np.quantile(ranks, q)) + 1 for q in (0.5, 0.9, 0.99, 0.999) if s
+            },
+        }
+        return self.measured_recall
+
+    def code_bytes_per_template(self) -> float:
+        return float(self.codes.shape[1]) if self.codes.ndim == 2 else 0.0
+
+    def info(self, m: TemplateMatrix) -> dict[str, Any]:
+        d = super().info(m)
+        d["shortlist"] = self.depth
+        d["code_bytes_per_template"] = self.code_bytes_per_template()
+        return d
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def _pow2_floor(x: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(x, 1.0)))))
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantisers of IVF-PQ: d/8 (one byte per 8 dimensions), a divisor of d."""
+    target = max(1, dim // 8)
+    for m in range(target, 0, -1):
+        if dim % m == 0:
+            return m
+    return 1  # pragma: no cover
+
+
+class FaissBackend(Backend):
+    """FAISS ``flat``, ``hnsw``, ``ivf`` or ``ivfpq`` index; labels are template ids.
+
+    Parameters
+    ----------
+    kind : {"flat", "hnsw", "ivf", "ivfpq"}
+    hnsw_m : int
+        Graph degree of HNSW.
+    ef_construction : int
+        HNSW build depth.
+    pq_shortlist : int
+        Shortlist re-ranked exactly for IVF-PQ (its distances are approximate).
+    """
+
+    checkpointable = True
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        pq_shortlist: int = 64,
+    ) -> None:
+        super().__init__()
+        self.name = kind
+        self.kind = kind
+        self.approximate = kind != "flat"
+        self.hnsw_m = int(hnsw_m)
+        self.ef_construction = int(ef_construction)
+        self.pq_shortlist = int(pq_shortlist)
+        self.index: Any = None
+        self.tombstones = 0
+        self.trained_size = 0
+        self.nlist = 0
+        self.depth = {"hnsw": 64, "ivf": 8, "ivfpq": 16}.get(kind)
+
+    # ----------------------------------------------------------- structure
+    def min_train_size(self, dim: int) -> int:
+        if self.kind == "ivf":
+            return MIN_PER_CENTROID * 16
+        if self.kind == "ivfpq":
+            return max(MIN_PER_CENTROID * 16, MIN_PER_CENTROID * 256)
+        return 0
+
+    def _nlist_for(self, n: int) -> int:
+        nlist = _pow2_floor(4.0 * math.sqrt(n))
+        nlist = min(nlist, _pow2_floor(n / MIN_PER_CENTROID))
+        return max(nlist, 1)
+
+    def _make(self, m: TemplateMatrix) -> Any:
+        faiss = _faiss()
+        d = m.dim
+        ip = faiss.METRIC_INNER_PRODUCT
+        if self.kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+        if self.kind == "hnsw":
+            h = faiss.IndexHNSWFlat(d, self.hnsw_m, ip)
+            h.hnsw.efConstruction = self.ef_construction
+            return faiss.IndexIDMap2(h)
+        self.nlist = self._nlist_for(m.n)
+        quantizer = faiss.IndexFlatIP(d)
+        if self.kind == "ivf":
+            idx = faiss.IndexIVFFlat(quantizer, d, self.nlist, ip)
+        else:
+            idx = faiss.IndexIVFPQ(quantizer, d, self.nlist, _pq_m(d), 8, ip)
+        idx.own_fields = True
+        quantizer.this.disown()
+        idx.cp.seed = 1234
+        return idx
+
+    def train(self, m: TemplateMatrix, *, strict: bool = False) -> bool:
+        """Build and train the index on every row of ``m``.
+
+        Returns False (and records a fallback reason) when there is too
+        little data; raises :class:`IndexTrainingError` instead when ``strict``.
+        """
+        need = self.min_train_size(m.dim)
+        if m.n < need:
+            reason = (
+                f"{self.kind} needs at least {need} templates to train "
+                f"(≥ {MIN_PER_CENTROID} per centroid"
+                + (", 256 codewords per sub-quantiser" if self.kind == "ivfpq" else "")
+                + f"); the gallery holds {m.n}: searching exactly until then"
+            )
+            if strict:
+                raise IndexTrainingError(reason)
+            if self.fallback_reason != reason:
+                log.info(reason)
+            self.fallback_reason = reason
+            self.index = None
+            return False
+        self.fallback_reason = None
+        self.index = self._make(m)
+        if self.kind in ("ivf", "ivfpq"):
+            self.index.train(np.ascontiguousarray(m.view))
+            self.trained_size = m.n
+        if self.depth is not None:
+            self.set_depth(self.depth)
+        return True
+
+    def rebuild(self, m: TemplateMatrix) -> None:
+        self.tombstones = 0
+        if not self.train(m):
+            return
+        if m.n:
+            self.index.add_with_ids(np.ascontiguousarray(m.view), m.tids[: m.n].copy())
+
+    def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
+        if self.index is None:
+            if m.n >= self.min_train_size(m.dim):
+                self.rebuild(m)
+            return
+        self.index.add_with_ids(np.ascontiguousarray(m.data[rows]), m.tids[rows].copy())
+
+    def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
+        if self.index is None:
+            return
+        if self.kind == "hnsw":
+            self.tombstones += int(len(tids))
+        else:
+            self.index.remove_ids(np.asarray(tids, np.int64))
+
+    def maintenance_due(self, m: TemplateMatrix) -> bool:
+        if self.kind == "hnsw" and self.index is not None:
+            return self.tombstones > HNSW_REBUILD_FRACTION * max(self.index.ntotal, 1)
+        if self.kind in ("ivf", "ivfpq"):
+            if self.index is None:
+                return m.n >= self.min_train_size(m.dim)
+            return m.n >= 4 * max(self.trained_size, 1)
+        return False
+
+    # -------------------------------------------------------------- search
+    def set_depth(self, depth: int) -> None:
+        self.depth = int(depth)
+        if self.index is None:
+            return
+        faiss = _faiss()
+        if self.kind == "hnsw":
+            faiss.downcast_index(self.index.index).hnsw.efSearch = self.depth
+        elif self.kind in ("ivf", "ivfpq"):
+            self.index.nprobe = min(self.depth, self.index.nlist)
+
+    def depth_ladder(self, m: TemplateMatrix) -> list[int]:
+        if self.kind == "hnsw":
+            return [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+        if self.kind in ("ivf", "ivfpq") and self.index is not None:
+            out, p = [], 1
+            while p < self.index.nlist:
+                out.append(p)
+                p *= 2
+            out.append(self.index.nlist)
+            return out
+        return []
+
+    def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+        c = k
+        if self.kind == "ivfpq":
+            c = max(k, self.pq_shortlist)
+        if self.kind == "hnsw" and self.tombstones:
+            live = max(self.index.ntotal - self.tombstones, 1)
+            c = k + int(math.ceil(k * self.tombstones / live)) + 8
+        c = min(c, max(self.index.ntotal, 1))
+        _, labels = self.index.search(np.ascontiguousarray(probes, np.float32), c)
+        return m.rows_of_tids(labels)
+
+    # --------------------------------------------------------- persistence
+    def serialize(self) -> bytes:
+        return _faiss().serialize_index(self.index).tobytes()
+
+    def deserialize(self, data: bytes, m: TemplateMatrix) -> None:
+        faiss = _faiss()
+        self.index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+        self.fallback_reason = None
+        self.tombstones = 0
+        if self.kind in ("ivf", "ivfpq"):
+            self.nlist = int(self.index.nlist)
+        if self.depth is not None:
+            self.set_depth(self.depth)
+
+    def params(self) -> dict[str, Any]:
+        p = super().params()
+        p["trained_size"] = self.trained_size
+        return p
+
+    def load_params(self, p: dict[str, Any]) -> None:
+        super().load_params(p)
+        self.trained_size = int(p.get("trained_size") or 0)
+
+    def labels(self) -> np.ndarray:
+        """Every label (template id) stored in the index, tombstones included."""
+        faiss = _faiss()
+        if self.index is None:
+            return np.zeros(0, np.int64)
+        if self.kind in ("flat", "hnsw"):
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(self.index)
+        inv = ivf.invlists
+        out = []
+        for lst in range(inv.nlist):
+            sz = inv.list_size(lst)
+            if sz:
+                out.append(faiss.rev_swig_ptr(inv.get_ids(lst), sz).copy())
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+    def code_bytes_per_template(self) -> float:
+        if self.index is None or self.index.ntotal == 0:
+            return 0.0
+        return len(self.serialize()) / self.index.ntotal
+
+    def info(self, m: TemplateMatrix) -> dict[str, Any]:
+        d = super().info(m)
+        if self.kind == "hnsw":
+            d.update(ef_search=self.depth, M=self.hnsw_m, tombstones=self.tombstones)
+        elif self.kind in ("ivf", "ivfpq"):
+            d.update(nprobe=self.depth, nlist=self.nlist, trained_at_size=self.trained_size)
+            if self.kind == "ivfpq":
+                d.update(pq_m=_pq_m(m.dim), shortlist=self.pq_shortlist)
+        if self.kind == "flat":
+            d["measured_recall_at_1"] = 1.0
+        return d
+
+
+def make_backend(name: str, **options: Any) -> Backend:
+    """Backend by name (see :data:`BACKENDS`)."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise InputError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    if name == "exact":
+        return ExactBackend()
+    if name == "binary":
+        return BinaryBackend(**options)
+    return FaissBackend(name, **options)
