@@ -559,6 +559,25 @@ def _threshold_array(thresholds: Any) -> np.ndarray:
     return t
 
 
+def _merged_unique(a_sorted: np.ndarray, b_sorted: np.ndarray) -> np.ndarray:
+    """Distinct values of two sorted arrays, sorted (timsort merges the two runs in O(n))."""
+    t = np.concatenate([a_sorted, b_sorted])
+    t.sort(kind="stable")
+    keep = np.empty(t.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(t[1:], t[:-1], out=keep[1:])
+    return t[keep]
+
+
+def _kth_largest_threshold(scores: np.ndarray, dtype: np.dtype, k: int) -> float:
+    """Smallest threshold admitting at most k scores, by selection (O(n), no full sort)."""
+    n = scores.size
+    if k >= n:
+        return -math.inf
+    v = np.partition(scores, n - k - 1)[n - k - 1]
+    return _next_up(float(v), dtype)
+
+
 def _threshold_sorted(imp_sorted: np.ndarray, target: float, dtype: np.dtype, k: int) -> float:
     """Smallest threshold admitting at most k impostor scores (imp_sorted ascending)."""
     n = imp_sorted.size
@@ -622,7 +641,7 @@ def threshold_for_fmr(
     """
     (target,) = _targets(fmr, "fmr")
     dtype = _score_dtype(impostor)
-    imp = np.sort(_scores(impostor, "impostor"))
+    imp = _scores(impostor, "impostor")
     n = imp.size
     if conservative:
         k = _conservative_count(target, n, _confidence(confidence), method)
@@ -634,7 +653,7 @@ def threshold_for_fmr(
             )
     else:
         k = _allowed_count(target, n)
-    return _threshold_sorted(imp, target, dtype, k)
+    return _kth_largest_threshold(imp, dtype, k)
 
 
 def _support(target: float, n: int, what: str) -> tuple[bool, str | None]:
@@ -788,7 +807,7 @@ def eer(genuine: Any, impostor: Any) -> EERResult:
     g = np.sort(_scores(genuine, "genuine"))
     imp = np.sort(_scores(impostor, "impostor"))
     top = max(g[-1], imp[-1])
-    t = np.unique(np.concatenate([g, imp, [np.nextafter(top, np.inf)]]))
+    t = np.append(_merged_unique(g, imp), np.nextafter(top, np.inf))
     _, _, fmr, fnmr = _rates_sorted(g, imp, t)
     d = fnmr - fmr  # non-decreasing from -1 (T = min) to +1 (T > max)
     i = int(np.searchsorted(d, 0.0, side="left"))
@@ -803,7 +822,7 @@ def eer(genuine: Any, impostor: Any) -> EERResult:
 def _curve_thresholds(g: np.ndarray, imp: np.ndarray, max_points: int) -> np.ndarray:
     """Thresholds for a DET curve: all distinct scores, or a log-spaced selection of tails."""
     top = max(g[-1], imp[-1])
-    allt = np.unique(np.concatenate([g, imp]))
+    allt = _merged_unique(g, imp)
     if allt.size + 1 <= max_points:
         return np.append(allt, np.nextafter(top, np.inf))
     m = max(max_points // 3, 2)
@@ -962,8 +981,7 @@ def threshold_for_fpir(
     (target,) = _targets(fpir, "fpir")
     nm = _scores(non_mated_top_score, "non_mated_top_score", allow_neg_inf=True)
     dtype = _score_dtype(non_mated_top_score)
-    nm_sorted = np.sort(nm)
-    n = nm_sorted.size
+    n = nm.size
     if conservative:
         k = _conservative_count(target, n, _confidence(confidence), method)
         if k is None:
@@ -974,7 +992,7 @@ def threshold_for_fpir(
             )
     else:
         k = _allowed_count(target, n)
-    return _threshold_sorted(nm_sorted, target, dtype, k)
+    return _kth_largest_threshold(nm, dtype, k)
 
 
 def fnir_at_fpir(

@@ -439,3 +439,20 @@ def test_other_bad_arguments():
 def test_integer_scores_accepted():
     (p,) = m.fnmr_at_fmr([5, 6, 7, 8], list(range(100)), 0.02)
     assert p.threshold > 97 and p.fmr == 0.02 and p.fnmr == 1.0
+
+
+def test_calibration_primitives_agree_with_operating_points():
+    rng = np.random.default_rng(13)
+    imp = rng.integers(0, 300, 20_000).astype(np.float32)  # ties, float32
+    gen = rng.integers(200, 400, 500).astype(np.float32)
+    targets = [0.1, 1e-2, 1e-3, 1e-4, 1e-5]
+    pts = m.fnmr_at_fmr(gen, imp, targets)
+    assert [m.threshold_for_fmr(imp, t) for t in targets] == [p.threshold for p in pts]
+    non = np.concatenate([imp, np.full(100, -np.inf, np.float32)])
+    ipts = m.fnir_at_fpir(np.ones(500, int), gen, non, targets)
+    assert [m.threshold_for_fpir(non, t) for t in targets] == [p.threshold for p in ipts]
+    # mostly empty candidate lists: the threshold sits just above -inf, not at -inf
+    sparse = np.full(1000, -np.inf)
+    sparse[:5] = 1.0
+    t = m.threshold_for_fpir(sparse, 0.01)
+    assert np.isfinite(t) and np.mean(sparse >= t) == 0.005
