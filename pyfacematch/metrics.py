@@ -49,7 +49,7 @@ second.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -309,7 +309,6 @@ class GeneralizedRates:
     fnmr: float
     fte: float
     fta: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- validation
