@@ -1,0 +1,33 @@
+// Bindings of SIMD detection/dispatch and the thread pool.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "pyfacematch/simd.hpp"
+#include "pyfacematch/threads.hpp"
+#include "common.hpp"
+
+namespace pfm_py {
+
+void bind_simd(py::module_& m) {
+    auto names = [](const std::vector<pfm::SimdLevel>& ls) {
+        std::vector<std::string> out;
+        for (auto l : ls) out.emplace_back(pfm::level_name(l));
+        return out;
+    };
+    m.def("simd_compiled", [names] { return names(pfm::compiled_levels()); },
+          "SIMD levels compiled into this build, lowest first.");
+    m.def("simd_available", [names] { return names(pfm::available_levels()); },
+          "SIMD levels this CPU and OS can run, lowest first.");
+    m.def("simd_active", [] { return std::string(pfm::kernels().name); }, "The active SIMD level.");
+    m.def("simd_set", [](const std::string& name) { pfm::set_simd_level(pfm::parse_level(name)); },
+          py::arg("level"), "Forces a SIMD level (serial, neon, avx2, avx512).");
+    m.def("cpu_features", &pfm::cpu_features, "CPU features detected, for reports.");
+    m.def("set_num_threads", [](long n) {
+        require(n >= 1, pfm::ErrorKind::input, "number of threads must be >= 1, got " + std::to_string(n));
+        py::gil_scoped_release nogil;
+        pfm::set_num_threads((std::size_t)n);
+    }, py::arg("n"));
+    m.def("get_num_threads", [] { return pfm::get_num_threads(); });
+}
+
+}  // namespace pfm_py

@@ -1,0 +1,66 @@
+#pragma once
+/** @file simd.hpp
+ *  @brief Runtime CPU detection and the table of kernel function pointers.
+ *
+ *  Kernels are named <op>_<isa>, share one signature per op, never throw and trust their inputs:
+ *  validation happens once, above them. The serial table is the precise oracle (double accumulation).
+ */
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pyfacematch/types.hpp"
+
+namespace pfm {
+
+/** @brief One instruction set's kernels. Pointers, lengths in elements, row-major float32. */
+struct KernelTable {
+    SimdLevel level;
+    const char* name;
+    /** @brief Dot product of two d-vectors. */
+    float (*dot)(const float* a, const float* b, std::size_t d);
+    /** @brief a·b, a·a and b·b of two d-vectors in one pass. */
+    void (*dot3)(const float* a, const float* b, std::size_t d, float* ab, float* aa, float* bb);
+    /** @brief a·b and b·b of two n-vectors in one pass (masked cosine blocks). */
+    void (*dot2)(const float* a, const float* b, std::size_t n, float* ab, float* bb);
+    /** @brief Scores of m probes Q (m×d) against gallery rows [r0, r1) of G (…×d) pushed into heaps[0..m);
+     *  *bad set to 1 if a non-finite score was seen. Streaming form for small m. */
+    void (*topk_stream)(const float* Q, std::size_t m, const float* G, std::size_t r0, std::size_t r1,
+                        std::size_t d, TopKHeap* heaps, int* bad);
+    /** @brief Same as topk_stream, cache-blocked matrix-multiply form for large m; pack is scratch of
+     *  pack_floats(d) floats, 64-byte aligned. */
+    void (*topk_gemm)(const float* Q, std::size_t m, const float* G, std::size_t r0, std::size_t r1,
+                      std::size_t d, TopKHeap* heaps, int* bad, float* pack);
+    /** @brief Writes the m×(r1-r0) score block into out (row stride ldo), streaming form. */
+    void (*scores_stream)(const float* Q, std::size_t m, const float* G, std::size_t r0, std::size_t r1,
+                          std::size_t d, float* out, std::size_t ldo);
+    /** @brief Writes the m×(r1-r0) score block into out (row stride ldo), blocked form. */
+    void (*scores_gemm)(const float* Q, std::size_t m, const float* G, std::size_t r0, std::size_t r1,
+                        std::size_t d, float* out, std::size_t ldo, float* pack);
+    /** @brief Number of floats the gemm kernels need as pack scratch for dimension d. */
+    std::size_t (*pack_floats)(std::size_t d);
+    /** @brief Hamming top-k: m probe codes vs gallery codes rows [r0, r1), nbytes per code; heaps hold
+     *  (-distance, index), so the best is the smallest distance. */
+    void (*hamming_topk)(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t r0,
+                         std::size_t r1, std::size_t nbytes, TopKHeap* heaps);
+};
+
+/** @brief Levels compiled into this build, lowest first. */
+std::vector<SimdLevel> compiled_levels();
+/** @brief Levels this CPU and operating system can run, lowest first. */
+std::vector<SimdLevel> available_levels();
+/** @brief The active kernel table (chosen once: PYFACEMATCH_SIMD, else the best available). */
+const KernelTable& kernels();
+/** @brief The table of one level; throws pfm::Error if not compiled or not available. */
+const KernelTable& kernels_for(SimdLevel level);
+/** @brief Forces the active level; throws pfm::Error if it cannot run here. */
+void set_simd_level(SimdLevel level);
+/** @brief "serial", "neon", "avx2" or "avx512". */
+const char* level_name(SimdLevel level);
+/** @brief Parses a level name; throws pfm::Error on an unknown name. */
+SimdLevel parse_level(const std::string& name);
+/** @brief CPU feature flags detected (for reports), e.g. {"avx2", "fma", "avx512f", "avx512vpopcntdq"}. */
+std::vector<std::string> cpu_features();
+
+}  // namespace pfm

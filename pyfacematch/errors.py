@@ -1,0 +1,90 @@
+"""Typed errors of pyfacematch.
+
+Every error is both a :class:`PyFaceMatchError` and the matching builtin
+(``ValueError``, ``KeyError``, ``OSError`` …) so callers can catch either.
+Messages say what was expected, what came, and what to do; they never
+contain biometric data (templates, landmarks).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PyFaceMatchError",
+    "InputError",
+    "DimensionError",
+    "NonFiniteError",
+    "DTypeError",
+    "EmptyInputError",
+    "ZeroVectorError",
+    "UnknownIdentityError",
+    "DuplicateIdentityError",
+    "SchemeError",
+    "LandmarkError",
+    "GalleryFileError",
+    "FormatVersionError",
+    "IndexTrainingError",
+    "ModelError",
+]
+
+
+class PyFaceMatchError(Exception):
+    """Base class of every error raised by pyfacematch."""
+
+
+class InputError(PyFaceMatchError, ValueError):
+    """An argument has the wrong value (shape, range, option)."""
+
+
+class DimensionError(InputError):
+    """Two arrays that must agree on a dimension do not."""
+
+
+class NonFiniteError(InputError):
+    """An input holds NaN or ±Inf; the message names the row."""
+
+
+class DTypeError(PyFaceMatchError, TypeError):
+    """An array has a dtype or memory layout that cannot be used as is."""
+
+
+class EmptyInputError(InputError):
+    """A batch or gallery that must hold at least one row is empty."""
+
+
+class ZeroVectorError(InputError):
+    """A vector of norm zero cannot be normalised; the message names the row."""
+
+
+class UnknownIdentityError(PyFaceMatchError, KeyError):
+    """An identity id is not enrolled."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateIdentityError(InputError):
+    """An identity id is already enrolled and the call asked to refuse duplicates."""
+
+
+class SchemeError(InputError):
+    """A landmark scheme is inconsistent or unknown."""
+
+
+class LandmarkError(InputError):
+    """A face's landmarks cannot make a key (wrong count, NaN, collapsed, all hidden)."""
+
+
+class GalleryFileError(PyFaceMatchError, OSError):
+    """A gallery file is missing, corrupted, truncated or not a gallery."""
+
+
+class FormatVersionError(GalleryFileError):
+    """A file was written by an unknown format version."""
+
+
+class IndexTrainingError(InputError):
+    """A search index needs more data to train than it was given."""
+
+
+class ModelError(PyFaceMatchError, RuntimeError):
+    """A face model cannot be loaded or run."""

@@ -1,0 +1,83 @@
+"""SIMD levels: what is compiled, what this CPU can run, what is active.
+
+The core detects the CPU once (including the operating system's support for the wide register
+state) and picks the best level; ``PYFACEMATCH_SIMD=serial|avx2|avx512|neon`` or :func:`set_level`
+forces one. The serial level is the precise reference every other level is tested against.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from . import _core
+
+__all__ = ["info", "set_level", "active", "available", "compiled", "cpu_features"]
+
+
+def compiled() -> list[str]:
+    """SIMD levels compiled into this build, lowest first."""
+    return list(_core.simd_compiled())
+
+
+def available() -> list[str]:
+    """SIMD levels this CPU and operating system can run, lowest first."""
+    return list(_core.simd_available())
+
+
+def active() -> str:
+    """The SIMD level the kernels use now."""
+    return str(_core.simd_active())
+
+
+def cpu_features() -> list[str]:
+    """CPU features detected (``avx2``, ``avx512f``, ``avx512vpopcntdq``, ``neon`` …)."""
+    return list(_core.cpu_features())
+
+
+def set_level(level: str) -> None:
+    """Force a SIMD level for every later call in this process.
+
+    Parameters
+    ----------
+    level : str
+        ``"serial"``, ``"neon"``, ``"avx2"``, ``"avx512"``, or ``"auto"`` for the best available.
+
+    Raises
+    ------
+    InputError
+        If the level is unknown, not compiled in, or cannot run on this CPU.
+    """
+    if level == "auto":
+        level = available()[-1]
+    _core.simd_set(level)
+
+
+def info() -> dict[str, object]:
+    """Levels compiled, available and active, the CPU features seen and the thread count."""
+    return {
+        "compiled": compiled(),
+        "available": available(),
+        "active": active(),
+        "cpu_features": cpu_features(),
+        "num_threads": int(_core.get_num_threads()),
+        "env": os.environ.get("PYFACEMATCH_SIMD"),
+    }
+
+
+def _check_env() -> None:
+    """Warn once at import when PYFACEMATCH_SIMD asks for a level that cannot be used here."""
+    want = os.environ.get("PYFACEMATCH_SIMD")
+    if not want or want == "auto" or want == active():
+        return
+    if want not in ("serial", "neon", "avx2", "avx512"):
+        reason = "is not a SIMD level (serial, neon, avx2, avx512, auto)"
+    else:
+        reason = "cannot run here (compiled: {}, available: {})".format(compiled(), available())
+    warnings.warn(
+        f"PYFACEMATCH_SIMD={want!r} {reason}; using {active()!r}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
