@@ -92,7 +92,14 @@ def exact_topk(
     if blocks is None:
         return _core("topk")(probes, matrix, k)
     return _core("masked_topk")(
-        probes, matrix, k, probe_masks, gallery_masks, blocks, min_fraction=min_fraction
+        probes,
+        matrix,
+        k,
+        probe_masks,
+        gallery_masks,
+        blocks,
+        min_fraction=min_fraction,
+        check_finite=False,  # validated at enrollment
     )
 
 
@@ -683,6 +690,43 @@ class FaissBackend(Backend):
             return out
         return []
 
+    def tune(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        reference_top1: np.ndarray,
+        reference_rows: np.ndarray,
+        pipeline_top1: Callable[[np.ndarray, int], np.ndarray],
+        target: float,
+    ) -> float | None:
+        if self.kind != "ivfpq" or self.index is None:
+            return super().tune(m, probes, reference_top1, reference_rows, pipeline_top1, target)
+        # PQ distances are approximate: first the shortlist that reaches the
+        # target when every list is probed, then the fewest lists with it.
+        self.set_depth(self.index.nlist)
+        curve = []
+        for length in (64, 128, 256, 512, 1024, 2048, 4096):
+            self.pq_shortlist = min(length, max(m.n, 1))
+            got = pipeline_top1(probes, 1)
+            recall = float(np.mean(got >= reference_top1 - 1e-5))
+            curve.append((self.pq_shortlist, round(recall, 4)))
+            if recall >= target or self.pq_shortlist >= m.n:
+                break
+        out = super().tune(m, probes, reference_top1, reference_rows, pipeline_top1, target)
+        self.tune_info["shortlist_curve"] = curve
+        return out
+
+    def params(self) -> dict[str, Any]:
+        p = super().params()
+        p["trained_size"] = self.trained_size
+        p["pq_shortlist"] = self.pq_shortlist
+        return p
+
+    def load_params(self, p: dict[str, Any]) -> None:
+        super().load_params(p)
+        self.trained_size = int(p.get("trained_size") or 0)
+        self.pq_shortlist = int(p.get("pq_shortlist") or self.pq_shortlist)
+
     def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
         c = k
         if self.kind == "ivfpq":
@@ -707,15 +751,6 @@ class FaissBackend(Backend):
             self.nlist = int(self.index.nlist)
         if self.depth is not None:
             self.set_depth(self.depth)
-
-    def params(self) -> dict[str, Any]:
-        p = super().params()
-        p["trained_size"] = self.trained_size
-        return p
-
-    def load_params(self, p: dict[str, Any]) -> None:
-        super().load_params(p)
-        self.trained_size = int(p.get("trained_size") or 0)
 
     def labels(self) -> np.ndarray:
         """Every label (template id) stored in the index, tombstones included."""
