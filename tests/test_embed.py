@@ -355,3 +355,40 @@ def test_face_quality_orders_sharp_large_above_blurred_small():
     assert 0.99 < q <= 1.0
     assert face_quality(big, flat) == 0.0
     assert face_quality(small, sharp) == pytest.approx(q * 20 / 80)
+
+
+def test_list_images_identities(tmp_path):
+    from pyfacematch.embed import list_images
+
+    for rel in [
+        "alice/1.jpg",
+        "alice/2.PNG",
+        "bob/x/3.jpeg",
+        "carol.jpg",
+        "notes.txt",
+        ".hidden/4.jpg",
+    ]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    got = [(i, p.relative_to(tmp_path).as_posix()) for i, p in list_images(tmp_path)]
+    assert got == [
+        ("alice", "alice/1.jpg"),
+        ("alice", "alice/2.PNG"),
+        ("bob", "bob/x/3.jpeg"),
+        ("carol", "carol.jpg"),
+    ]
+    assert [p.name for _, p in list_images(tmp_path, recursive=False)] == [
+        "1.jpg",
+        "2.PNG",
+        "carol.jpg",
+    ]
+    with pytest.raises(ImageLoadError):
+        list_images(tmp_path / "carol.jpg")
+
+
+def test_create_embedder_rejects_unknown_specs():
+    from pyfacematch.embed import create_embedder
+
+    for spec in ("arcface", "onnx", "onnx:"):
+        with pytest.raises(InputError):
+            create_embedder(spec)

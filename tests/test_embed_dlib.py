@@ -110,3 +110,12 @@ def test_dlib_leave_one_out_on_all_54_photos(embedder):
     t = b.templates()
     assert _loo_rank1(t, d["labels"]) == 1.0
     assert (t.astype(np.float64) * d["embeddings"]).sum(1).min() > 0.999
+
+
+def test_create_embedder_dlib(small):
+    from pyfacematch.embed import create_embedder
+
+    emb = create_embedder("dlib:hog", upsample=0)
+    assert isinstance(emb, DlibEmbedder) and emb.detector.upsample == 0
+    r = emb.embed_image(str(DATA / small["paths"][0]))
+    assert r.ok and float(r.templates[0] @ small["embeddings"][0]) > 0.99

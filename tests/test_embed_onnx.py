@@ -196,3 +196,18 @@ def test_onnx_real_model():
     np.fill_diagonal(s, -np.inf)
     labels = small["labels"]
     assert (labels[s.argmax(1)] == labels).all()  # leave-one-out rank-1 on 2 people x 3
+
+
+def test_create_embedder_onnx(tmp_path):
+    from pyfacematch.embed import create_embedder
+
+    w = _weights(dim=8, seed=9)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_linear_model(w))
+    emb = create_embedder(f"onnx:{path}", detector=None, batch_size=4)
+    assert isinstance(emb, OnnxEmbedder) and emb.batch_size == 4 and emb.detector is None
+    imgs, pts = _images_and_points(1)
+    crop = align_face(imgs[0], pts[0], (112, 112))
+    np.testing.assert_allclose(
+        emb.embed(imgs, landmarks=pts).templates(), _reference([crop], w), atol=2e-5
+    )

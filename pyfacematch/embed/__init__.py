@@ -42,6 +42,7 @@ from .io import (
     ImageLoadError,
     ImageSource,
     describe_source,
+    list_images,
     load_image,
 )
 
@@ -55,8 +56,10 @@ __all__ = [
     "Detector",
     "Embedder",
     "face_quality",
+    "create_embedder",
     "ImageLoadError",
     "load_image",
+    "list_images",
 ]
 
 #: Why an image gave no template.
@@ -457,3 +460,38 @@ class Embedder(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+def create_embedder(spec: str, **options: object) -> Embedder:
+    """An embedder from a short spec, for the command line and config files.
+
+    Parameters
+    ----------
+    spec : str
+        ``"dlib"`` or ``"dlib:hog"`` / ``"dlib:cnn"``; ``"onnx:<model path>"``
+        (faces from the dlib detector when dlib is installed, unless
+        ``detector=None`` is passed).
+    **options
+        Passed to the embedder's constructor (e.g. ``upsample``,
+        ``batch_size``, ``config``, ``intra_op_threads``, ``max_pixels``).
+
+    Returns
+    -------
+    Embedder
+    """
+    kind, _, arg = str(spec).partition(":")
+    if kind == "dlib":
+        from .dlib import DlibEmbedder
+
+        return DlibEmbedder(arg or "hog", **options)  # type: ignore[arg-type]
+    if kind == "onnx":
+        if not arg:
+            raise InputError("expected 'onnx:<path to model.onnx>', got no path")
+        from .onnx import OnnxEmbedder
+
+        if "detector" not in options:
+            from .dlib import dlib_available
+
+            options["detector"] = "dlib" if dlib_available() else None
+        return OnnxEmbedder(arg, **options)  # type: ignore[arg-type]
+    raise InputError(f"expected an embedder spec 'dlib[:hog|cnn]' or 'onnx:<model>', got {spec!r}")

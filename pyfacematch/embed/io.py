@@ -33,7 +33,23 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "load_image",
     "describe_source",
+    "IMAGE_EXTENSIONS",
+    "list_images",
 ]
+
+#: File name endings :func:`list_images` picks up (case-insensitive).
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
 
 #: Anything the embedders accept as one image: a path or an ``(H, W[, C])`` uint8 array.
 ImageSource = Union[str, os.PathLike, np.ndarray]
@@ -205,3 +221,53 @@ def load_image(
                 "unreadable", f"image file {path} is truncated or corrupt ({type(exc).__name__})"
             ) from None
     return np.ascontiguousarray(arr)
+
+
+def list_images(
+    folder: str | os.PathLike,
+    *,
+    recursive: bool = True,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+) -> list[tuple[str, Path]]:
+    """Image files under a folder, with the identity their location implies.
+
+    Layout ``folder/<identity>/<image>`` gives ``identity`` = the subfolder
+    name; an image directly in ``folder`` gives its file stem. Hidden files
+    and folders are skipped; files are listed in sorted order. Whether a
+    file really is an image is found out when it is loaded (a bad file
+    becomes a per-image failure, not an error here).
+
+    Parameters
+    ----------
+    folder : path
+    recursive : bool
+        Look into subfolders at any depth (the identity is the first-level
+        subfolder).
+    extensions : tuple of str
+        Lower-case file endings to keep.
+
+    Returns
+    -------
+    list of (str, pathlib.Path)
+        (identity, path) pairs.
+
+    Raises
+    ------
+    ImageLoadError
+        If ``folder`` is not a readable folder (reason ``"unreadable"``).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageLoadError("unreadable", f"{root} is not a folder of images")
+    pattern = "**/*" if recursive else "*/*"
+    out: list[tuple[str, Path]] = []
+    candidates = sorted(set(root.glob(pattern)) | set(root.glob("*")))
+    for p in candidates:
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if not p.is_file() or p.suffix.lower() not in extensions:
+            continue
+        identity = rel.parts[0] if len(rel.parts) > 1 else p.stem
+        out.append((identity, p))
+    return out
