@@ -830,7 +830,7 @@ class Gallery:
         elif nonmated_probes is not None:
             if fpir is None:
                 raise InputError("nonmated_probes calibrate an identification threshold: fpir=…")
-            res = self.identify_arrays(nonmated_probes, k=1, threshold=-np.inf)
+            res = self.identify_arrays(nonmated_probes, k=1, threshold=0.0)  # scores only
             top = res.scores[:, 0] if res.scores.shape[1] else np.full(len(res.scores), np.nan)
             scores = np.nan_to_num(top.astype(np.float64), nan=-np.inf)
         else:
