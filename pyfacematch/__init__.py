@@ -26,7 +26,27 @@ from .scoring import (
 
 __version__ = "0.1.0"
 
+# Heavier parts load on first use, so `import pyfacematch` stays fast for a service that only scores.
+_LAZY_ATTRS = {
+    "Gallery": "gallery",
+    "KeyModel": "keys",
+}
+_LAZY_MODULES = ("metrics", "plots", "synth", "schemes", "gallery", "keys", "embed", "fusion", "calibration", "io")
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY_ATTRS:
+        return getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pyfacematch' has no attribute {name!r}")
+
+
 __all__ = [
+    "Gallery",
+    "KeyModel",
     "PyFaceMatchError",
     "as_templates",
     "cosine",

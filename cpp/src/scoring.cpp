@@ -41,14 +41,21 @@ struct Split {
     std::size_t parts;
 };
 
-Split plan(std::size_t m, std::size_t n, std::size_t d) {
+Split plan(std::size_t m, std::size_t n, std::size_t d, std::size_t k = 1) {
     const std::size_t threads = get_num_threads();
     const double work = (double)m * (double)n * (double)d;
     std::size_t parts = std::min<std::size_t>(threads, std::max<std::size_t>(1, (std::size_t)(work / kMinWorkPerTask)));
     if (parts <= 1) return {true, 1};
     // Rows when the gallery is big enough to give each part whole packed blocks, else probes.
-    if (n >= parts * 512 || m < parts) return {true, std::min(parts, n)};
-    return {false, std::min(parts, m)};
+    if (n >= parts * 512 || m < parts) {
+        // Several chunks per thread, claimed dynamically, so a thread slowed by another process on
+        // a shared machine does not hold the whole call back; bounded so the heaps stay small.
+        std::size_t chunks = parts * 4;
+        chunks = std::min(chunks, std::max<std::size_t>(parts, n / 4096));
+        while (chunks > parts && (double)chunks * (double)m * (double)k > 4e6) --chunks;
+        return {true, std::min(chunks, n)};
+    }
+    return {false, std::min(parts * 4, m)};
 }
 
 inline std::size_t part_begin(std::size_t total, std::size_t parts, std::size_t p) { return total * p / parts; }
@@ -225,7 +232,7 @@ bool scores(const float* Q, std::size_t m, const float* G, std::size_t n, std::s
 bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
           float* out_s, std::int64_t* out_i) {
     const KernelTable& K = kernels();
-    const Split sp = plan(m, n, d);
+    const Split sp = plan(m, n, d, k);
     std::vector<int> bad(sp.parts, 0);
     const float pad = -std::numeric_limits<float>::infinity();
     if (sp.split_rows) {
@@ -293,7 +300,7 @@ void masked_topk(const float* Q, const std::uint64_t* mq, std::size_t m, const f
     BlockInfo bi(blocks);
     const std::size_t B = bi.count(), need = min_shared_dims(d, min_fraction);
     std::vector<float> qn = block_norms(K, Q, m, d, bi);
-    const Split sp = plan(m, n, d);
+    const Split sp = plan(m, n, d, k);
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
     HeapSet hs(parts * m, k);
     if (sp.split_rows) {
@@ -378,7 +385,7 @@ void pack_signs(const float* X, std::size_t n, std::size_t d, const float* cente
 void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t n,
                   std::size_t nbytes, std::size_t k, std::int32_t* out_d, std::int64_t* out_i) {
     const KernelTable& K = kernels();
-    const Split sp = plan(m, n, nbytes);
+    const Split sp = plan(m, n, nbytes * 8, k);
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
     HeapSet hs(parts * m, k);
     std::vector<float> tmp(m * k);

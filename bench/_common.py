@@ -1,0 +1,101 @@
+"""Helpers shared by the benchmark scripts: timing by median, machine description, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, min_time: float = 0.0) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` runs (after ``warmup`` runs).
+
+    With ``min_time`` > 0, each sample loops ``fn`` until that many seconds pass and divides.
+    """
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            el = time.perf_counter() - t0
+            if el >= min_time:
+                break
+        samples.append(el / n)
+    return statistics.median(samples)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, SIMD level and library versions, for the report."""
+    import pyfacematch as pf
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyfacematch": pf.__version__,
+        "simd": pf.simd.info(),
+    }
+    for mod in ("faiss", "simsimd", "hnswlib", "onnxruntime"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", "installed")
+        except ImportError:
+            info[mod] = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            {k: t.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for t in threadpool_info()
+        ]
+    except ImportError:
+        pass
+    return info
+
+
+def unit_rows(n: int, d: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """n random unit float32 rows of dimension d (generated in chunks to bound memory)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, d), np.float32)
+    for s in range(0, n, chunk):
+        x = rng.standard_normal((min(chunk, n - s), d), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[s : s + len(x)] = x
+    return out
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            if v == 0 or 0.01 <= abs(v) < 1e5:
+                return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+            return f"{v:.3g}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[j]) for r in cells)) for j, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])

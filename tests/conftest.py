@@ -1,0 +1,32 @@
+"""Shared fixtures: seeded generators, the SIMD levels this machine can run, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyfacematch as pf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PYFACEMATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=pf.simd.available())
+def simd_level(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test once per SIMD level available here, restoring the active level afterwards."""
+    before = pf.simd.active()
+    pf.simd.set_level(request.param)
+    try:
+        yield request.param
+    finally:
+        pf.simd.set_level(before)
