@@ -119,3 +119,20 @@ def test_create_embedder_dlib(small):
     assert isinstance(emb, DlibEmbedder) and emb.detector.upsample == 0
     r = emb.embed_image(str(DATA / small["paths"][0]))
     assert r.ok and float(r.templates[0] @ small["embeddings"][0]) > 0.99
+
+
+def test_dlib_detects_large_images_downscaled(embedder, small):
+    img = load_image(DATA / small["paths"][1])
+    big = np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)  # 600 x 600
+    det = DlibDetector(upsample=0, max_side=160)
+    faces = det.detect(big)
+    assert len(faces) == 1
+    # box found at ~1/4 scale and scaled back; landmarks found at full resolution
+    a, b = faces[0].box.astype(np.float64), small["boxes"][1] * 4.0
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+    assert inter / union > 0.6  # detector boxes vary with scale; the face is the same
+    np.testing.assert_allclose(faces[0].landmarks, small["landmarks"][1] * 4 + 1.5, atol=14)
+    emb = DlibEmbedder(det)
+    t = emb.embed([big]).templates()
+    assert float(t[0] @ small["embeddings"][1]) > 0.97

@@ -116,6 +116,11 @@ class DlibDetector(Detector):
         Added to the HOG detector's threshold (negative finds more faces).
     model_dir : path, optional
         Folder with the ``.dat`` files (see :func:`dlib_model_dir`).
+    max_side : int or None
+        Detect on a copy downscaled so that its longer side is at most this
+        many pixels (boxes are scaled back; landmarks are found on the
+        full-resolution image). Bounds the detector's time and memory on
+        large photos; None detects at full size.
 
     Each face comes with its box, the 68 iBUG landmarks (``scheme="ibug68"``),
     the five ArcFace points derived from them and the detector score.
@@ -128,7 +133,11 @@ class DlibDetector(Detector):
         upsample: int = 1,
         adjust_threshold: float = 0.0,
         model_dir: str | os.PathLike | None = None,
+        max_side: int | None = 1600,
     ) -> None:
+        if max_side is not None and int(max_side) < 32:
+            raise InputError(f"expected max_side >= 32 or None, got {max_side}")
+        self.max_side = None if max_side is None else int(max_side)
         if detector not in ("hog", "cnn"):
             raise InputError(f"expected detector 'hog' or 'cnn', got {detector!r}")
         if int(upsample) < 0:
@@ -147,11 +156,25 @@ class DlibDetector(Detector):
             )
         self._sp = _load(dlib, dlib.shape_predictor, self.model_dir / _FILES["landmarks68"])
 
-    def _rects(self, image: np.ndarray) -> list[tuple[object, float]]:
+    def _rects(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        h, w = image.shape[:2]
+        scale = 1.0
+        small = image
+        if self.max_side is not None and max(h, w) > self.max_side:
+            from PIL import Image
+
+            scale = self.max_side / float(max(h, w))
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
         if self.kind == "hog":
-            rects, scores, _ = self._det.run(image, self.upsample, self.adjust_threshold)
-            return list(zip(rects, (float(s) for s in scores)))
-        return [(d.rect, float(d.confidence)) for d in self._det(image, self.upsample)]
+            rects, scores, _ = self._det.run(small, self.upsample, self.adjust_threshold)
+            found = list(zip(rects, (float(s) for s in scores)))
+        else:
+            found = [(d.rect, float(d.confidence)) for d in self._det(small, self.upsample)]
+        return [
+            (np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / scale, sc)
+            for r, sc in found
+        ]
 
     def landmarks(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         """68 iBUG landmarks inside a given box: (68, 2) float32 pixels."""
@@ -162,8 +185,7 @@ class DlibDetector(Detector):
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an (H, W, 3) uint8 RGB image, detector order."""
         faces = []
-        for rect, score in self._rects(image):
-            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float32)
+        for box, score in self._rects(image):
             lm = self.landmarks(image, box)
             faces.append(
                 Face(
@@ -198,6 +220,8 @@ class DlibEmbedder(Embedder):
         Crop padding around the face, as in ``dlib.get_face_chip``.
     model_dir : path, optional
         Folder with the ``.dat`` files.
+    max_side : int or None
+        Longest side the detector works at (see :class:`DlibDetector`).
     max_pixels, max_bytes, batch_size
         See :class:`~pyfacematch.embed.Embedder`.
     """
@@ -213,6 +237,7 @@ class DlibEmbedder(Embedder):
         num_jitters: int = 0,
         padding: float = 0.25,
         model_dir: str | os.PathLike | None = None,
+        max_side: int | None = 1600,
         **kwargs: int,
     ) -> None:
         super().__init__(**kwargs)
@@ -221,7 +246,9 @@ class DlibEmbedder(Embedder):
         if isinstance(detector, DlibDetector):
             self.detector = detector
         else:
-            self.detector = DlibDetector(detector, upsample=upsample, model_dir=model_dir)
+            self.detector = DlibDetector(
+                detector, upsample=upsample, model_dir=model_dir, max_side=max_side
+            )
         self.num_jitters = int(num_jitters)
         self.padding = float(padding)
         self.chip_size = 150
