@@ -8,6 +8,9 @@ fraction of each; and the 1:1 ``cosine`` call against ``numpy.dot`` and ``simsim
     python bench/scoring.py                 # the issue's protocol (needs ~6 GB, a few minutes)
     python bench/scoring.py --n 200000      # smaller gallery
     python bench/scoring.py --json out.json
+
+The measurements are functions (``measure_topk``, ``cosine_call_ns`` …) so that the benchmark suite
+(``pyfacematch bench``) runs the same code as this script.
 """
 
 from __future__ import annotations
@@ -22,10 +25,7 @@ import numpy as np
 
 import pyfacematch as pf
 
-try:
-    from _common import machine, median_time, table, unit_rows
-except ImportError:  # run as a module from the repository root
-    from bench._common import machine, median_time, table, unit_rows
+from .util import machine, median_time, table, unit_rows
 
 K = 10
 
@@ -108,6 +108,62 @@ def cosine_call_ns(d: int) -> dict[str, float]:
     return out
 
 
+HEADERS = ["d", "batch", "pfm µs", "numpy µs", "faiss µs", "simsimd µs", "x numpy", "x faiss", "x simsimd",
+           "of read BW", "of sgemm"]
+
+
+def measure_topk(
+    n: int, dims: list[int], batches: list[int], skip: tuple[str, ...] = (), log: Any = print
+) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """Time top-10 of each engine at every (d, batch); returns (results, table rows)."""
+    import faiss
+
+    results: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    for d in dims:
+        g = unit_rows(n, d, seed=d)
+        bw = read_bandwidth(g)
+        gf = sgemm_flops(d)
+        index = faiss.IndexFlatIP(d)
+        index.add(g)
+        for m in batches:
+            q = unit_rows(m, d, seed=1000 + m)
+            rep = 5 if m == 1 else (3 if m <= 64 else 1)
+            t_pf = median_time(lambda: pf.topk(q, g, K), repeat=rep)
+            times = {"pyfacematch": t_pf}
+            _, pi = pf.topk(q, g, K)
+            agree = None
+            if "numpy" not in skip:
+                times["numpy"] = median_time(lambda: numpy_topk(q, g, K), repeat=rep)
+                agree = float(np.mean(numpy_topk(q, g, K)[1][:, 0] == pi[:, 0]))
+            if "faiss" not in skip:
+                times["faiss"] = median_time(lambda: index.search(q, K), repeat=rep)
+            if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
+                try:
+                    times["simsimd"] = median_time(lambda: simsimd_topk(q, g, K), repeat=max(1, rep // 2))
+                except ImportError:
+                    pass
+            per_probe_us = {e: t / m * 1e6 for e, t in times.items()}
+            bw_frac = (g.nbytes / t_pf) / bw  # the gallery is read once per call
+            flops_frac = (2.0 * m * n * d / t_pf) / gf
+            results.append({
+                "d": d, "n": n, "batch": m, "k": K, "us_per_probe": per_probe_us,
+                "speedup": {e: t / t_pf for e, t in times.items() if e != "pyfacematch"},
+                "read_bandwidth_GBps": bw / 1e9, "sgemm_GFLOPs": gf / 1e9,
+                "pyfacematch_GFLOPs": 2.0 * m * n * d / t_pf / 1e9,
+                "bandwidth_fraction": bw_frac, "sgemm_fraction": flops_frac,
+                "top1_agrees_with_numpy": agree,
+            })
+            rows.append([d, m, per_probe_us["pyfacematch"],
+                         *[per_probe_us.get(e, float("nan")) for e in ("numpy", "faiss", "simsimd")],
+                         *[times[e] / t_pf if e in times else float("nan") for e in ("numpy", "faiss", "simsimd")],
+                         f"{bw_frac:.0%}", f"{flops_frac:.0%}"])
+            log(f"  d={d} batch={m}: " + ", ".join(f"{e} {v:,.1f} µs" for e, v in per_probe_us.items()))
+        log(f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s, sgemm {gf / 1e9:.0f} GFLOP/s")
+        del g, index
+    return results, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="gallery size (default 1,000,000)")
@@ -117,52 +173,13 @@ def main() -> None:
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
 
-    import faiss
-
     info = machine()
     print(f"# machine: {info['cpu']}, {info['cores']} cores, SIMD {info['simd']['active']}, "
           f"threads {pf.get_num_threads()}, faiss {info['faiss']}, simsimd {info['simsimd']}")
-    results: list[dict[str, Any]] = []
-    rows = []
-    for d in args.dims:
-        g = unit_rows(args.n, d, seed=d)
-        bw = read_bandwidth(g)
-        gf = sgemm_flops(d)
-        index = faiss.IndexFlatIP(d)
-        index.add(g)
-        for m in args.batches:
-            q = unit_rows(m, d, seed=1000 + m)
-            rep = 5 if m == 1 else (3 if m <= 64 else 1)
-            t_pf = median_time(lambda: pf.topk(q, g, K), repeat=rep)
-            times = {"pyfacematch": t_pf}
-            ps, pi = pf.topk(q, g, K)
-            if "numpy" not in args.skip:
-                times["numpy"] = median_time(lambda: numpy_topk(q, g, K), repeat=rep)
-                ns, ni = numpy_topk(q, g, K)
-                agree = float(np.mean(ni[:, 0] == pi[:, 0]))
-            if "faiss" not in args.skip:
-                times["faiss"] = median_time(lambda: index.search(q, K), repeat=rep)
-            if "simsimd" not in args.skip and m <= 64:  # cdist at 1024×1M runs for minutes
-                times["simsimd"] = median_time(lambda: simsimd_topk(q, g, K), repeat=max(1, rep // 2))
-            per_probe_us = {k: v / m * 1e6 for k, v in times.items()}
-            bw_frac = (g.nbytes / t_pf) / bw  # the gallery is read once per call
-            flops_frac = (2.0 * m * args.n * d / t_pf) / gf
-            res = {"d": d, "n": args.n, "batch": m, "k": K, "us_per_probe": per_probe_us,
-                   "read_bandwidth_GBps": bw / 1e9, "sgemm_GFLOPs": gf / 1e9,
-                   "bandwidth_fraction": bw_frac, "sgemm_fraction": flops_frac,
-                   "top1_agrees_with_numpy": agree if "numpy" not in args.skip else None}
-            results.append(res)
-            rows.append([d, m, per_probe_us["pyfacematch"],
-                         *[per_probe_us.get(e, float("nan")) for e in ("numpy", "faiss", "simsimd")],
-                         *[times[e] / t_pf if e in times else float("nan") for e in ("numpy", "faiss", "simsimd")],
-                         f"{bw_frac:.0%}", f"{flops_frac:.0%}"])
-            print(f"  d={d} batch={m}: {per_probe_us}", flush=True)
-        print(f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s, sgemm {gf / 1e9:.0f} GFLOP/s", flush=True)
-        del g, index
+    results, rows = measure_topk(args.n, args.dims, args.batches, tuple(args.skip))
     print()
     print(f"top-{K} over N = {args.n:,} unit templates, time per probe (µs, median); 'x' = speed-up of pyfacematch")
-    print(table(["d", "batch", "pfm µs", "numpy µs", "faiss µs", "simsimd µs", "x numpy", "x faiss", "x simsimd",
-                 "of read BW", "of sgemm"], rows))
+    print(table(HEADERS, rows))
     calls = cosine_call_ns(512)
     print()
     print("1:1 cosine(a, b) from Python at d = 512 (ns per call, median): " +

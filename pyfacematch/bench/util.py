@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: timing by median, machine description, tables."""
+"""Helpers shared by the benchmarks: timing by median, machine description, Markdown tables."""
 
 from __future__ import annotations
 
