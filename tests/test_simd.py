@@ -1,0 +1,77 @@
+"""SIMD dispatch: info, forcing a level by API and by environment, thread settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pyfacematch as pf
+from pyfacematch.errors import InputError
+
+
+def test_info_reports_compiled_available_active() -> None:
+    info = pf.simd.info()
+    assert info["compiled"][0] == "serial" and "serial" in info["available"]
+    assert set(info["available"]) <= set(info["compiled"])
+    assert info["active"] == info["available"][-1] or os.environ.get("PYFACEMATCH_SIMD")
+    assert info["num_threads"] >= 1
+
+
+def test_set_level_by_api() -> None:
+    before = pf.simd.active()
+    try:
+        for level in pf.simd.available():
+            pf.simd.set_level(level)
+            assert pf.simd.active() == level
+        pf.simd.set_level("auto")
+        assert pf.simd.active() == pf.simd.available()[-1]
+    finally:
+        pf.simd.set_level(before)
+
+
+def test_unknown_or_unavailable_level_is_refused() -> None:
+    with pytest.raises(InputError, match="unknown SIMD level"):
+        pf.simd.set_level("sse9")
+    missing = [lvl for lvl in ("serial", "neon", "avx2", "avx512") if lvl not in pf.simd.available()]
+    for level in missing:
+        with pytest.raises(InputError, match="not compiled|cannot run"):
+            pf.simd.set_level(level)
+
+
+def _active_under_env(value: str) -> tuple[str, str]:
+    code = "import json, pyfacematch as pf; print(json.dumps(pf.simd.active()))"
+    env = dict(os.environ, PYFACEMATCH_SIMD=value)
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout), out.stderr
+
+
+def test_environment_variable_forces_a_level() -> None:
+    assert _active_under_env("serial")[0] == "serial"
+    best = pf.simd.available()[-1]
+    assert _active_under_env(best)[0] == best
+
+
+def test_environment_variable_with_a_bad_level_warns_and_falls_back() -> None:
+    active, err = _active_under_env("bogus")
+    assert active == pf.simd.available()[-1]
+    assert "PYFACEMATCH_SIMD='bogus'" in err
+
+
+def test_num_threads() -> None:
+    before = pf.get_num_threads()
+    try:
+        pf.set_num_threads(1)
+        assert pf.get_num_threads() == 1
+        pf.set_num_threads(3)
+        assert pf.get_num_threads() == 3
+    finally:
+        pf.set_num_threads(before)
+    with pytest.raises(InputError, match=">= 1"):
+        pf.set_num_threads(0)
+    with pytest.raises(InputError, match="integer"):
+        pf.set_num_threads(2.5)  # type: ignore[arg-type]
