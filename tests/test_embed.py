@@ -392,3 +392,15 @@ def test_create_embedder_rejects_unknown_specs():
     for spec in ("arcface", "onnx", "onnx:"):
         with pytest.raises(InputError):
             create_embedder(spec)
+
+
+def test_iter_embed_streams_in_order():
+    images = (_face_image({3: 20 + k}) if k % 2 == 0 else _face_image({}) for k in range(5))
+    emb = _FakeEmbedder(batch_size=2)
+    got = list(emb.iter_embed(images))
+    assert [r.position for r in got] == [0, 1, 2, 3, 4]
+    assert [r.reason for r in got] == [None, "no_face", None, "no_face", None]
+    ref = emb.embed([_face_image({3: 20 + k}) if k % 2 == 0 else _face_image({}) for k in range(5)])
+    np.testing.assert_array_equal(np.concatenate([r.templates for r in got]), ref.templates())
+    with pytest.raises(InputError, match="ran out"):
+        list(emb.iter_embed([_face_image({})] * 3, landmarks=iter([None])))

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -282,6 +283,12 @@ class Embedder(abc.ABC):
         Model name, recorded with galleries built from it.
     timings : StageTimings
         Seconds spent per stage since creation (or the last ``timings.reset()``).
+
+    Notes
+    -----
+    An embedder holds model state and counters: use one per thread (models
+    are loaded once per embedder; onnxruntime and dlib use their own threads
+    inside a call).
     """
 
     dim: int
@@ -351,16 +358,42 @@ class Embedder(abc.ABC):
             raise InputError(
                 f"expected one landmarks entry per image ({len(sources)}), got {len(landmarks)}"
             )
-        results: list[ImageResult] = []
-        for start in range(0, len(sources), self.batch_size):
-            chunk = sources[start : start + self.batch_size]
-            lm_chunk = (
-                landmarks[start : start + self.batch_size]
-                if landmarks is not None
-                else [None] * len(chunk)
-            )
-            results.extend(self._embed_chunk(chunk, lm_chunk, start, policy))
-        return EmbedBatch(results, int(self.dim))
+        return EmbedBatch(
+            list(self.iter_embed(sources, policy=policy, landmarks=landmarks)), int(self.dim)
+        )
+
+    def iter_embed(
+        self,
+        images: Iterable[ImageSource],
+        *,
+        policy: str = "largest",
+        landmarks: Iterable[object] | None = None,
+    ) -> Iterator[ImageResult]:
+        """:meth:`embed` as a stream: yields each :class:`ImageResult` in input order.
+
+        Images are read ``batch_size`` at a time, so a folder of millions of
+        files is processed in bounded memory. ``landmarks``, when given, is
+        consumed in step with ``images`` (one entry per image).
+        """
+        if policy not in POLICIES:
+            raise InputError(f"expected policy in {POLICIES}, got {policy!r}")
+        it = iter(images)
+        lm_it = iter(landmarks) if landmarks is not None else None
+        start = 0
+        while True:
+            chunk = list(itertools.islice(it, self.batch_size))
+            if not chunk:
+                break
+            if lm_it is None:
+                lm_chunk: list[object] = [None] * len(chunk)
+            else:
+                lm_chunk = list(itertools.islice(lm_it, len(chunk)))
+                if len(lm_chunk) != len(chunk):
+                    raise InputError(
+                        "expected one landmarks entry per image; landmarks ran out first"
+                    )
+            yield from self._embed_chunk(chunk, lm_chunk, start, policy)
+            start += len(chunk)
 
     def _embed_chunk(
         self, chunk: list[ImageSource], lm_chunk: Sequence[object], start: int, policy: str
