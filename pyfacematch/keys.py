@@ -203,7 +203,10 @@ class KeyModel:
             sd = np.where(sd > 1e-8 * max(1.0, float(np.abs(m).max())), sd, 1.0)
             z = (fb - m) / sd
             mu[sl] = m
-            _, sv, vt = np.linalg.svd(z, full_matrices=False)
+            ev, evec = eigh(z.T @ z)  # PCA from the (F_b, F_b) scatter: cheaper than an SVD of z
+            order = np.argsort(ev)[::-1]
+            sv = np.sqrt(np.maximum(ev[order], 0.0))
+            vt = evec[:, order].T
             energy = np.cumsum(sv**2) / max((sv**2).sum(), 1e-300)
             k = int(min(np.searchsorted(energy, pca_energy) + 1, len(sv), len(fb) - 1))
             k = max(k, 1)
@@ -213,15 +216,16 @@ class KeyModel:
                 d_b = min(alloc[b], k)
                 proj = pcs[:, :d_b] / np.maximum(sv[:d_b], 1e-12) * np.sqrt(len(fb))
             else:
-                yb = y[rows]
-                classes = np.unique(yb)
+                classes, yb = np.unique(y[rows], return_inverse=True)
                 if len(classes) < 2:
                     raise InputError("fit with labels needs at least 2 identities")
-                means = np.stack([zp[yb == c].mean(0) for c in classes])
-                within = zp - means[np.searchsorted(classes, yb)]
+                counts = np.bincount(yb, minlength=len(classes)).astype(np.float64)
+                means = np.zeros((len(classes), k))
+                np.add.at(means, yb, zp)
+                means /= counts[:, None]
+                within = zp - means[yb]
                 sw = within.T @ within / max(len(zp) - len(classes), 1)
                 sw += regularization * np.trace(sw) / k * np.eye(k)
-                counts = np.array([(yb == c).sum() for c in classes])
                 mc = means - zp.mean(0)
                 sb = (mc * counts[:, None]).T @ mc / len(zp)
                 evals, evecs = eigh(sb, sw)
@@ -379,7 +383,7 @@ class KeyModel:
             The file is missing, truncated or not a key model.
         """
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 if meta.get("magic") != _MAGIC:
                     raise GalleryFileError(f"{os.fspath(path)!r} is not a pyfacematch key model")
