@@ -608,6 +608,7 @@ class Gallery:
             self._tune()
             return
         if b.approximate and b.active and self._m.n >= 2 * max(b.tuned_size, SMALL_GALLERY // 2):
+            b.refresh(self._m)
             self._tune()
 
     # ------------------------------------------------------------------ tuning

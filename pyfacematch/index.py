@@ -277,6 +277,9 @@ class Backend:
         """True when a rebuild is due (tombstones, retraining)."""
         return False
 
+    def refresh(self, m: TemplateMatrix) -> None:
+        """Cheap re-derivation before a re-tune (binary: re-centre the codes)."""
+
     @property
     def active(self) -> bool:
         """False while the backend falls back to the exact scan."""
@@ -436,6 +439,10 @@ class BinaryBackend(Backend):
         self.codes = np.zeros((cap, nb), np.uint8)
         if m.n:
             self.codes[: m.n] = self._pack(m.view)
+
+    def refresh(self, m: TemplateMatrix) -> None:
+        # the gallery mean drifts as it grows: re-centre and re-pack (one pass)
+        self.rebuild(m)
 
     def _reserve(self, m: TemplateMatrix) -> None:
         cap = m.data.shape[0]
