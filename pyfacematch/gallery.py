@@ -288,6 +288,7 @@ class Gallery:
         self._rw = _RWLock()
         self._wmutex = threading.RLock()
         self._closed = False
+        self._thresholds: dict[str, ThresholdRecord | None] = {}
         try:
             stored = None
             with contextlib.suppress(GalleryFileError):
@@ -680,7 +681,9 @@ class Gallery:
             if not np.isfinite(threshold):
                 raise NonFiniteError(f"threshold must be finite, got {threshold!r}")
             return float(threshold), "explicit", None
-        rec = self._store.get_threshold(kind)
+        if kind not in self._thresholds:
+            self._thresholds[kind] = self._store.get_threshold(kind)
+        rec = self._thresholds[kind]
         if rec is None:
             return None, "none", None
         return rec.value, f"calibrated-{kind}", rec.target
@@ -726,7 +729,10 @@ class Gallery:
                 sc, rows = self._search_rows(p, kt, pm)
                 slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
             names = self._slot_names
-            ids_sc, ids_slot = _fuse(sc, slots, int(k))
+            if self._max_templates == 1:  # one template per identity: nothing to fuse
+                ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
+            else:
+                ids_sc, ids_slot = _fuse(sc, slots, int(k))
             ident = np.empty(ids_slot.shape, object)
             flat = ids_slot.ravel()
             ident.ravel()[:] = [None if s < 0 else names[s] for s in flat.tolist()]
@@ -845,6 +851,7 @@ class Gallery:
             gallery_size=len(self) if fpir is not None else None,
         )
         self._store.set_threshold(rec)
+        self._thresholds[rec.name] = rec
         return rec
 
     def threshold(self, kind: str) -> ThresholdRecord | None:
