@@ -1,0 +1,194 @@
+"""The benchmark suite: a tiny run writes a complete report; sections fail or skip without stopping it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import pyfacematch as pf
+from pyfacematch.bench import SUITES, run_suite, suite
+from pyfacematch.bench.keys import _search_outcome
+from pyfacematch.bench.synthdata import NOISE, SyntheticIdentities
+from pyfacematch.errors import InputError
+
+TINY = {
+    "scoring": {"n": 1000, "sizes": [500, 1000], "cosine_calls": 2000},
+    "keys": {"n": 1000, "n_numpy": 200},
+    "accuracy": {"n_ids": 400, "n_train": 40},
+    "backends": {"n": 1000, "n_probes": 128, "single": 10, "tune_probes": 50, "sweep_points": 2},
+    "dayjob": {"n": 1000, "m": 1000, "exact_probes": 300, "recall_sample": 300, "batch": 500},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    lines: list[str] = []
+    res = run_suite("smoke", out, log=lines.append, overrides=TINY)
+    return res, out
+
+
+def _numbers(x: Any) -> list[Any]:
+    if isinstance(x, dict):
+        return [v for val in x.values() for v in _numbers(val)]
+    if isinstance(x, list):
+        return [v for val in x for v in _numbers(val)]
+    return [x]
+
+
+def test_smoke_suite_writes_every_file_and_section(smoke: tuple[dict[str, Any], Path]) -> None:
+    res, out = smoke
+    for name in ("results.json", "report.md"):
+        assert (out / name).stat().st_size > 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["suite"] == "smoke"
+    assert {s["key"] for s in data["sections"]} == {k for k, _, _ in suite.SECTIONS}
+    bad = {s["key"]: s["reason"] for s in data["sections"] if s["status"] != "ok"}
+    assert not bad, bad
+    m = data["machine"]
+    assert m["cores"] >= 1 and m["cpu"] and m["simd"]["active"] in m["simd"]["available"]
+    assert m["numpy"] == np.__version__
+
+
+def test_every_summary_and_table_number_is_present(smoke: tuple[dict[str, Any], Path]) -> None:
+    res, out = smoke
+    data = json.loads((out / "results.json").read_text())
+    summary = [r for s in data["sections"] for r in s["summary"]]
+    assert len(summary) >= 10
+    for r in summary:
+        assert isinstance(r["value"], (int, float)) and math.isfinite(r["value"]), r
+        assert r["baseline"] and isinstance(r["baseline_value"], (int, float)), r
+        assert r["ratio_text"], r
+    for s in data["sections"]:
+        for t in s["tables"]:
+            for row in t["rows"]:
+                assert len(row) == len(t["headers"])
+    report = (out / "report.md").read_text()
+    for s in data["sections"]:
+        assert f"## {s['title']}" in report
+    assert "n/a" not in report and "None" not in report and "nan" not in report.lower()
+
+
+def test_plots_exist_and_are_referenced(smoke: tuple[dict[str, Any], Path]) -> None:
+    from matplotlib.image import imread
+
+    res, out = smoke
+    report = (out / "report.md").read_text()
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    # throughput + bars, backends, one DET per probe condition
+    assert len(refs) >= 2 + 1 + 4
+    for ref in refs:
+        png = out / ref
+        img = imread(png)
+        assert img.shape[0] >= 400 and img.shape[1] >= 600
+        assert img[..., :3].std() > 0.05  # not blank
+        svg = png.with_suffix(".svg").read_text()
+        assert "<svg" in svg and "<path" in svg
+
+
+def test_smoke_figures_agree_with_references(smoke: tuple[dict[str, Any], Path]) -> None:
+    res, _ = smoke
+    sec = {s["key"]: s for s in res["sections"]}
+    # keys: the C++ encoder and the numpy pipeline agree
+    assert sec["keys"]["data"]["max_abs_key_diff"] < 1e-4
+    # scoring: pyfacematch's top-1 equals numpy's
+    assert all(r["top1_agrees_with_numpy"] == 1.0 for r in sec["scoring"]["data"]["topk"])
+    # backends: the exact backend through the Gallery API finds the brute-force top-1
+    tuned = {r["backend"]: r for r in sec["backends"]["data"]["tuned"]}
+    assert tuned["exact"]["recall1"] == 1.0
+    # accuracy: clean probes are found; masked cosine does not lose to plain on occluded ones
+    acc = {(r["probe"], r["scoring"]): r for r in sec["accuracy"]["data"]["rows"]}
+    assert acc[("none", "masked")]["rank1"] > 0.9
+    for occ in ("mask", "sunglasses"):
+        assert acc[(occ, "masked")]["rank1"] >= acc[(occ, "plain")]["rank1"]
+    dj = sec["dayjob"]["data"]
+    assert 0.9 <= dj["recall1_vs_exact"] <= 1.0 and dj["probes_per_s"] > 0
+
+
+def test_search_outcome_matches_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    sc = -np.sort(-rng.random((50, 5)), axis=1).astype(np.float32)
+    idx = np.stack([rng.permutation(20)[:5] for _ in range(50)])
+    truth = rng.integers(0, 20, 50)
+    rank, mate = _search_outcome(sc, idx, truth)
+    for i in range(50):
+        pos = np.flatnonzero(idx[i] == truth[i])
+        if pos.size:
+            assert rank[i] == pos[0] + 1 and mate[i] == sc[i, pos[0]]
+        else:
+            assert rank[i] == 0 and mate[i] == -np.inf
+    sc[0, 0] = np.nan
+    assert _search_outcome(sc, idx, None)[0] == -np.inf
+
+
+def test_synthetic_identities_closed_form() -> None:
+    syn = SyntheticIdentities(3000, 256, seed=5, chunk=1000)
+    g = syn.gallery()
+    np.testing.assert_allclose(np.linalg.norm(g, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(g, syn.gallery())  # seeded
+    p, ids = syn.mated_probes(1500, seed=1)
+    assert p.shape == (1500, 256) and ids.min() >= 0 and ids.max() < 3000
+    genuine = np.einsum("ij,ij->i", p, g[ids])
+    impostor = np.einsum("ij,ij->i", p, g[(ids + 1) % 3000])
+    # two templates c + e1, c + e2 with |e|² = NOISE²: cosine = 1 / (1 + NOISE²)
+    assert abs(genuine.mean() - 1 / (1 + NOISE**2)) < 0.01
+    assert abs(impostor.mean()) < 0.01
+    assert np.mean(pf.topk(p, g, 1)[1][:, 0] == ids) > 0.99
+
+
+def test_sections_skip_or_fail_without_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ok(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
+        return {
+            "tables": [{"title": "t", "headers": ["a", "b"], "rows": [[1, 2.5]]}],
+            "plots": [],
+            "summary": [suite._sum("fake", "m", 2.0, "base", 1.0)],
+        }
+
+    def missing(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
+        raise suite.SkipSection("hnswlib not installed")
+
+    def no_module(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
+        import pyfacematch_no_such_module  # noqa: F401
+
+        return {}
+
+    def broken(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
+        raise ValueError("boom")
+
+    fake = [
+        ("scoring", "OK section", ok),
+        ("keys", "Missing dep", missing),
+        ("backends", "No module", no_module),
+        ("accuracy", "Broken", broken),
+        ("dayjob", "OK again", ok),
+    ]
+    monkeypatch.setattr(suite, "SECTIONS", fake)
+    res = run_suite("smoke", tmp_path, log=lambda s: None)
+    st = {s["key"]: (s["status"], s["reason"]) for s in res["sections"]}
+    assert st["scoring"] == ("ok", None) and st["dayjob"] == ("ok", None)
+    assert st["keys"] == ("skipped", "hnswlib not installed")
+    assert st["backends"][0] == "skipped" and "pyfacematch_no_such_module" in st["backends"][1]
+    assert st["accuracy"] == ("failed", "ValueError: boom")
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "**skipped**: hnswlib not installed" in report and "**failed**: ValueError: boom" in report
+    )
+    assert "×2" in report
+    res2 = run_suite("smoke", tmp_path / "sel", log=lambda s: None, sections=["dayjob"])
+    assert [s["status"] for s in res2["sections"]] == ["skipped"] * 4 + ["ok"]
+
+
+def test_bad_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="quick"):
+        run_suite("fast", tmp_path)
+    with pytest.raises(InputError, match="scoring"):
+        run_suite("smoke", tmp_path, sections=["nope"])
+    assert set(SUITES) == {"smoke", "quick", "full"}
