@@ -86,10 +86,10 @@ def sgemm_flops(d: int, repeat: int = 3) -> float:
     return 2.0 * 1024 * 65536 * d / t
 
 
-def cosine_call_ns(d: int) -> dict[str, float]:
+def cosine_call_ns(d: int, calls: int = 200_000) -> dict[str, float]:
     """Per-call time of one 1:1 score from Python, on pre-normalised float32 vectors."""
     a, b = unit_rows(2, d, 3)
-    n = 200_000
+    n = int(calls)
 
     def loop(fn: Any) -> float:
         def run() -> None:
