@@ -313,14 +313,29 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error)."""
+        where = "memory" if self.path is None else repr(os.fspath(self.path))
         with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise GalleryFileError(
+                    f"cannot start a write on gallery {where} ({exc}): another process may be "
+                    "writing to it, or the disk is read-only; retry or close the other writer"
+                ) from exc
             try:
                 yield self._con
+                self._con.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._con.execute("ROLLBACK")
+                raise GalleryFileError(
+                    f"write to gallery {where} failed and was rolled back ({exc}): nothing of "
+                    "this call was stored; check free disk space and permissions"
+                ) from exc
             except BaseException:
-                self._con.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._con.execute("ROLLBACK")
                 raise
-            self._con.execute("COMMIT")
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection (idempotent)."""

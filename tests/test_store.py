@@ -172,3 +172,22 @@ def test_atomic_write_and_checksum(tmp_path):
     with pytest.raises(GalleryFileError):
         read_verified(tmp_path / "missing.bin", sha)
     assert [f.name for f in tmp_path.iterdir()] == ["f.bin"]  # no temporary left behind
+
+
+def test_write_blocked_by_another_writer_is_typed_and_rolled_back(tmp_path):
+    p = tmp_path / "g.db"
+    s = Store(p, dim=4)
+    s._con.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(p, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(GalleryFileError, match="another process"):
+            s.insert_identities(
+                [("a", np.eye(4, dtype=np.float32)[:1], None, None)], on_duplicate="refuse"
+            )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    s.insert_identities([("a", np.eye(4, dtype=np.float32)[:1], None, None)], on_duplicate="refuse")
+    assert s.counts() == (1, 1)
+    s.close()
