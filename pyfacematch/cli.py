@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--identities", type=int, default=100_000, metavar="N", help="gallery size (100000)"
     )
     p.add_argument(
-        "--probes", type=int, default=1000, metavar="N", help="probes per condition (1000)"
+        "--probes", type=int, default=500, metavar="N", help="probes per condition (500)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument(
@@ -426,11 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
         Run a benchmark of the suite (pyfacematch.bench) and write its report to OUT.
         """,
         """
-        pyfacematch bench scoring --out bench-results/
+        pyfacematch bench smoke --out /tmp/bench-smoke
+        pyfacematch bench quick --out bench-results/
+        pyfacematch bench full --sections scoring,gallery
         """,
     )
-    p.add_argument("name", nargs="?", default="all", help="benchmark name (default all)")
+    p.add_argument(
+        "name", nargs="?", default="quick", help="suite: smoke (seconds), quick (default), full"
+    )
     p.add_argument("--out", default="bench-results", metavar="DIR", help="report folder")
+    p.add_argument("--sections", metavar="A,B", help="run only these sections (comma-separated)")
     _common(p)
     return top
 
@@ -934,9 +939,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 if not len(chunk):
                     continue
                 if args.fpir is not None:  # stream: only the top scores are kept
-                    res = g.identify_arrays(
-                        v, k=1, threshold=-np.inf, masks=m if g.blocks is not None else None
-                    )
+                    res = g.identify_arrays(v, k=1, masks=m if g.blocks is not None else None)
                     s = res.scores[:, 0] if res.scores.shape[1] else np.full(len(chunk), np.nan)
                     top.append(np.nan_to_num(s.astype(np.float64), nan=-np.inf))
                 else:
@@ -1091,7 +1094,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    res = run_suite(args.name, args.out)
+    kw: dict[str, Any] = {}
+    if args.sections:
+        kw["sections"] = [x.strip() for x in args.sections.split(",") if x.strip()]
+    if args.quiet:
+        kw["log"] = lambda *a, **k: None
+    res = run_suite(args.name, args.out, **kw)
     if isinstance(res, dict):
         _write_summary(args, res)
     return EXIT_OK

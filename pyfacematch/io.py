@@ -814,15 +814,18 @@ class RecordReader:
             ``on_error="stop"`` and a record is bad: the message names the
             file, the row (and line) and the reason.
         """
-        self._src.skip(skip_chunks * self.chunk_size)
-        ci = skip_chunks
-        while True:
-            start = self._src.pos
-            raw = self._src.next_raw(self.chunk_size)
-            if raw is None:
-                return
-            yield self._validate(ci, start, raw)
-            ci += 1
+        try:
+            self._src.skip(skip_chunks * self.chunk_size)
+            ci = skip_chunks
+            while True:
+                start = self._src.pos
+                raw = self._src.next_raw(self.chunk_size)
+                if raw is None:
+                    return
+                yield self._validate(ci, start, raw)
+                ci += 1
+        finally:
+            self.close()  # the file is closed once read, stopped or abandoned
 
     def where(self, row: int, line: int | None) -> str:
         """``"file row R (line L)"`` for messages."""

@@ -432,6 +432,7 @@ def run_job(
         man = {"version": MANIFEST_VERSION, "fingerprint": fp, **_new_counters(), "runs": 0}
         _atomic_json(manifest_path, man)
     man["runs"] = int(man.get("runs", 0)) + 1
+    _atomic_json(manifest_path, man)  # a resumed run is known as such even if killed at once
     done = int(man["chunks_done"])
     resumed = done > 0 or int(man["runs"]) > 1
     suffix = result_part_suffix(spec.output_format)

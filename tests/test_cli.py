@@ -1,0 +1,418 @@
+"""The `pyfacematch` command, driven end to end in subprocesses.
+
+Every input format and every output format; results against a brute-force
+numpy search; rejects and exit codes; kill (SIGKILL) and --resume compared
+byte for byte with an uninterrupted run; --help of every subcommand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyfacematch.io import write_table
+
+SUBCOMMANDS = (
+    "enroll",
+    "identify",
+    "verify",
+    "remove",
+    "calibrate",
+    "info",
+    "export",
+    "demo",
+    "bench",
+)
+N_GAL, N_PROBE, DIM = 150, 60, 24
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONSAFEPATH"] = "1"
+    env.pop("PYFACEMATCH_TEST_KILL", None)
+    env.update(extra)
+    return env
+
+
+def run(*args: str, cwd: Path, stdin: bytes | None = None, env: dict | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "pyfacematch.cli", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        env=env or _env(),
+        timeout=120,
+    )
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A gallery enrolled through the CLI and probes in every format."""
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(7)
+    gal = rng.standard_normal((N_GAL, DIM)).astype(np.float32)
+    gids = [f"person {i}" for i in range(N_GAL)]  # a space: ids are strings, not numbers
+    truth = rng.choice(N_GAL, N_PROBE, replace=False)
+    probes = (_unit(gal[truth]) + 0.25 * rng.standard_normal((N_PROBE, DIM)) / np.sqrt(DIM)).astype(
+        np.float32
+    )
+    pids = [f"p{i:03d}" for i in range(N_PROBE)]
+    write_table(d / "gallery.parquet", "parquet", gids, gal)
+    for fmt in ("npy", "npz", "parquet", "csv", "jsonl"):
+        write_table(d / f"probes.{fmt}", fmt, pids, probes)
+    r = run("enroll", "-g", "g.db", "-i", "gallery.parquet", "--summary", "enroll.json", cwd=d)
+    assert r.returncode == 0, r.stderr.decode()
+    # brute-force reference: float64 cosine, top 3
+    s = _unit(probes) @ _unit(gal).T
+    order = np.argsort(-s, axis=1, kind="stable")[:, :3]
+    ref = {pids[i]: [(gids[j], float(s[i, j])) for j in order[i]] for i in range(N_PROBE)}
+    return {"dir": d, "gal": gal, "gids": gids, "probes": probes, "pids": pids, "ref": ref}
+
+
+def _read_results(path: Path) -> list[dict]:
+    import pyarrow as pa
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path)
+    elif path.suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        t = pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                column_types={
+                    "probe_id": pa.string(),
+                    "identity": pa.string(),
+                    "decision": pa.string(),
+                },
+                strings_can_be_null=True,
+            ),
+        )
+    else:
+        return [json.loads(x) for x in path.read_text().splitlines()]
+    return t.to_pylist()
+
+
+def _check_against_reference(rows: list[dict], ref: dict, k: int, ids: list[str] | None = None):
+    got: dict[str, list] = {}
+    for r in rows:
+        got.setdefault(r["probe_id"], []).append(r)
+    keys = list(ref) if ids is None else ids
+    assert sorted(got) == sorted(keys)
+    for pid, want in zip(keys, ref.values() if ids is None else [ref[p] for p in keys]):
+        rs = got[pid]
+        assert [r["rank"] for r in rs] == list(range(1, k + 1))
+        assert [r["identity"] for r in rs] == [w[0] for w in want[:k]]
+        np.testing.assert_allclose([r["score"] for r in rs], [w[1] for w in want[:k]], atol=2e-5)
+
+
+def test_help_of_every_subcommand():
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pyfacematch.cli", *([c] if c else []), "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        for c in (None, *SUBCOMMANDS)
+    ]
+    for c, p in zip((None, *SUBCOMMANDS), procs):
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, (c, err.decode())
+        text = out.decode()
+        assert "examples:" in text and "exit codes:" in text, c
+        if c:
+            assert f"pyfacematch {c}" in text
+
+
+@pytest.mark.parametrize(
+    ("in_fmt", "out_fmt"),
+    [
+        ("csv", "parquet"),
+        ("jsonl", "csv"),
+        ("parquet", "jsonl"),
+        ("npz", "csv"),
+        ("npy", "parquet"),
+    ],
+)
+def test_identify_every_input_and_output_format(data, in_fmt, out_fmt):
+    d = data["dir"]
+    out = d / f"res-{in_fmt}.{out_fmt}"
+    r = run(
+        "identify", "-g", "g.db", "-i", f"probes.{in_fmt}", "-o", out.name, "-k", "3",
+        "--chunk-size", "17", "--threshold", "0.5", cwd=d,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    rows = _read_results(out)
+    ref = data["ref"]
+    if in_fmt == "npy":  # .npy has no ids: row numbers
+        ref = {str(i): v for i, v in enumerate(ref.values())}
+    _check_against_reference(rows, ref, 3)
+    for row in rows:
+        assert row["decision"] == ("match" if row["score"] >= 0.5 else "no-match")
+    summary = json.loads((d / f"{out.name}.summary.json").read_text())
+    assert summary["processed"] == N_PROBE and summary["rejected"] == 0
+    assert summary["rows_written"] == 3 * N_PROBE
+    assert summary["threshold"] == {"value": 0.5, "source": "explicit", "target": None}
+    assert summary["chunks"] == 4 and summary["exit_code"] == 0
+    assert summary["index"]["backend"] == "binary"
+    assert summary["matches"] == sum(r["rank"] == 1 and r["decision"] == "match" for r in rows)
+
+
+def test_identify_from_stdin(data):
+    d = data["dir"]
+    r = run(
+        "identify", "-g", "g.db", "-i", "-", "--input-format", "jsonl", "-o", "stdin.jsonl",
+        "--quiet", cwd=d, stdin=(d / "probes.jsonl").read_bytes(),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stderr == b""  # --quiet
+    _check_against_reference(_read_results(d / "stdin.jsonl"), data["ref"], 1)
+    r = run("identify", "-g", "g.db", "-i", "-", "-o", "x.csv", cwd=d, stdin=b"")
+    assert r.returncode == 2 and b"--input-format" in r.stderr
+
+
+def _bad_probes(data, path: Path) -> None:
+    lines = (data["dir"] / "probes.csv").read_text().splitlines()
+    head, rows = lines[0], lines[1:]
+    rows[4] = rows[4].rsplit(",", 1)[0]  # row 5: one number short
+    f = rows[9].split(",")
+    f[3] = "nan"
+    rows[9] = ",".join(f)  # row 10: NaN
+    f = rows[20].split(",")
+    f[2] = "abc"
+    rows[20] = ",".join(f)  # row 21: not a number
+    path.write_text("\n".join([head, *rows]) + "\n")
+
+
+def test_bad_rows_stop_or_go_to_rejects(data):
+    d = data["dir"]
+    _bad_probes(data, d / "bad.csv")
+    r = run("identify", "-g", "g.db", "-i", "bad.csv", "-o", "bad-out.csv", cwd=d)
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert "bad.csv row 5 (line 6) id 'p004': malformed row" in err
+    r = run(
+        "identify", "-g", "g.db", "-i", "bad.csv", "-o", "bad-out.csv", "--on-error", "skip",
+        "--chunk-size", "8", "--overwrite", cwd=d,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr.decode()
+    rej = (d / "bad-out.csv.rejects.csv").read_text().splitlines()
+    assert rej[0] == "row,line,id,reason"
+    assert [x.split(",")[:3] for x in rej[1:]] == [
+        ["5", "6", "p004"],
+        ["10", "11", "p009"],
+        ["21", "22", "p020"],
+    ]
+    assert "malformed row" in rej[1] and "non-finite value" in rej[2]
+    assert "malformed number" in rej[3]
+    s = json.loads((d / "bad-out.csv.summary.json").read_text())
+    assert (s["records"], s["processed"], s["rejected"]) == (N_PROBE, N_PROBE - 3, 3)
+    assert s["reject_reasons"] == {"malformed number": 1, "malformed row": 1, "non-finite value": 1}
+    assert s["exit_code"] == 1
+    good = [p for i, p in enumerate(data["pids"]) if i not in (4, 9, 20)]
+    _check_against_reference(_read_results(d / "bad-out.csv"), data["ref"], 1, ids=good)
+
+
+def test_wrong_dimension_is_an_input_error(data):
+    d = data["dir"]
+    write_table(d / "short.npy", "npy", ["a"], np.ones((3, DIM - 1), np.float32))
+    r = run("identify", "-g", "g.db", "-i", "short.npy", "-o", "short.csv", cwd=d)
+    assert r.returncode == 2
+    assert f"wrong dimension: expected {DIM} numbers, got {DIM - 1}" in r.stderr.decode()
+    r = run("identify", "-g", "missing.db", "-i", "probes.csv", "-o", "m.csv", cwd=d)
+    assert r.returncode == 2 and b"does not exist" in r.stderr
+    r = run("identify", "-g", "g.db", "-i", "probes.csv", cwd=d)  # no -o: usage error
+    assert r.returncode == 2
+
+
+def _reference_run(d: Path, out: str, extra=()) -> bytes:
+    r = run(
+        "identify", "-g", "g.db", "-i", "probes.parquet", "-o", out, "-k", "2",
+        "--chunk-size", "7", "--quiet", *extra, cwd=d,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    return (d / out).read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_killed_at_every_commit_step_then_resumed_is_byte_identical(data, fmt):
+    d = data["dir"]
+    want = _reference_run(d, f"ref.{fmt}")
+    n_chunks = -(-N_PROBE // 7)
+    points = ["before-part:0", "after-part:3", "after-manifest:5", f"after-concat:{n_chunks}",
+              f"after-summary:{n_chunks}"]  # fmt: skip
+    for point in points:
+        out = f"killed-{point.split(':')[0]}.{fmt}"
+        args = ("identify", "-g", "g.db", "-i", "probes.parquet", "-o", out, "-k", "2",
+                "--chunk-size", "7", "--quiet")  # fmt: skip
+        r = run(*args, cwd=d, env=_env(PYFACEMATCH_TEST_KILL=point))
+        assert r.returncode == -signal.SIGKILL, (point, r.stderr.decode())
+        r = run(*args, "--resume", cwd=d)
+        assert r.returncode == 0, (point, r.stderr.decode())
+        assert (d / out).read_bytes() == want, point
+        assert not (d / f"{out}.job").exists()
+        s = json.loads((d / f"{out}.summary.json").read_text())
+        assert s["processed"] == N_PROBE and s["rows_written"] == 2 * N_PROBE
+        assert s["resumed"] is True
+
+
+def test_sigkill_from_outside_mid_job_then_resume(data):
+    """A real kill at an arbitrary moment of a longer job (many small chunks)."""
+    d = data["dir"]
+    rng = np.random.default_rng(3)
+    many = np.repeat(data["probes"], 40, axis=0)
+    many += 0.01 * rng.standard_normal(many.shape).astype(np.float32)
+    write_table(d / "many.npy", "npy", [], many)
+    args = ("identify", "-g", "g.db", "-i", "many.npy", "-o", "many.jsonl", "--chunk-size", "13",
+            "-k", "2", "--quiet")  # fmt: skip
+    r = run(*args[:6], "ref-many.jsonl", *args[7:], cwd=d)
+    assert r.returncode == 0, r.stderr.decode()
+    want = (d / "ref-many.jsonl").read_bytes()
+    man = d / "many.jsonl.job" / "manifest.json"
+    for kill_at in (3, 40, 120):  # chunks committed before the kill
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pyfacematch.cli",
+                *args,
+                *(["--resume"] if kill_at > 3 else []),
+            ],
+            cwd=d,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        t0 = time.monotonic()
+        while p.poll() is None and time.monotonic() - t0 < 60:
+            try:
+                if json.loads(man.read_text())["chunks_done"] >= kill_at:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.002)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    r = run(*args, "--resume", cwd=d)
+    assert r.returncode == 0, r.stderr.decode()
+    assert (d / "many.jsonl").read_bytes() == want
+    s = json.loads((d / "many.jsonl.summary.json").read_text())
+    assert s["processed"] == len(many) and s["rows_written"] == 2 * len(many)
+
+
+def test_resume_refuses_another_job_and_overwrite_rules(data):
+    d = data["dir"]
+    args = ("identify", "-g", "g.db", "-i", "probes.csv", "-o", "other.csv", "--quiet")
+    r = run(*args, cwd=d, env=_env(PYFACEMATCH_TEST_KILL="after-manifest:0"))
+    assert r.returncode == -signal.SIGKILL
+    r = run(*args, "-k", "2", "--resume", cwd=d)  # other options
+    assert r.returncode == 2 and b"cannot resume" in r.stderr and b"k" in r.stderr
+    r = run(*args, cwd=d)  # neither --resume nor --overwrite
+    assert r.returncode == 2 and b"--resume" in r.stderr
+    r = run(*args, "--overwrite", cwd=d)
+    assert r.returncode == 0
+    r = run(*args, cwd=d)
+    assert r.returncode == 2 and b"exists" in r.stderr
+    r = run(*args, "--resume", cwd=d)  # already complete: nothing to do
+    assert r.returncode == 0
+
+
+def test_verify_remove_calibrate_export_info(data):
+    d = data["dir"]
+    gids, probes, pids = data["gids"], data["probes"], data["pids"]
+    # verify: the first 10 probes claim their true identity, the next 10 a wrong one, one unknown
+    truth = {p: data["ref"][p][0][0] for p in pids}
+    claims = [truth[p] for p in pids[:10]] + [
+        gids[(gids.index(truth[p]) + 1) % N_GAL] for p in pids[10:20]
+    ]
+    claims.append("nobody")
+    write_table(d / "claims.jsonl", "jsonl", pids[:21], probes[:21], extra={"claim": claims})
+    r = run("verify", "-g", "g.db", "-i", "claims.jsonl", "-o", "v.csv", "--threshold", "0.6",
+            "--on-error", "skip", cwd=d)  # fmt: skip
+    assert r.returncode == 1, r.stderr.decode()
+    rows = _read_results(d / "v.csv")
+    assert [x["identity"] for x in rows] == claims[:20]
+    gal_unit = _unit(data["gal"])
+    want = [
+        float(_unit(probes[i : i + 1])[0] @ gal_unit[gids.index(c)])
+        for i, c in enumerate(claims[:20])
+    ]
+    np.testing.assert_allclose([x["score"] for x in rows], want, atol=2e-5)
+    assert [x["decision"] for x in rows] == ["match" if s >= 0.6 else "no-match" for s in want]
+    rej = (d / "v.csv.rejects.csv").read_text()
+    assert "p020" in rej and "unknown identity" in rej
+    # calibrate FPIR from non-mated probes (random directions), stored and used by identify
+    rng = np.random.default_rng(11)
+    write_table(d / "nonmated.npy", "npy", [], rng.standard_normal((400, DIM)).astype(np.float32))
+    r = run("calibrate", "-g", "g.db", "--fpir", "0.01", "-i", "nonmated.npy", "--quiet", cwd=d)
+    assert r.returncode == 0, r.stderr.decode()
+    cal = json.loads(r.stdout)
+    info = json.loads(run("info", "-g", "g.db", cwd=d).stdout)
+    assert info["thresholds"]["fpir"]["value"] == pytest.approx(cal["threshold"])
+    assert info["identities"] == N_GAL and info["dim"] == DIM
+    r = run("identify", "-g", "g.db", "-i", "probes.csv", "-o", "cal.csv", "-q", cwd=d)
+    s = json.loads((d / "cal.csv.summary.json").read_text())
+    assert s["threshold"]["source"] == "calibrated-fpir"
+    assert s["threshold"]["value"] == pytest.approx(cal["threshold"])
+    # export then remove (opt-out)
+    r = run("export", "-g", "g.db", "-o", "backup.npz", cwd=d)
+    assert r.returncode == 0
+    with np.load(d / "backup.npz") as z:
+        assert sorted(z["ids"].tolist()) == sorted(gids)
+        i = z["ids"].tolist().index(gids[5])
+        np.testing.assert_allclose(z["templates"][i], _unit(data["gal"][5:6])[0], atol=1e-6)
+    r = run("remove", "-g", "g2.db", "x", cwd=d)
+    assert r.returncode == 2
+    r = run("enroll", "-g", "g2.db", "-i", "backup.npz", "-q", cwd=d)
+    assert r.returncode == 0, r.stderr.decode()
+    r = run("enroll", "-g", "g2.db", "-i", "backup.npz", "--on-error", "skip", "-q", cwd=d)
+    assert r.returncode == 1  # every id already enrolled
+    assert (d / "g2.db.enroll-rejects.csv").read_text().count("duplicate id") == N_GAL
+    r = run("remove", "-g", "g2.db", gids[0], "nobody", cwd=d)
+    assert r.returncode == 2 and b"'nobody' is not enrolled" in r.stderr
+    r = run("remove", "-g", "g2.db", gids[1], "nobody", "--on-error", "skip", "-q", cwd=d)
+    assert r.returncode == 1
+    info = json.loads(run("info", "-g", "g2.db", cwd=d).stdout)
+    assert info["identities"] == N_GAL - 2  # gids[0] was removed before the stop
+    r = run(
+        "identify", "-g", "g2.db", "-i", "probes.csv", "-o", "after.csv", "-k", "3", "-q", cwd=d
+    )
+    ids = {x["identity"] for x in _read_results(d / "after.csv")}
+    assert gids[0] not in ids and gids[1] not in ids
+
+
+def test_bench_subcommand(data):
+    try:
+        from pyfacematch.bench import run_suite  # noqa: F401
+    except ImportError:
+        r = run("bench", "smoke", "--out", "b", cwd=data["dir"])
+        assert r.returncode == 2 and b"not installed" in r.stderr
+    else:
+        r = run("bench", "no-such-suite", "--out", "b", cwd=data["dir"])
+        assert r.returncode == 2 and b"unknown benchmark suite" in r.stderr
+
+
+def test_progress_lines_when_not_a_terminal(data):
+    d = data["dir"]
+    r = run("identify", "-g", "g.db", "-i", "probes.csv", "-o", "prog.csv", "--chunk-size", "10",
+            "--log-interval", "0", cwd=d)  # fmt: skip
+    assert r.returncode == 0
+    lines = [x for x in r.stderr.decode().splitlines() if x.startswith("identify: ")]
+    assert any(f"/{N_PROBE} probes" in x and "probes/s" in x and "ETA" in x for x in lines)
+    assert lines[-1].startswith(f"identify: {N_PROBE} probes identified")
