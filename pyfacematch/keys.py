@@ -83,8 +83,9 @@ class KeyModel:
                 raise InputError(f"projection block {b} must have {nb} rows, got {w.shape}")
         self.w_blocks = [np.ascontiguousarray(w, np.float32) for w in w_blocks]
         sizes = [w.size for w in self.w_blocks]
+        # the core takes each block transposed, (d_b, F_b) row-major: one SIMD dot per key value
         self._w = np.ascontiguousarray(
-            np.concatenate([w.ravel() for w in self.w_blocks]), np.float32
+            np.concatenate([w.T.ravel() for w in self.w_blocks]), np.float32
         )
         self._w_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.blocks = np.concatenate([[0], np.cumsum([w.shape[1] for w in self.w_blocks])]).astype(

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "pyfacematch/simd.hpp"
 #include "pyfacematch/threads.hpp"
 
 namespace pfm {
@@ -63,56 +64,71 @@ struct Sim {
 inline bool visible(const std::uint8_t* v, std::size_t p) { return v == nullptr || v[p] != 0; }
 
 /// Aligns one face; returns a FaceStatus and fills T / residual when ok.
-std::int32_t align_one(const float* x, const std::uint8_t* v, std::size_t P, std::size_t D,
-                       const float* mean, const float* w, std::size_t min_visible, Sim& T,
-                       double& residual) {
-    // pass 1: counts, finiteness, weighted means
+/// One pass over the points accumulates weighted moments (double) about a reference point (the
+/// first visible one, to keep cancellation small for pixel coordinates); hidden points are
+/// selected out (never multiplied), so they may hold NaN; NaN/Inf in a visible point propagates
+/// into the sums and is detected once at the end.
+template <int D>
+std::int32_t align_one_t(const float* x, const std::uint8_t* v, std::size_t P, const float* mean,
+                         const float* w, std::size_t min_visible, Sim& T, double& residual) {
+    std::size_t first = 0;
+    if (v) {
+        while (first < P && !v[first]) ++first;
+        if (first == P) return face_all_hidden;
+    }
+    double ref[D];
+    for (int a = 0; a < D; ++a) ref[a] = std::isfinite(x[first * D + a]) ? x[first * D + a] : 0.0;
+    double sw = 0, sx[D] = {}, sy[D] = {}, sxx[D][D] = {}, sxy[D][D] = {}, syy = 0;
     std::size_t nvis = 0;
-    double sw = 0, mx[3] = {0, 0, 0}, my[3] = {0, 0, 0};
     for (std::size_t p = 0; p < P; ++p) {
-        if (!visible(v, p)) continue;
-        ++nvis;
-        const float* xp = x + p * D;
-        for (std::size_t a = 0; a < D; ++a)
-            if (!std::isfinite(xp[a])) return face_non_finite;
-        double wp = w ? w[p] : 1.0;
-        if (wp <= 0) continue;
+        const bool vis = v ? v[p] != 0 : true;
+        nvis += vis;
+        const double wp = vis ? (w ? (double)w[p] : 1.0) : 0.0;
+        double xa[D], ya[D];
+        for (int a = 0; a < D; ++a) {
+            xa[a] = vis ? (double)x[p * D + a] - ref[a] : 0.0;
+            ya[a] = mean[p * D + a];
+        }
         sw += wp;
-        for (std::size_t a = 0; a < D; ++a) {
-            mx[a] += wp * xp[a];
-            my[a] += wp * mean[p * D + a];
-        }
-    }
-    if (nvis == 0) return face_all_hidden;
-    if (nvis < std::max<std::size_t>(min_visible, 2)) return face_too_few_visible;
-    if (!(sw > 0)) return face_too_few_visible;
-    for (std::size_t a = 0; a < D; ++a) {
-        mx[a] /= sw;
-        my[a] /= sw;
-    }
-    // pass 2: scatter of x and cross-covariance M[a][b] = sum w x'_a y'_b
-    double Sxx = 0, C[3][3] = {{0}}, M[3][3] = {{0}};
-    for (std::size_t p = 0; p < P; ++p) {
-        if (!visible(v, p)) continue;
-        double wp = w ? w[p] : 1.0;
-        if (wp <= 0) continue;
-        double xc[3], yc[3];
-        for (std::size_t a = 0; a < D; ++a) {
-            xc[a] = x[p * D + a] - mx[a];
-            yc[a] = mean[p * D + a] - my[a];
-        }
-        for (std::size_t a = 0; a < D; ++a) {
-            Sxx += wp * xc[a] * xc[a];
-            for (std::size_t b = 0; b < D; ++b) {
-                C[a][b] += wp * xc[a] * xc[b];
-                M[a][b] += wp * xc[a] * yc[b];
+        for (int a = 0; a < D; ++a) {
+            const double wx = wp * xa[a];
+            sx[a] += wx;
+            sy[a] += wp * ya[a];
+            syy += wp * ya[a] * ya[a];
+            for (int b = 0; b < D; ++b) {
+                sxx[a][b] += wx * xa[b];
+                sxy[a][b] += wx * ya[b];
             }
         }
     }
+    if (nvis == 0) return face_all_hidden;
+    bool finite = std::isfinite(sw);
+    for (int a = 0; a < D; ++a) {
+        finite = finite && std::isfinite(sx[a]);
+        for (int b = 0; b < D; ++b) finite = finite && std::isfinite(sxx[a][b]) && std::isfinite(sxy[a][b]);
+    }
+    if (!finite) return face_non_finite;
+    if (nvis < std::max<std::size_t>(min_visible, 2)) return face_too_few_visible;
+    if (!(sw > 0)) return face_too_few_visible;
+    double mx[3] = {0, 0, 0}, my[3] = {0, 0, 0};
+    for (int a = 0; a < D; ++a) {
+        mx[a] = sx[a] / sw;
+        my[a] = sy[a] / sw;
+    }
+    double Sxx = 0, C[3][3] = {{0}}, M[3][3] = {{0}};
+    for (int a = 0; a < D; ++a) {
+        for (int b = 0; b < D; ++b) {
+            C[a][b] = sxx[a][b] - sw * mx[a] * mx[b];
+            M[a][b] = sxy[a][b] - sw * mx[a] * my[b];
+        }
+        Sxx += C[a][a];
+    }
+    double Syy = syy;
+    for (int a = 0; a < D; ++a) Syy -= sw * my[a] * my[a];
     // collapsed: no spread, or spread along one line only (second eigenvalue ~ 0)
-    double scale2 = 0;
-    for (std::size_t a = 0; a < D; ++a) scale2 = std::max(scale2, mx[a] * mx[a]);
-    if (!(Sxx > 1e-24 * (scale2 + 1.0) * sw)) return face_collapsed;
+    double ref2 = 0;
+    for (int a = 0; a < D; ++a) ref2 = std::max(ref2, ref[a] * ref[a] + mx[a] * mx[a]);
+    if (!(Sxx > 1e-20 * (ref2 + 1.0) * sw)) return face_collapsed;
     double second;
     if (D == 2) {
         double tr = C[0][0] + C[1][1], det = C[0][0] * C[1][1] - C[0][1] * C[1][0];
@@ -127,24 +143,27 @@ std::int32_t align_one(const float* x, const std::uint8_t* v, std::size_t P, std
     }
     if (!(second > 1e-10 * Sxx)) return face_collapsed;
 
+    double trRM;
     if (D == 2) {
-        double a = M[0][0] + M[1][1];   // sum x'.y'
-        double b = M[0][1] - M[1][0];   // sum x'_0 y'_1 - x'_1 y'_0
+        double a = M[0][0] + M[1][1];  // sum x'.y'
+        double b = M[0][1] - M[1][0];  // sum x'_0 y'_1 - x'_1 y'_0
         double h = std::sqrt(a * a + b * b);
         if (!(h > 0)) return face_collapsed;
         T.s = h / Sxx;
-        double c = a / h, s = b / h;
-        T.R[0] = c; T.R[1] = -s;
-        T.R[2] = s; T.R[3] = c;
+        double c = a / h, sn = b / h;
+        T.R[0] = c;
+        T.R[1] = -sn;
+        T.R[2] = sn;
+        T.R[3] = c;
+        trRM = h;
     } else {
         // Horn (1987): the unit quaternion maximising sum y'.(R x') is the top eigenvector of N.
         const double Sxy = M[0][1], Sxz = M[0][2], Syx = M[1][0], Syz = M[1][2], Szx = M[2][0], Szy = M[2][1];
         const double Sx = M[0][0], Sy = M[1][1], Sz = M[2][2];
-        double N[4][4] = {
-            {Sx + Sy + Sz, Syz - Szy, Szx - Sxz, Sxy - Syx},
-            {Syz - Szy, Sx - Sy - Sz, Sxy + Syx, Szx + Sxz},
-            {Szx - Sxz, Sxy + Syx, -Sx + Sy - Sz, Syz + Szy},
-            {Sxy - Syx, Szx + Sxz, Syz + Szy, -Sx - Sy + Sz}};
+        double N[4][4] = {{Sx + Sy + Sz, Syz - Szy, Szx - Sxz, Sxy - Syx},
+                          {Syz - Szy, Sx - Sy - Sz, Sxy + Syx, Szx + Sxz},
+                          {Szx - Sxz, Sxy + Syx, -Sx + Sy - Sz, Syz + Szy},
+                          {Sxy - Syx, Szx + Sxz, Syz + Szy, -Sx - Sy + Sz}};
         double ev[4], V[4][4];
         jacobi_eigen<4>(N, ev, V);
         int k = 0;
@@ -152,7 +171,10 @@ std::int32_t align_one(const float* x, const std::uint8_t* v, std::size_t P, std
             if (ev[i] > ev[k]) k = i;
         double q0 = V[0][k], qx = V[1][k], qy = V[2][k], qz = V[3][k];
         double qn = std::sqrt(q0 * q0 + qx * qx + qy * qy + qz * qz);
-        q0 /= qn; qx /= qn; qy /= qn; qz /= qn;
+        q0 /= qn;
+        qx /= qn;
+        qy /= qn;
+        qz /= qn;
         double* R = T.R;
         R[0] = q0 * q0 + qx * qx - qy * qy - qz * qz;
         R[1] = 2 * (qx * qy - q0 * qz);
@@ -169,28 +191,28 @@ std::int32_t align_one(const float* x, const std::uint8_t* v, std::size_t P, std
             for (int b = 0; b < 3; ++b) tr += R[a * 3 + b] * M[b][a];
         if (!(tr > 0)) return face_collapsed;
         T.s = tr / Sxx;
+        trRM = tr;
     }
-    for (std::size_t a = 0; a < D; ++a) {
-        double rx = 0;
-        for (std::size_t b = 0; b < D; ++b) rx += T.R[a * D + b] * mx[b];
-        T.t[a] = my[a] - T.s * rx;
+    // t maps the (reference-shifted) centroid onto the mean's centroid: y = s R (x - ref) + t'
+    for (int a = 0; a < D; ++a) {
+        double rx = 0, rr = 0;
+        for (int b = 0; b < D; ++b) {
+            rx += T.R[a * D + b] * mx[b];
+            rr += T.R[a * D + b] * ref[b];
+        }
+        T.t[a] = my[a] - T.s * rx - T.s * rr;
     }
     if (!std::isfinite(T.s) || !(T.s > 0)) return face_collapsed;
-    // residual over visible points
-    double r2 = 0;
-    for (std::size_t p = 0; p < P; ++p) {
-        if (!visible(v, p)) continue;
-        double wp = w ? w[p] : 1.0;
-        if (wp <= 0) continue;
-        for (std::size_t a = 0; a < D; ++a) {
-            double y = T.t[a];
-            for (std::size_t b = 0; b < D; ++b) y += T.s * T.R[a * D + b] * x[p * D + b];
-            double e = y - mean[p * D + a];
-            r2 += wp * e * e;
-        }
-    }
-    residual = std::sqrt(r2 / sw);
+    // at the optimum, sum w |s R x' + t - y|^2 = Syy - s tr(R M)
+    residual = std::sqrt(std::max(0.0, Syy - T.s * trRM) / sw);
     return face_ok;
+}
+
+std::int32_t align_one(const float* x, const std::uint8_t* v, std::size_t P, std::size_t D,
+                       const float* mean, const float* w, std::size_t min_visible, Sim& T,
+                       double& residual) {
+    return D == 2 ? align_one_t<2>(x, v, P, mean, w, min_visible, T, residual)
+                  : align_one_t<3>(x, v, P, mean, w, min_visible, T, residual);
 }
 
 /// Applies T to every point of a face (float32 out).
@@ -325,6 +347,7 @@ void encode_batch(const float* X, const std::uint8_t* vis, std::size_t n, std::s
                   std::uint64_t* masks, std::int32_t* status, float* residual) {
     const std::size_t F = spec.n_features, B = spec.n_blocks;
     const std::size_t d = (std::size_t)proj.key_offsets[B];
+    const KernelTable& K = kernels();
     for_ranges(n, [&](std::size_t b0, std::size_t e0) {
         std::vector<float> al(P * D), f(F);
         std::vector<int> cnt(B + 1);
@@ -350,14 +373,10 @@ void encode_batch(const float* X, const std::uint8_t* vis, std::size_t n, std::s
                     const std::size_t f0 = (std::size_t)spec.feat_offsets[b], f1 = (std::size_t)spec.feat_offsets[b + 1];
                     const std::size_t k0 = (std::size_t)proj.key_offsets[b], k1 = (std::size_t)proj.key_offsets[b + 1];
                     const std::size_t db = k1 - k0;
-                    const float* W = proj.W + proj.w_offsets[b];
+                    const float* Wt = proj.W + proj.w_offsets[b];
                     float* kb = key + k0;
-                    // kb = f_b W_b : row-major (F_b, d_b), accumulate row by row (vectorises over d_b)
-                    for (std::size_t r = f0; r < f1; ++r) {
-                        const float fr = f[r];
-                        const float* wr = W + (r - f0) * db;
-                        for (std::size_t c = 0; c < db; ++c) kb[c] += fr * wr[c];
-                    }
+                    // W_b is stored transposed (d_b, F_b): each key value is one dispatched SIMD dot
+                    for (std::size_t c = 0; c < db; ++c) kb[c] = K.dot(f.data() + f0, Wt + c * (f1 - f0), f1 - f0);
                     for (std::size_t c = 0; c < db; ++c) norm2 += (double)kb[c] * kb[c];
                 }
                 if (!(norm2 > 0) || !std::isfinite(norm2)) {

@@ -73,8 +73,9 @@ void features_batch(const float* X, const std::uint8_t* vis, std::size_t n, std:
                     const FeatureSpec& spec, float* features, std::uint64_t* masks,
                     std::int32_t* status);
 
-/** @brief Linear key projection per block: key block b = (f_b - mu_b) W_b, with W_b row-major
- *  (F_b, d_b) stored at W + w_offsets[b], output columns key_offsets[b] .. key_offsets[b+1]-1. */
+/** @brief Linear key projection per block: key block b = (f_b - mu_b) W_b, with W_b stored
+ *  transposed, row-major (d_b, F_b), at W + w_offsets[b] (each key value is one SIMD dot product);
+ *  output columns key_offsets[b] .. key_offsets[b+1]-1. */
 struct KeyProjection {
     const float* mu = nullptr;               ///< (F,)
     const float* W = nullptr;                ///< concatenated blocks
