@@ -313,6 +313,21 @@ class KeyModel:
         """
         if on_error not in ("raise", "flag"):
             raise InputError(f"on_error must be 'raise' or 'flag', got {on_error!r}")
+        wrong = np.zeros(0, np.int64)
+        if isinstance(landmarks, (list, tuple)):
+            # a list of faces may be ragged: a face with the wrong point count is its own failure
+            want = (self.scheme.n_points, self.dims)
+            faces = [np.asarray(a) for a in landmarks]
+            wrong = np.array([i for i, a in enumerate(faces) if a.shape != want], np.int64)
+            if len(wrong) and on_error == "raise":
+                i = int(wrong[0])
+                raise LandmarkError(
+                    f"face {i} has shape {faces[i].shape}, expected {want} for scheme "
+                    f"{self.scheme.name!r}; pass on_error='flag' to get per-face failure flags"
+                )
+            if len(wrong):
+                faces = [np.full(want, np.nan, np.float32) if a.shape != want else a for a in faces]
+            landmarks = np.stack(faces) if faces else np.zeros((0, *want), np.float32)
         x, v = check_landmarks(landmarks, visibility, self.scheme.n_points, self.dims)
         lay = self.layout
         keys, masks, status, _ = _core.geometry_encode(
@@ -333,6 +348,10 @@ class KeyModel:
             self._w_offsets,
             self.blocks,
         )
+        if len(wrong):
+            status[wrong] = 1
+            keys[wrong] = 0
+            masks[wrong] = 0
         if on_error == "raise":
             bad = np.flatnonzero(status)
             if len(bad):

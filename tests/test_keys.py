@@ -157,6 +157,14 @@ def test_bad_input_raises_or_flags(trained) -> None:
         model.encode(np.zeros((2, 68, 2), np.float32))
     with pytest.raises(pf.errors.DimensionError):
         model.encode(np.zeros((2, 200, 3), np.float32))
+    # a ragged list: the face with the wrong point count is flagged (status 1) or named
+    ragged = [f.landmarks[0], f.landmarks[1][:150], f.landmarks[2]]
+    with pytest.raises(LandmarkError, match="face 1 has shape"):
+        model.encode(ragged)
+    keys, masks, st = model.encode(ragged, on_error="flag", return_status=True)
+    np.testing.assert_array_equal(st, [0, 1, 0])
+    assert masks[1] == 0 and not keys[1].any() and masks[0] != 0
+    np.testing.assert_array_equal(keys[[0, 2]], model.encode(f.landmarks[[0, 2]])[0])
     with pytest.raises(pf.errors.InputError, match="on_error"):
         model.encode(f.landmarks, on_error="ignore")
 
