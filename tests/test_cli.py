@@ -416,3 +416,59 @@ def test_progress_lines_when_not_a_terminal(data):
     lines = [x for x in r.stderr.decode().splitlines() if x.startswith("identify: ")]
     assert any(f"/{N_PROBE} probes" in x and "probes/s" in x and "ETA" in x for x in lines)
     assert lines[-1].startswith(f"identify: {N_PROBE} probes identified")
+
+
+def test_landmarks_with_key_model_enroll_and_identify_masked(tmp_path):
+    """Landmarks in (parquet with visibility, JSON Lines), keys made by the key model, masked search."""
+    from pyfacematch.keys import KeyModel
+    from pyfacematch.scoring import masked_topk
+    from pyfacematch.synth import FaceSynthesizer
+
+    train = FaceSynthesizer("ibug68", 40, seed=1)
+    tf = train.sample(np.repeat(np.arange(40), 5), seed=2, occluder="random")
+    km = KeyModel.fit(
+        tf.landmarks, tf.identities, scheme="ibug68", dim=32, visibility=tf.visibility
+    )
+    km.save(tmp_path / "km.npz")
+    people = FaceSynthesizer("ibug68", 80, seed=3)
+    gf = people.sample(np.arange(80), seed=4)
+    gids = [f"g{i}" for i in range(80)]
+    write_table(
+        tmp_path / "gal.parquet", "parquet", gids, gf.landmarks, value_name="landmarks",
+        extra={"visibility": [v.tolist() for v in gf.visibility]},
+    )  # fmt: skip
+    r = run(
+        "enroll", "-g", "lm.db", "-i", "gal.parquet", "--key-model", "km.npz", "-q", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    who = np.arange(0, 80, 4)
+    pf_ = people.sample(who, seed=5, occluder="random")
+    lines = [
+        json.dumps({"id": f"q{i}", "landmarks": pf_.landmarks[i].tolist(),
+                    "visibility": pf_.visibility[i].astype(int).tolist()})
+        for i in range(len(who))
+    ]  # fmt: skip
+    lines.insert(3, json.dumps({"id": "short", "landmarks": pf_.landmarks[0][:60].tolist()}))
+    (tmp_path / "probes.jsonl").write_text("\n".join(lines) + "\n")
+    r = run("identify", "-g", "lm.db", "-i", "probes.jsonl", "--key-model", "km.npz", "-o", "o.csv",
+            "--on-error", "skip", "-q", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 1, r.stderr.decode()
+    assert "wrong landmark count" in (tmp_path / "o.csv.rejects.csv").read_text()
+    rows = _read_results(tmp_path / "o.csv")
+    # reference: the same keys in process, brute-force masked cosine
+    gk, gm = km.encode(gf.landmarks, gf.visibility)
+    pk, pm = km.encode(pf_.landmarks, pf_.visibility)
+    s, idx = masked_topk(pk, gk, 1, pm, gm, km.blocks)
+    assert [x["probe_id"] for x in rows] == [f"q{i}" for i in range(len(who))]
+    # not comparable (shared blocks < half the key): a rank-0 row with no identity
+    assert [x["identity"] for x in rows] == [gids[j] if j >= 0 else None for j in idx[:, 0]]
+    assert [x["rank"] for x in rows] == [1 if j >= 0 else 0 for j in idx[:, 0]]
+    got = np.array([np.nan if x["score"] is None else x["score"] for x in rows])
+    np.testing.assert_allclose(got, s[:, 0], atol=2e-5)  # NaN where not comparable
+    assert (idx[:, 0] >= 0).sum() >= len(who) // 2
+    assert np.mean([x["identity"] == f"g{w}" for x, w in zip(rows, who)]) >= 0.5
+    # a key model that does not match the gallery is refused
+    KeyModel.fit(tf.landmarks, tf.identities, scheme="ibug68", dim=16).save(tmp_path / "km16.npz")
+    r = run("identify", "-g", "lm.db", "-i", "probes.jsonl", "--key-model", "km16.npz", "-o", "x.csv",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and b"key model" in r.stderr
