@@ -103,7 +103,10 @@ def check_landmarks(
             raise DimensionError(
                 f"visibility must be (faces, points) = {x.shape[:2]}, got {v.shape}"
             )
-        v = np.ascontiguousarray(v != 0, dtype=np.uint8)
+        if v.dtype == np.bool_ and v.flags.c_contiguous:
+            v = v.view(np.uint8)  # bool is one byte, 0 or 1: no copy
+        else:
+            v = np.ascontiguousarray(v != 0, dtype=np.uint8)
     return x, v
 
 
