@@ -83,8 +83,18 @@ def _gallery_opt(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _input_opts(p: argparse.ArgumentParser, required: bool = True, what: str = "records") -> None:
     g = p.add_argument_group("input")
+    g.add_argument("-i", "--input", metavar="PATH", help=f"{what} file, or - for stdin")
     g.add_argument(
-        "-i", "--input", required=required, metavar="PATH", help=f"{what} file, or - for stdin"
+        "--images",
+        metavar="FOLDER",
+        help="face images instead of --input (enroll: FOLDER/<identity>/<image>; "
+        "probes: any folder, id = relative path), embedded with --embedder",
+    )
+    g.add_argument(
+        "--embedder",
+        default="dlib",
+        metavar="SPEC",
+        help="image embedder: dlib, dlib:cnn or onnx:<model.onnx> (default dlib)",
     )
     g.add_argument(
         "--input-format",
@@ -467,7 +477,30 @@ def _key_model(args: argparse.Namespace) -> Any:
 
 
 def _reader(args: argparse.Namespace, gallery: Any, km: Any, fields: Sequence[str] = ()) -> Any:
-    from .io import RecordReader
+    from .io import ImageFolderReader, RecordReader
+
+    if (args.input is None) == (getattr(args, "images", None) is None):
+        raise InputError("give exactly one of --input FILE or --images FOLDER")
+    if getattr(args, "images", None) is not None:
+        if km is not None:
+            raise InputError("--images makes templates with an embedder: drop --key-model")
+        if fields:
+            raise InputError("image folders carry no claim field: use --identity ID")
+        from .embed import create_embedder
+
+        emb = create_embedder(args.embedder)
+        if gallery is not None and int(emb.dim) != gallery.dim:
+            raise InputError(
+                f"the embedder {args.embedder!r} makes templates of dimension {emb.dim}, the "
+                f"gallery holds dimension {gallery.dim}: use the embedder it was enrolled with"
+            )
+        return ImageFolderReader(
+            args.images,
+            emb,
+            role="enroll" if args.command == "enroll" else "probe",
+            chunk_size=min(args.chunk_size, 256),
+            on_error=args.on_error,
+        )
 
     nb = None
     if gallery is not None and gallery.blocks is not None:
@@ -682,6 +715,14 @@ def _gallery_fingerprint(g: Any) -> dict[str, Any]:
     return fp
 
 
+def _input_fingerprint(args: argparse.Namespace, reader: Any) -> dict[str, Any]:
+    from .jobs import file_fingerprint
+
+    if hasattr(reader, "fingerprint"):
+        return {**reader.fingerprint(), "embedder": args.embedder}
+    return file_fingerprint(args.input)
+
+
 def _job_paths(args: argparse.Namespace) -> tuple[str, str, str]:
     from .io import detect_format
 
@@ -725,7 +766,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
             rej_path,
             sum_path,
             {
-                "input": file_fingerprint(args.input),
+                "input": _input_fingerprint(args, reader),
                 "input_format": reader.fmt,
                 "id_field": args.id_field,
                 "key_model": None if km is None else file_fingerprint(args.key_model),
@@ -736,7 +777,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
             {
                 "threshold": _threshold_info(thr, src, target),
                 "k": k,
-                "input": args.input,
+                "input": args.input or args.images,
                 "index": g.index_info(),
                 "gallery_identities": len(g),
             },
@@ -818,7 +859,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             rej_path,
             sum_path,
             {
-                "input": file_fingerprint(args.input),
+                "input": _input_fingerprint(args, reader),
                 "input_format": reader.fmt,
                 "id_field": args.id_field,
                 "claim": args.identity or f"field:{args.claim_field}",
@@ -826,7 +867,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "threshold": _threshold_info(thr, src, target),
                 **_gallery_fingerprint(g),
             },
-            {"threshold": _threshold_info(thr, src, target), "input": args.input},
+            {"threshold": _threshold_info(thr, src, target), "input": args.input or args.images},
         )
         summary = run_job(
             spec,
@@ -914,8 +955,11 @@ def _read_scores(path: str) -> np.ndarray:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .jobs import prefetch
 
-    if (args.input is None) == (args.scores is None):
-        raise InputError("give exactly one of --input (templates) or --scores (impostor scores)")
+    if ((args.input or args.images) is None) == (args.scores is None):
+        raise InputError(
+            "give exactly one of --input (templates), --images (folder) or --scores "
+            "(impostor scores)"
+        )
     km = _key_model(args)
     g = _open_gallery(args.gallery)
     rejects: list[Any] = []

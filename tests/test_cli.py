@@ -472,3 +472,32 @@ def test_landmarks_with_key_model_enroll_and_identify_masked(tmp_path):
     r = run("identify", "-g", "lm.db", "-i", "probes.jsonl", "--key-model", "km16.npz", "-o", "x.csv",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and b"key model" in r.stderr
+
+
+@pytest.mark.slow
+def test_image_folders_enroll_and_identify(tmp_path):
+    """Image folders through an embedder (dlib): a folder per person, then a folder of probes."""
+    pytest.importorskip("dlib")
+    import shutil
+
+    from conftest import TEST_DATA
+
+    src = TEST_DATA / "faces"
+    people = sorted(p.name for p in src.iterdir() if p.is_dir())
+    gal, probes = tmp_path / "gallery", tmp_path / "probes"
+    for person in people:
+        imgs = sorted((src / person).glob("*.jpg"))
+        (gal / person).mkdir(parents=True)
+        shutil.copy(imgs[0], gal / person / imgs[0].name)
+        (probes / person).mkdir(parents=True, exist_ok=True)
+        shutil.copy(imgs[1], probes / person / imgs[1].name)
+    (probes / "broken.jpg").write_bytes(b"not an image")
+    r = run("enroll", "-g", "img.db", "--images", "gallery", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    r = run("identify", "-g", "img.db", "--images", "probes", "-o", "o.jsonl", "--on-error", "skip",
+            "-q", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 1, r.stderr.decode()
+    rows = _read_results(tmp_path / "o.jsonl")
+    assert [(x["probe_id"].split("/")[0], x["identity"]) for x in rows] == [(p, p) for p in people]
+    rej = (tmp_path / "o.jsonl.rejects.csv").read_text()
+    assert "broken.jpg" in rej
