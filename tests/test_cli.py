@@ -250,13 +250,20 @@ def _reference_run(d: Path, out: str, extra=()) -> bytes:
     return (d / out).read_bytes()
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_killed_at_every_commit_step_then_resumed_is_byte_identical(data, fmt):
+N_CHUNKS = -(-N_PROBE // 7)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "points"),
+    [
+        ("csv", ["before-part:0", "after-manifest:5", f"after-summary:{N_CHUNKS}"]),
+        ("parquet", ["after-part:3", f"after-concat:{N_CHUNKS}"]),
+    ],
+)
+def test_killed_at_every_commit_step_then_resumed_is_byte_identical(data, fmt, points):
+    """SIGKILL at each step of the commit protocol (split over two output formats), then --resume."""
     d = data["dir"]
     want = _reference_run(d, f"ref.{fmt}")
-    n_chunks = -(-N_PROBE // 7)
-    points = ["before-part:0", "after-part:3", "after-manifest:5", f"after-concat:{n_chunks}",
-              f"after-summary:{n_chunks}"]  # fmt: skip
     for point in points:
         out = f"killed-{point.split(':')[0]}.{fmt}"
         args = ("identify", "-g", "g.db", "-i", "probes.parquet", "-o", out, "-k", "2",
@@ -501,3 +508,16 @@ def test_image_folders_enroll_and_identify(tmp_path):
     assert [(x["probe_id"].split("/")[0], x["identity"]) for x in rows] == [(p, p) for p in people]
     rej = (tmp_path / "o.jsonl.rejects.csv").read_text()
     assert "broken.jpg" in rej
+
+
+def test_demo_small(tmp_path):
+    r = run(
+        "demo", "--identities", "2000", "--probes", "100", "--summary", "demo.json", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    text = r.stdout.decode()
+    assert "2,000 people enrolled" in text and "probes/s" in text and "masked probes" in text
+    s = json.loads((tmp_path / "demo.json").read_text())
+    assert s["identities"] == 2000 and s["probes_per_condition"] == 100
+    assert s["rank1_clean"] >= 0.9  # clean synthetic faces of enrolled people are found
+    assert 0.0 <= s["rank1_masked"] <= 1.0 and s["probes_per_second"] > 0
