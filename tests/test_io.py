@@ -266,3 +266,40 @@ def test_rejects_file_formats(tmp_path):
     write_rejects(tmp_path / "r.jsonl", rej)
     recs = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert recs[1] == {"row": 9, "line": None, "id": None, "reason": "zero template: y"}
+
+
+class _Tty:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_bar_on_terminal_and_lines_otherwise():
+    from pyfacematch.jobs import Progress
+
+    tty = _Tty(True)
+    p = Progress(100, "identify", stream=tty)
+    p.update(40)
+    p.close()
+    assert "identify:  40%" in tty.text and "/100 [" in tty.text and "probes/s" in tty.text
+    plain = _Tty(False)
+    p = Progress(100, "identify", stream=plain, interval=0.0)
+    p.update(40)
+    p.close()
+    first = plain.text.splitlines()[0]
+    assert first.startswith("identify: 40/100 probes (40.0%)") and "ETA" in first
+    quiet = _Tty(True)
+    p = Progress(100, "identify", stream=quiet, quiet=True)
+    p.update(40)
+    p.close()
+    assert quiet.text == ""
