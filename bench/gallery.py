@@ -101,6 +101,13 @@ def main() -> None:
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--hnswlib-max", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--tune-similarity",
+        type=float,
+        default=None,
+        help="cosine of the self-tuning probes (default: the Gallery default, 0.5; "
+        "the protocol's genuine cosine is about 0.65)",
+    )
     args = ap.parse_args()
 
     import faiss
@@ -108,7 +115,7 @@ def main() -> None:
     print(
         f"# gallery bench: N={args.n} d={args.d} probes={args.probes} cores={os.cpu_count()} "
         f"simd={pyfacematch.simd.info() if hasattr(pyfacematch.simd, 'info') else '?'} "
-        f"faiss={faiss.__version__}",
+        f"faiss={faiss.__version__} tune_similarity={args.tune_similarity or 'default'}",
         flush=True,
     )
     t0 = time.perf_counter()
@@ -135,7 +142,8 @@ def main() -> None:
     keep: dict[str, object] = {}
     for name in backends:
         print(f"## {name}", flush=True)
-        g, t_build, t_tune = make_gallery(name, m)
+        kw = {} if args.tune_similarity is None else {"tune_similarity": args.tune_similarity}
+        g, t_build, t_tune = make_gallery(name, m, **kw)
         b = g._backend
 
         def api(p: np.ndarray, g=g) -> object:

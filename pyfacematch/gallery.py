@@ -230,11 +230,13 @@ class Gallery:
         Default for enrolling an id that is already enrolled.
     recall_target : float
         Recall@1 against exact search that approximate backends tune for.
-    tune_similarity : float
+    tune_similarity : float or None
         Cosine between a tuning probe and the template it was made from:
         tuning probes are gallery templates plus isotropic noise of that
-        strength (0.5 is below the usual genuine scores of face embeddings,
-        i.e. conservative).
+        strength. None (default): measured on the gallery's own genuine pairs
+        (5th percentile of the cosine between two templates of one identity,
+        when at least 50 identities have two templates), else 0.5 (below
+        the usual genuine scores of face embeddings, i.e. conservative).
     tune_probes : int
         Size of the tuning sample.
     min_fraction : float
@@ -260,7 +262,7 @@ class Gallery:
         blocks: Any = None,
         on_duplicate: str = "refuse",
         recall_target: float = 0.99,
-        tune_similarity: float = 0.5,
+        tune_similarity: float | None = None,
         tune_probes: int = 1000,
         min_fraction: float = 0.5,
         seed: int = 0,
@@ -270,11 +272,12 @@ class Gallery:
         _check_duplicate_option(on_duplicate)
         if not 0.0 < float(recall_target) <= 1.0:
             raise InputError(f"recall_target must be in (0, 1], got {recall_target!r}")
-        if not 0.0 < float(tune_similarity) < 1.0:
+        if tune_similarity is not None and not 0.0 < float(tune_similarity) < 1.0:
             raise InputError(f"tune_similarity must be in (0, 1), got {tune_similarity!r}")
         self.on_duplicate = on_duplicate
         self.recall_target = float(recall_target)
-        self.tune_similarity = float(tune_similarity)
+        self.tune_similarity = None if tune_similarity is None else float(tune_similarity)
+        self._tune_sim_used: tuple[float, str] = (0.5, "default")
         self.tune_probes = int(tune_probes)
         self.min_fraction = float(min_fraction)
         self._seed = int(seed)
@@ -623,7 +626,8 @@ class Gallery:
         rng = np.random.default_rng(self._seed + n)
         s = min(self.tune_probes, n)
         rows = rng.choice(n, s, replace=False)
-        sigma = np.sqrt(1.0 / self.tune_similarity**2 - 1.0)
+        sim = self._tuning_similarity()
+        sigma = np.sqrt(1.0 / sim**2 - 1.0)
         noise = rng.standard_normal((s, self.dim)) * (sigma / np.sqrt(self.dim))
         p = self._m.view[rows].astype(np.float64) + noise
         probes = np.ascontiguousarray(p / np.linalg.norm(p, axis=1, keepdims=True), np.float32)
@@ -645,6 +649,22 @@ class Gallery:
             )
         with contextlib.suppress(Exception):
             self._store.set_meta(self._tuning_key(), json.dumps(b.params()))
+
+    def _tuning_similarity(self) -> float:
+        """Cosine of the tuning probes to their source template (see ``tune_similarity``)."""
+        if self.tune_similarity is not None:
+            self._tune_sim_used = (self.tune_similarity, "explicit")
+            return self.tune_similarity
+        pairs = [t[:2] for t in self._slot_tids.values() if len(t) >= 2][:5000]
+        if len(pairs) < 50:
+            self._tune_sim_used = (0.5, "default (fewer than 50 identities with 2 templates)")
+            return 0.5
+        rows = self._m.tid_to_row[np.asarray(pairs, np.int64)]
+        a, b = self._m.data[rows[:, 0]], self._m.data[rows[:, 1]]
+        genuine = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
+        sim = float(np.clip(np.quantile(genuine, 0.05), 0.2, 0.95))
+        self._tune_sim_used = (round(sim, 4), f"5th percentile of {len(pairs)} genuine pairs")
+        return sim
 
     # ------------------------------------------------------------------ search
     def _exact(
@@ -905,7 +925,7 @@ class Gallery:
             d = self._backend.info(self._m)
             d["identities"] = self._n_identities
             d["recall_target"] = self.recall_target
-            d["tune_similarity"] = self.tune_similarity
+            d["tune_similarity"], d["tune_similarity_source"] = self._tune_sim_used
             exact = (
                 self._backend.name == "exact"
                 or not self._backend.active

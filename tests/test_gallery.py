@@ -328,3 +328,22 @@ def test_identify_from_threads_during_enroll_and_remove(backend):
     for i in range(n_new):
         assert (res.identities[i, 0] == f"w{i}") == bool(i % 3)
     g.verify_integrity()
+
+
+def test_tuning_similarity_measured_on_genuine_pairs():
+    rng = np.random.default_rng(12)
+    d, n = 128, 200
+    c = unit(rng, n, d).astype(np.float64)
+    t = np.stack([c + 0.734 * rng.standard_normal((n, d)) / np.sqrt(d) for _ in range(2)], 1)
+    t /= np.linalg.norm(t, axis=2, keepdims=True)
+    g = Gallery(dim=d, backend="binary", tune_probes=100)
+    g.enroll_many([f"i{j}" for j in range(n) for _ in range(2)], t.reshape(-1, d))
+    info = g.index_info()
+    ref = np.quantile(np.einsum("ij,ij->i", t[:, 0], t[:, 1]), 0.05)
+    assert info["tune_similarity"] == pytest.approx(ref, abs=1e-3)
+    assert "genuine pairs" in info["tune_similarity_source"]
+    assert 0.5 < ref < 0.7  # two templates of one identity: cosine about 0.65
+    g1 = Gallery(dim=d, backend="binary", tune_similarity=0.8)
+    g1.enroll_many([f"i{j}" for j in range(2 * n)], t.reshape(-1, d))  # 400 one-template ids
+    assert g1.index_info()["tune_similarity"] == 0.8
+    assert g1.index_info()["tune_similarity_source"] == "explicit"
