@@ -80,62 +80,72 @@ def recall_speed_figure(
     tuned: Sequence[Mapping[str, Any]] = (),
     *,
     title: str = "Recall@1 against search speed",
+    zoom: float = 0.95,
 ) -> Any:
     """Recall@1 (against exact search) vs probes/s; one line per engine, tuned points starred.
 
+    Two panels: the whole range, and recall ≥ ``zoom`` where the operating points live.
     ``curves``: engine -> points with ``probes_per_s``, ``recall1`` and ``depth``;
     ``tuned``: rows with ``backend``, ``probes_per_s_b1024``, ``recall1``.
     """
-    fig = _figure()
-    ax = fig.add_subplot()
+    fig = _figure((13.0, 6.2))
+    axes = fig.subplots(1, 2, sharex=True)
     markers = "osD^v<>phX*"
     lo = 1.0
-    for i, (name, pts) in enumerate(curves.items()):
-        pts = [p for p in pts if p.get("probes_per_s") and p.get("recall1") is not None]
-        if not pts:
-            continue
-        pts = sorted(pts, key=lambda p: p["probes_per_s"])
-        x = [p["probes_per_s"] for p in pts]
-        y = [p["recall1"] for p in pts]
-        lo = min(lo, min(y))
-        dashed = "FAISS" in name or "hnswlib" in name
-        ax.plot(
-            x,
-            y,
-            ls="--" if dashed else "-",
-            marker=markers[i % len(markers)],
-            ms=5,
-            lw=1.5,
-            label=name,
-        )
-    for j, r in enumerate(tuned):
-        if r.get("probes_per_s_b1024") and r.get("recall1") is not None:
+    stars = [r for r in tuned if r.get("probes_per_s_b1024") and r.get("recall1") is not None]
+    for ax in axes:
+        for i, (name, pts) in enumerate(curves.items()):
+            pts = [p for p in pts if p.get("probes_per_s") and p.get("recall1") is not None]
+            if not pts:
+                continue
+            pts = sorted(pts, key=lambda p: p["probes_per_s"])
+            x = [p["probes_per_s"] for p in pts]
+            y = [p["recall1"] for p in pts]
+            lo = min(lo, min(y))
+            dashed = "FAISS" in name or "hnswlib" in name
+            ax.plot(
+                x,
+                y,
+                ls="--" if dashed else "-",
+                marker=markers[i % len(markers)],
+                ms=5,
+                lw=1.5,
+                color=f"C{i % 10}",
+                label=name,
+            )
+        for j, r in enumerate(sorted(stars, key=lambda r: r["probes_per_s_b1024"])):
             ax.plot(
                 r["probes_per_s_b1024"],
                 r["recall1"],
                 "*",
-                ms=13,
+                ms=14,
                 mec="black",
                 mfc="gold",
-                label="self-tuned (Gallery API)" if j == 0 else None,
+                label="self-tuned Gallery backend" if j == 0 else None,
                 zorder=5,
             )
             ax.annotate(
                 r["backend"],
                 (r["probes_per_s_b1024"], r["recall1"]),
                 textcoords="offset points",
-                xytext=(6, -12),
+                xytext=(0, -16 if j % 2 == 0 else -28),
+                ha="center",
                 fontsize="small",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
             )
             lo = min(lo, r["recall1"])
-    ax.axhline(0.99, color="grey", lw=0.8, ls=":", label="recall target 0.99")
-    ax.set_xscale("log")
-    ax.set_ylim(max(0.0, lo - 0.05), 1.01)
-    ax.set_xlabel("probes per second (batches of ≤ 1024, log scale)")
-    ax.set_ylabel("recall@1 against exact search")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower left", fontsize="small")
+        ax.axhline(0.99, color="grey", lw=0.8, ls=":", label="recall target 0.99")
+        ax.set_xscale("log")
+        ax.set_xlabel("probes per second (batches of ≤ 1024, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylim(max(0.0, lo - 0.05), 1.01)
+    axes[0].set_ylabel("recall@1 against exact search")
+    axes[0].set_title("all depths")
+    axes[1].set_ylim(zoom, 1.0 + (1.0 - zoom) * 0.04)
+    axes[1].set_title(f"zoom: recall@1 ≥ {zoom}")
+    fig.suptitle(title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize="small")
     return fig
 
 
@@ -164,6 +174,11 @@ def bars_figure(
     if log:
         ax.set_yscale("log")
         ax.margins(y=0.25)
+    else:
+        top = max(
+            (float(np.nanmax(np.asarray(v, np.float64))) for v in series.values()), default=1.0
+        )
+        ax.set_ylim(0, max(top, 1e-9) * 1.18)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", which="both", alpha=0.3)

@@ -9,6 +9,7 @@ that raises is reported as *failed* with the error; neither stops the suite.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import sys
 import time
@@ -63,7 +64,7 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "scoring": {
             "n": 100_000,
-            "dims": [512, 128],
+            "dims": [512],
             "batches": [1, 64, 1024],
             "sizes": [10_000, 30_000, 100_000],
             "size_batch": 64,
@@ -72,18 +73,18 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "keys": {"n": 100_000, "n_numpy": 10_000, "repeat": 3},
         "accuracy": {"n_ids": 2000, "n_train": 1000},
         "backends": {
-            "n": 50_000,
+            "n": 20_000,
             "d": 512,
-            "n_probes": 1024,
-            "single": 100,
+            "n_probes": 512,
+            "single": 50,
             "tune_probes": 300,
             "sweep_points": 4,
-            "hnsw_max_depth": 512,
+            "hnsw_max_depth": 256,
             "backends": ("exact", "binary", "flat", "hnsw", "ivf", "ivfpq"),
         },
         "dayjob": {
-            "n": 100_000,
-            "m": 100_000,
+            "n": 50_000,
+            "m": 50_000,
             "d": 512,
             "exact_probes": 4096,
             "recall_sample": 2048,
@@ -388,6 +389,7 @@ def section_accuracy(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, A
     from pyfacematch.plots import det_figure
 
     from .keys import measure_key_accuracy
+    from .report import bars_figure
 
     r = measure_key_accuracy(cfg["n_ids"], cfg["n_train"], log=log)
     det = r.pop("det")
@@ -403,6 +405,29 @@ def section_accuracy(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, A
                 out,
                 f"accuracy_det_{occ}",
                 f"DET (FNIR vs FPIR, log axes), {names[occ]} probes: plain vs masked cosine",
+            )
+        )
+    by_ = {(x["probe"], x["scoring"]): x for x in r["rows"]}
+    groups = [names[o] for o in det]
+    for metric, label, stem in (
+        ("rank1", "rank-1 identification rate (higher is better)", "accuracy_rank1"),
+        ("fnir_at_fpir_0.01", "FNIR at FPIR = 0.01 (lower is better)", "accuracy_fnir"),
+    ):
+        plots.append(
+            _plot(
+                bars_figure(
+                    groups,
+                    {
+                        f"{m} cosine": [by_[(o, m)][metric] for o in det]
+                        for m in ("plain", "masked")
+                    },
+                    ylabel=label,
+                    title=f"{label.split(' (')[0]} by probe condition, {r['n_identities']:,} identities",
+                    log=False,
+                ),
+                out,
+                stem,
+                f"{label.split(' (')[0]}: plain vs masked cosine for each probe condition",
             )
         )
     rows = [
@@ -772,6 +797,8 @@ def run_suite(
         results["sections"].append(sec)
     results["wall_s"] = time.perf_counter() - t_start
     write_json(results, out / "results.json")
-    results["report"] = str(write_report(results, out))
+    report = write_report(results, out)
+    results = json.loads((out / "results.json").read_text())  # plain JSON types, as written
+    results["report"] = str(report)
     log(f"pyfacematch bench: wrote {out / 'report.md'} in {results['wall_s']:.0f} s")
     return results
