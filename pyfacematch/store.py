@@ -520,33 +520,48 @@ class Store:
         matrix : float32 (N, dim)
         masks : uint64 (N,) or None when the gallery has no blocks
         """
+        where = "memory" if self.path is None else repr(os.fspath(self.path))
+        nbytes = self.dim * 4
         try:
             with self._lock:
-                rows = self._con.execute(
+                n = int(self._con.execute("SELECT count(*) FROM templates").fetchone()[0])
+                tids = np.empty(n, np.int64)
+                masks = np.zeros(n, np.int64)
+                matrix = np.empty((n, self.dim), np.float32)
+                names: list[str] = []
+                cur = self._con.execute(
                     "SELECT t.tid, i.name, t.data, t.mask FROM templates t"
                     " JOIN identities i ON i.id = t.identity ORDER BY t.tid"
-                ).fetchall()
+                )
+                i = 0
+                while True:
+                    chunk = cur.fetchmany(8192)  # bounded memory: no list of every blob
+                    if not chunk:
+                        break
+                    if i + len(chunk) > n or any(len(r[2]) != nbytes for r in chunk):
+                        raise GalleryFileError(
+                            f"a template record of gallery {where} does not hold {self.dim} "
+                            "float32 values (or the template table changed size): the file is "
+                            "damaged; restore it from a backup"
+                        )
+                    j = i + len(chunk)
+                    tids[i:j] = [r[0] for r in chunk]
+                    names.extend(r[1] for r in chunk)
+                    matrix[i:j] = np.frombuffer(b"".join(r[2] for r in chunk), np.float32).reshape(
+                        -1, self.dim
+                    )
+                    masks[i:j] = [0 if r[3] is None else r[3] for r in chunk]
+                    i = j
         except sqlite3.DatabaseError as exc:
             raise GalleryFileError(
-                f"cannot read the templates of {os.fspath(self.path)!r} ({exc}): "
+                f"cannot read the templates of gallery {where} ({exc}): "
                 "the file is corrupted; restore it from a backup"
             ) from exc
-        n = len(rows)
-        nbytes = self.dim * 4
-        tids = np.fromiter((r[0] for r in rows), np.int64, n)
-        names = [r[1] for r in rows]
-        if any(len(r[2]) != nbytes for r in rows):
+        if i != n:
             raise GalleryFileError(
-                f"a template blob in {os.fspath(self.path)!r} does not hold {self.dim} float32 "
-                "values: the file is damaged"
+                f"gallery {where} lists {n} templates but {i} could be read: the file is damaged"
             )
-        matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(n, self.dim)
-        masks = None
-        if self.blocks is not None:
-            masks = np.fromiter((0 if r[3] is None else r[3] for r in rows), np.int64, n).view(
-                np.uint64
-            )
-        return tids, names, matrix.copy(), masks
+        return tids, names, matrix, None if self.blocks is None else masks.view(np.uint64)
 
     def tid_digest(self) -> str:
         """SHA-256 of the sorted template ids (identifies the index content)."""
