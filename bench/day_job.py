@@ -13,7 +13,8 @@ own peak memory (``os.wait4`` rusage of that child):
 2. for each backend (default first): the backend's index is built and tuned
    once (``Gallery.open(…, backend=…)``, reported apart), then
    ``pyfacematch identify -i probes.npy -o results.parquet`` — reading,
-   searching, writing the results and the summary included;
+   searching, writing the results and the summary included; peak memory is the VmHWM of that
+   process;
 3. recall@1 against exact search on a sample of probes (exact top-1 by
    ``pyfacematch.topk`` over the whole gallery), and rank-1 accuracy against
    the true identity.
@@ -72,15 +73,33 @@ def generate(work: Path, n_gal: int, n_probes: int, d: int, seed: int) -> np.nda
     return truth
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Run a command; (wall seconds, peak RSS in MiB of that process, exit code)."""
+# Runs the real command and records its own peak RSS (VmHWM of the exec'ed process: the
+# rusage of a child also counts the parent's pages it inherited before exec).
+_WRAP = """
+import sys
+from pyfacematch.cli import main
+try:
+    rc = main(sys.argv[2:])
+finally:
+    with open('/proc/self/status') as f:
+        hwm = next(x for x in f if x.startswith('VmHWM'))
+    with open(sys.argv[1], 'w') as f:
+        f.write(hwm.split()[1])
+sys.exit(rc)
+"""
+
+
+def timed(args: list[str], env: dict[str, str], work: Path) -> tuple[float, float, int]:
+    """Run ``pyfacematch ARGS``; (wall seconds, its peak RSS in MiB, exit code)."""
+    hwm = work / "hwm.txt"
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run([sys.executable, "-c", _WRAP, str(hwm), *args], env=env)
     wall = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
-    rss = ru.ru_maxrss / 1024.0  # Linux: KiB
-    return wall, rss, code
+    try:
+        rss = int(hwm.read_text()) / 1024.0  # kB -> MiB
+    except (OSError, ValueError):
+        rss = float("nan")
+    return wall, rss, p.returncode
 
 
 def main() -> int:
@@ -103,7 +122,6 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     env = dict(os.environ, PYTHONSAFEPATH="1")
-    cli = [sys.executable, "-m", "pyfacematch.cli"]
     out: dict[str, object] = {
         "gallery": a.gallery,
         "probes": a.probes,
@@ -121,9 +139,10 @@ def main() -> int:
     backends = [b.strip() for b in a.backends.split(",") if b.strip()]
     db = str(work / "day.db")
     wall, rss, code = timed(
-        [*cli, "enroll", "-g", db, "-i", str(work / "gallery.npy"), "--backend", backends[0],
+        ["enroll", "-g", db, "-i", str(work / "gallery.npy"), "--backend", backends[0],
          "--chunk-size", "50000", "--quiet"],
         env,
+        work,
     )  # fmt: skip
     if code != 0:
         log(f"enroll failed with exit code {code}")
@@ -154,9 +173,10 @@ def main() -> int:
         t_build = time.perf_counter() - t
         res = work / f"results-{b}.parquet"
         wall, rss, code = timed(
-            [*cli, "identify", "-g", db, "-i", str(work / "probes.npy"), "-o", str(res),
+            ["identify", "-g", db, "-i", str(work / "probes.npy"), "-o", str(res),
              "--chunk-size", str(a.chunk_size), "--quiet", "--overwrite"],
             env,
+            work,
         )  # fmt: skip
         if code != 0:
             log(f"identify ({b}) failed with exit code {code}")
