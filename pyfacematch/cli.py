@@ -246,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         decision (match when score >= threshold). Probes are read, searched and written in
         chunks (bounded memory); the job is resumable: after a crash or kill, run the same
         command with --resume and the output is exactly that of an uninterrupted run.
-        Writes the results, a rejects file (if any) and a JSON summary (OUTPUT.summary.json).
+        Writes the results, a rejects file (if any) and a JSON summary (OUTPUT.summary.json:
+        counts, rejects by reason, throughput, backend, threshold and where it came from).
+
+        Result columns: probe_id, rank (1 = best; 0 = no comparable candidate), identity,
+        score (cosine; masked cosine for galleries with region blocks), decision ("match"
+        when score >= threshold, "no-match", empty when there is no threshold).
         """,
         """
         pyfacematch identify -g people.db -i probes.parquet -o results.parquet
@@ -505,6 +510,8 @@ def _reader(args: argparse.Namespace, gallery: Any, km: Any, fields: Sequence[st
     nb = None
     if gallery is not None and gallery.blocks is not None:
         nb = int(gallery.blocks.size - 1)
+    elif gallery is None and getattr(args, "blocks", None):  # new gallery of masked templates
+        nb = int(_parse_blocks(args.blocks).size - 1)  # type: ignore[union-attr]
     return RecordReader(
         args.input,
         "landmarks" if km is not None else "templates",
@@ -638,6 +645,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                         enrolled_now.update(ids)
                         n_templates += idx.size
                 prog.update(chunk.count)
+        except InputError as exc:
+            if n_templates:
+                raise InputError(
+                    f"{exc} ({n_templates:,} templates enrolled before the stop are kept: each "
+                    "chunk is one transaction)"
+                ) from exc
+            raise
         finally:
             prog.close()
             reader.close()
@@ -1183,6 +1197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "chunk_size", 1) < 1:
             raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # e.g. `pyfacematch info … | head`: the reader went away
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print(f"pyfacematch {args.command}: interrupted", file=sys.stderr)
         return 130
