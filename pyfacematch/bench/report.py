@@ -230,9 +230,17 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     add = lines.append
     add(f"# pyfacematch benchmark report — suite `{results['suite']}`")
     add("")
+    la0, la1 = results.get("load_average_start"), results.get("load_average_end")
+    load = ""
+    if la0 and la1:
+        load = (
+            f" System load average (1 min) {la0[0]:.1f} at the start and {la1[0]:.1f} at the end on "
+            f"{results['machine'].get('cores')} cores: with other work running, speeds are lower than on an "
+            "idle machine, and ratios (same run, same conditions) are the figures to compare."
+        )
     add(
-        f"Started {results['started']}, wall time {results['wall_s']:.0f} s. "
-        f"Command: `{results.get('command', '')}`."
+        f"Started {results['started']}, wall time {results['wall_s']:.0f} s (process CPU time "
+        f"{results.get('cpu_s', float('nan')):.0f} s). Command: `{results.get('command', '')}`.{load}"
     )
     add("")
     add(
@@ -273,10 +281,16 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
         )
     add("")
     st = [
-        [s["title"], s["status"], f"{s['seconds']:.0f}", s.get("reason") or ""]
+        [
+            s["title"],
+            s["status"],
+            f"{s['seconds']:.0f}",
+            f"{s.get('cpu_seconds', float('nan')):.0f}",
+            s.get("reason") or "",
+        ]
         for s in results["sections"]
     ]
-    add(table(["section", "status", "seconds", "note"], st))
+    add(table(["section", "status", "wall s", "CPU s", "note"], st))
     add("")
     for s in results["sections"]:
         add(f"## {s['title']}")

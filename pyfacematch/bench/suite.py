@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import sys
 import time
@@ -121,6 +122,13 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def _plot(fig: Any, out: Path, stem: str, title: str) -> dict[str, str]:
@@ -395,7 +403,15 @@ def section_accuracy(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, A
     det = r.pop("det")
     names = {"none": "clean", "mask": "surgical mask", "hand": "hand", "sunglasses": "sunglasses"}
     plots = []
+    no_curve = []
     for occ, curves in det.items():
+        drawable = any(
+            bool(np.any((c.fmr > 0) & (c.fnmr > 0) & (c.fmr < 1) & (c.fnmr < 1)))
+            for c in curves.values()
+        )
+        if not drawable:  # no errors at any threshold: nothing to draw on log axes
+            no_curve.append(names[occ])
+            continue
         plots.append(
             _plot(
                 det_figure(
@@ -467,7 +483,14 @@ def section_accuracy(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, A
                 ratio_text=f"{m['fnir_at_fpir_0.01'] - p['fnir_at_fpir_0.01']:+.3f}",
             )
         )
+    notes = {}
+    if no_curve:
+        notes["DET plots left out"] = (
+            f"{', '.join(no_curve)} probes: FNIR is 0 at every FPIR above 0 for both scorings (no errors "
+            "to draw on log axes)"
+        )
     return {
+        "notes": notes,
         "description": (
             f"Synthetic dense200 2-D faces. Key model fitted on {r['n_train_identities']:,} training identities "
             f"(5 faces each, disjoint); gallery: one clean face of each of {r['n_identities']:,} identities; "
@@ -756,12 +779,14 @@ def run_suite(
     for k, v in (overrides or {}).items():
         cfg.setdefault(k, {}).update(v)
     t_start = time.perf_counter()
+    c_start = time.process_time()
     results: dict[str, Any] = {
         "suite": name,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": f"pyfacematch bench --suite {name} --out {out}",
+        "command": f"pyfacematch bench {name} --out {out}",
         "machine": machine(),
         "platform": platform.platform(),
+        "load_average_start": _loadavg(),
         "config": cfg,
         "sections": [],
     }
@@ -769,6 +794,7 @@ def run_suite(
     for key, title, fn in SECTIONS:
         sec: dict[str, Any] = {"key": key, "title": title, "status": "ok", "reason": None}
         t0 = time.perf_counter()
+        c0 = time.process_time()
         if sections is not None and key not in sections:
             sec.update(status="skipped", reason="not selected")
         else:
@@ -790,12 +816,15 @@ def run_suite(
                     traceback=traceback.format_exc(),
                 )
         sec["seconds"] = time.perf_counter() - t0
+        sec["cpu_seconds"] = time.process_time() - c0
         if sec["status"] != "ok":
             log(f"[{key}] {sec['status']}: {sec['reason']}")
         else:
             log(f"[{key}] done in {sec['seconds']:.1f} s")
         results["sections"].append(sec)
     results["wall_s"] = time.perf_counter() - t_start
+    results["cpu_s"] = time.process_time() - c_start
+    results["load_average_end"] = _loadavg()
     write_json(results, out / "results.json")
     report = write_report(results, out)
     results = json.loads((out / "results.json").read_text())  # plain JSON types, as written
