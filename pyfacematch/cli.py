@@ -136,7 +136,8 @@ def _output_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted job after its last completed chunk",
+        help="continue an interrupted job after its last completed chunk (same command and "
+        "options; from stdin, pipe the same data again)",
     )
     g.add_argument(
         "--overwrite", action="store_true", help="replace an existing output / unfinished job"
