@@ -278,7 +278,7 @@ class _ArraySource(_Source):
                 if r.path == "-":
                     self.values = np.lib.format.read_array(src)
                 else:
-                    self.values = np.load(src, mmap_mode="r", allow_pickle=False)
+                    self.values = _NpyRows.open(r.path)
             except (ValueError, OSError, EOFError) as exc:
                 raise InputError(f"{r.name}: not a readable .npy array ({exc})") from exc
         else:
@@ -346,6 +346,52 @@ class _ArraySource(_Source):
         for f in self.r.fields:
             fields.setdefault(f, [None] * (b - a))
         return _Raw(np.arange(a + 1, b + 1, dtype=np.int64), None, ids, vals, masks, vis, fields)
+
+
+class _NpyRows:
+    """Rows of a C-order ``.npy`` file read by seeking (private).
+
+    A memory map would be simpler, but every page it touches stays in the
+    process's resident set until the map is closed, so a ten-million-probe file
+    would look like ten million probes in memory; reading a chunk with a seek
+    keeps the memory of a job bounded by its chunk size.
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
+        self.path = path
+        self.shape = shape
+        self.dtype = dtype
+        self.offset = offset
+        self.ndim = len(shape)
+        self.row_items = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+
+    @staticmethod
+    def open(path: str) -> Any:
+        """A ``_NpyRows`` for a C-order file, else a read-only memory map."""
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                return np.load(path, mmap_mode="r", allow_pickle=False)
+            offset = fh.tell()
+        if fortran or dtype.hasobject or not shape:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        return _NpyRows(path, tuple(shape), dtype, offset)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        a, b, _ = sl.indices(self.shape[0])
+        n = max(0, b - a)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + a * self.row_items * self.dtype.itemsize)
+            out = np.fromfile(fh, self.dtype, n * self.row_items)
+        if out.size != n * self.row_items:
+            raise InputError(
+                f"{self.path}: the file is truncated (row {a + 1 + out.size // max(self.row_items, 1)})"
+            )
+        return out.reshape((n, *self.shape[1:]))
 
 
 def _list_rows(arr: Any) -> tuple[np.ndarray, np.ndarray]:
