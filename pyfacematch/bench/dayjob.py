@@ -90,7 +90,13 @@ def measure_day_job(
         truth = np.concatenate([c[1] for c in chunks])
         out["mate_at_rank1"] = float(np.mean(got == truth))
         s = min(recall_sample, m)
-        sample = np.concatenate([c[0] for c in chunks])[:s]
+        sample, need = [], s  # only the first chunks: no copy of every probe
+        for c, _ in chunks:
+            if need <= 0:
+                break
+            sample.append(c[:need])
+            need -= len(sample[-1])
+        sample = np.concatenate(sample)
         ref = pf.topk(sample, gx, 1)[1][:, 0]
         out["recall1_vs_exact"] = float(np.mean(got[:s] == ref))
         out["recall_sample"] = s
