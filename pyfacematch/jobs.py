@@ -114,6 +114,7 @@ class Progress:
         self.unit = unit
         self.t0 = time.monotonic()
         self.last = self.t0
+        self.printed = self.done  # count shown by the last plain line
         self.bar: Any = None
         if not quiet and _isatty(self.stream):
             try:
@@ -143,6 +144,7 @@ class Progress:
         if now - self.last >= self.interval:
             self.last = now
             self._line(now)
+            self.printed = self.done
 
     def _line(self, now: float) -> None:
         el = max(now - self.t0, 1e-9)
@@ -161,8 +163,9 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif not self.quiet and self.done > self.initial:
+        elif not self.quiet and self.done > self.printed:
             self._line(time.monotonic())
+            self.printed = self.done
 
 
 def _isatty(stream: Any) -> bool:
