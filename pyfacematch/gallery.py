@@ -934,6 +934,30 @@ class Gallery:
             d["search"] = "exact" if exact else "shortlist+exact-rerank"
         return d
 
+    def rebuild_index(self) -> dict[str, Any]:
+        """Rebuild (and retrain) the search index from the templates, then re-tune.
+
+        Use it after many removals to retrain IVF centroids / PQ codebooks
+        without the erased identities' influence; stale checkpoint files are
+        deleted. Returns :meth:`index_info`.
+
+        Raises
+        ------
+        IndexTrainingError
+            The backend needs more templates to train than the gallery holds
+            (automatic maintenance falls back to exact search instead).
+        """
+        self._check_open()
+        b = self._backend
+        with self._wmutex:
+            if isinstance(b, FaissBackend) and self._m.n < b.min_train_size(self.dim):
+                b.train(self._m, strict=True)  # raises IndexTrainingError with the reason
+            with self._rw.write():
+                b.rebuild(self._m)
+                self._tune()
+            self._drop_checkpoints()
+        return self.index_info()
+
     # ------------------------------------------------------------------ persistence
     def checkpoint(self) -> None:
         """Write the index checkpoint file (FAISS backends) and truncate the WAL.

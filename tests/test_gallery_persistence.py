@@ -114,8 +114,12 @@ def test_remove_erases_from_index_files(tmp_path):
     assert secret not in blob
     wal = tmp_path / "g.db-wal"
     assert not wal.exists() or secret not in wal.read_bytes()
-    actions = [a[1] for a in Gallery.open(p).audit_log()]
-    assert actions[-1] == "remove"
+    with Gallery.open(p) as g:
+        g.checkpoint()
+        (f2,) = (tmp_path / "g.db.index").iterdir()
+        info = g.rebuild_index()  # retrain without the erased identity
+        assert not f2.exists() and info["backend"] == "ivf" and info["search"] != "exact"
+        assert [a[1] for a in g.audit_log()][-1] == "remove"
 
 
 def test_hnsw_checkpoint_never_holds_tombstones(tmp_path):

@@ -80,6 +80,9 @@ def test_ivf_without_enough_data_falls_back_and_says_so():
     res = g.identify_arrays(probes, k=1)
     _, ref_i = brute(probes, gal, 1)
     assert [int(x[2:]) for x in res.identities[:, 0]] == ref_i[:, 0].tolist()
+    with pytest.raises(IndexTrainingError, match="624"):
+        g.rebuild_index()
+    assert g.index_info()["search"] == "exact"  # still answering
     m = TemplateMatrix(32, masked=False)
     m.append(gal, np.arange(100), np.arange(100), None)
     with pytest.raises(IndexTrainingError, match="624"):
