@@ -308,11 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
         """,
         """
         pyfacematch remove -g people.db alice bob
+        pyfacematch remove -g people.db --id alice
         pyfacematch remove -g people.db -i optouts.txt --on-error skip
         """,
     )
     _gallery_opt(p)
     p.add_argument("ids", nargs="*", metavar="ID", help="identity ids to erase")
+    p.add_argument(
+        "--id", action="append", default=[], dest="id_opts", metavar="ID", help="an id (repeatable)"
+    )
     p.add_argument("-i", "--input", metavar="PATH", help="file of ids, one per line (- = stdin)")
     p.add_argument(
         "--on-error",
@@ -342,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         pyfacematch calibrate -g people.db --fpir 1e-3 -i nonmated.parquet
         pyfacematch calibrate -g people.db --fmr 1e-4 -i labelled.npz
         pyfacematch calibrate -g people.db --fmr 1e-4 --scores impostor_scores.npy
+        pyfacematch calibrate -g people.db --impostors scores.npy --fmr 1e-4
         """,
     )
     _gallery_opt(p)
@@ -349,7 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     rate = p.add_mutually_exclusive_group(required=True)
     rate.add_argument("--fmr", type=float, metavar="RATE", help="target false match rate (1:1)")
     rate.add_argument("--fpir", type=float, metavar="RATE", help="target FPIR (1:N)")
-    p.add_argument("--scores", metavar="PATH", help="impostor scores instead of --input")
+    p.add_argument(
+        "--scores",
+        "--impostors",
+        dest="scores",
+        metavar="PATH",
+        help="impostor scores instead of --input (.npy, or text with one number per line)",
+    )
     p.add_argument(
         "--max-pairs",
         type=int,
@@ -907,7 +918,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from .errors import UnknownIdentityError
     from .io import Reject, write_rejects
 
-    ids: list[tuple[int, str]] = [(0, i) for i in args.ids]
+    ids: list[tuple[int, str]] = [(0, i) for i in [*args.ids, *args.id_opts]]
     if args.input:
         fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
         try:

@@ -391,9 +391,18 @@ def test_verify_remove_calibrate_export_info(data):
     r = run("enroll", "-g", "g2.db", "-i", "backup.npz", "--on-error", "skip", "-q", cwd=d)
     assert r.returncode == 1  # every id already enrolled
     assert (d / "g2.db.enroll-rejects.csv").read_text().count("duplicate id") == N_GAL
+    scores = np.random.default_rng(2).normal(0.0, 0.2, 5000)
+    np.save(d / "impostors.npy", scores)
+    r = run(
+        "calibrate", "-g", "g2.db", "--fmr", "0.01", "--impostors", "impostors.npy", "-q", cwd=d
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    thr = json.loads(r.stdout)["threshold"]
+    assert np.mean(scores >= thr) <= 0.01 < np.mean(scores >= np.max(scores[scores < thr]))
     r = run("remove", "-g", "g2.db", gids[0], "nobody", cwd=d)
     assert r.returncode == 2 and b"'nobody' is not enrolled" in r.stderr
-    r = run("remove", "-g", "g2.db", gids[1], "nobody", "--on-error", "skip", "-q", cwd=d)
+    r = run("remove", "-g", "g2.db", "--id", gids[1], "--id", "nobody", "--on-error", "skip", "-q",
+            cwd=d)  # fmt: skip
     assert r.returncode == 1
     info = json.loads(run("info", "-g", "g2.db", cwd=d).stdout)
     assert info["identities"] == N_GAL - 2  # gids[0] was removed before the stop
