@@ -123,42 +123,76 @@ struct BlockInfo {
     }
 };
 
-// Per-probe block norms² (B floats per probe).
-std::vector<float> block_norms(const KernelTable& K, const float* Q, std::size_t m, std::size_t d,
-                               const BlockInfo& bi) {
-    const std::size_t B = bi.count();
-    std::vector<float> out(m * B);
-    for (std::size_t q = 0; q < m; ++q)
-        for (std::size_t b = 0; b < B; ++b) {
-            float ab, bb;
-            const float* x = Q + q * d + bi.off[b];
-            K.dot2(x, x, bi.off[b + 1] - bi.off[b], &ab, &bb);
-            out[q * B + b] = bb;
-        }
-    return out;
-}
+// Masked cosine through one contiguous pass per pair: for a shared block set S, the probe with the
+// blocks outside S zeroed (qS), their 0/1 indicator (wS) and |qS|² are built once and reused for
+// every gallery row with the same S (occlusion patterns repeat), so a pair costs one dot_masked
+// over d instead of a kernel call per block.
+class SharedSetCache {
+public:
+    SharedSetCache(const BlockInfo& bi, std::size_t d, std::size_t need)
+        : bi_(bi), d_(d), need_(need), buf_(kSlots * 2 * d) {}
 
-// Masked cosine of probe q (with its block norms qn) and row g.
-inline float masked_pair(const KernelTable& K, const float* q, const float* qn, std::uint64_t mq,
-                         const float* g, std::uint64_t mg, const BlockInfo& bi, std::size_t min_dims) {
-    std::uint64_t sh = mq & mg;
-    if (bi.count() < 64) sh &= (1ULL << bi.count()) - 1ULL;
-    if (sh == 0 || bi.shared_dims(sh) < min_dims) return kNaN;
-    double ab = 0, aa = 0, gg = 0;
-    while (sh) {
-        int b = __builtin_ctzll(sh);
-        sh &= sh - 1;
-        float x, y;
-        std::size_t o = bi.off[b];
-        K.dot2(q + o, g + o, bi.off[b + 1] - o, &x, &y);
-        ab += x;
-        gg += y;
-        aa += qn[b];
+    void reset(const float* q, std::uint64_t mq) {
+        q_ = q;
+        mq_ = mq;
+        used_ = 0;
+        next_ = 0;
     }
-    double den = std::sqrt(aa * gg);
-    if (!(den > 0)) return kNaN;
-    return (float)(ab / den);
-}
+
+    // Score of the current probe against row g with mask mg (NaN when not comparable).
+    float score(const KernelTable& K, const float* g, std::uint64_t mg) {
+        std::uint64_t sh = mq_ & mg & valid_bits();
+        if (sh == 0) return kNaN;
+        int e = find(sh);
+        if (!ok_[e]) return kNaN;
+        float ab, gg;
+        K.dot_masked(buf_.data() + e * 2 * d_, buf_.data() + e * 2 * d_ + d_, g, d_, &ab, &gg);
+        double den = std::sqrt((double)qn_[e] * (double)gg);
+        if (!(den > 0)) return kNaN;
+        return (float)(ab / den);
+    }
+
+private:
+    static constexpr int kSlots = 8;
+
+    std::uint64_t valid_bits() const { return bi_.count() >= 64 ? ~0ULL : (1ULL << bi_.count()) - 1ULL; }
+
+    int find(std::uint64_t sh) {
+        for (int e = 0; e < used_; ++e)
+            if (key_[e] == sh) return e;
+        int e = used_ < kSlots ? used_++ : (next_++ % kSlots);
+        key_[e] = sh;
+        ok_[e] = bi_.shared_dims(sh) >= need_;
+        float* qs = buf_.data() + e * 2 * d_;
+        float* ws = qs + d_;
+        std::memset(qs, 0, 2 * d_ * sizeof(float));
+        double qn = 0;
+        for (std::uint64_t m = sh; m;) {
+            int b = __builtin_ctzll(m);
+            m &= m - 1;
+            for (std::size_t j = bi_.off[b]; j < bi_.off[b + 1]; ++j) {
+                qs[j] = q_[j];
+                ws[j] = 1.0f;
+                qn += (double)q_[j] * q_[j];
+            }
+        }
+        qn_[e] = (float)qn;
+        return e;
+    }
+
+    const BlockInfo& bi_;
+    std::size_t d_, need_;
+    std::vector<float> buf_;
+    const float* q_ = nullptr;
+    std::uint64_t mq_ = 0;
+    std::uint64_t key_[kSlots] = {};
+    bool ok_[kSlots] = {};
+    float qn_[kSlots] = {};
+    int used_ = 0, next_ = 0;
+};
+
+// Rows per block of the masked scans: a probe's pass over a block stays in L2.
+inline std::size_t masked_block_rows(std::size_t d) { return std::max<std::size_t>(64, (256u * 1024u) / (4 * d)); }
 
 std::size_t min_shared_dims(std::size_t d, float min_fraction) {
     double need = std::ceil((double)min_fraction * (double)d - 1e-9);
@@ -269,10 +303,10 @@ bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::siz
 
 float masked_cosine(const float* a, const float* b, std::size_t d, std::uint64_t ma, std::uint64_t mb,
                     const Blocks& blocks, float min_fraction) {
-    const KernelTable& K = kernels();
     BlockInfo bi(blocks);
-    std::vector<float> an = block_norms(K, a, 1, d, bi);
-    return masked_pair(K, a, an.data(), ma, b, mb, bi, min_shared_dims(d, min_fraction));
+    SharedSetCache cache(bi, d, min_shared_dims(d, min_fraction));
+    cache.reset(a, ma);
+    return cache.score(kernels(), b, mb);
 }
 
 void masked_scores(const float* Q, const std::uint64_t* mq, std::size_t m, const float* G,
@@ -280,16 +314,20 @@ void masked_scores(const float* Q, const std::uint64_t* mq, std::size_t m, const
                    float min_fraction, float* out) {
     const KernelTable& K = kernels();
     BlockInfo bi(blocks);
-    const std::size_t B = bi.count(), need = min_shared_dims(d, min_fraction);
-    std::vector<float> qn = block_norms(K, Q, m, d, bi);
+    const std::size_t need = min_shared_dims(d, min_fraction), nb = masked_block_rows(d);
     const Split sp = plan(m, n, d);
     parallel_for(sp.parts, [&](std::size_t p) {
         std::size_t r0 = 0, r1 = n, q0 = 0, q1 = m;
         if (sp.split_rows) r0 = part_begin(n, sp.parts, p), r1 = part_begin(n, sp.parts, p + 1);
         else q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
-        for (std::size_t r = r0; r < r1; ++r)
-            for (std::size_t q = q0; q < q1; ++q)
-                out[q * n + r] = masked_pair(K, Q + q * d, qn.data() + q * B, mq[q], G + r * d, mg[r], bi, need);
+        SharedSetCache cache(bi, d, need);
+        for (std::size_t rb = r0; rb < r1; rb += nb) {
+            std::size_t re = std::min(r1, rb + nb);
+            for (std::size_t q = q0; q < q1; ++q) {
+                cache.reset(Q + q * d, mq[q]);
+                for (std::size_t r = rb; r < re; ++r) out[q * n + r] = cache.score(K, G + r * d, mg[r]);
+            }
+        }
     });
 }
 
@@ -298,30 +336,37 @@ void masked_topk(const float* Q, const std::uint64_t* mq, std::size_t m, const f
                  float min_fraction, std::size_t k, float* out_s, std::int64_t* out_i) {
     const KernelTable& K = kernels();
     BlockInfo bi(blocks);
-    const std::size_t B = bi.count(), need = min_shared_dims(d, min_fraction);
-    std::vector<float> qn = block_norms(K, Q, m, d, bi);
+    const std::size_t need = min_shared_dims(d, min_fraction), nb = masked_block_rows(d);
     const Split sp = plan(m, n, d, k);
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
     HeapSet hs(parts * m, k);
+    // Rows of [r0, r1) in blocks, every probe of [q0, q1) over a block before the next: rows arrive
+    // in increasing order per probe, as the heaps' tie rule expects.
+    auto scan = [&](std::size_t r0, std::size_t r1, std::size_t q0, std::size_t q1, TopKHeap* heaps) {
+        SharedSetCache cache(bi, d, need);
+        for (std::size_t rb = r0; rb < r1; rb += nb) {
+            std::size_t re = std::min(r1, rb + nb);
+            for (std::size_t q = q0; q < q1; ++q) {
+                cache.reset(Q + q * d, mq[q]);
+                TopKHeap& h = heaps[q];
+                float t = common_k::heap_thresh(h);
+                for (std::size_t r = rb; r < re; ++r) {
+                    float s = cache.score(K, G + r * d, mg[r]);
+                    if (s > t) {
+                        common_k::heap_push(h, s, (std::int64_t)r);
+                        t = common_k::heap_thresh(h);
+                    }
+                }
+            }
+        }
+    };
     if (sp.split_rows) {
         parallel_for(parts, [&](std::size_t p) {
-            std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
-            for (std::size_t r = r0; r < r1; ++r)
-                for (std::size_t q = 0; q < m; ++q) {
-                    float s = masked_pair(K, Q + q * d, qn.data() + q * B, mq[q], G + r * d, mg[r], bi, need);
-                    TopKHeap& h = hs.h[p * m + q];
-                    if (s > common_k::heap_thresh(h)) common_k::heap_push(h, s, (std::int64_t)r);
-                }
+            scan(part_begin(n, parts, p), part_begin(n, parts, p + 1), 0, m, hs.h.data() + p * m);
         });
     } else {
         parallel_for(sp.parts, [&](std::size_t p) {
-            std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
-            for (std::size_t q = q0; q < q1; ++q)
-                for (std::size_t r = 0; r < n; ++r) {
-                    float s = masked_pair(K, Q + q * d, qn.data() + q * B, mq[q], G + r * d, mg[r], bi, need);
-                    TopKHeap& h = hs.h[q];
-                    if (s > common_k::heap_thresh(h)) common_k::heap_push(h, s, (std::int64_t)r);
-                }
+            scan(0, n, part_begin(m, sp.parts, p), part_begin(m, sp.parts, p + 1), hs.h.data());
         });
     }
     merge_parts(hs, parts, m, k, out_s, out_i, kNaN);
@@ -335,14 +380,14 @@ void rerank(const float* Q, const std::uint64_t* mq, std::size_t m, const float*
     const KernelTable& K = kernels();
     const bool masked = mq && mg && blocks;
     std::unique_ptr<BlockInfo> bi(masked ? new BlockInfo(*blocks) : nullptr);
-    const std::size_t B = masked ? bi->count() : 0, need = masked ? min_shared_dims(d, min_fraction) : 0;
-    std::vector<float> qn = masked ? block_norms(K, Q, m, d, *bi) : std::vector<float>();
+    const std::size_t need = masked ? min_shared_dims(d, min_fraction) : 0;
     const double work = (double)m * (double)c * (double)d;
     std::size_t parts = std::min<std::size_t>(get_num_threads(), std::max<std::size_t>(1, (std::size_t)(work / kMinWorkPerTask)));
     parts = std::max<std::size_t>(1, std::min(parts, m));
     parallel_for(parts, [&](std::size_t p) {
         std::size_t q0 = part_begin(m, parts, p), q1 = part_begin(m, parts, p + 1);
         std::vector<std::int64_t> ids(c);
+        std::unique_ptr<SharedSetCache> cache(masked ? new SharedSetCache(*bi, d, need) : nullptr);
         std::vector<float> hs(k);
         std::vector<std::int64_t> hi(k);
         for (std::size_t q = q0; q < q1; ++q) {
@@ -354,10 +399,10 @@ void rerank(const float* Q, const std::uint64_t* mq, std::size_t m, const float*
             nc = std::unique(ids.begin(), ids.begin() + nc) - ids.begin();
             TopKHeap h{hs.data(), hi.data(), (int)k, 0};
             const float* x = Q + q * d;
+            if (masked) cache->reset(x, mq[q]);
             for (std::size_t j = 0; j < nc; ++j) {
                 const float* g = G + ids[j] * d;
-                float s = masked ? masked_pair(K, x, qn.data() + q * B, mq[q], g, mg[ids[j]], *bi, need)
-                                 : K.dot(x, g, d);
+                float s = masked ? cache->score(K, g, mg[ids[j]]) : K.dot(x, g, d);
                 if (s > common_k::heap_thresh(h)) common_k::heap_push(h, s, ids[j]);
             }
             emit_sorted(h, k, out_s + q * k, out_i + q * k, kNaN);

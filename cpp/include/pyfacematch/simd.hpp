@@ -22,8 +22,6 @@ struct KernelTable {
     float (*dot)(const float* a, const float* b, std::size_t d);
     /** @brief a·b, a·a and b·b of two d-vectors in one pass. */
     void (*dot3)(const float* a, const float* b, std::size_t d, float* ab, float* aa, float* bb);
-    /** @brief a·b and b·b of two n-vectors in one pass (masked cosine blocks). */
-    void (*dot2)(const float* a, const float* b, std::size_t n, float* ab, float* bb);
     /** @brief Scores of m probes Q (m×d) against gallery rows [r0, r1) of G (…×d) pushed into heaps[0..m);
      *  *bad set to 1 if a non-finite score was seen. Streaming form for small m. */
     void (*topk_stream)(const float* Q, std::size_t m, const float* G, std::size_t r0, std::size_t r1,
@@ -44,6 +42,9 @@ struct KernelTable {
      *  (-distance, index), so the best is the smallest distance. */
     void (*hamming_topk)(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t r0,
                          std::size_t r1, std::size_t nbytes, TopKHeap* heaps);
+    /** @brief Σ a·b and Σ w·b·b over d elements in one pass (masked cosine: a is the probe with the
+     *  blocks outside the shared set zeroed, w their 0/1 indicator). */
+    void (*dot_masked)(const float* a, const float* w, const float* b, std::size_t d, float* ab, float* wbb);
 };
 
 /** @brief Levels compiled into this build, lowest first. */

@@ -24,6 +24,7 @@ struct V {
     static inline reg load_n(const float* p, int n) { return _mm256_maskload_ps(p, tail_mask(n)); }
     static inline reg set1(float x) { return _mm256_set1_ps(x); }
     static inline reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static inline reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
     static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static inline float hsum(reg a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -53,9 +54,17 @@ static constexpr std::size_t PACK_BYTES = 192 * 1024;
 /** @brief The AVX2 + FMA kernel table. */
 extern const KernelTable kernel_table_avx2;
 const KernelTable kernel_table_avx2 = {
-    SimdLevel::avx2,       "avx2",              avx2_k::dot,         avx2_k::dot3,
-    avx2_k::dot2,          avx2_k::topk_stream, avx2_k::topk_gemm,   avx2_k::scores_stream,
-    avx2_k::scores_gemm,   avx2_k::pack_floats, avx2_k::hamming_topk_words,
+    SimdLevel::avx2,
+    "avx2",
+    avx2_k::dot,
+    avx2_k::dot3,
+    avx2_k::topk_stream,
+    avx2_k::topk_gemm,
+    avx2_k::scores_stream,
+    avx2_k::scores_gemm,
+    avx2_k::pack_floats,
+    avx2_k::hamming_topk_words,
+    avx2_k::dot_masked,
 };
 
 }  // namespace pfm

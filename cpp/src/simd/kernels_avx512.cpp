@@ -27,6 +27,7 @@ struct V {
     }
     static inline reg set1(float x) { return _mm512_set1_ps(x); }
     static inline reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+    static inline reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
     static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static inline float hsum(reg a) { return _mm512_reduce_add_ps(a); }
     static inline void store(float* p, reg a) { _mm512_storeu_ps(p, a); }
@@ -98,9 +99,17 @@ static void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_
 /** @brief The AVX-512 kernel table. */
 extern const KernelTable kernel_table_avx512;
 const KernelTable kernel_table_avx512 = {
-    SimdLevel::avx512,       "avx512",              avx512_k::dot,       avx512_k::dot3,
-    avx512_k::dot2,          avx512_k::topk_stream, avx512_k::topk_gemm, avx512_k::scores_stream,
-    avx512_k::scores_gemm,   avx512_k::pack_floats, avx512_k::hamming_topk,
+    SimdLevel::avx512,
+    "avx512",
+    avx512_k::dot,
+    avx512_k::dot3,
+    avx512_k::topk_stream,
+    avx512_k::topk_gemm,
+    avx512_k::scores_stream,
+    avx512_k::scores_gemm,
+    avx512_k::pack_floats,
+    avx512_k::hamming_topk,
+    avx512_k::dot_masked,
 };
 
 }  // namespace pfm

@@ -25,6 +25,7 @@ struct V {
     }
     static inline reg set1(float x) { return vdupq_n_f32(x); }
     static inline reg add(reg a, reg b) { return vaddq_f32(a, b); }
+    static inline reg mul(reg a, reg b) { return vmulq_f32(a, b); }
     static inline reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
     static inline float hsum(reg a) { return vaddvq_f32(a); }
     static inline void store(float* p, reg a) { vst1q_f32(p, a); }
@@ -55,9 +56,17 @@ static constexpr std::size_t PACK_BYTES = 192 * 1024;
 /** @brief The NEON kernel table. */
 extern const KernelTable kernel_table_neon;
 const KernelTable kernel_table_neon = {
-    SimdLevel::neon,       "neon",              neon_k::dot,        neon_k::dot3,
-    neon_k::dot2,          neon_k::topk_stream, neon_k::topk_gemm,  neon_k::scores_stream,
-    neon_k::scores_gemm,   neon_k::pack_floats, neon_k::hamming_topk_words,
+    SimdLevel::neon,
+    "neon",
+    neon_k::dot,
+    neon_k::dot3,
+    neon_k::topk_stream,
+    neon_k::topk_gemm,
+    neon_k::scores_stream,
+    neon_k::scores_gemm,
+    neon_k::pack_floats,
+    neon_k::hamming_topk_words,
+    neon_k::dot_masked,
 };
 
 }  // namespace pfm

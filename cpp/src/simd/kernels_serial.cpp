@@ -30,14 +30,14 @@ static void dot3(const float* a, const float* b, std::size_t d, float* ab, float
     *bb = (float)z;
 }
 
-static void dot2(const float* a, const float* b, std::size_t n, float* ab, float* bb) {
+static void dot_masked(const float* a, const float* w, const float* b, std::size_t d, float* ab, float* wbb) {
     double x = 0, z = 0;
-    for (std::size_t p = 0; p < n; ++p) {
+    for (std::size_t p = 0; p < d; ++p) {
         x += (double)a[p] * b[p];
-        z += (double)b[p] * b[p];
+        z += (double)w[p] * b[p] * b[p];
     }
     *ab = (float)x;
-    *bb = (float)z;
+    *wbb = (float)z;
 }
 
 static void topk_stream(const float* Q, std::size_t m, const float* G, std::size_t r0, std::size_t r1,
@@ -73,9 +73,17 @@ static std::size_t pack_floats(std::size_t) { return 1; }
 /** @brief The serial kernel table (always compiled, always available). */
 extern const KernelTable kernel_table_serial;
 const KernelTable kernel_table_serial = {
-    SimdLevel::serial,      "serial",           serial_k::dot,         serial_k::dot3,
-    serial_k::dot2,         serial_k::topk_stream, serial_k::topk_gemm, serial_k::scores_stream,
-    serial_k::scores_gemm,  serial_k::pack_floats, serial_k::hamming_topk_words,
+    SimdLevel::serial,
+    "serial",
+    serial_k::dot,
+    serial_k::dot3,
+    serial_k::topk_stream,
+    serial_k::topk_gemm,
+    serial_k::scores_stream,
+    serial_k::scores_gemm,
+    serial_k::pack_floats,
+    serial_k::hamming_topk_words,
+    serial_k::dot_masked,
 };
 
 }  // namespace pfm
