@@ -49,12 +49,42 @@ static constexpr std::size_t PACK_BYTES = 384 * 1024;
 
 #include "kernels_body.inc"
 
-// One 64-byte chunk per step: XOR, VPOPCNTQ, accumulate; a masked load covers the tail.
-__attribute__((target("avx512f,avx512vpopcntdq,avx512bw"))) static void hamming_topk_vpopcnt(
-    const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t r0, std::size_t r1,
-    std::size_t nb, TopKHeap* heaps) {
+#define PFM_VPOP __attribute__((target("avx512f,avx512vpopcntdq,avx512bw")))
+
+// Per-lane popcounts of (q XOR g) summed over the code's 64-byte chunks (a masked load covers the tail).
+PFM_VPOP static inline __m512i popcnt_lanes(const std::uint8_t* q, const std::uint8_t* g, std::size_t full,
+                                            std::size_t rest, __mmask64 tail) {
+    __m512i acc = _mm512_setzero_si512();
+    for (std::size_t c = 0; c < full; ++c) {
+        __m512i x = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * c), _mm512_loadu_si512(g + 64 * c));
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
+    }
+    if (rest) {
+        __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, q + 64 * full),
+                                     _mm512_maskz_loadu_epi8(tail, g + 64 * full));
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
+    }
+    return acc;
+}
+
+// Lane sums of eight vectors in one vector (lane r = sum of v[r]) by a transpose-add tree: 19
+// instructions for eight codes instead of a horizontal reduction per code.
+PFM_VPOP static inline __m512i sum8(const __m512i* v) {
+    __m512i t[4];
+    for (int j = 0; j < 4; ++j)
+        t[j] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * j], v[2 * j + 1]),
+                                _mm512_unpackhi_epi64(v[2 * j], v[2 * j + 1]));
+    // t[j]: each 128-bit lane L holds (partial of v[2j], partial of v[2j+1]) over 64-bit lanes 2L, 2L+1.
+    __m512i u0 = _mm512_add_epi64(_mm512_shuffle_i64x2(t[0], t[1], 0x88), _mm512_shuffle_i64x2(t[0], t[1], 0xDD));
+    __m512i u1 = _mm512_add_epi64(_mm512_shuffle_i64x2(t[2], t[3], 0x88), _mm512_shuffle_i64x2(t[2], t[3], 0xDD));
+    // u0: lanes (v0,v1) over L∈{0,1}, (v0,v1) over L∈{2,3}, (v2,v3) over {0,1}, (v2,v3) over {2,3}.
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD));
+}
+
+PFM_VPOP static void hamming_topk_vpopcnt(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G,
+                                          std::size_t r0, std::size_t r1, std::size_t nb, TopKHeap* heaps) {
     std::size_t blk = (256u * 1024u) / (nb ? nb : 1);
-    if (blk < 64) blk = 64;
+    blk = blk < 64 ? 64 : blk / 8 * 8;
     const std::size_t full = nb / 64, rest = nb % 64;
     const __mmask64 tail = rest ? (~0ULL >> (64 - rest)) : 0;
     for (std::size_t rb = r0; rb < r1; rb += blk) {
@@ -63,19 +93,38 @@ __attribute__((target("avx512f,avx512vpopcntdq,avx512bw"))) static void hamming_
             const std::uint8_t* q = Q + i * nb;
             TopKHeap& h = heaps[i];
             float t = heap_thresh(h);
-            for (std::size_t r = rb; r < re; ++r) {
-                const std::uint8_t* g = G + r * nb;
-                __m512i acc = _mm512_setzero_si512();
-                for (std::size_t c = 0; c < full; ++c) {
-                    __m512i x = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * c), _mm512_loadu_si512(g + 64 * c));
-                    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
+            std::size_t r = rb;
+            // d = 512 (one 64-byte chunk, the common case): the probe stays in a register.
+            const __m512i q0 = nb == 64 ? _mm512_loadu_si512(q) : _mm512_setzero_si512();
+            for (; r + 8 <= re; r += 8) {
+                __m512i v[8];
+                if (nb == 64) {
+                    for (int j = 0; j < 8; ++j)
+                        v[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q0, _mm512_loadu_si512(G + (r + j) * 64)));
+                } else {
+                    for (int j = 0; j < 8; ++j) v[j] = popcnt_lanes(q, G + (r + j) * nb, full, rest, tail);
                 }
-                if (rest) {
-                    __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, q + 64 * full),
-                                                 _mm512_maskz_loadu_epi8(tail, g + 64 * full));
-                    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
+                __m512i dist = sum8(v);
+                // keep rows with -dist > t, i.e. dist < -t (every row while the heap fills)
+                __mmask8 keep = t == -__builtin_inff()
+                                    ? (__mmask8)0xFF
+                                    : _mm512_cmplt_epi64_mask(dist, _mm512_set1_epi64((long long)(-t)));
+                if (keep) {
+                    alignas(64) long long dd[8];
+                    _mm512_store_si512(dd, dist);
+                    while (keep) {
+                        int j = __builtin_ctz(keep);
+                        keep &= keep - 1;
+                        float s = -(float)dd[j];
+                        if (s > t) {
+                            heap_push(h, s, (int64_t)(r + j));
+                            t = heap_thresh(h);
+                        }
+                    }
                 }
-                float s = -(float)_mm512_reduce_add_epi64(acc);
+            }
+            for (; r < re; ++r) {
+                float s = -(float)_mm512_reduce_add_epi64(popcnt_lanes(q, G + r * nb, full, rest, tail));
                 if (s > t) {
                     heap_push(h, s, (int64_t)r);
                     t = heap_thresh(h);
