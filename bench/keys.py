@@ -25,26 +25,9 @@ import time
 import numpy as np
 
 import pyfacematch as pf
-from pyfacematch.geometry import align_reference, features_reference
+from pyfacematch.bench.keys import numpy_encode  # the same numpy pipeline the suite measures
 from pyfacematch.keys import KeyModel
 from pyfacematch.synth import FaceSynthesizer
-
-
-def numpy_encode(model: KeyModel, x: np.ndarray, vis: np.ndarray | None) -> np.ndarray:
-    """The same pipeline as KeyModel.encode, vectorised numpy (float32 where it can be)."""
-    s = model.scheme
-    al, _ = align_reference(x, vis, s.mean_shape[:, : model.dims])
-    f = (features_reference(al, vis, model.layout, model.mu) - model.mu).astype(np.float32)
-    keys = np.zeros((len(x), model.dim), np.float32)
-    lay = model.layout
-    for b in range(lay.n_blocks):
-        kb = f[:, lay.offsets[b] : lay.offsets[b + 1]] @ model.w_blocks[b]
-        if vis is not None:
-            ok = vis[:, s.region_points(b)].sum(1) >= lay.block_min_visible[b]
-            kb *= ok[:, None]
-        keys[:, model.blocks[b] : model.blocks[b + 1]] = kb
-    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
-    return keys
 
 
 def _model(n_train_ids: int = 2000, seed: int = 0) -> tuple[KeyModel, FaceSynthesizer]:
