@@ -29,6 +29,11 @@ __version__ = "0.1.0"
 # Heavier parts load on first use, so `import pyfacematch` stays fast for a service that only scores.
 _LAZY_ATTRS = {
     "Gallery": "gallery",
+    "IdentifyResult": "gallery",
+    "IdentifyArrays": "gallery",
+    "VerifyResult": "gallery",
+    "Decision": "gallery",
+    "Candidate": "gallery",
     "KeyModel": "keys",
 }
 _LAZY_MODULES = ("metrics", "plots", "synth", "schemes", "gallery", "keys", "embed", "fusion", "calibration", "io")
@@ -45,8 +50,13 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "Candidate",
+    "Decision",
     "Gallery",
+    "IdentifyArrays",
+    "IdentifyResult",
     "KeyModel",
+    "VerifyResult",
     "PyFaceMatchError",
     "as_templates",
     "cosine",
