@@ -73,7 +73,7 @@ def _check_env() -> None:
     if want not in ("serial", "neon", "avx2", "avx512"):
         reason = "is not a SIMD level (serial, neon, avx2, avx512, auto)"
     else:
-        reason = "cannot run here (compiled: {}, available: {})".format(compiled(), available())
+        reason = f"cannot run here (compiled: {compiled()}, available: {available()})"
     warnings.warn(
         f"PYFACEMATCH_SIMD={want!r} {reason}; using {active()!r}",
         RuntimeWarning,

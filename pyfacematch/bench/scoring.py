@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -129,18 +128,18 @@ def measure_topk(
         for m in batches:
             q = unit_rows(m, d, seed=1000 + m)
             rep = 5 if m == 1 else (3 if m <= 64 else 1)
-            t_pf = median_time(lambda: pf.topk(q, g, K), repeat=rep)
+            t_pf = median_time(lambda q=q, g=g: pf.topk(q, g, K), repeat=rep)
             times = {"pyfacematch": t_pf}
             _, pi = pf.topk(q, g, K)
             agree = None
             if "numpy" not in skip:
-                times["numpy"] = median_time(lambda: numpy_topk(q, g, K), repeat=rep)
+                times["numpy"] = median_time(lambda q=q, g=g: numpy_topk(q, g, K), repeat=rep)
                 agree = float(np.mean(numpy_topk(q, g, K)[1][:, 0] == pi[:, 0]))
             if "faiss" not in skip:
-                times["faiss"] = median_time(lambda: index.search(q, K), repeat=rep)
+                times["faiss"] = median_time(lambda q=q, index=index: index.search(q, K), repeat=rep)
             if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
                 try:
-                    times["simsimd"] = median_time(lambda: simsimd_topk(q, g, K), repeat=max(1, rep // 2))
+                    times["simsimd"] = median_time(lambda q=q, g=g: simsimd_topk(q, g, K), repeat=max(1, rep // 2))
                 except ImportError:
                     pass
             per_probe_us = {e: t / m * 1e6 for e, t in times.items()}
@@ -160,7 +159,7 @@ def measure_topk(
                          f"{bw_frac:.0%}", f"{flops_frac:.0%}"])
             log(f"  d={d} batch={m}: " + ", ".join(f"{e} {v:,.1f} µs" for e, v in per_probe_us.items()))
         log(f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s, sgemm {gf / 1e9:.0f} GFLOP/s")
-        del g, index
+        del g, index  # free the gallery before the next dimension's is built
     return results, rows
 
 
