@@ -242,3 +242,22 @@ def test_cosine_refuses_batches_and_bad_arity(rng) -> None:
         pf.cosine(unit(rng, 2, 3), unit(rng, 2, 3))
     with pytest.raises(TypeError, match="2 positional"):
         pf.cosine(np.ones(3, np.float32))  # type: ignore[call-arg]
+
+
+def _child_topk(args: tuple[np.ndarray, int]) -> int:
+    g, i = args
+    return int(pf.topk(g[i : i + 8], g, 3)[1][0, 0])
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_topk_works_in_forked_worker_processes(rng) -> None:
+    # Bulk jobs fan out with multiprocessing; a child forked after the core's threads started
+    # must still complete calls (the calling thread does the work the missing workers would).
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("this platform cannot fork")
+    g = unit(rng, 20000, 64)
+    pf.topk(g[:8], g, 3)  # start the pool's threads in the parent
+    with mp.get_context("fork").Pool(2) as pool:
+        assert pool.map(_child_topk, [(g, i) for i in range(4)], chunksize=1) == [0, 1, 2, 3]
