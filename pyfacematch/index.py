@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from . import scoring
 from .errors import IndexTrainingError, InputError
 
 __all__ = [
@@ -72,13 +73,6 @@ MIN_PER_CENTROID = 39
 
 
 # --------------------------------------------------------------------------- core kernels
-def _core(name: str) -> Callable[..., Any]:
-    """The scoring core's function ``name`` (pyfacematch.scoring)."""
-    from . import scoring
-
-    return getattr(scoring, name)
-
-
 def exact_topk(
     probes: np.ndarray,
     matrix: np.ndarray,
@@ -90,8 +84,8 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k rows of ``matrix`` for each probe (masked when blocks given)."""
     if blocks is None:
-        return _core("topk")(probes, matrix, k)
-    return _core("masked_topk")(
+        return scoring.topk(probes, matrix, k)
+    return scoring.masked_topk(
         probes,
         matrix,
         k,
@@ -113,19 +107,10 @@ def rerank(
     blocks: np.ndarray | None = None,
     min_fraction: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k among candidate rows (-1 = padding) for each probe."""
-    if blocks is None:
-        return _core("rerank")(probes, matrix, candidates, k)
-    return _core("rerank")(
-        probes,
-        matrix,
-        candidates,
-        k,
-        probe_masks=probe_masks,
-        gallery_masks=gallery_masks,
-        blocks=blocks,
-        min_fraction=min_fraction,
-    )
+    """Exact top-k among candidate rows (-1 = padding) for each probe (masked when blocks given)."""
+    if blocks is None:  # unmasked templates: any masks passed along are meaningless
+        return scoring.rerank(probes, matrix, candidates, k)
+    return scoring.rerank(probes, matrix, candidates, k, probe_masks, gallery_masks, blocks, min_fraction)
 
 
 # --------------------------------------------------------------------------- matrix
@@ -426,7 +411,7 @@ class BinaryBackend(Backend):
         self.codes = np.zeros((0, 0), np.uint8)
 
     def _pack(self, x: np.ndarray) -> np.ndarray:
-        return _core("pack_signs")(np.ascontiguousarray(x, np.float32), center=self.center)
+        return scoring.pack_signs(np.ascontiguousarray(x, np.float32), center=self.center)
 
     def rebuild(self, m: TemplateMatrix) -> None:
         nb = (m.dim + 7) // 8
@@ -465,7 +450,7 @@ class BinaryBackend(Backend):
 
     def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
         c = max(int(self.depth or 0), k)
-        _, idx = _core("hamming_topk")(self._pack(probes), self.codes[: m.n], c)
+        _, idx = scoring.hamming_topk(self._pack(probes), self.codes[: m.n], c)
         return idx
 
     def depth_ladder(self, m: TemplateMatrix) -> list[int]:
@@ -484,7 +469,7 @@ class BinaryBackend(Backend):
         # which a row scoring as well as the exact best first appears: the
         # recall of every shortlist length at once.
         c_max = min(m.n, 4096)
-        _, idx = _core("hamming_topk")(self._pack(probes), self.codes[: m.n], c_max)
+        _, idx = scoring.hamming_topk(self._pack(probes), self.codes[: m.n], c_max)
         hit = idx == reference_rows[:, None]
         first = np.where(hit.any(axis=1), hit.argmax(axis=1), c_max)  # rank of the best row
         ranks = np.sort(first)
