@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import pyfacematch as pf
+from pyfacematch.bench.synthdata import SyntheticIdentities
 
 
 def log(msg: str) -> None:
@@ -46,28 +47,16 @@ def log(msg: str) -> None:
 
 
 def generate(work: Path, n_gal: int, n_probes: int, d: int, seed: int) -> np.ndarray:
-    """Write gallery.npy and probes.npy (memory-mapped); return the true identity of each probe."""
-    rng = np.random.default_rng(seed)
-    gal = np.lib.format.open_memmap(work / "gallery.npy", "w+", np.float32, (n_gal, d))
-    centres = np.empty((n_gal, d), np.float32)
-    step = 50_000
-    for s in range(0, n_gal, step):
-        e = min(n_gal, s + step)
-        c = rng.standard_normal((e - s, d)).astype(np.float32)
-        c /= np.linalg.norm(c, axis=1, keepdims=True)
-        centres[s:e] = c
-        x = c + (0.734 / np.sqrt(d)) * rng.standard_normal((e - s, d)).astype(np.float32)
-        gal[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    gal.flush()
-    del gal
-    truth = rng.integers(0, n_gal, n_probes)
+    """Write gallery.npy and probes.npy (the suite's generator); return each probe's identity."""
+    ids = SyntheticIdentities(n_gal, d, seed=seed)
+    np.save(work / "gallery.npy", ids.gallery())
     pr = np.lib.format.open_memmap(work / "probes.npy", "w+", np.float32, (n_probes, d))
-    for s in range(0, n_probes, step):
-        e = min(n_probes, s + step)
-        x = centres[truth[s:e]] + (0.734 / np.sqrt(d)) * rng.standard_normal((e - s, d)).astype(
-            np.float32
-        )
-        pr[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.empty(n_probes, np.int64)
+    done = 0
+    for x, who in ids.probes(n_probes, seed=seed + 1):
+        pr[done : done + len(x)] = x
+        truth[done : done + len(x)] = who
+        done += len(x)
     pr.flush()
     del pr
     return truth

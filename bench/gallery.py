@@ -35,27 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyfacematch  # noqa: E402
 from pyfacematch import gallery as gallery_mod  # noqa: E402
+from pyfacematch.bench.synthdata import SyntheticIdentities  # noqa: E402
 from pyfacematch.index import FaissBackend, TemplateMatrix  # noqa: E402
 
 
 def synth(n: int, d: int, n_probes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    gal = np.empty((n, d), np.float32)
-    probe_ids = rng.choice(n, n_probes, replace=False)
-    probes = np.empty((n_probes, d), np.float32)
-    pos = {int(j): i for i, j in enumerate(probe_ids)}
-    chunk = 50_000
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        c = rng.standard_normal((e - s, d))
-        c /= np.linalg.norm(c, axis=1, keepdims=True)
-        x = c + 0.734 * rng.standard_normal((e - s, d)) / np.sqrt(d)
-        gal[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
-        for j in range(s, e):
-            if j in pos:
-                y = c[j - s] + 0.734 * rng.standard_normal(d) / np.sqrt(d)
-                probes[pos[j]] = y / np.linalg.norm(y)
-    return gal, probes, probe_ids
+    """Gallery (n, d), mated probes (n_probes, d) and their identities: the suite's generator."""
+    ids = SyntheticIdentities(n, d, seed=seed)
+    probes, probe_ids = ids.mated_probes(n_probes, seed=seed + 1)
+    return ids.gallery(), probes, probe_ids
 
 
 def make_gallery(name: str, m: TemplateMatrix, **kw: object) -> tuple[object, float, float]:
