@@ -100,8 +100,7 @@ def run_demo(
     t = time.monotonic()
     people = FaceSynthesizer(SCHEME, identities, seed=seed)
     names = [f"person-{i:06d}" for i in range(identities)]
-    # A surgical mask leaves about half of a 200-point key valid: compare pairs sharing >= 30 %.
-    g = Gallery(dim=km.dim, path=gallery, blocks=km.blocks, backend=backend, min_fraction=0.3)
+    g = Gallery(dim=km.dim, path=gallery, blocks=km.blocks, backend=backend)
     try:
         step = 50_000
         gallery_keys = np.empty((identities, km.dim), np.float32)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _fileio
+from . import _fileio, scoring
 from .calibration import calibrate_threshold, pair_scores
 from .errors import (
     DimensionError,
@@ -240,7 +240,8 @@ class Gallery:
     tune_probes : int
         Size of the tuning sample.
     min_fraction : float
-        Masked scoring: minimum share of dimensions two templates must share.
+        Masked scoring: minimum share of dimensions two templates must share
+        (default :data:`pyfacematch.scoring.DEFAULT_MIN_FRACTION`, 0.3).
     seed : int
         Seed of the tuning sample.
     integrity_check : bool
@@ -264,7 +265,7 @@ class Gallery:
         recall_target: float = 0.99,
         tune_similarity: float | None = None,
         tune_probes: int = 1000,
-        min_fraction: float = 0.5,
+        min_fraction: float = scoring.DEFAULT_MIN_FRACTION,
         seed: int = 0,
         integrity_check: bool = True,
         backend_options: Mapping[str, Any] | None = None,

@@ -80,7 +80,7 @@ def exact_topk(
     probe_masks: np.ndarray | None = None,
     gallery_masks: np.ndarray | None = None,
     blocks: np.ndarray | None = None,
-    min_fraction: float = 0.5,
+    min_fraction: float = scoring.DEFAULT_MIN_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k rows of ``matrix`` for each probe (masked when blocks given)."""
     if blocks is None:
@@ -105,7 +105,7 @@ def rerank(
     probe_masks: np.ndarray | None = None,
     gallery_masks: np.ndarray | None = None,
     blocks: np.ndarray | None = None,
-    min_fraction: float = 0.5,
+    min_fraction: float = scoring.DEFAULT_MIN_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among candidate rows (-1 = padding) for each probe (masked when blocks given)."""
     if blocks is None:  # unmasked templates: any masks passed along are meaningless

@@ -26,6 +26,7 @@ from .errors import (
 )
 
 __all__ = [
+    "DEFAULT_MIN_FRACTION",
     "as_templates",
     "normalize",
     "cosine",
@@ -43,6 +44,13 @@ __all__ = [
 
 cosine = _core.cosine
 # The C function's docstring lives in cpp/bindings/bind_scoring.cpp (builtins' __doc__ is read-only).
+
+
+#: Masked cosine compares two templates only when the blocks valid in both cover at least this
+#: fraction of the dimensions. A surgical mask leaves about half of a 200-point key valid
+#: (nose, mouth and lower jaw hidden), so the default must sit below 0.5 for masked faces to be
+#: compared at all; 0.3 keeps eyes + brows + contour comparable and refuses slivers.
+DEFAULT_MIN_FRACTION = 0.3
 
 
 def _real_dtype_or_raise(x: np.ndarray, name: str) -> None:
@@ -267,7 +275,7 @@ def _fraction(min_fraction: float) -> float:
 
 
 def masked_cosine(
-    a: Any, b: Any, mask_a: int, mask_b: int, blocks: Any, min_fraction: float = 0.5
+    a: Any, b: Any, mask_a: int, mask_b: int, blocks: Any, min_fraction: float = DEFAULT_MIN_FRACTION
 ) -> float:
     """Cosine of two templates over the region blocks valid in both, renormalised.
 
@@ -300,7 +308,7 @@ def masked_scores(
     probe_masks: Any,
     gallery_masks: Any,
     blocks: Any,
-    min_fraction: float = 0.5,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
     *,
     check_finite: bool = True,
 ) -> np.ndarray:
@@ -325,7 +333,7 @@ def masked_topk(
     probe_masks: Any,
     gallery_masks: Any,
     blocks: Any,
-    min_fraction: float = 0.5,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
     *,
     check_finite: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -356,7 +364,7 @@ def rerank(
     probe_masks: Any = None,
     gallery_masks: Any = None,
     blocks: Any = None,
-    min_fraction: float = 0.5,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among a shortlist of candidate rows per probe.
 
