@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyfacematch  # noqa: E402
 from pyfacematch import gallery as gallery_mod  # noqa: E402
+from pyfacematch.bench.backends import rate  # noqa: E402
 from pyfacematch.bench.synthdata import SyntheticIdentities  # noqa: E402
 from pyfacematch.index import FaissBackend, TemplateMatrix  # noqa: E402
 
@@ -59,15 +60,6 @@ def make_gallery(name: str, m: TemplateMatrix, **kw: object) -> tuple[object, fl
     g._tune()
     t2 = time.perf_counter()
     return g, t1 - t0, t2 - t1
-
-
-def rate(fn, probes: np.ndarray, batch: int, limit: int) -> float:
-    n = min(limit, probes.shape[0])
-    fn(probes[: min(batch, n)])  # warm-up
-    t0 = time.perf_counter()
-    for s in range(0, n, batch):
-        fn(probes[s : s + batch])
-    return n / (time.perf_counter() - t0)
 
 
 def recall_rows(rows: np.ndarray, ref: np.ndarray) -> float:
@@ -191,7 +183,7 @@ def main() -> None:
     gb = keep.get("binary")
     if gb is not None:
         bb = gb._backend
-        codes = np.ascontiguousarray(bb.codes[: m.n])
+        codes = bb.codes(m.n)
         t0 = time.perf_counter()
         bidx = faiss.IndexBinaryFlat(codes.shape[1] * 8)
         bidx.add(codes)

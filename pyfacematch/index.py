@@ -10,9 +10,10 @@ templates have them). Backends:
 ``binary`` (default)
     Compressed exhaustive search: every template is also kept as a 1-bit code
     (sign of each dimension after centring on the gallery mean, d/8 bytes,
-    64 at d = 512), the whole gallery is scanned on codes (``hamming_topk``,
-    popcount kernels in the core) and the ``shortlist`` nearest codes are
-    re-ranked exactly. Cost is one pass over N·d/8 bytes whatever the data
+    64 at d = 512). The whole gallery is scanned on the codes' first 256 bits
+    (``hamming_topk``, popcount kernels in the core), the candidates' full
+    codes refine that list (``hamming_refine``) and the ``shortlist`` nearest
+    are re-ranked exactly. Cost is one pass over N·32 bytes whatever the data
     looks like, which is why it beats graph and cluster indexes on embeddings
     spread uniformly over the sphere (measured in ``bench/gallery.py``).
 ``flat``
@@ -389,29 +390,61 @@ class ExactBackend(Backend):
 
 
 class BinaryBackend(Backend):
-    """1-bit codes after centring, Hamming scan, exact re-rank of a shortlist.
+    """1-bit codes after centring, a two-stage Hamming scan, exact re-rank.
+
+    Each template's code (d/8 bytes) is kept in two planes: the first
+    ``PREFIX_BYTES`` (256 bits) in one contiguous array, the rest in another.
+    The scan (``hamming_topk2``) reads the whole first plane; a row whose
+    distance there is within the running ``scan_depth``-th best has the rest
+    of its code read at once, and the ``depth`` best full-code distances are
+    re-ranked exactly by the gallery. A one-probe search is bound by memory
+    bandwidth and a batched one by popcounts, so reading half the bytes makes
+    both about twice as fast; codes shorter than ``2 * PREFIX_BYTES`` bytes
+    are scanned whole (``hamming_topk``).
 
     Parameters
     ----------
     min_shortlist : int
-        Floor of the shortlist length.
+        Floor of the re-ranked shortlist length (``depth``).
+    min_scan : int
+        Floor of the first plane's admission rank (``scan_depth``).
     safety : float
-        The tuned length is the smallest passing length times ``safety``
+        Each tuned length is the smallest passing length times ``safety``
         (re-ranking a few more rows is cheap next to the full code scan).
     """
 
     name = "binary"
+    PREFIX_BYTES = 32
 
-    def __init__(self, *, min_shortlist: int = 32, safety: float = 2.0) -> None:
+    def __init__(self, *, min_shortlist: int = 16, min_scan: int = 64, safety: float = 2.0) -> None:
         super().__init__()
         self.min_shortlist = int(min_shortlist)
+        self.min_scan = int(min_scan)
         self.safety = float(safety)
         self.depth = 64
+        self.scan_depth = 256
         self.center: np.ndarray | None = None
-        self.codes = np.zeros((0, 0), np.uint8)
+        self.planes: tuple[np.ndarray, ...] = (np.zeros((0, 0), np.uint8),)
 
-    def _pack(self, x: np.ndarray) -> np.ndarray:
-        return scoring.pack_signs(np.ascontiguousarray(x, np.float32), center=self.center)
+    # codes ---------------------------------------------------------------
+    def _split(self, nb: int) -> list[int]:
+        """Byte ranges of the planes for codes of ``nb`` bytes."""
+        if nb >= 2 * self.PREFIX_BYTES:
+            return [0, self.PREFIX_BYTES, nb]
+        return [0, nb]
+
+    def _pack(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        codes = scoring.pack_signs(np.ascontiguousarray(x, np.float32), center=self.center)
+        cuts = self._split(codes.shape[1])
+        return tuple(np.ascontiguousarray(codes[:, a:b]) for a, b in zip(cuts, cuts[1:]))
+
+    @property
+    def two_stage(self) -> bool:
+        return len(self.planes) == 2
+
+    def codes(self, n: int) -> np.ndarray:
+        """The full codes of the first ``n`` rows (n × d/8 bytes), e.g. for a FAISS baseline."""
+        return np.ascontiguousarray(np.hstack([p[:n] for p in self.planes]))
 
     def rebuild(self, m: TemplateMatrix) -> None:
         nb = (m.dim + 7) // 8
@@ -421,9 +454,11 @@ class BinaryBackend(Backend):
             if m.n
             else np.zeros(m.dim, np.float32)
         )
-        self.codes = np.zeros((cap, nb), np.uint8)
+        cuts = self._split(nb)
+        self.planes = tuple(np.zeros((cap, b - a), np.uint8) for a, b in zip(cuts, cuts[1:]))
         if m.n:
-            self.codes[: m.n] = self._pack(m.view)
+            for plane, part in zip(self.planes, self._pack(m.view)):
+                plane[: m.n] = part
 
     def refresh(self, m: TemplateMatrix) -> None:
         # the gallery mean drifts as it grows: re-centre and re-pack (one pass)
@@ -431,30 +466,49 @@ class BinaryBackend(Backend):
 
     def _reserve(self, m: TemplateMatrix) -> None:
         cap = m.data.shape[0]
-        if self.codes.shape[0] < cap:
-            codes = np.zeros((cap, self.codes.shape[1]), np.uint8)
-            codes[: self.codes.shape[0]] = self.codes
-            self.codes = codes
+        if self.planes[0].shape[0] < cap:
+            grown = []
+            for plane in self.planes:
+                g = np.zeros((cap, plane.shape[1]), np.uint8)
+                g[: plane.shape[0]] = plane
+                grown.append(g)
+            self.planes = tuple(grown)
 
     def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
         if self.center is None:
             self.rebuild(m)
             return
         self._reserve(m)
-        self.codes[rows] = self._pack(m.data[rows])
+        for plane, part in zip(self.planes, self._pack(m.data[rows])):
+            plane[rows] = part
 
     def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
-        for src, dst in moves:
-            self.codes[dst] = self.codes[src]
-        self.codes[m.n : m.n + len(tids)] = 0
+        for plane in self.planes:
+            for src, dst in moves:
+                plane[dst] = plane[src]
+            plane[m.n : m.n + len(tids)] = 0
+
+    # search --------------------------------------------------------------
+    def _scan(self, m: TemplateMatrix, probes: np.ndarray, k: int, scan: int) -> np.ndarray:
+        q = scoring.pack_signs(np.ascontiguousarray(probes, np.float32), center=self.center)
+        if self.two_stage:
+            return scoring.hamming_topk2(q, self.planes[0][: m.n], self.planes[1][: m.n], k, scan)[1]
+        return scoring.hamming_topk(q, self.planes[0][: m.n], k)[1]
 
     def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
         c = max(int(self.depth or 0), k)
-        _, idx = scoring.hamming_topk(self._pack(probes), self.codes[: m.n], c)
-        return idx
+        return self._scan(m, probes, c, max(int(self.scan_depth), c))
 
     def depth_ladder(self, m: TemplateMatrix) -> list[int]:
-        return []  # tuned from the rank distribution in one pass, see tune()
+        return []  # tuned from rank distributions, see tune()
+
+    def _length(self, ranks: np.ndarray, target: float, floor: int, n: int) -> tuple[int, int]:
+        """(needed, chosen) length for the rank (0-based) of each probe's best row."""
+        s = ranks.size
+        need = int(np.sort(ranks)[min(s - 1, max(0, math.ceil(target * s) - 1))]) + 1
+        length = max(floor, int(math.ceil(need * self.safety)))
+        length = 1 << (length - 1).bit_length()  # power of two
+        return need, min(length, max(n, 1))
 
     def tune(
         self,
@@ -465,45 +519,60 @@ class BinaryBackend(Backend):
         pipeline_top1: Callable[[np.ndarray, int], np.ndarray],
         target: float,
     ) -> float | None:
-        # One Hamming search of depth c_max gives, for every probe, the rank at
-        # which a row scoring as well as the exact best first appears: the
-        # recall of every shortlist length at once.
+        # The re-ranked length comes from the rank of each probe's exact best row
+        # among full-code distances (one deep search gives every length's recall);
+        # the first plane's admission rank from the rank of that row on the first
+        # plane alone, then checked on the whole pipeline.
         c_max = min(m.n, 4096)
-        _, idx = scoring.hamming_topk(self._pack(probes), self.codes[: m.n], c_max)
-        hit = idx == reference_rows[:, None]
-        first = np.where(hit.any(axis=1), hit.argmax(axis=1), c_max)  # rank of the best row
-        ranks = np.sort(first)
-        s = ranks.size
-        need_idx = min(s - 1, max(0, math.ceil(target * s) - 1))
-        need = int(ranks[need_idx]) + 1  # smallest length reaching the target on the sample
+
+        def ranks_of(idx: np.ndarray) -> np.ndarray:
+            hit = idx == reference_rows[:, None]
+            return np.where(hit.any(axis=1), hit.argmax(axis=1), idx.shape[1])
+
+        q = scoring.pack_signs(np.ascontiguousarray(probes, np.float32), center=self.center)
+        info: dict[str, Any] = {"tuning_probes": int(len(probes))}
+        full = self.codes(m.n) if self.two_stage else self.planes[0][: m.n]
+        ranks = ranks_of(scoring.hamming_topk(q, full, c_max)[1])
+        need, length = self._length(ranks, target, self.min_shortlist, m.n)
         if need > c_max:
-            log.warning(
-                "binary codes need a shortlist longer than %d to reach recall@1 %.3f",
-                c_max,
-                target,
-            )
-        length = max(self.min_shortlist, int(math.ceil(need * self.safety)))
-        length = 1 << (length - 1).bit_length()  # power of two
-        length = min(length, max(m.n, 1))
+            log.warning("binary codes need a shortlist longer than %d to reach recall@1 %.3f", c_max, target)
         self.set_depth(length)
+        info["shortlist_needed_on_sample"] = need
+        info["rank_quantiles"] = {
+            q_: int(np.quantile(ranks, q_)) + 1 for q_ in (0.5, 0.9, 0.99, 0.999) if ranks.size
+        }
+        if self.two_stage:
+            first = np.ascontiguousarray(q[:, : self.planes[0].shape[1]])
+            ranks1 = ranks_of(scoring.hamming_topk(first, self.planes[0][: m.n], c_max)[1])
+            need1, scan = self._length(ranks1, target, self.min_scan, m.n)
+            self.scan_depth = max(scan, length)
+            info["scan_needed_on_sample"] = need1
+            info["scan_shortlist"] = self.scan_depth
         got = pipeline_top1(probes, 1)
         self.measured_recall = float(np.mean(got >= reference_top1 - 1e-5))
         self.tuned_size = m.n
-        self.tune_info = {
-            "tuning_probes": int(s),
-            "shortlist_needed_on_sample": need,
-            "rank_quantiles": {
-                q: int(np.quantile(ranks, q)) + 1 for q in (0.5, 0.9, 0.99, 0.999) if s
-            },
-        }
+        self.tune_info = info
         return self.measured_recall
 
+    def params(self) -> dict[str, Any]:
+        p = super().params()
+        p["scan_depth"] = self.scan_depth
+        return p
+
+    def load_params(self, p: dict[str, Any]) -> None:
+        super().load_params(p)
+        if p.get("scan_depth") is not None:
+            self.scan_depth = int(p["scan_depth"])
+
     def code_bytes_per_template(self) -> float:
-        return float(self.codes.shape[1]) if self.codes.ndim == 2 else 0.0
+        return float(sum(p.shape[1] for p in self.planes))
 
     def info(self, m: TemplateMatrix) -> dict[str, Any]:
         d = super().info(m)
         d["shortlist"] = self.depth
+        if self.two_stage:
+            d["scan_shortlist"] = self.scan_depth
+            d["scan_bytes_per_template"] = self.planes[0].shape[1]
         d["code_bytes_per_template"] = self.code_bytes_per_template()
         return d
 

@@ -37,6 +37,7 @@ __all__ = [
     "masked_topk",
     "rerank",
     "pack_signs",
+    "hamming_topk2",
     "hamming_topk",
     "set_num_threads",
     "get_num_threads",
@@ -428,6 +429,40 @@ def hamming_topk(probe_codes: Any, gallery_codes: Any, k: int) -> tuple[np.ndarr
     if g.dtype != np.uint8 or not g.flags.c_contiguous:
         raise DTypeError("gallery_codes must be a uint8 C-contiguous array from pack_signs()")
     d, i = _core.hamming_topk(q, g, _check_k(k))
+    return (d[0], i[0]) if single else (d, i)
+
+
+def hamming_topk2(
+    probe_codes: Any, gallery_first: Any, gallery_rest: Any, k: int, scan: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-stage Hamming top-k over codes kept in two planes (``BinaryBackend``'s layout).
+
+    ``gallery_first`` holds each code's first bytes, ``gallery_rest`` the
+    others; ``probe_codes`` are whole codes. The scan reads the first plane of
+    every row; a row whose distance there is within the running ``scan``-th
+    best (per thread's share of the gallery, so at least the ``scan`` best on
+    the first plane) has its full distance computed. Returns the ``k`` best
+    full distances, smallest first, ties to the lower row, padded with -1.
+
+    Returns
+    -------
+    distances : int32 (m, min(k, n)), indices : int64 (m, min(k, n))
+    """
+    q = np.asarray(probe_codes)
+    single = q.ndim == 1
+    q = np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.uint8)
+    ga, gb = np.asarray(gallery_first), np.asarray(gallery_rest)
+    for g in (ga, gb):
+        if g.dtype != np.uint8 or not g.flags.c_contiguous or g.ndim != 2:
+            raise DTypeError("gallery planes must be 2-D uint8 C-contiguous arrays (columns of pack_signs())")
+    if q.ndim != 2 or q.shape[1] != ga.shape[1] + gb.shape[1]:
+        raise DimensionError(
+            f"probe codes have {q.shape[-1]} bytes but the gallery planes have "
+            f"{ga.shape[1]} + {gb.shape[1]}"
+        )
+    qa = np.ascontiguousarray(q[:, : ga.shape[1]])
+    qb = np.ascontiguousarray(q[:, ga.shape[1] :])
+    d, i = _core.hamming_topk2(qa, qb, ga, gb, _check_k(k), _check_k(scan))
     return (d[0], i[0]) if single else (d, i)
 
 

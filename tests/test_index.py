@@ -38,6 +38,7 @@ def brute(probes: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, 
     [
         ("exact", 1500, 128),
         ("binary", 3000, 128),
+        ("binary", 3000, 512),  # two-stage code scan
         ("flat", 1500, 128),
         ("hnsw", 3000, 128),
         ("ivf", 3000, 128),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pyfacematch as pf
-from pyfacematch.errors import DimensionError, InputError, NonFiniteError
+from pyfacematch.errors import DimensionError, DTypeError, InputError, NonFiniteError
 
 BLOCKS = np.array([0, 20, 45, 50, 97], dtype=np.int64)  # uneven blocks, d = 97
 
@@ -117,7 +117,7 @@ def unpacked_hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (ua[:, None, :] != ub[None, :, :]).sum(-1)
 
 
-@pytest.mark.parametrize("d", [7, 64, 97, 512, 515, 1030])
+@pytest.mark.parametrize("d", [7, 64, 97, 256, 512, 515, 1030])
 def test_pack_signs_and_hamming_topk(simd_level: str, rng, d: int) -> None:
     x = rng.standard_normal((300, d)).astype(np.float32)
     center = rng.standard_normal(d).astype(np.float32) * 0.1
@@ -131,3 +131,48 @@ def test_pack_signs_and_hamming_topk(simd_level: str, rng, d: int) -> None:
     np.testing.assert_array_equal(idx, order)
     np.testing.assert_array_equal(dist, np.take_along_axis(ref, order, 1))
     assert np.all(idx[:, 0] == np.arange(9)) and np.all(dist[:, 0] == 0)
+
+
+@pytest.mark.parametrize("d", [300, 512, 1030])
+def test_two_plane_hamming_scan(simd_level: str, rng, d: int) -> None:
+    """hamming_topk2 = the full-code scan when every row is admitted, and with a short admission
+    rank its distances are still full-code distances of rows among the best on the first plane."""
+    codes = pf.pack_signs(rng.standard_normal((700, d)).astype(np.float32))
+    a, b = np.ascontiguousarray(codes[:, :32]), np.ascontiguousarray(codes[:, 32:])
+    ref = unpacked_hamming(codes[:11], codes)
+    dist, idx = pf.hamming_topk2(codes[:11], a, b, 20, scan=700)
+    order = np.argsort(ref, axis=1, kind="stable")[:, :20]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(dist, np.take_along_axis(ref, order, 1))
+    # One thread: the admission rule replayed in Python (a row is admitted while its first-plane
+    # distance is below the scan-th smallest admitted so far) gives the same answer.
+    ref_a = unpacked_hamming(codes[:11, :32], a)
+    threads = pf.get_num_threads()
+    pf.set_num_threads(1)
+    try:
+        dist, idx = pf.hamming_topk2(codes[:11], a, b, 10, scan=40)
+    finally:
+        pf.set_num_threads(threads)
+    for i in range(11):
+        admitted: list[int] = []
+        rows: list[int] = []
+        for r in range(len(codes)):
+            bound = sorted(admitted)[39] if len(admitted) >= 40 else 1 << 30
+            if ref_a[i, r] < bound:
+                admitted.append(int(ref_a[i, r]))
+                rows.append(r)
+        best = sorted(rows, key=lambda r: (ref[i, r], r))[:10]
+        assert idx[i].tolist() == best
+        assert dist[i].tolist() == [int(ref[i, r]) for r in best]
+        assert len(rows) < len(codes)  # the admission rule did filter
+
+
+def test_hamming_topk2_bad_input(rng) -> None:
+    codes = pf.pack_signs(rng.standard_normal((50, 512)).astype(np.float32))
+    a, b = np.ascontiguousarray(codes[:, :32]), np.ascontiguousarray(codes[:, 32:])
+    with pytest.raises(DimensionError, match="32 \\+ 32"):
+        pf.hamming_topk2(codes[:2, :40], a, b, 5, scan=10)
+    with pytest.raises(InputError, match="k must be"):
+        pf.hamming_topk2(codes[:2], a, b, 0, scan=10)
+    with pytest.raises(DTypeError, match="uint8"):
+        pf.hamming_topk2(codes[:2], a.astype(np.int16), b, 5, scan=10)

@@ -51,6 +51,38 @@ void bind_codes(py::module_& m) {
         }
         return py::make_tuple(dist, idx);
     }, py::arg("probe_codes").noconvert(), py::arg("gallery_codes").noconvert(), py::arg("k"));
+
+    m.def("hamming_topk2", [](const u8arr& qa, const u8arr& qb, const u8arr& ga, const u8arr& gb, long k,
+                              long admit) {
+        require_2d(qa, "probe_codes (first plane)");
+        require_2d(qb, "probe_codes (second plane)");
+        require_2d(ga, "gallery first plane");
+        require_2d(gb, "gallery second plane");
+        require(qa.shape(1) == ga.shape(1) && qb.shape(1) == gb.shape(1), pfm::ErrorKind::dimension,
+                "probe code planes have " + std::to_string(qa.shape(1)) + " + " + std::to_string(qb.shape(1)) +
+                    " bytes but gallery planes have " + std::to_string(ga.shape(1)) + " + " +
+                    std::to_string(gb.shape(1)));
+        require(qa.shape(0) == qb.shape(0) && ga.shape(0) == gb.shape(0), pfm::ErrorKind::dimension,
+                "both planes must have the same number of rows");
+        require(qa.shape(0) > 0, pfm::ErrorKind::empty, "the probe batch is empty");
+        require(ga.shape(0) > 0, pfm::ErrorKind::empty, "the gallery is empty");
+        require(k >= 1, pfm::ErrorKind::input, "k must be >= 1, got " + std::to_string(k));
+        require(admit >= 1, pfm::ErrorKind::input, "scan must be >= 1, got " + std::to_string(admit));
+        const std::size_t M = qa.shape(0), N = ga.shape(0);
+        const std::size_t kk = std::min<std::size_t>((std::size_t)k, N);
+        const std::size_t ak = std::min<std::size_t>(std::max<std::size_t>((std::size_t)admit, kk), N);
+        py::array_t<std::int32_t> dist({(py::ssize_t)M, (py::ssize_t)kk});
+        py::array_t<std::int64_t> idx({(py::ssize_t)M, (py::ssize_t)kk});
+        std::int32_t* dp = dist.mutable_data();
+        std::int64_t* ip = idx.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            pfm::hamming_topk2(qa.data(), qb.data(), M, ga.data(), gb.data(), N, qa.shape(1), qb.shape(1), ak, kk,
+                               dp, ip);
+        }
+        return py::make_tuple(dist, idx);
+    }, py::arg("probe_first").noconvert(), py::arg("probe_rest").noconvert(), py::arg("gallery_first").noconvert(),
+       py::arg("gallery_rest").noconvert(), py::arg("k"), py::arg("scan"));
 }
 
 }  // namespace pfm_py

@@ -17,6 +17,7 @@
 namespace pfm {
 namespace common_k {
 #include "simd/heap_impl.inc"
+#include "simd/codesel_impl.inc"
 }  // namespace common_k
 
 namespace {
@@ -430,21 +431,84 @@ void pack_signs(const float* X, std::size_t n, std::size_t d, const float* cente
 void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t n,
                   std::size_t nbytes, std::size_t k, std::int32_t* out_d, std::int64_t* out_i) {
     const KernelTable& K = kernels();
-    const Split sp = plan(m, n, nbytes * 8, k);
+    Split sp = plan(m, n, nbytes * 8, k);
+    // A batch is split by probes: every thread scans the whole (small) code array for its probes,
+    // so each probe has one selection; split by rows, every part selects k per probe and the parts
+    // are merged.
+    const std::size_t threads = get_num_threads();
+    if (sp.parts > 1 && m >= 4 * threads) sp = Split{false, std::min<std::size_t>(m, threads * 4)};
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
-    HeapSet hs(parts * m, k);
-    std::vector<float> tmp(m * k);
+    const std::size_t count = parts * m, cap = 2 * k, hn = nbytes * 8 + 1;
+    std::vector<std::int32_t> bd(count * cap), hist(count * hn, 0);
+    std::vector<std::int64_t> bi(count * cap);
+    std::vector<CodeSel> sels(count);
+    for (std::size_t c = 0; c < count; ++c)
+        sels[c] = CodeSel{bd.data() + c * cap, bi.data() + c * cap, hist.data() + c * hn, (int)k, (int)cap, 0, 0,
+                          0x7fffffff, 0};
     if (sp.split_rows) {
         parallel_for(parts, [&](std::size_t p) {
             std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
-            K.hamming_topk(Q, m, G, r0, r1, nbytes, hs.h.data() + p * m);
+            K.hamming_topk(Q, m, G, r0, r1, nbytes, sels.data() + p * m);
         });
     } else {
         parallel_for(sp.parts, [&](std::size_t p) {
             std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
-            K.hamming_topk(Q + q0 * nbytes, q1 - q0, G, 0, n, nbytes, hs.h.data() + q0);
+            K.hamming_topk(Q + q0 * nbytes, q1 - q0, G, 0, n, nbytes, sels.data() + q0);
         });
     }
+    // Each part's buffer holds a superset of its best k: the best k of their union, by (distance, row).
+    parallel_for(std::min<std::size_t>(threads, m), [&](std::size_t t) {
+        std::vector<std::pair<std::int32_t, std::int64_t>> all;
+        const std::size_t q0 = part_begin(m, std::min<std::size_t>(threads, m), t),
+                          q1 = part_begin(m, std::min<std::size_t>(threads, m), t + 1);
+        for (std::size_t q = q0; q < q1; ++q) {
+            all.clear();
+            for (std::size_t p = 0; p < parts; ++p) {
+                CodeSel& s = sels[p * m + q];
+                common_k::codesel_compact(s);
+                for (int j = 0; j < s.n; ++j) all.emplace_back(s.d[j], s.i[j]);
+            }
+            const std::size_t keep = std::min(k, all.size());
+            if (keep < all.size()) std::nth_element(all.begin(), all.begin() + keep, all.end());
+            std::sort(all.begin(), all.begin() + keep);
+            for (std::size_t j = 0; j < k; ++j) {
+                out_d[q * k + j] = j < keep ? all[j].first : -1;
+                out_i[q * k + j] = j < keep ? all[j].second : -1;
+            }
+        }
+    });
+}
+
+void hamming_topk2(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
+                   const std::uint8_t* GB, std::size_t n, std::size_t nba, std::size_t nbb, std::size_t admit_k,
+                   std::size_t k, std::int32_t* out_d, std::int64_t* out_i) {
+    const KernelTable& K = kernels();
+    const std::size_t threads = get_num_threads();
+    Split sp = plan(m, n, (nba + nbb) * 8, k);
+    // Batches split by probes (one admission bound per probe over the whole gallery). One probe
+    // splits by rows into one part per thread only: every part admits its first admit_k rows.
+    if (sp.parts > 1) sp = m >= 4 * threads ? Split{false, std::min<std::size_t>(m, threads * 4)}
+                                            : Split{true, std::min<std::size_t>(threads, n)};
+    const std::size_t parts = sp.split_rows ? sp.parts : 1;
+    const std::size_t count = parts * m, hn = nba * 8 + 1;
+    std::vector<std::int32_t> hist(count * hn, 0);
+    std::vector<CodeSel> admit(count);
+    for (std::size_t c = 0; c < count; ++c)
+        admit[c] = CodeSel{nullptr, nullptr, hist.data() + c * hn, (int)admit_k, 0, 0, 0, 0x7fffffff, 0};
+    HeapSet hs(count, k);
+    if (sp.split_rows) {
+        parallel_for(parts, [&](std::size_t p) {
+            std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
+            K.hamming_topk2(QA, QB, m, GA, GB, r0, r1, nba, nbb, admit.data() + p * m, hs.h.data() + p * m);
+        });
+    } else {
+        parallel_for(sp.parts, [&](std::size_t p) {
+            std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
+            K.hamming_topk2(QA + q0 * nba, QB + q0 * nbb, q1 - q0, GA, GB, 0, n, nba, nbb, admit.data() + q0,
+                            hs.h.data() + q0);
+        });
+    }
+    std::vector<float> tmp(m * k);
     merge_parts(hs, parts, m, k, tmp.data(), out_i, kNaN);
     for (std::size_t j = 0; j < m * k; ++j) out_d[j] = out_i[j] >= 0 ? (std::int32_t)(-tmp[j]) : -1;
 }

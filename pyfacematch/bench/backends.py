@@ -33,13 +33,23 @@ Log = Callable[[str], None]
 def rate(
     fn: Callable[[np.ndarray], Any], probes: np.ndarray, batch: int, limit: int | None = None
 ) -> float:
-    """Probes per second of ``fn`` over ``probes`` in batches of ``batch`` (after one warm-up batch)."""
+    """Probes per second of ``fn`` over ``probes`` in batches of ``batch`` (after one warm-up batch).
+
+    Each full batch is timed on its own and the rate is ``batch / median time``: on a shared
+    machine a neighbour's burst then moves one sample instead of the whole figure.
+    """
     n = probes.shape[0] if limit is None else min(limit, probes.shape[0])
     fn(probes[: min(batch, n)])
-    t0 = time.perf_counter()
-    for s in range(0, n, batch):
-        fn(probes[s : min(n, s + batch)])
-    return n / (time.perf_counter() - t0)
+    if n < batch:
+        t0 = time.perf_counter()
+        fn(probes[:n])
+        return n / (time.perf_counter() - t0)
+    times = []
+    for s in range(0, n - batch + 1, batch):
+        t0 = time.perf_counter()
+        fn(probes[s : s + batch])
+        times.append(time.perf_counter() - t0)
+    return batch / float(np.median(times))
 
 
 def _sweep(ladder: list[int], tuned: int | None, max_points: int, cap: int | None) -> list[int]:
@@ -224,7 +234,7 @@ def measure_backends(
     if "binary" in keep:
         g, _ = keep["binary"]
         bb = g._backend
-        codes = np.ascontiguousarray(bb.codes[: g._m.n])
+        codes = bb.codes(g._m.n)
         bidx = faiss.IndexBinaryFlat(codes.shape[1] * 8)
         bidx.add(codes)
         view = g._m.view

@@ -60,4 +60,13 @@ void pack_signs(const float* X, std::size_t n, std::size_t d, const float* cente
 void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t n,
                   std::size_t nbytes, std::size_t k, std::int32_t* out_d, std::int64_t* out_i);
 
+/** @brief Two-plane Hamming top-k: codes split in a first plane A (nba bytes per row; the probe's
+ *  QA m×nba) and the rest B (nbb; QB m×nbb). A row enters the full-distance comparison only when
+ *  its A-distance is below the running admit_k-th smallest A-distance seen by its thread's part
+ *  (so at least the admit_k best rows on A are compared); the k best full distances (A + B) are
+ *  returned, smallest first, ties → lower index; rows with fewer than k are padded with (-1, -1). */
+void hamming_topk2(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
+                   const std::uint8_t* GB, std::size_t n, std::size_t nba, std::size_t nbb, std::size_t admit_k,
+                   std::size_t k, std::int32_t* out_d, std::int64_t* out_i);
+
 }  // namespace pfm

@@ -38,13 +38,19 @@ struct KernelTable {
                         std::size_t d, float* out, std::size_t ldo, float* pack);
     /** @brief Number of floats the gemm kernels need as pack scratch for dimension d. */
     std::size_t (*pack_floats)(std::size_t d);
-    /** @brief Hamming top-k: m probe codes vs gallery codes rows [r0, r1), nbytes per code; heaps hold
-     *  (-distance, index), so the best is the smallest distance. */
+    /** @brief Hamming top-k: m probe codes vs gallery codes rows [r0, r1), nbytes per code, offered
+     *  in increasing row order to the probes' selections sels[0..m). */
     void (*hamming_topk)(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t r0,
-                         std::size_t r1, std::size_t nbytes, TopKHeap* heaps);
+                         std::size_t r1, std::size_t nbytes, CodeSel* sels);
     /** @brief Σ a·b and Σ w·b·b over d elements in one pass (masked cosine: a is the probe with the
      *  blocks outside the shared set zeroed, w their 0/1 indicator). */
     void (*dot_masked)(const float* a, const float* w, const float* b, std::size_t d, float* ab, float* wbb);
+    /** @brief Two-plane Hamming scan of rows [r0, r1): codes split in planes A (nba bytes per row) and
+     *  B (nbb); a row whose A-distance is below admit[i].bound is counted in admit[i] and its full
+     *  distance (A + B) offered to heaps[i] as -distance. */
+    void (*hamming_topk2)(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
+                          const std::uint8_t* GB, std::size_t r0, std::size_t r1, std::size_t nba, std::size_t nbb,
+                          CodeSel* admit, TopKHeap* heaps);
 };
 
 /** @brief Levels compiled into this build, lowest first. */

@@ -21,6 +21,28 @@ struct TopKHeap {
     int size;     ///< pairs currently held
 };
 
+/** @brief Best-k selection over small integer distances (Hamming), for large k.
+ *
+ *  A heap costs log k per accepted row and, split over threads, k pushes per part before its
+ *  threshold means anything: at k = 2048 that cost more than the popcounts. Here a row is
+ *  admitted when dist < bound, appended to a buffer (capacity cap >= 2k) and counted in a
+ *  histogram of distances; once k rows are held, bound is the k-th smallest distance held, and
+ *  it only falls. Rows must be offered in increasing order (ties are then won by the lower row,
+ *  already held); a full buffer is compacted to the best k. Storage is owned by the caller;
+ *  operations are in cpp/src/simd/codesel_impl.inc.
+ */
+struct CodeSel {
+    std::int32_t* d;      ///< buffered distances, capacity cap
+    std::int64_t* i;      ///< buffered rows, capacity cap
+    std::int32_t* hist;   ///< admitted rows per distance value, nbits + 1 entries, zeroed
+    int k;                ///< rows wanted
+    int cap;              ///< buffer capacity (>= 2k)
+    int n;                ///< rows buffered
+    std::int64_t held;    ///< rows admitted while fewer than k were held
+    std::int32_t bound;   ///< admit dist < bound (INT32_MAX until k rows are held)
+    std::int64_t le;      ///< admitted rows with dist <= bound (once k are held)
+};
+
 /** @brief Instruction-set levels of the kernel table, lowest first. */
 enum class SimdLevel : int { serial = 0, neon = 1, avx2 = 2, avx512 = 3 };
 

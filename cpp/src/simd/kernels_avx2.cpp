@@ -10,6 +10,7 @@ namespace pfm {
 namespace avx2_k {
 
 #include "heap_impl.inc"
+#include "codesel_impl.inc"
 #include "hamming_impl.inc"
 
 struct V {
@@ -65,6 +66,7 @@ const KernelTable kernel_table_avx2 = {
     avx2_k::pack_floats,
     avx2_k::hamming_topk_words,
     avx2_k::dot_masked,
+    avx2_k::hamming_topk2_words,
 };
 
 }  // namespace pfm

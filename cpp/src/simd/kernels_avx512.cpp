@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "pyfacematch/simd.hpp"
 
@@ -14,6 +15,7 @@ bool cpu_has_avx512_vpopcntdq();
 namespace avx512_k {
 
 #include "heap_impl.inc"
+#include "codesel_impl.inc"
 #include "hamming_impl.inc"
 
 struct V {
@@ -81,66 +83,156 @@ PFM_VPOP static inline __m512i sum8(const __m512i* v) {
     return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD));
 }
 
+// Code sums of four registers holding two 256-bit codes each (A in 64-bit lanes 0-3, B in 4-7):
+// lanes of the result are the codes (A0, A1, B0, B1, A2, A3, B2, B3) of w[0..3].
+PFM_VPOP static inline __m512i pair8(const __m512i* w) {
+    __m512i t0 = _mm512_add_epi64(_mm512_unpacklo_epi64(w[0], w[1]), _mm512_unpackhi_epi64(w[0], w[1]));
+    __m512i t1 = _mm512_add_epi64(_mm512_unpacklo_epi64(w[2], w[3]), _mm512_unpackhi_epi64(w[2], w[3]));
+    // t: 128-bit lane L holds (partial of w[2j], partial of w[2j+1]); lanes 0,1 are code A, 2,3 code B.
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(t0, t1, 0x88), _mm512_shuffle_i64x2(t0, t1, 0xDD));
+}
+
+// Offers the rows of one group of eight whose distance is below the selection's bound.
+PFM_VPOP static inline void offer8(CodeSel& s, __m512i dist, std::size_t r) {
+    __mmask8 keep = _mm512_cmplt_epi64_mask(dist, _mm512_set1_epi64(s.bound));
+    if (!keep) return;
+    alignas(64) long long dd[8];
+    _mm512_store_si512(dd, dist);
+    while (keep) {
+        int j = __builtin_ctz(keep);
+        keep &= keep - 1;
+        if (dd[j] < s.bound) codesel_push(s, (std::int32_t)dd[j], (int64_t)(r + j));
+    }
+}
+
 PFM_VPOP static void hamming_topk_vpopcnt(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G,
-                                          std::size_t r0, std::size_t r1, std::size_t nb, TopKHeap* heaps) {
-    std::size_t blk = (256u * 1024u) / (nb ? nb : 1);
+                                          std::size_t r0, std::size_t r1, std::size_t nb, CodeSel* sels) {
+    // Rows per block: a batch passes every probe over a block while it is in L1/L2; one probe
+    // streams larger blocks.
+    std::size_t blk = (m > 1 ? 16384u : 256u * 1024u) / (nb ? nb : 1);
     blk = blk < 64 ? 64 : blk / 8 * 8;
     const std::size_t full = nb / 64, rest = nb % 64;
     const __mmask64 tail = rest ? (~0ULL >> (64 - rest)) : 0;
+    // pair8 leaves rows r + {0, 2, 1, 3, 4, 6, 5, 7} in its lanes; this permutation (its own
+    // inverse) puts them back in row order, which the selection's tie rule needs.
+    const __m512i unpair = _mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7);
     for (std::size_t rb = r0; rb < r1; rb += blk) {
         std::size_t re = r1 - rb < blk ? r1 : rb + blk;
         for (std::size_t i = 0; i < m; ++i) {
             const std::uint8_t* q = Q + i * nb;
-            TopKHeap& h = heaps[i];
-            float t = heap_thresh(h);
+            CodeSel& s = sels[i];
             std::size_t r = rb;
-            // d = 512 (one 64-byte chunk, the common case): the probe stays in a register.
-            const __m512i q0 = nb == 64 ? _mm512_loadu_si512(q) : _mm512_setzero_si512();
-            for (; r + 8 <= re; r += 8) {
-                __m512i v[8];
-                if (nb == 64) {
+            if (nb == 32) {
+                // 256-bit codes (the first plane of a two-stage scan): two codes per register,
+                // the probe duplicated in both halves.
+                const __m512i q2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)q));
+                for (; r + 8 <= re; r += 8) {
+                    __m512i w[4];
+                    for (int j = 0; j < 4; ++j)
+                        w[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q2, _mm512_loadu_si512(G + (r + 2 * j) * 32)));
+                    offer8(s, _mm512_permutexvar_epi64(unpair, pair8(w)), r);
+                }
+            } else if (nb == 64) {
+                // d = 512: the probe stays in a register
+                const __m512i q0 = _mm512_loadu_si512(q);
+                for (; r + 8 <= re; r += 8) {
+                    __m512i v[8];
                     for (int j = 0; j < 8; ++j)
                         v[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q0, _mm512_loadu_si512(G + (r + j) * 64)));
-                } else {
-                    for (int j = 0; j < 8; ++j) v[j] = popcnt_lanes(q, G + (r + j) * nb, full, rest, tail);
+                    offer8(s, sum8(v), r);
                 }
-                __m512i dist = sum8(v);
-                // keep rows with -dist > t, i.e. dist < -t (every row while the heap fills)
-                __mmask8 keep = t == -__builtin_inff()
-                                    ? (__mmask8)0xFF
-                                    : _mm512_cmplt_epi64_mask(dist, _mm512_set1_epi64((long long)(-t)));
-                if (keep) {
-                    alignas(64) long long dd[8];
-                    _mm512_store_si512(dd, dist);
-                    while (keep) {
-                        int j = __builtin_ctz(keep);
-                        keep &= keep - 1;
-                        float s = -(float)dd[j];
-                        if (s > t) {
-                            heap_push(h, s, (int64_t)(r + j));
-                            t = heap_thresh(h);
-                        }
-                    }
+            } else {
+                for (; r + 8 <= re; r += 8) {
+                    __m512i v[8];
+                    for (int j = 0; j < 8; ++j) v[j] = popcnt_lanes(q, G + (r + j) * nb, full, rest, tail);
+                    offer8(s, sum8(v), r);
                 }
             }
             for (; r < re; ++r) {
-                float s = -(float)_mm512_reduce_add_epi64(popcnt_lanes(q, G + r * nb, full, rest, tail));
-                if (s > t) {
-                    heap_push(h, s, (int64_t)r);
-                    t = heap_thresh(h);
-                }
+                std::int32_t v = (std::int32_t)_mm512_reduce_add_epi64(popcnt_lanes(q, G + r * nb, full, rest, tail));
+                if (v < s.bound) codesel_push(s, v, (int64_t)r);
             }
         }
     }
 }
 
 static void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t r0,
-                         std::size_t r1, std::size_t nb, TopKHeap* heaps) {
+                         std::size_t r1, std::size_t nb, CodeSel* sels) {
     static const bool vpop = cpu_has_avx512_vpopcntdq();
     if (vpop)
-        hamming_topk_vpopcnt(Q, m, G, r0, r1, nb, heaps);
+        hamming_topk_vpopcnt(Q, m, G, r0, r1, nb, sels);
     else
-        hamming_topk_words(Q, m, G, r0, r1, nb, heaps);
+        hamming_topk_words(Q, m, G, r0, r1, nb, sels);
+}
+
+// Two-plane scan with a 256-bit first plane: the first plane two codes per register as in the
+// one-plane scan. Admitted rows are only noted (and their second-plane code prefetched) during a
+// block; their full distances are taken at the end of the block, by when those scattered lines
+// have arrived: reading each at once stalled a one-probe scan on memory latency (2× slower at an
+// admission rank of 2048).
+PFM_VPOP static void hamming_topk2_vpopcnt(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m,
+                                           const std::uint8_t* GA, const std::uint8_t* GB, std::size_t r0,
+                                           std::size_t r1, std::size_t nbb, CodeSel* admit, TopKHeap* heaps) {
+    const std::size_t blk = (m > 1 ? 16384u : 256u * 1024u) / 32;
+    const std::size_t fullb = nbb / 64, restb = nbb % 64;
+    const __mmask64 tailb = restb ? (~0ULL >> (64 - restb)) : 0;
+    const __m512i unpair = _mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7);
+    std::vector<std::int64_t> pend_r(blk);
+    std::vector<std::int32_t> pend_d(blk);
+    for (std::size_t rb = r0; rb < r1; rb += blk) {
+        std::size_t re = r1 - rb < blk ? r1 : rb + blk;
+        for (std::size_t i = 0; i < m; ++i) {
+            const std::uint8_t *qa = QA + i * 32, *qb = QB + i * nbb;
+            CodeSel& s = admit[i];
+            TopKHeap& h = heaps[i];
+            const __m512i q2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)qa));
+            std::size_t np = 0;
+            auto note = [&](std::size_t row, std::int32_t v) {
+                codesel_count(s, v);
+                __builtin_prefetch(GB + row * nbb, 0, 0);
+                pend_r[np] = (std::int64_t)row;
+                pend_d[np++] = v;
+            };
+            std::size_t r = rb;
+            for (; r + 8 <= re; r += 8) {
+                __m512i w[4];
+                for (int j = 0; j < 4; ++j)
+                    w[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q2, _mm512_loadu_si512(GA + (r + 2 * j) * 32)));
+                __m512i dist = _mm512_permutexvar_epi64(unpair, pair8(w));
+                __mmask8 keep = _mm512_cmplt_epi64_mask(dist, _mm512_set1_epi64(s.bound));
+                if (!keep) continue;
+                alignas(64) long long dd[8];
+                _mm512_store_si512(dd, dist);
+                while (keep) {
+                    int j = __builtin_ctz(keep);
+                    keep &= keep - 1;
+                    if (dd[j] < s.bound) note(r + j, (std::int32_t)dd[j]);
+                }
+            }
+            for (; r < re; ++r) {
+                std::int32_t v = (std::int32_t)_mm512_reduce_add_epi64(
+                    popcnt_lanes(qa, GA + r * 32, 0, 32, (__mmask64)0xFFFFFFFFULL));
+                if (v < s.bound) note(r, v);
+            }
+            // Full distances of the block's admitted rows (in row order, as the heap's ties need).
+            for (std::size_t j = 0; j < np; ++j) {
+                std::size_t row = (std::size_t)pend_r[j];
+                std::int32_t vb = (std::int32_t)_mm512_reduce_add_epi64(popcnt_lanes(qb, GB + row * nbb, fullb, restb, tailb));
+                float sc = -(float)(pend_d[j] + vb);
+                if (sc > heap_thresh(h)) heap_push(h, sc, (int64_t)row);
+            }
+        }
+    }
+}
+
+static void hamming_topk2(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
+                          const std::uint8_t* GB, std::size_t r0, std::size_t r1, std::size_t nba, std::size_t nbb,
+                          CodeSel* admit, TopKHeap* heaps) {
+    static const bool vpop = cpu_has_avx512_vpopcntdq();
+    if (vpop && nba == 32 && nbb > 0)
+        hamming_topk2_vpopcnt(QA, QB, m, GA, GB, r0, r1, nbb, admit, heaps);
+    else
+        hamming_topk2_words(QA, QB, m, GA, GB, r0, r1, nba, nbb, admit, heaps);
 }
 
 }  // namespace avx512_k
@@ -159,6 +251,7 @@ const KernelTable kernel_table_avx512 = {
     avx512_k::pack_floats,
     avx512_k::hamming_topk,
     avx512_k::dot_masked,
+    avx512_k::hamming_topk2,
 };
 
 }  // namespace pfm

@@ -10,6 +10,7 @@ namespace pfm {
 namespace neon_k {
 
 #include "heap_impl.inc"
+#include "codesel_impl.inc"
 #include "hamming_impl.inc"
 
 struct V {
@@ -67,6 +68,7 @@ const KernelTable kernel_table_neon = {
     neon_k::pack_floats,
     neon_k::hamming_topk_words,
     neon_k::dot_masked,
+    neon_k::hamming_topk2_words,
 };
 
 }  // namespace pfm

@@ -10,6 +10,7 @@ namespace pfm {
 namespace serial_k {
 
 #include "heap_impl.inc"
+#include "codesel_impl.inc"
 #include "hamming_impl.inc"
 
 static float dot(const float* a, const float* b, std::size_t d) {
@@ -84,6 +85,7 @@ const KernelTable kernel_table_serial = {
     serial_k::pack_floats,
     serial_k::hamming_topk_words,
     serial_k::dot_masked,
+    serial_k::hamming_topk2_words,
 };
 
 }  // namespace pfm
