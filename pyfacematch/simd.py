@@ -12,7 +12,7 @@ import warnings
 
 from . import _core
 
-__all__ = ["info", "set_level", "active", "available", "compiled", "cpu_features"]
+__all__ = ["info", "set_level", "active", "available", "compiled", "cpu_features", "set_bf16_prefilter"]
 
 
 def compiled() -> list[str]:
@@ -53,6 +53,18 @@ def set_level(level: str) -> None:
     _core.simd_set(level)
 
 
+def set_bf16_prefilter(on: bool) -> None:
+    """Use (default) or not the bf16 first pass of large-batch :func:`pyfacematch.topk`.
+
+    Where the CPU has AVX512_BF16, a batch of 48 probes or more is scored first
+    in bf16 (twice the multiply-adds per instruction) with a proven bound on the
+    rounding error, and every row that bound cannot rule out is scored again in
+    float32: the result is the float32 top-k either way. ``PYFACEMATCH_BF16=0``
+    turns it off for a process; this call for later calls.
+    """
+    _core.set_bf16_prefilter(bool(on))
+
+
 def info() -> dict[str, object]:
     """Levels compiled, available and active, the CPU features seen and the thread count."""
     return {
@@ -60,6 +72,7 @@ def info() -> dict[str, object]:
         "available": available(),
         "active": active(),
         "cpu_features": cpu_features(),
+        "bf16_prefilter": bool(_core.bf16_prefilter_active()),
         "num_threads": int(_core.get_num_threads()),
         "env": os.environ.get("PYFACEMATCH_SIMD"),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -261,3 +262,61 @@ def test_topk_works_in_forked_worker_processes(rng) -> None:
     pf.topk(g[:8], g, 3)  # start the pool's threads in the parent
     with mp.get_context("fork").Pool(2) as pool:
         assert pool.map(_child_topk, [(g, i) for i in range(4)], chunksize=1) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------ bf16 first pass of large batches
+@pytest.fixture
+def bf16_on() -> Iterator[None]:
+    """The bf16 first pass is on (it is used from 48 probes on where the CPU has AVX512_BF16)."""
+    if not pf.simd.info()["bf16_prefilter"]:
+        pytest.skip("this CPU has no AVX512_BF16: topk uses float32 only")
+    yield
+    pf.simd.set_bf16_prefilter(True)
+
+
+@pytest.mark.parametrize("d", [7, 97, 512, 515])
+def test_bf16_first_pass_gives_the_float32_answer(bf16_on, rng, d: int) -> None:
+    q, g = unit(rng, 64, d), unit(rng, 3000, d)
+    s, i = pf.topk(q, g, 10)
+    rs, ri = ref_topk(q, g, 10)
+    np.testing.assert_array_equal(i, ri)
+    assert np.abs(s - rs).max() <= 1e-5
+    pf.simd.set_bf16_prefilter(False)
+    s32, i32 = pf.topk(q, g, 10)
+    np.testing.assert_array_equal(i, i32)
+
+
+def test_bf16_first_pass_keeps_exact_ties_and_any_norm(bf16_on, rng) -> None:
+    q = rng.integers(-2, 3, size=(50, 97)).astype(np.float32)
+    g = rng.integers(-2, 3, size=(600, 97)).astype(np.float32)
+    g[300:] = g[:300]  # every row duplicated at a higher index
+    s, i = pf.topk(q, g, 25)
+    rs, ri = ref_topk(q, g, 25)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(s, rs.astype(np.float32))
+    # rows of very different norms: the error bound scales with them
+    q2 = unit(rng, 60, 128) * rng.uniform(1e-3, 1e3, (60, 1)).astype(np.float32)
+    g2 = unit(rng, 2000, 128) * rng.uniform(1e-3, 1e3, (2000, 1)).astype(np.float32)
+    s2, i2 = pf.topk(q2, g2, 5)
+    np.testing.assert_array_equal(i2, ref_topk(q2, g2, 5)[1])
+
+
+def test_bf16_candidates_overflow_falls_back_to_float32(bf16_on, rng) -> None:
+    # 3000 identical rows: every one ties, far more candidates than the buffer holds
+    g = np.tile(rng.integers(-2, 3, size=(1, 64)).astype(np.float32), (3000, 1))
+    g[1234] += 1.0  # one row better for some probes
+    q = rng.integers(-2, 3, size=(48, 64)).astype(np.float32)
+    for threads in (1, 2, 3):
+        pf.set_num_threads(threads)
+        s, i = pf.topk(q, g, 8)
+        rs, ri = ref_topk(q, g, 8)
+        np.testing.assert_array_equal(i, ri)
+        np.testing.assert_array_equal(s, rs.astype(np.float32))
+    pf.set_num_threads(2)
+
+
+def test_bf16_first_pass_still_names_non_finite_rows(bf16_on, rng) -> None:
+    g = unit(rng, 500, 32)
+    g[321, 3] = np.nan
+    with pytest.raises(NonFiniteError, match="gallery row 321"):
+        pf.topk(unit(rng, 64, 32), g, 3)

@@ -144,6 +144,14 @@ void bind_scoring(py::module_& m) {
         return pfm::first_nonfinite_row(x.data(), n, d);
     }, py::arg("x").noconvert());
 
+    m.def("stream_read", [](const f32arr& x) {
+        require(x.ndim() >= 1 && x.size() > 0, pfm::ErrorKind::empty, "array is empty");
+        const std::size_t n = (std::size_t)x.size();
+        py::gil_scoped_release nogil;
+        return pfm::stream_read(x.data(), n);
+    }, py::arg("x").noconvert(),
+       "Reads every float of x once on every thread's share (Σ x², the active SIMD level): a read-bandwidth probe.");
+
     m.def("scores", [](const f32arr& q, const f32arr& g) {
         check_pair(q, g);
         const std::size_t M = q.shape(0), N = g.shape(0), d = q.shape(1);

@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "pyfacematch/scoring.hpp"
 #include "pyfacematch/simd.hpp"
 #include "pyfacematch/threads.hpp"
 #include "common.hpp"
@@ -28,6 +29,10 @@ void bind_simd(py::module_& m) {
         pfm::set_num_threads((std::size_t)n);
     }, py::arg("n"));
     m.def("get_num_threads", [] { return pfm::get_num_threads(); });
+    m.def("set_bf16_prefilter", &pfm::set_bf16_prefilter, py::arg("on"),
+          "Turns the bf16 first pass of large-batch topk on or off (results are the same).");
+    m.def("bf16_prefilter_active", &pfm::bf16_prefilter_active,
+          "True when topk of a large batch uses the bf16 first pass.");
 }
 
 }  // namespace pfm_py

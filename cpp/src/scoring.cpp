@@ -3,6 +3,7 @@
 #include "pyfacematch/scoring.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -18,11 +19,13 @@ namespace pfm {
 namespace common_k {
 #include "simd/heap_impl.inc"
 #include "simd/codesel_impl.inc"
+#include "simd/approx_impl.inc"
 }  // namespace common_k
 
 namespace {
 
 constexpr std::size_t kSmallBatch = 6;              // below this, the streaming form wins
+constexpr std::size_t kBf16Batch = 48;              // from this batch on, the bf16 first pass wins
 constexpr double kMinWorkPerTask = 1 << 20;         // multiply-adds; below it a call stays on one thread
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
@@ -228,6 +231,23 @@ std::int64_t first_nonfinite_row(const float* X, std::size_t n, std::size_t d) {
     return -1;
 }
 
+double stream_read(const float* x, std::size_t n) {
+    const KernelTable& K = kernels();
+    const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(get_num_threads(), n / 4096));
+    std::vector<double> sums(parts, 0.0);
+    parallel_for(parts, [&](std::size_t p) {
+        const std::size_t a = part_begin(n, parts, p), b = part_begin(n, parts, p + 1);
+        constexpr std::size_t kChunk = 1 << 16;
+        for (std::size_t c = a; c < b; c += kChunk) {
+            const std::size_t len = std::min(kChunk, b - c);
+            sums[p] += K.dot(x + c, x + c, len);
+        }
+    });
+    double total = 0;
+    for (double v : sums) total += v;
+    return total;
+}
+
 float cosine(const float* a, const float* b, std::size_t d) {
     float ab, aa, bb;
     kernels().dot3(a, b, d, &ab, &aa, &bb);
@@ -264,9 +284,115 @@ bool scores(const float* Q, std::size_t m, const float* G, std::size_t n, std::s
     return ok;
 }
 
+namespace {
+
+std::atomic<int> g_bf16{-1};  // -1: not decided yet (PYFACEMATCH_BF16), 0 off, 1 on
+
+bool bf16_wanted() {
+    int v = g_bf16.load(std::memory_order_relaxed);
+    if (v < 0) {
+        const char* env = std::getenv("PYFACEMATCH_BF16");
+        v = (env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "off") == 0)) ? 0 : 1;
+        g_bf16.store(v, std::memory_order_relaxed);
+    }
+    return v == 1;
+}
+
+// Exact top-k of a large batch through a bf16 first pass (see topk_bf16 in kernels_avx512.cpp):
+// every part keeps, per probe, the k best lower bounds and the rows whose upper bound reaches the
+// k-th of them; the candidates of all parts that reach the merged k-th lower bound are scored
+// again in float32 and the k best kept. A probe whose candidates overflowed is answered by the
+// float32 scan instead. The answer is the float32 top-k, only computed with fewer flops.
+bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const float* G, std::size_t n,
+                    std::size_t d, std::size_t k, float* out_s, std::int64_t* out_i) {
+    const std::size_t dp = (d + 1) / 2;
+    std::vector<std::uint32_t> QB(m * dp);
+    std::vector<float> qn(m);
+    K.bf16_convert(Q, m, d, QB.data());
+    for (std::size_t i = 0; i < m; ++i) {
+        double s2 = 0;
+        for (std::size_t j = 0; j < d; ++j) s2 += (double)Q[i * d + j] * Q[i * d + j];
+        qn[i] = (float)(std::sqrt(s2) * (1.0 + 1e-6));
+    }
+    Split sp = plan(m, n, d, k);
+    const std::size_t parts = sp.split_rows ? sp.parts : 1;
+    const std::size_t count = parts * m, cap = 4 * k + 256;
+    HeapSet lower(count, k);
+    std::vector<float> cu(count * cap);
+    std::vector<std::int64_t> ci(count * cap);
+    std::vector<ApproxSel> sels(count);
+    for (std::size_t c = 0; c < count; ++c)
+        sels[c] = ApproxSel{lower.h[c], cu.data() + c * cap, ci.data() + c * cap, (int)cap, 0, 0};
+    std::vector<int> bad(sp.parts, 0);
+    const std::size_t pf = K.pack_floats(d);
+    parallel_for(sp.parts, [&](std::size_t p) {
+        AlignedBuf pack = aligned_floats(pf);
+        if (sp.split_rows) {
+            std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
+            K.topk_bf16(QB.data(), qn.data(), m, G, r0, r1, d, sels.data() + p * m, &bad[p], pack.get());
+        } else {
+            std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
+            K.topk_bf16(QB.data() + q0 * dp, qn.data() + q0, q1 - q0, G, 0, n, d, sels.data() + q0, &bad[p],
+                        pack.get());
+        }
+    });
+    for (int b : bad)
+        if (b) return false;
+    const std::size_t threads = std::min<std::size_t>(get_num_threads(), m);
+    std::vector<int> fine(threads, 1);
+    parallel_for(threads, [&](std::size_t t) {
+        std::vector<float> ls(k), hs(k);
+        std::vector<std::int64_t> li(k), hi(k), rows;
+        for (std::size_t q = part_begin(m, threads, t); q < part_begin(m, threads, t + 1); ++q) {
+            const float* x = Q + q * d;
+            TopKHeap h{hs.data(), hi.data(), (int)k, 0};
+            bool overflow = false;
+            for (std::size_t p = 0; p < parts; ++p) overflow |= sels[p * m + q].overflow != 0;
+            if (overflow) {
+                int b = 0;
+                K.topk_stream(x, 1, G, 0, n, d, &h, &b);
+                if (b) fine[t] = 0;
+            } else {
+                TopKHeap L{ls.data(), li.data(), (int)k, 0};
+                for (std::size_t p = 0; p < parts; ++p) {
+                    const TopKHeap& lp = sels[p * m + q].lower;
+                    for (int j = 0; j < lp.size; ++j) common_k::heap_push(L, lp.s[j], lp.i[j]);
+                }
+                const float thr = common_k::heap_thresh(L);
+                rows.clear();
+                for (std::size_t p = 0; p < parts; ++p) {
+                    const ApproxSel& s = sels[p * m + q];
+                    for (int j = 0; j < s.n; ++j)
+                        if (s.cu[j] >= thr) rows.push_back(s.ci[j]);
+                }
+                std::sort(rows.begin(), rows.end());  // increasing rows: the heap's tie rule
+                for (std::int64_t r : rows) {
+                    float sc = K.dot(x, G + (std::size_t)r * d, d);
+                    if (!(sc - sc == 0.0f)) fine[t] = 0;
+                    if (sc > common_k::heap_thresh(h)) common_k::heap_push(h, sc, r);
+                }
+            }
+            emit_sorted(h, k, out_s + q * k, out_i + q * k, -std::numeric_limits<float>::infinity());
+        }
+    });
+    for (int f : fine)
+        if (!f) return false;
+    return true;
+}
+
+}  // namespace
+
+void set_bf16_prefilter(bool on) { g_bf16.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+bool bf16_prefilter_active() {
+    const KernelTable& K = kernels();
+    return bf16_wanted() && K.topk_bf16 != nullptr && cpu_has_avx512_bf16();
+}
+
 bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
           float* out_s, std::int64_t* out_i) {
     const KernelTable& K = kernels();
+    if (m >= kBf16Batch && bf16_prefilter_active()) return topk_bf16_path(K, Q, m, G, n, d, k, out_s, out_i);
     const Split sp = plan(m, n, d, k);
     std::vector<int> bad(sp.parts, 0);
     const float pad = -std::numeric_limits<float>::infinity();

@@ -309,7 +309,7 @@ def section_scoring(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, An
             f"Exact top-{sc.K} of unit float32 templates, gallery N = {n:,}, median time per call divided by "
             "the batch; 'x engine' = engine time / pyfacematch time (>1: pyfacematch faster). numpy = "
             "matmul + argpartition over gallery chunks; FAISS = IndexFlatIP.search; SimSIMD = cdist + "
-            "argpartition (batches ≤ 64). Read bandwidth = numpy sums on every core, same run."
+            "argpartition (batches ≤ 64). Read bandwidth = the larger of numpy sums and the core's streaming read on every core, same run."
         ),
         "data": {
             "topk": results,

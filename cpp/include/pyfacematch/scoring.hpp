@@ -11,6 +11,10 @@ namespace pfm {
 /** @brief Index of the first row of X (n×d) holding NaN or ±Inf, or -1 when every value is finite. */
 std::int64_t first_nonfinite_row(const float* X, std::size_t n, std::size_t d);
 
+/** @brief Σ x² over n floats, split over the pool's threads: one streaming read of x, used by the
+ *  benchmarks as the machine's read-bandwidth ceiling for the scoring kernels. */
+double stream_read(const float* x, std::size_t n);
+
 /** @brief Cosine of two d-vectors (true cosine: divides by both norms). NaN if a norm is 0 or an
  *  input is not finite; the caller turns that into an error. */
 float cosine(const float* a, const float* b, std::size_t d);
@@ -22,6 +26,12 @@ bool scores(const float* Q, std::size_t m, const float* G, std::size_t n, std::s
  *  out_s/out_i are m×k. Requires 1 <= k <= n. Returns false if a non-finite score was seen. */
 bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
           float* out_s, std::int64_t* out_i);
+
+/** @brief Turns the bf16 first pass of large-batch topk on or off (on by default where the CPU has
+ *  AVX512_BF16; PYFACEMATCH_BF16=0 turns it off). Results are the same either way. */
+void set_bf16_prefilter(bool on);
+/** @brief True when topk of a large batch will use the bf16 first pass. */
+bool bf16_prefilter_active();
 
 /** @brief Region-block layout of templates: offsets[0] = 0 < … < offsets[B] = d, B <= 64. */
 struct Blocks {

@@ -48,10 +48,22 @@ struct KernelTable {
     /** @brief Two-plane Hamming scan of rows [r0, r1): codes split in planes A (nba bytes per row) and
      *  B (nbb); a row whose A-distance is below admit[i].bound is counted in admit[i] and its full
      *  distance (A + B) offered to heaps[i] as -distance. */
+    /** @brief bf16 first pass of a large-batch top-k (nullptr where the level has none; the CPU must
+     *  also have AVX512_BF16, see cpu_has_avx512_bf16): QB holds the probes as bf16 pairs (m × dp,
+     *  dp = ceil(d/2) 32-bit words, from bf16_convert), qn their norms; scans rows [r0, r1) of G
+     *  offering approximate scores with their error bound to sels[0..m). pack is scratch of
+     *  pack_floats(d) floats; *bad set to 1 on a non-finite score. */
+    void (*topk_bf16)(const std::uint32_t* QB, const float* qn, std::size_t m, const float* G, std::size_t r0,
+                      std::size_t r1, std::size_t d, ApproxSel* sels, int* bad, float* pack);
+    /** @brief Rows of X (n × d) as bf16 pairs (round to nearest even), n × ceil(d/2) words, zero-padded. */
+    void (*bf16_convert)(const float* X, std::size_t n, std::size_t d, std::uint32_t* out);
     void (*hamming_topk2)(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
                           const std::uint8_t* GB, std::size_t r0, std::size_t r1, std::size_t nba, std::size_t nbb,
                           CodeSel* admit, TopKHeap* heaps);
 };
+
+/** @brief True when the CPU and OS run AVX-512 BF16 (VDPBF16PS). */
+bool cpu_has_avx512_bf16();
 
 /** @brief Levels compiled into this build, lowest first. */
 std::vector<SimdLevel> compiled_levels();

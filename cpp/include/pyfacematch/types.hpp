@@ -43,6 +43,23 @@ struct CodeSel {
     std::int64_t le;      ///< admitted rows with dist <= bound (once k are held)
 };
 
+/** @brief Selection over approximate scores known to within ±E of the exact ones (bf16 pass).
+ *
+ *  `lower` keeps the k best lower bounds (score − E); a row is a candidate while its upper bound
+ *  (score + E) reaches the k-th best lower bound, so the exact top k are always among the
+ *  candidates. Candidates are buffered (upper bound, row), pruned when the buffer fills; if it
+ *  still overflows, `overflow` is set and the caller answers that probe exactly.
+ *  Operations are in cpp/src/simd/approx_impl.inc.
+ */
+struct ApproxSel {
+    TopKHeap lower;
+    float* cu;            ///< candidates' upper bounds, capacity cap
+    std::int64_t* ci;     ///< candidates' rows
+    int cap;
+    int n;
+    int overflow;
+};
+
 /** @brief Instruction-set levels of the kernel table, lowest first. */
 enum class SimdLevel : int { serial = 0, neon = 1, avx2 = 2, avx512 = 3 };
 

@@ -17,6 +17,7 @@ namespace {
 struct Features {
     bool avx2 = false, fma = false, popcnt = false;
     bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, vpopcntdq = false;
+    bool avx512bf16 = false;
     bool neon = false;
 };
 
@@ -49,6 +50,8 @@ Features detect() {
         f.avx512bw = (b >> 30) & 1;
         f.avx512vl = (b >> 31) & 1;
         f.vpopcntdq = (c >> 14) & 1;
+        unsigned a1, b1, c1, d1;
+        if (a >= 1 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) f.avx512bf16 = (a1 >> 5) & 1;
     }
 #elif defined(__aarch64__) || defined(_M_ARM64)
     f.neon = true;
@@ -64,6 +67,11 @@ const Features& features() {
 }  // namespace
 
 bool cpu_has_avx512_vpopcntdq() { return features().avx512f && features().vpopcntdq; }
+
+bool cpu_has_avx512_bf16() {
+    const Features& f = features();
+    return f.avx512f && f.avx512bw && f.avx512vl && f.avx512bf16;
+}
 
 bool level_available(SimdLevel level) {
     const Features& f = features();
@@ -91,6 +99,7 @@ std::vector<std::string> cpu_features() {
     add(f.avx512dq, "avx512dq");
     add(f.avx512vl, "avx512vl");
     add(f.vpopcntdq, "avx512vpopcntdq");
+    add(f.avx512bf16, "avx512bf16");
     add(f.neon, "neon");
     return out;
 }

@@ -66,6 +66,8 @@ const KernelTable kernel_table_avx2 = {
     avx2_k::pack_floats,
     avx2_k::hamming_topk_words,
     avx2_k::dot_masked,
+    nullptr,
+    nullptr,
     avx2_k::hamming_topk2_words,
 };
 

@@ -68,6 +68,8 @@ const KernelTable kernel_table_neon = {
     neon_k::pack_floats,
     neon_k::hamming_topk_words,
     neon_k::dot_masked,
+    nullptr,
+    nullptr,
     neon_k::hamming_topk2_words,
 };
 

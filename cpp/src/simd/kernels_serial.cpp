@@ -85,6 +85,8 @@ const KernelTable kernel_table_serial = {
     serial_k::pack_floats,
     serial_k::hamming_topk_words,
     serial_k::dot_masked,
+    nullptr,
+    nullptr,
     serial_k::hamming_topk2_words,
 };
 
