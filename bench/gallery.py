@@ -150,6 +150,7 @@ def main() -> None:
             build_s=round(t_build, 2),
             tune_s=round(t_tune, 2),
             depth=info.get("depth"),
+            scan=info.get("scan_shortlist"),
             tuned_recall=info.get("measured_recall_at_1"),
             bytes_per_id=round(b.code_bytes_per_template(), 1),
             ps_b1=round(b1),
@@ -268,7 +269,7 @@ def main() -> None:
             ratio = f"{r['ps_b1024'] / base['ps_b1024']:.1f}"
         print(
             f"| {r.get('backend')} | {r.get('build_s', '')} | {r.get('tune_s', '')} | "
-            f"{r.get('depth', '')} | {r.get('bytes_per_id', '')} | {r.get('ps_b1', '')} | "
+            f"{r.get('depth', '')}{'' if r.get('scan') is None else ' (scan ' + str(r['scan']) + ')'} | {r.get('bytes_per_id', '')} | {r.get('ps_b1', '')} | "
             f"{r.get('ps_b1024', '')} | {ratio} | {r.get('recall1', '')} | "
             f"{r.get('rerank_share', '')} |"
         )
