@@ -359,11 +359,13 @@ class Gallery:
         with contextlib.suppress(GalleryFileError):
             params = json.loads(self._store.get_meta(self._tuning_key()))
         loaded = False
+        if params and not b.checkpointable:
+            b.load_params(params)  # rebuilt from the templates with the tuned state (binary: its centre)
         if b.checkpointable and self.path is not None:
             loaded = self._load_checkpoint()
         if not loaded:
             b.rebuild(self._m)
-        if params:
+        if params and b.checkpointable:
             b.load_params(params)
         tuned = b.tuned_size
         if b.approximate and (not tuned or not (tuned / 2 <= self._m.n <= 2 * tuned)):

@@ -449,11 +449,15 @@ class BinaryBackend(Backend):
     def rebuild(self, m: TemplateMatrix) -> None:
         nb = (m.dim + 7) // 8
         cap = m.data.shape[0]
-        self.center = (
-            m.view.mean(axis=0, dtype=np.float64).astype(np.float32)
-            if m.n
-            else np.zeros(m.dim, np.float32)
-        )
+        # The centre changes only when the codes are re-tuned (refresh): a rebuild, e.g. when a
+        # gallery is reopened, packs with the centre the tuning saw, so results do not move.
+        pinned = self.center if self.center is not None and self.center.shape == (m.dim,) else None
+        if pinned is None or not m.n:
+            self.center = (
+                m.view.mean(axis=0, dtype=np.float64).astype(np.float32)
+                if m.n
+                else np.zeros(m.dim, np.float32)
+            )
         cuts = self._split(nb)
         self.planes = tuple(np.zeros((cap, b - a), np.uint8) for a, b in zip(cuts, cuts[1:]))
         if m.n:
@@ -462,6 +466,7 @@ class BinaryBackend(Backend):
 
     def refresh(self, m: TemplateMatrix) -> None:
         # the gallery mean drifts as it grows: re-centre and re-pack (one pass)
+        self.center = None
         self.rebuild(m)
 
     def _reserve(self, m: TemplateMatrix) -> None:
@@ -557,12 +562,18 @@ class BinaryBackend(Backend):
     def params(self) -> dict[str, Any]:
         p = super().params()
         p["scan_depth"] = self.scan_depth
+        if self.center is not None:
+            p["center"] = [float(v) for v in self.center]  # float32 values survive JSON exactly
         return p
 
     def load_params(self, p: dict[str, Any]) -> None:
+        """Depths, and the centre the codes were tuned with (before :meth:`rebuild` packs them)."""
         super().load_params(p)
         if p.get("scan_depth") is not None:
             self.scan_depth = int(p["scan_depth"])
+        c = p.get("center")
+        if c is not None:
+            self.center = np.asarray(c, dtype=np.float32)
 
     def code_bytes_per_template(self) -> float:
         return float(sum(p.shape[1] for p in self.planes))

@@ -21,10 +21,12 @@ def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("backend", ["binary", "hnsw", "ivf", "flat"])
-def test_round_trip(tmp_path, backend):
+@pytest.mark.parametrize(
+    ("backend", "d"), [("binary", 48), ("binary", 512), ("hnsw", 48), ("ivf", 48), ("flat", 48)]
+)
+def test_round_trip(tmp_path, backend, d):
     rng = np.random.default_rng(1)
-    d, n = 48, 900
+    n = 900
     t = unit(rng, n, d)
     p = tmp_path / "g.db"
     with Gallery.open(p, dim=d, backend=backend, tune_probes=200) as g:
@@ -42,6 +44,9 @@ def test_round_trip(tmp_path, backend):
         np.testing.assert_array_equal(after.scores, before.scores)
         assert g2.threshold("fmr").target == 0.01
         assert g2.index_info().get("depth") == info.get("depth")
+        assert g2.index_info().get("scan_shortlist") == info.get("scan_shortlist")
+        if d == 512 and backend == "binary":  # two-plane codes: the scan depth is kept too
+            assert info["scan_shortlist"] >= info["depth"]
         g2.verify_integrity()
     if backend in ("hnsw", "ivf", "flat"):
         assert len(list((tmp_path / "g.db.index").iterdir())) == 1
