@@ -329,6 +329,8 @@ class Gallery:
         self._slot_names: list[str | None] = []
         self._name_to_slot: dict[str, int] = {}
         self._slot_tids: dict[int, list[int]] = {}
+        self._layout_version = 0  # bumped whenever rows move: invalidates _sibling_cache
+        self._sibling_cache: tuple[Any, ...] | None = None
         owner = np.empty(len(tids), np.int64)
         for i, name in enumerate(names):
             slot = self._name_to_slot.get(name)
@@ -337,6 +339,7 @@ class Gallery:
             owner[i] = slot
             self._slot_tids[slot].append(int(tids[i]))
         self._m.append(matrix, tids, owner, masks)
+        self._layout_version += 1
         self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
         self._n_identities = len(self._name_to_slot)
         self._load_index()
@@ -564,6 +567,7 @@ class Gallery:
                         slot = self._new_slot(name)
                         self._n_identities += 1
                     rows = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
+                    self._layout_version += 1
                     self._slot_tids[slot].extend(int(x) for x in tids)
                     self._max_templates = max(self._max_templates, len(self._slot_tids[slot]))
                     self._backend.add(self._m, rows)
@@ -592,6 +596,7 @@ class Gallery:
                     self._slot_names[slot] = None
                     self._n_identities -= 1
                 moves = self._m.remove_tids(tids)
+                self._layout_version += 1
                 self._backend.remove(self._m, tids, moves)
                 self._maintain()
             self._drop_checkpoints()
@@ -681,9 +686,43 @@ class Gallery:
         self, probes: np.ndarray, k: int, pm: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         cand = self._backend.shortlist(self._m, probes, k)
+        if self._max_templates > 1:
+            cand = self._with_sibling_templates(cand)
         return rerank(
             probes, self._m.view, cand, k, pm, self._m.mask_view, self.blocks, self.min_fraction
         )
+
+    def _with_sibling_templates(self, cand: np.ndarray) -> np.ndarray:
+        """Every template of each shortlisted identity, so that an identity's fused score is the
+        best of all its templates, not of those that happened to be shortlisted. (M, C) rows,
+        -1 padded → (M, C') rows, -1 padded; duplicates are left to the re-rank."""
+        m = self._m
+        key = (m.n, self._layout_version)
+        if self._sibling_cache is None or self._sibling_cache[0] != key:
+            owner = m.owner[: m.n]
+            order = np.argsort(owner, kind="stable")
+            slots_sorted = owner[order]
+            n_slots = int(owner.max()) + 1 if m.n else 0
+            start = np.searchsorted(slots_sorted, np.arange(n_slots), side="left")
+            count = np.searchsorted(slots_sorted, np.arange(n_slots), side="right") - start
+            self._sibling_cache = (key, order, start, count)
+        _, order, start, count = self._sibling_cache
+        mrows, c = cand.shape
+        valid = cand >= 0
+        slots = np.where(valid, m.owner[np.maximum(cand, 0)], 0)
+        lens = np.where(valid, count[slots], 0).ravel()
+        total = int(lens.sum())
+        if total == 0:
+            return cand
+        first = np.repeat(start[slots.ravel()], lens)
+        seg_start = np.repeat(np.cumsum(lens) - lens, lens)
+        rows = order[first + (np.arange(total) - seg_start)]
+        per_probe = lens.reshape(mrows, c).sum(axis=1)
+        probe_of = np.repeat(np.arange(mrows), per_probe)
+        pos = np.arange(total) - np.repeat(np.cumsum(per_probe) - per_probe, per_probe)
+        out = np.full((mrows, int(per_probe.max())), -1, np.int64)
+        out[probe_of, pos] = rows
+        return out
 
     def _search_rows(
         self, probes: np.ndarray, k: int, pm: np.ndarray | None

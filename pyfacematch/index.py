@@ -416,7 +416,7 @@ class BinaryBackend(Backend):
     name = "binary"
     PREFIX_BYTES = 32
 
-    def __init__(self, *, min_shortlist: int = 16, min_scan: int = 64, safety: float = 2.0) -> None:
+    def __init__(self, *, min_shortlist: int = 32, min_scan: int = 64, safety: float = 2.0) -> None:
         super().__init__()
         self.min_shortlist = int(min_shortlist)
         self.min_scan = int(min_scan)

@@ -347,3 +347,23 @@ def test_tuning_similarity_measured_on_genuine_pairs():
     g1.enroll_many([f"i{j}" for j in range(2 * n)], t.reshape(-1, d))  # 400 one-template ids
     assert g1.index_info()["tune_similarity"] == 0.8
     assert g1.index_info()["tune_similarity_source"] == "explicit"
+
+
+@pytest.mark.parametrize("backend", ["binary", "hnsw", "ivf"])
+def test_fused_score_is_the_best_of_all_templates_on_approximate_backends(backend):
+    # Each identity's three templates point in unrelated directions: a shortlist built from codes
+    # or a graph often holds one of them and not the best. The reported score must still be the
+    # identity's best template, so every template of a shortlisted identity is re-ranked.
+    rng = np.random.default_rng(8)
+    n_ids, d = 500, 12  # few dimensions: coarse codes, shortlists that miss often
+    tm = unit(rng, 3 * n_ids, d).reshape(n_ids, 3, d)
+    opts = {"min_shortlist": 1, "safety": 1.0} if backend == "binary" else {}
+    g = Gallery(dim=d, backend=backend, tune_probes=200, recall_target=0.5, backend_options=opts)
+    for i in range(n_ids):
+        g.enroll(f"p{i}", tm[i])
+    probes = unit(rng, 300, d)
+    res = g.identify_arrays(probes, k=10)
+    best = np.einsum("itd,md->mit", tm.astype(np.float64), probes.astype(np.float64)).max(axis=2)
+    for j in range(len(probes)):
+        for name, sc in zip(res.identities[j], res.scores[j]):
+            assert abs(sc - best[j, int(name[1:])]) < 1e-5
