@@ -388,8 +388,39 @@ PFM_VPOP static void hamming_topk2_vpopcnt(const std::uint8_t* QA, const std::ui
                     popcnt_lanes(qa, GA + r * 32, 0, 32, (__mmask64)0xFFFFFFFFULL));
                 if (v < s.bound) note(r, v);
             }
-            // Full distances of the block's admitted rows (in row order, as the heap's ties need).
-            for (std::size_t j = 0; j < np; ++j) {
+            // Full distances of the block's admitted rows (in row order, as the heap's ties need):
+            // eight at a time when the second plane is 256 bits, like the first plane's scan.
+            std::size_t j = 0;
+            if (nbb == 32) {
+                const __m512i qb2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)qb));
+                for (; j + 8 <= np; j += 8) {
+                    __m512i w[4];
+                    for (int t = 0; t < 4; ++t) {
+                        __m512i g2 = _mm512_castsi256_si512(
+                            _mm256_loadu_si256((const __m256i*)(GB + (std::size_t)pend_r[j + 2 * t] * 32)));
+                        g2 = _mm512_inserti64x4(
+                            g2, _mm256_loadu_si256((const __m256i*)(GB + (std::size_t)pend_r[j + 2 * t + 1] * 32)), 1);
+                        w[t] = _mm512_popcnt_epi64(_mm512_xor_si512(qb2, g2));
+                    }
+                    __m512i tot = _mm512_add_epi64(
+                        _mm512_permutexvar_epi64(unpair, pair8(w)),
+                        _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(pend_d.data() + j))));
+                    float t = heap_thresh(h);
+                    __mmask8 keep = t == -__builtin_inff()
+                                        ? (__mmask8)0xFF
+                                        : _mm512_cmplt_epi64_mask(tot, _mm512_set1_epi64((long long)(-t)));
+                    if (!keep) continue;
+                    alignas(64) long long tt[8];
+                    _mm512_store_si512(tt, tot);
+                    while (keep) {
+                        int l = __builtin_ctz(keep);
+                        keep &= keep - 1;
+                        float sc = -(float)tt[l];
+                        if (sc > heap_thresh(h)) heap_push(h, sc, (int64_t)pend_r[j + l]);
+                    }
+                }
+            }
+            for (; j < np; ++j) {
                 std::size_t row = (std::size_t)pend_r[j];
                 std::int32_t vb = (std::int32_t)_mm512_reduce_add_epi64(popcnt_lanes(qb, GB + row * nbb, fullb, restb, tailb));
                 float sc = -(float)(pend_d[j] + vb);
