@@ -24,7 +24,7 @@ import numpy as np
 
 import pyfacematch as pf
 
-from .util import machine, median_time, table, unit_rows
+from .util import machine, median_time, median_times_interleaved, table, unit_rows
 
 K = 10
 
@@ -137,16 +137,19 @@ def measure_topk(
         index.add(g)
         for m in batches:
             q = unit_rows(m, d, seed=1000 + m)
-            rep = 5 if m == 1 else (3 if m <= 64 else 1)
-            t_pf = median_time(lambda q=q, g=g: pf.topk(q, g, K), repeat=rep)
-            times = {"pyfacematch": t_pf}
+            rep = 7 if m == 1 else (3 if m <= 64 else 1)
             _, pi = pf.topk(q, g, K)
             agree = None
+            engines: dict[str, Any] = {"pyfacematch": lambda q=q, g=g: pf.topk(q, g, K)}
             if "numpy" not in skip:
-                times["numpy"] = median_time(lambda q=q, g=g: numpy_topk(q, g, K), repeat=rep)
+                engines["numpy"] = lambda q=q, g=g: numpy_topk(q, g, K)
                 agree = float(np.mean(numpy_topk(q, g, K)[1][:, 0] == pi[:, 0]))
             if "faiss" not in skip:
-                times["faiss"] = median_time(lambda q=q, index=index: index.search(q, K), repeat=rep)
+                engines["faiss"] = lambda q=q, index=index: index.search(q, K)
+            # engines take turns within each round (median per engine), so a noisy neighbour
+            # slows them alike
+            times = median_times_interleaved(engines, repeat=rep, warmup=0 if m > 64 else 1)
+            t_pf = times["pyfacematch"]
             if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
                 try:
                     times["simsimd"] = median_time(lambda q=q, g=g: simsimd_topk(q, g, K), repeat=max(1, rep // 2))

@@ -12,6 +12,24 @@ from typing import Any
 import numpy as np
 
 
+def median_times_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each ``fns[name]()`` in seconds, the engines run in turn in each round.
+
+    On a shared machine a neighbour's burst then lands on every engine alike instead of on
+    whichever one happened to be running, so the ratios between them stay fair.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: float(statistics.median(v)) for name, v in samples.items()}
+
+
 def median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, min_time: float = 0.0) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeat`` runs (after ``warmup`` runs).
 
