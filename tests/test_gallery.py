@@ -244,12 +244,16 @@ def test_random_sequences_match_dict_model(backend, ops, seed, monkeypatch):
             assert not set(got) & removed
             assert len(got) == len(set(got)) == min(arg, len(model))
             best = {n: float(np.max(t.astype(np.float64) @ p)) for n, t in model.items()}
-            for c in res.candidates:
+            for c in res.candidates:  # an identity's score is its best template's, exactly
                 assert abs(c.score - best[c.identity]) < 1e-5
-            ranked = sorted(best.values(), reverse=True)
-            np.testing.assert_allclose(
-                [c.score for c in res.candidates], ranked[: len(got)], atol=1e-5
-            )
+            scores = [c.score for c in res.candidates]
+            assert scores == sorted(scores, reverse=True)
+            if backend == "flat":  # exhaustive: the model's ranking itself
+                ranked = sorted(best.values(), reverse=True)
+                np.testing.assert_allclose(scores, ranked[: len(got)], atol=1e-5)
+            # (binary and hnsw are approximate: a random probe — unlike the genuine-like probes
+            # they are tuned on — may rank an identity lower; their recall is tested against
+            # brute force in test_index.py)
         assert sorted(g.identities()) == sorted(model) and len(g) == len(model)
         assert g.n_templates == sum(len(t) for t in model.values())
     g.verify_integrity()

@@ -303,6 +303,9 @@ bool bf16_wanted() {
 // k-th of them; the candidates of all parts that reach the merged k-th lower bound are scored
 // again in float32 and the k best kept. A probe whose candidates overflowed is answered by the
 // float32 scan instead. The answer is the float32 top-k, only computed with fewer flops.
+// Candidate buffer per (part, probe): the k best plus room for rows within the error bound.
+inline std::size_t bf16_cap(std::size_t k) { return 2 * k + 128; }
+
 bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const float* G, std::size_t n,
                     std::size_t d, std::size_t k, float* out_s, std::int64_t* out_i) {
     const std::size_t dp = (d + 1) / 2;
@@ -316,7 +319,7 @@ bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const f
     }
     Split sp = plan(m, n, d, k);
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
-    const std::size_t count = parts * m, cap = 4 * k + 256;
+    const std::size_t count = parts * m, cap = bf16_cap(k);
     HeapSet lower(count, k);
     std::vector<float> cu(count * cap);
     std::vector<std::int64_t> ci(count * cap);
@@ -392,7 +395,18 @@ bool bf16_prefilter_active() {
 bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
           float* out_s, std::int64_t* out_i) {
     const KernelTable& K = kernels();
-    if (m >= kBf16Batch && bf16_prefilter_active()) return topk_bf16_path(K, Q, m, G, n, d, k, out_s, out_i);
+    if (m >= kBf16Batch && bf16_prefilter_active()) {
+        // Probes in chunks, so the candidate buffers (parts × chunk × cap) stay under ~64 MB.
+        const double per_probe = 8.0 * (double)bf16_cap(k) * (sizeof(float) + sizeof(std::int64_t));
+        std::size_t chunk = (std::size_t)std::max(kBf16Batch, (std::size_t)std::min(4096.0, 64e6 / per_probe));
+        for (std::size_t q0 = 0; q0 < m; q0 += chunk) {
+            std::size_t mm = std::min(chunk, m - q0);
+            if (m - q0 - mm < kBf16Batch && m - q0 - mm > 0) mm = m - q0;  // no small tail chunk
+            if (!topk_bf16_path(K, Q + q0 * d, mm, G, n, d, k, out_s + q0 * k, out_i + q0 * k)) return false;
+            if (mm == m - q0) break;
+        }
+        return true;
+    }
     const Split sp = plan(m, n, d, k);
     std::vector<int> bad(sp.parts, 0);
     const float pad = -std::numeric_limits<float>::infinity();
