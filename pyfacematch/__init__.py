@@ -37,7 +37,18 @@ _LAZY_ATTRS = {
     "Candidate": "gallery",
     "KeyModel": "keys",
 }
-_LAZY_MODULES = ("metrics", "plots", "synth", "schemes", "gallery", "keys", "embed", "fusion", "calibration", "io")
+_LAZY_MODULES = (
+    "metrics",
+    "plots",
+    "synth",
+    "schemes",
+    "gallery",
+    "keys",
+    "embed",
+    "fusion",
+    "calibration",
+    "io",
+)
 
 
 def __getattr__(name: str) -> object:

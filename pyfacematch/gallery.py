@@ -363,7 +363,9 @@ class Gallery:
             params = json.loads(self._store.get_meta(self._tuning_key()))
         loaded = False
         if params and not b.checkpointable:
-            b.load_params(params)  # rebuilt from the templates with the tuned state (binary: its centre)
+            b.load_params(
+                params
+            )  # rebuilt from the templates with the tuned state (binary: its centre)
         if b.checkpointable and self.path is not None:
             loaded = self._load_checkpoint()
         if not loaded:

@@ -111,7 +111,9 @@ def rerank(
     """Exact top-k among candidate rows (-1 = padding) for each probe (masked when blocks given)."""
     if blocks is None:  # unmasked templates: any masks passed along are meaningless
         return scoring.rerank(probes, matrix, candidates, k)
-    return scoring.rerank(probes, matrix, candidates, k, probe_masks, gallery_masks, blocks, min_fraction)
+    return scoring.rerank(
+        probes, matrix, candidates, k, probe_masks, gallery_masks, blocks, min_fraction
+    )
 
 
 # --------------------------------------------------------------------------- matrix
@@ -497,7 +499,9 @@ class BinaryBackend(Backend):
     def _scan(self, m: TemplateMatrix, probes: np.ndarray, k: int, scan: int) -> np.ndarray:
         q = scoring.pack_signs(np.ascontiguousarray(probes, np.float32), center=self.center)
         if self.two_stage:
-            return scoring.hamming_topk2(q, self.planes[0][: m.n], self.planes[1][: m.n], k, scan)[1]
+            return scoring.hamming_topk2(q, self.planes[0][: m.n], self.planes[1][: m.n], k, scan)[
+                1
+            ]
         return scoring.hamming_topk(q, self.planes[0][: m.n], k)[1]
 
     def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
@@ -540,12 +544,15 @@ class BinaryBackend(Backend):
         ranks = ranks_of(scoring.hamming_topk(q, full, c_max)[1])
         need, length = self._length(ranks, target, self.min_shortlist, m.n)
         if need > c_max:
-            log.warning("binary codes need a shortlist longer than %d to reach recall@1 %.3f", c_max, target)
+            log.warning(
+                "binary codes need a shortlist longer than %d to reach recall@1 %.3f", c_max, target
+            )
         self.set_depth(length)
         info["shortlist_needed_on_sample"] = need
         info["rank_quantiles"] = {
             q_: int(np.quantile(ranks, q_)) + 1 for q_ in (0.5, 0.9, 0.99, 0.999) if ranks.size
         }
+
         def measure() -> float:
             got = pipeline_top1(probes, 1)
             return float(np.mean(got >= reference_top1 - 1e-5))

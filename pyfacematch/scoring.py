@@ -123,7 +123,9 @@ def _raise_if_nonfinite(x: np.ndarray, name: str) -> None:
         )
 
 
-def _check_dims(q: np.ndarray, g: np.ndarray, qname: str = "probes", gname: str = "gallery") -> None:
+def _check_dims(
+    q: np.ndarray, g: np.ndarray, qname: str = "probes", gname: str = "gallery"
+) -> None:
     if q.shape[1] != g.shape[1]:
         raise DimensionError(
             f"{qname} have dimension {q.shape[1]} but the {gname} has dimension {g.shape[1]}: "
@@ -246,7 +248,14 @@ def topk(probes: Any, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 def _blocks(blocks: Any, d: int) -> np.ndarray:
     b = np.ascontiguousarray(blocks, dtype=np.int64)
-    if b.ndim != 1 or b.shape[0] < 2 or b[0] != 0 or b[-1] != d or np.any(np.diff(b) <= 0) or b.shape[0] > 65:
+    if (
+        b.ndim != 1
+        or b.shape[0] < 2
+        or b[0] != 0
+        or b[-1] != d
+        or np.any(np.diff(b) <= 0)
+        or b.shape[0] > 65
+    ):
         raise InputError(
             f"blocks must be strictly increasing offsets [0, …, {d}] describing 1 to 64 blocks, "
             f"got {b.tolist() if b.size <= 70 else b.shape}"
@@ -276,7 +285,12 @@ def _fraction(min_fraction: float) -> float:
 
 
 def masked_cosine(
-    a: Any, b: Any, mask_a: int, mask_b: int, blocks: Any, min_fraction: float = DEFAULT_MIN_FRACTION
+    a: Any,
+    b: Any,
+    mask_a: int,
+    mask_b: int,
+    blocks: Any,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
 ) -> float:
     """Cosine of two templates over the region blocks valid in both, renormalised.
 
@@ -300,7 +314,9 @@ def masked_cosine(
     _check_dims(q, g, "a", "b")
     bl = _blocks(blocks, q.shape[1])
     ma, mb = _masks(mask_a, 1, "mask_a"), _masks(mask_b, 1, "mask_b")
-    return float(_core.masked_cosine(q[0], g[0], int(ma[0]), int(mb[0]), bl, _fraction(min_fraction)))
+    return float(
+        _core.masked_cosine(q[0], g[0], int(ma[0]), int(mb[0]), bl, _fraction(min_fraction))
+    )
 
 
 def masked_scores(
@@ -320,8 +336,11 @@ def masked_scores(
     if check_finite:
         _raise_if_nonfinite(g, "gallery")
     out = _core.masked_scores(
-        q, _masks(probe_masks, q.shape[0], "probe_masks"), g,
-        _masks(gallery_masks, g.shape[0], "gallery_masks"), _blocks(blocks, q.shape[1]),
+        q,
+        _masks(probe_masks, q.shape[0], "probe_masks"),
+        g,
+        _masks(gallery_masks, g.shape[0], "gallery_masks"),
+        _blocks(blocks, q.shape[1]),
         _fraction(min_fraction),
     )
     return out[0] if single else out
@@ -350,9 +369,13 @@ def masked_topk(
     if check_finite:
         _raise_if_nonfinite(g, "gallery")
     s, i = _core.masked_topk(
-        q, _masks(probe_masks, q.shape[0], "probe_masks"), g,
-        _masks(gallery_masks, g.shape[0], "gallery_masks"), _blocks(blocks, q.shape[1]),
-        _fraction(min_fraction), _check_k(k),
+        q,
+        _masks(probe_masks, q.shape[0], "probe_masks"),
+        g,
+        _masks(gallery_masks, g.shape[0], "gallery_masks"),
+        _blocks(blocks, q.shape[1]),
+        _fraction(min_fraction),
+        _check_k(k),
     )
     return (s[0], i[0]) if single else (s, i)
 
@@ -454,7 +477,9 @@ def hamming_topk2(
     ga, gb = np.asarray(gallery_first), np.asarray(gallery_rest)
     for g in (ga, gb):
         if g.dtype != np.uint8 or not g.flags.c_contiguous or g.ndim != 2:
-            raise DTypeError("gallery planes must be 2-D uint8 C-contiguous arrays (columns of pack_signs())")
+            raise DTypeError(
+                "gallery planes must be 2-D uint8 C-contiguous arrays (columns of pack_signs())"
+            )
     if q.ndim != 2 or q.shape[1] != ga.shape[1] + gb.shape[1]:
         raise DimensionError(
             f"probe codes have {q.shape[-1]} bytes but the gallery planes have "

@@ -12,7 +12,15 @@ import warnings
 
 from . import _core
 
-__all__ = ["info", "set_level", "active", "available", "compiled", "cpu_features", "set_bf16_prefilter"]
+__all__ = [
+    "info",
+    "set_level",
+    "active",
+    "available",
+    "compiled",
+    "cpu_features",
+    "set_bf16_prefilter",
+]
 
 
 def compiled() -> list[str]:
@@ -92,5 +100,3 @@ def _check_env() -> None:
         RuntimeWarning,
         stacklevel=3,
     )
-
-

@@ -66,7 +66,9 @@ def test_full_masks_equal_plain_cosine(rng) -> None:
     q, _, g, _ = data(rng)
     full_q = np.full(len(q), 15, np.uint64)
     full_g = np.full(len(g), 15, np.uint64)
-    np.testing.assert_allclose(pf.masked_scores(q, g, full_q, full_g, BLOCKS, 1.0), pf.scores(q, g), atol=1e-5)
+    np.testing.assert_allclose(
+        pf.masked_scores(q, g, full_q, full_g, BLOCKS, 1.0), pf.scores(q, g), atol=1e-5
+    )
 
 
 def test_rerank_equals_brute_force_on_the_shortlist(simd_level: str, rng) -> None:

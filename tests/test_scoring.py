@@ -107,8 +107,12 @@ def test_cosine_is_true_cosine_and_converts_other_dtypes(rng) -> None:
     assert pf.cosine(a.astype(np.float32), b.astype(np.float32)) == pytest.approx(want, abs=1e-6)
     assert pf.cosine(a, b) == pytest.approx(want, abs=1e-6)  # float64 takes the converting path
     assert pf.cosine(list(a), list(b)) == pytest.approx(want, abs=1e-6)
-    assert pf.cosine(a.astype(np.float32)[::-1], b.astype(np.float32)[::-1]) == pytest.approx(want, abs=1e-6)
-    assert pf.cosine(a.astype(">f4"), b.astype(np.float32)) == pytest.approx(want, abs=1e-6)  # big-endian
+    assert pf.cosine(a.astype(np.float32)[::-1], b.astype(np.float32)[::-1]) == pytest.approx(
+        want, abs=1e-6
+    )
+    assert pf.cosine(a.astype(">f4"), b.astype(np.float32)) == pytest.approx(
+        want, abs=1e-6
+    )  # big-endian
     fa, fb = array.array("f", a.astype(np.float32)), array.array("f", b.astype(np.float32))
     assert pf.cosine(fa, fb) == pytest.approx(want, abs=1e-6)  # buffer protocol, not numpy
 

@@ -36,7 +36,9 @@ def test_set_level_by_api() -> None:
 def test_unknown_or_unavailable_level_is_refused() -> None:
     with pytest.raises(InputError, match="unknown SIMD level"):
         pf.simd.set_level("sse9")
-    missing = [lvl for lvl in ("serial", "neon", "avx2", "avx512") if lvl not in pf.simd.available()]
+    missing = [
+        lvl for lvl in ("serial", "neon", "avx2", "avx512") if lvl not in pf.simd.available()
+    ]
     for level in missing:
         with pytest.raises(InputError, match="not compiled|cannot run"):
             pf.simd.set_level(level)
@@ -45,8 +47,13 @@ def test_unknown_or_unavailable_level_is_refused() -> None:
 def _active_under_env(value: str) -> tuple[str, str]:
     code = "import json, pyfacematch as pf; print(json.dumps(pf.simd.active()))"
     env = dict(os.environ, PYFACEMATCH_SIMD=value)
-    out = subprocess.run([sys.executable, "-W", "default", "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout), out.stderr
 
 

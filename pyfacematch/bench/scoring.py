@@ -29,7 +29,9 @@ from .util import machine, median_time, median_times_interleaved, table, unit_ro
 K = 10
 
 
-def numpy_topk(q: np.ndarray, g: np.ndarray, k: int, chunk: int = 131072) -> tuple[np.ndarray, np.ndarray]:
+def numpy_topk(
+    q: np.ndarray, g: np.ndarray, k: int, chunk: int = 131072
+) -> tuple[np.ndarray, np.ndarray]:
     """The straightforward numpy way: gallery @ q, argpartition, merged over gallery chunks."""
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
@@ -52,7 +54,9 @@ def simsimd_topk(q: np.ndarray, g: np.ndarray, k: int, chunk: int = 131072) -> n
     best_d = np.full((len(q), 0), np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
     for s in range(0, len(g), chunk):
-        dist = np.asarray(simsimd.cdist(q, g[s : s + chunk], metric="cosine", threads=threads), np.float32)
+        dist = np.asarray(
+            simsimd.cdist(q, g[s : s + chunk], metric="cosine", threads=threads), np.float32
+        )
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]
         best_d = np.concatenate([best_d, np.take_along_axis(dist, part, 1)], 1)
         best_i = np.concatenate([best_i, part + s], 1)
@@ -116,8 +120,19 @@ def cosine_call_ns(d: int, calls: int = 200_000) -> dict[str, float]:
     return out
 
 
-HEADERS = ["d", "batch", "pfm µs", "numpy µs", "faiss µs", "simsimd µs", "x numpy", "x faiss", "x simsimd",
-           "of read BW", "of sgemm"]
+HEADERS = [
+    "d",
+    "batch",
+    "pfm µs",
+    "numpy µs",
+    "faiss µs",
+    "simsimd µs",
+    "x numpy",
+    "x faiss",
+    "x simsimd",
+    "of read BW",
+    "of sgemm",
+]
 
 
 def measure_topk(
@@ -152,34 +167,61 @@ def measure_topk(
             t_pf = times["pyfacematch"]
             if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
                 try:
-                    times["simsimd"] = median_time(lambda q=q, g=g: simsimd_topk(q, g, K), repeat=max(1, rep // 2))
+                    times["simsimd"] = median_time(
+                        lambda q=q, g=g: simsimd_topk(q, g, K), repeat=max(1, rep // 2)
+                    )
                 except ImportError:
                     pass
             per_probe_us = {e: t / m * 1e6 for e, t in times.items()}
             bw_frac = (g.nbytes / t_pf) / bw  # the gallery is read once per call
             flops_frac = (2.0 * m * n * d / t_pf) / gf
-            results.append({
-                "d": d, "n": n, "batch": m, "k": K, "us_per_probe": per_probe_us,
-                "speedup": {e: t / t_pf for e, t in times.items() if e != "pyfacematch"},
-                "read_bandwidth_GBps": bw / 1e9, "sgemm_GFLOPs": gf / 1e9,
-                "read_bandwidth_by": {k: v / 1e9 for k, v in bws.items()},
-                "pyfacematch_GFLOPs": 2.0 * m * n * d / t_pf / 1e9,
-                "bandwidth_fraction": bw_frac, "sgemm_fraction": flops_frac,
-                "top1_agrees_with_numpy": agree,
-            })
-            rows.append([d, m, per_probe_us["pyfacematch"],
-                         *[per_probe_us.get(e, float("nan")) for e in ("numpy", "faiss", "simsimd")],
-                         *[times[e] / t_pf if e in times else float("nan") for e in ("numpy", "faiss", "simsimd")],
-                         f"{bw_frac:.0%}", f"{flops_frac:.0%}"])
-            log(f"  d={d} batch={m}: " + ", ".join(f"{e} {v:,.1f} µs" for e, v in per_probe_us.items()))
-        log(f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s (numpy {bws['numpy'] / 1e9:.1f}, core stream "
-            f"{bws['core'] / 1e9:.1f}), sgemm {gf / 1e9:.0f} GFLOP/s")
+            results.append(
+                {
+                    "d": d,
+                    "n": n,
+                    "batch": m,
+                    "k": K,
+                    "us_per_probe": per_probe_us,
+                    "speedup": {e: t / t_pf for e, t in times.items() if e != "pyfacematch"},
+                    "read_bandwidth_GBps": bw / 1e9,
+                    "sgemm_GFLOPs": gf / 1e9,
+                    "read_bandwidth_by": {k: v / 1e9 for k, v in bws.items()},
+                    "pyfacematch_GFLOPs": 2.0 * m * n * d / t_pf / 1e9,
+                    "bandwidth_fraction": bw_frac,
+                    "sgemm_fraction": flops_frac,
+                    "top1_agrees_with_numpy": agree,
+                }
+            )
+            rows.append(
+                [
+                    d,
+                    m,
+                    per_probe_us["pyfacematch"],
+                    *[per_probe_us.get(e, float("nan")) for e in ("numpy", "faiss", "simsimd")],
+                    *[
+                        times[e] / t_pf if e in times else float("nan")
+                        for e in ("numpy", "faiss", "simsimd")
+                    ],
+                    f"{bw_frac:.0%}",
+                    f"{flops_frac:.0%}",
+                ]
+            )
+            log(
+                f"  d={d} batch={m}: "
+                + ", ".join(f"{e} {v:,.1f} µs" for e, v in per_probe_us.items())
+            )
+        log(
+            f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s (numpy {bws['numpy'] / 1e9:.1f}, core stream "
+            f"{bws['core'] / 1e9:.1f}), sgemm {gf / 1e9:.0f} GFLOP/s"
+        )
         del g, index  # free the gallery before the next dimension's is built
     return results, rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=1_000_000, help="gallery size (default 1,000,000)")
     ap.add_argument("--dims", type=int, nargs="+", default=[512, 128])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
@@ -188,18 +230,30 @@ def main() -> None:
     args = ap.parse_args()
 
     info = machine()
-    print(f"# machine: {info['cpu']}, {info['cores']} cores, SIMD {info['simd']['active']}, "
-          f"threads {pf.get_num_threads()}, faiss {info['faiss']}, simsimd {info['simsimd']}")
+    print(
+        f"# machine: {info['cpu']}, {info['cores']} cores, SIMD {info['simd']['active']}, "
+        f"threads {pf.get_num_threads()}, faiss {info['faiss']}, simsimd {info['simsimd']}"
+    )
     results, rows = measure_topk(args.n, args.dims, args.batches, tuple(args.skip))
     print()
-    print(f"top-{K} over N = {args.n:,} unit templates, time per probe (µs, median); 'x' = speed-up of pyfacematch")
+    print(
+        f"top-{K} over N = {args.n:,} unit templates, time per probe (µs, median); 'x' = speed-up of pyfacematch"
+    )
     print(table(HEADERS, rows))
     calls = cosine_call_ns(512)
     print()
-    print("1:1 cosine(a, b) from Python at d = 512 (ns per call, median): " +
-          ", ".join(f"{k} {v:.0f}" for k, v in calls.items()))
-    print("  speed-up: " + ", ".join(f"x{v / calls['pyfacematch.cosine']:.2f} vs {k}"
-                                     for k, v in calls.items() if k != "pyfacematch.cosine"))
+    print(
+        "1:1 cosine(a, b) from Python at d = 512 (ns per call, median): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in calls.items())
+    )
+    print(
+        "  speed-up: "
+        + ", ".join(
+            f"x{v / calls['pyfacematch.cosine']:.2f} vs {k}"
+            for k, v in calls.items()
+            if k != "pyfacematch.cosine"
+        )
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "topk": results, "cosine_ns": calls}, f, indent=2)

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 
-def median_times_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1) -> dict[str, float]:
+def median_times_interleaved(
+    fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1
+) -> dict[str, float]:
     """Median wall time of each ``fns[name]()`` in seconds, the engines run in turn in each round.
 
     On a shared machine a neighbour's burst then lands on every engine alike instead of on
@@ -30,7 +32,9 @@ def median_times_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 5,
     return {name: float(statistics.median(v)) for name, v in samples.items()}
 
 
-def median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, min_time: float = 0.0) -> float:
+def median_time(
+    fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, min_time: float = 0.0
+) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeat`` runs (after ``warmup`` runs).
 
     With ``min_time`` > 0, each sample loops ``fn`` until that many seconds pass and divides.
@@ -106,6 +110,7 @@ def unit_rows(n: int, d: int, seed: int, chunk: int = 100_000) -> np.ndarray:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             if v == 0 or 0.01 <= abs(v) < 1e5:
@@ -116,4 +121,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[fmt(v) for v in r] for r in rows]
     widths = [max(len(h), *(len(r[j]) for r in cells)) for j, h in enumerate(headers)]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
+    return "\n".join(
+        [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)]
+    )
