@@ -758,8 +758,23 @@ def _job_paths(args: argparse.Namespace) -> tuple[str, str, str]:
     return fmt, rejects, summary
 
 
+def _run_job(args: argparse.Namespace, spec: Any, reader: Any, process: Any) -> dict[str, Any]:
+    """Runs a resumable bulk job with the command line's resume / overwrite / progress options."""
+    from .jobs import run_job
+
+    return run_job(
+        spec,
+        reader,
+        process,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        log_interval=args.log_interval,
+    )
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
-    from .jobs import JobSpec, file_fingerprint, result_columns, run_job
+    from .jobs import JobSpec, file_fingerprint, result_columns
 
     if args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k}")
@@ -769,7 +784,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     try:
         _check_model_gallery(km, g)
         reader = _reader(args, g, km)
-        thr, src, target = g._resolve_threshold(args.threshold, "fpir")
+        thr, src, target = g.resolve_threshold(args.threshold, "fpir")
         k = int(args.top_k)
 
         def process(chunk: Any) -> Any:
@@ -808,15 +823,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 "gallery_identities": len(g),
             },
         )
-        summary = run_job(
-            spec,
-            reader,
-            process,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-            log_interval=args.log_interval,
-        )
+        summary = _run_job(args, spec, reader, process)
     finally:
         g.close()
     _say(
@@ -832,7 +839,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .io import ResultColumns
-    from .jobs import JobSpec, file_fingerprint, run_job
+    from .jobs import JobSpec, file_fingerprint
 
     fmt, rej_path, sum_path = _job_paths(args)
     km = _key_model(args)
@@ -841,7 +848,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _check_model_gallery(km, g)
         fields = () if args.identity else (args.claim_field,)
         reader = _reader(args, g, km, fields=fields)
-        thr, src, target = g._resolve_threshold(args.threshold, "fmr")
+        thr, src, target = g.resolve_threshold(args.threshold, "fmr")
         if args.identity is not None and args.identity not in g:
             raise InputError(f"identity {args.identity!r} is not enrolled in {args.gallery}")
 
@@ -895,15 +902,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             },
             {"threshold": _threshold_info(thr, src, target), "input": args.input or args.images},
         )
-        summary = run_job(
-            spec,
-            reader,
-            process,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-            log_interval=args.log_interval,
-        )
+        summary = _run_job(args, spec, reader, process)
     finally:
         g.close()
     _say(

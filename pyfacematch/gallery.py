@@ -734,9 +734,16 @@ class Gallery:
             return self._exact(probes, k, pm)
         return self._approx(probes, k, pm)
 
-    def _resolve_threshold(
+    def resolve_threshold(
         self, threshold: float | None, kind: str
     ) -> tuple[float | None, str, float | None]:
+        """The threshold a decision will use: (value, source, target).
+
+        ``threshold`` when given (source ``"explicit"``), else the calibrated
+        ``kind`` (``"fmr"`` or ``"fpir"``) threshold stored in the gallery
+        (source ``"calibrated-<kind>"``, with its target rate), else
+        ``(None, "none", None)``.
+        """
         if threshold is not None:
             if isinstance(threshold, bool) or not isinstance(
                 threshold, (int, float, np.floating, np.integer)
@@ -781,7 +788,7 @@ class Gallery:
             raise InputError(f"k must be a positive integer, got {k!r}")
         p = self._templates(probes, "probes")
         pm = self._masks(masks, p.shape[0], "probe masks")
-        thr, src, target = self._resolve_threshold(threshold, "fpir")
+        thr, src, target = self.resolve_threshold(threshold, "fpir")
         m_rows = p.shape[0]
         with self._rw.read():
             n = self._m.n
@@ -848,7 +855,7 @@ class Gallery:
         if p.shape[0] != 1:
             raise DimensionError(f"verify takes one probe of shape ({self.dim},), got {p.shape}")
         pm = self._masks(None if mask is None else [mask], 1, "probe mask")
-        thr, src, target = self._resolve_threshold(threshold, "fmr")
+        thr, src, target = self.resolve_threshold(threshold, "fmr")
         with self._rw.read():
             slot = self._name_to_slot.get(name)
             if slot is None:

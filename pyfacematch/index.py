@@ -435,8 +435,12 @@ class BinaryBackend(Backend):
             return [0, self.PREFIX_BYTES, nb]
         return [0, nb]
 
+    def _codes_of(self, x: np.ndarray) -> np.ndarray:
+        """Whole codes of templates x, centred as the gallery's."""
+        return scoring.pack_signs(np.ascontiguousarray(x, np.float32), center=self.center)
+
     def _pack(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        codes = scoring.pack_signs(np.ascontiguousarray(x, np.float32), center=self.center)
+        codes = self._codes_of(x)
         cuts = self._split(codes.shape[1])
         return tuple(np.ascontiguousarray(codes[:, a:b]) for a, b in zip(cuts, cuts[1:]))
 
@@ -453,8 +457,7 @@ class BinaryBackend(Backend):
         cap = m.data.shape[0]
         # The centre changes only when the codes are re-tuned (refresh): a rebuild, e.g. when a
         # gallery is reopened, packs with the centre the tuning saw, so results do not move.
-        pinned = self.center if self.center is not None and self.center.shape == (m.dim,) else None
-        if pinned is None or not m.n:
+        if self.center is None or self.center.shape != (m.dim,) or not m.n:
             self.center = (
                 m.view.mean(axis=0, dtype=np.float64).astype(np.float32)
                 if m.n
@@ -496,28 +499,24 @@ class BinaryBackend(Backend):
             plane[m.n : m.n + len(tids)] = 0
 
     # search --------------------------------------------------------------
-    def _scan(self, m: TemplateMatrix, probes: np.ndarray, k: int, scan: int) -> np.ndarray:
-        q = scoring.pack_signs(np.ascontiguousarray(probes, np.float32), center=self.center)
-        if self.two_stage:
-            return scoring.hamming_topk2(q, self.planes[0][: m.n], self.planes[1][: m.n], k, scan)[
-                1
-            ]
-        return scoring.hamming_topk(q, self.planes[0][: m.n], k)[1]
-
     def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
         c = max(int(self.depth or 0), k)
-        return self._scan(m, probes, c, max(int(self.scan_depth), c))
+        q = self._codes_of(probes)
+        if self.two_stage:
+            scan = max(int(self.scan_depth), c)
+            return scoring.hamming_topk2(q, self.planes[0][: m.n], self.planes[1][: m.n], c, scan)[
+                1
+            ]
+        return scoring.hamming_topk(q, self.planes[0][: m.n], c)[1]
 
     def depth_ladder(self, m: TemplateMatrix) -> list[int]:
         return []  # tuned from rank distributions, see tune()
 
-    def _length(self, ranks: np.ndarray, target: float, floor: int, n: int) -> tuple[int, int]:
-        """(needed, chosen) length for the rank (0-based) of each probe's best row."""
+    @staticmethod
+    def _needed(ranks: np.ndarray, target: float) -> int:
+        """Smallest length holding the best row of a ``target`` share of the sample (0-based ranks)."""
         s = ranks.size
-        need = int(np.sort(ranks)[min(s - 1, max(0, math.ceil(target * s) - 1))]) + 1
-        length = max(floor, int(math.ceil(need * self.safety)))
-        length = 1 << (length - 1).bit_length()  # power of two
-        return need, min(length, max(n, 1))
+        return int(np.sort(ranks)[min(s - 1, max(0, math.ceil(target * s) - 1))]) + 1
 
     def tune(
         self,
@@ -538,11 +537,13 @@ class BinaryBackend(Backend):
             hit = idx == reference_rows[:, None]
             return np.where(hit.any(axis=1), hit.argmax(axis=1), idx.shape[1])
 
-        q = scoring.pack_signs(np.ascontiguousarray(probes, np.float32), center=self.center)
+        q = self._codes_of(probes)
         info: dict[str, Any] = {"tuning_probes": int(len(probes))}
         full = self.codes(m.n) if self.two_stage else self.planes[0][: m.n]
         ranks = ranks_of(scoring.hamming_topk(q, full, c_max)[1])
-        need, length = self._length(ranks, target, self.min_shortlist, m.n)
+        need = self._needed(ranks, target)
+        length = max(self.min_shortlist, int(math.ceil(need * self.safety)))
+        length = min(1 << (length - 1).bit_length(), max(m.n, 1))  # a power of two
         if need > c_max:
             log.warning(
                 "binary codes need a shortlist longer than %d to reach recall@1 %.3f", c_max, target
@@ -562,9 +563,9 @@ class BinaryBackend(Backend):
             # it starts a quarter above the sample's need, rounded up to 128, and doubles only while
             # the whole pipeline misses the target on the sample.
             first = np.ascontiguousarray(q[:, : self.planes[0].shape[1]])
-            ranks1 = ranks_of(scoring.hamming_topk(first, self.planes[0][: m.n], c_max)[1])
-            s = ranks1.size
-            need1 = int(np.sort(ranks1)[min(s - 1, max(0, math.ceil(target * s) - 1))]) + 1
+            need1 = self._needed(
+                ranks_of(scoring.hamming_topk(first, self.planes[0][: m.n], c_max)[1]), target
+            )
             scan = max(self.min_scan, length, -(-int(math.ceil(need1 * 1.25)) // 128) * 128)
             curve = []
             while True:
@@ -575,7 +576,6 @@ class BinaryBackend(Backend):
                     break
                 scan *= 2
             info["scan_needed_on_sample"] = need1
-            info["scan_shortlist"] = self.scan_depth
             info["scan_curve"] = curve
             self.measured_recall = recall
         else:

@@ -438,6 +438,21 @@ def pack_signs(x: Any, center: Any = None) -> np.ndarray:
     return _core.pack_signs(t, c)
 
 
+def _probe_codes(probe_codes: Any) -> tuple[np.ndarray, bool]:
+    """Probe codes as a uint8 (m, nbytes) array, and whether one 1-D code was given."""
+    q = np.asarray(probe_codes)
+    single = q.ndim == 1
+    return np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.uint8), single
+
+
+def _gallery_codes(g: Any, what: str) -> np.ndarray:
+    """A gallery code array, refused (not copied) unless 2-D uint8 and C-contiguous."""
+    g = np.asarray(g)
+    if g.dtype != np.uint8 or not g.flags.c_contiguous or g.ndim != 2:
+        raise DTypeError(f"{what} must be a 2-D uint8 C-contiguous array from pack_signs()")
+    return g
+
+
 def hamming_topk(probe_codes: Any, gallery_codes: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k gallery codes nearest in Hamming distance, smallest first, ties to the lower index.
 
@@ -445,12 +460,8 @@ def hamming_topk(probe_codes: Any, gallery_codes: Any, k: int) -> tuple[np.ndarr
     -------
     distances : int32 (m, min(k, n)), indices : int64 (m, min(k, n))
     """
-    q = np.asarray(probe_codes)
-    single = q.ndim == 1
-    q = np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.uint8)
-    g = np.asarray(gallery_codes)
-    if g.dtype != np.uint8 or not g.flags.c_contiguous:
-        raise DTypeError("gallery_codes must be a uint8 C-contiguous array from pack_signs()")
+    q, single = _probe_codes(probe_codes)
+    g = _gallery_codes(gallery_codes, "gallery_codes")
     d, i = _core.hamming_topk(q, g, _check_k(k))
     return (d[0], i[0]) if single else (d, i)
 
@@ -471,15 +482,9 @@ def hamming_topk2(
     -------
     distances : int32 (m, min(k, n)), indices : int64 (m, min(k, n))
     """
-    q = np.asarray(probe_codes)
-    single = q.ndim == 1
-    q = np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.uint8)
-    ga, gb = np.asarray(gallery_first), np.asarray(gallery_rest)
-    for g in (ga, gb):
-        if g.dtype != np.uint8 or not g.flags.c_contiguous or g.ndim != 2:
-            raise DTypeError(
-                "gallery planes must be 2-D uint8 C-contiguous arrays (columns of pack_signs())"
-            )
+    q, single = _probe_codes(probe_codes)
+    ga = _gallery_codes(gallery_first, "gallery_first (first columns of pack_signs() codes)")
+    gb = _gallery_codes(gallery_rest, "gallery_rest (the other columns)")
     if q.ndim != 2 or q.shape[1] != ga.shape[1] + gb.shape[1]:
         raise DimensionError(
             f"probe codes have {q.shape[-1]} bytes but the gallery planes have "

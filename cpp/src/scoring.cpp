@@ -206,6 +206,21 @@ std::size_t min_shared_dims(std::size_t d, float min_fraction) {
 
 }  // namespace
 
+namespace {
+
+// Work split of a Hamming scan: a batch goes by probes (every thread scans the whole, small code
+// array for its probes, so each probe has one selection and nothing to merge); fewer probes go by
+// rows, in `row_parts` parts (0: plan()'s count).
+Split plan_codes(std::size_t m, std::size_t n, std::size_t bits, std::size_t k, std::size_t row_parts) {
+    const Split sp = plan(m, n, bits, k);
+    const std::size_t threads = get_num_threads();
+    if (sp.parts <= 1) return sp;
+    if (m >= 4 * threads) return Split{false, std::min<std::size_t>(m, threads * 4)};
+    return row_parts ? Split{true, std::min(row_parts, n)} : sp;
+}
+
+}  // namespace
+
 std::int64_t first_nonfinite_row(const float* X, std::size_t n, std::size_t d) {
     const Split sp = plan(1, n, d / 8 + 1);
     std::vector<std::int64_t> first(sp.parts, -1);
@@ -311,12 +326,7 @@ bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const f
     const std::size_t dp = (d + 1) / 2;
     std::vector<std::uint32_t> QB(m * dp);
     std::vector<float> qn(m);
-    K.bf16_convert(Q, m, d, QB.data());
-    for (std::size_t i = 0; i < m; ++i) {
-        double s2 = 0;
-        for (std::size_t j = 0; j < d; ++j) s2 += (double)Q[i * d + j] * Q[i * d + j];
-        qn[i] = (float)(std::sqrt(s2) * (1.0 + 1e-6));
-    }
+    K.bf16_convert(Q, m, d, QB.data(), qn.data());
     Split sp = plan(m, n, d, k);
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
     const std::size_t count = parts * m, cap = bf16_cap(k);
@@ -396,14 +406,13 @@ bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::siz
           float* out_s, std::int64_t* out_i) {
     const KernelTable& K = kernels();
     if (m >= kBf16Batch && bf16_prefilter_active()) {
-        // Probes in chunks, so the candidate buffers (parts × chunk × cap) stay under ~64 MB.
+        // Probes in equal chunks of at most ~64 MB of candidate buffers (up to 8 parts × cap each).
         const double per_probe = 8.0 * (double)bf16_cap(k) * (sizeof(float) + sizeof(std::int64_t));
-        std::size_t chunk = (std::size_t)std::max(kBf16Batch, (std::size_t)std::min(4096.0, 64e6 / per_probe));
-        for (std::size_t q0 = 0; q0 < m; q0 += chunk) {
-            std::size_t mm = std::min(chunk, m - q0);
-            if (m - q0 - mm < kBf16Batch && m - q0 - mm > 0) mm = m - q0;  // no small tail chunk
-            if (!topk_bf16_path(K, Q + q0 * d, mm, G, n, d, k, out_s + q0 * k, out_i + q0 * k)) return false;
-            if (mm == m - q0) break;
+        const std::size_t most = std::max(kBf16Batch, (std::size_t)std::min(4096.0, 64e6 / per_probe));
+        const std::size_t chunks = (m + most - 1) / most;
+        for (std::size_t c = 0; c < chunks; ++c) {
+            const std::size_t q0 = part_begin(m, chunks, c), q1 = part_begin(m, chunks, c + 1);
+            if (!topk_bf16_path(K, Q + q0 * d, q1 - q0, G, n, d, k, out_s + q0 * k, out_i + q0 * k)) return false;
         }
         return true;
     }
@@ -571,12 +580,7 @@ void pack_signs(const float* X, std::size_t n, std::size_t d, const float* cente
 void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, std::size_t n,
                   std::size_t nbytes, std::size_t k, std::int32_t* out_d, std::int64_t* out_i) {
     const KernelTable& K = kernels();
-    Split sp = plan(m, n, nbytes * 8, k);
-    // A batch is split by probes: every thread scans the whole (small) code array for its probes,
-    // so each probe has one selection; split by rows, every part selects k per probe and the parts
-    // are merged.
-    const std::size_t threads = get_num_threads();
-    if (sp.parts > 1 && m >= 4 * threads) sp = Split{false, std::min<std::size_t>(m, threads * 4)};
+    const Split sp = plan_codes(m, n, nbytes * 8, k, 0);
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
     const std::size_t count = parts * m, cap = 2 * k, hn = nbytes * 8 + 1;
     std::vector<std::int32_t> bd(count * cap), hist(count * hn, 0);
@@ -597,11 +601,10 @@ void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_t* G, s
         });
     }
     // Each part's buffer holds a superset of its best k: the best k of their union, by (distance, row).
-    parallel_for(std::min<std::size_t>(threads, m), [&](std::size_t t) {
+    const std::size_t mparts = std::min<std::size_t>(get_num_threads(), m);
+    parallel_for(mparts, [&](std::size_t t) {
         std::vector<std::pair<std::int32_t, std::int64_t>> all;
-        const std::size_t q0 = part_begin(m, std::min<std::size_t>(threads, m), t),
-                          q1 = part_begin(m, std::min<std::size_t>(threads, m), t + 1);
-        for (std::size_t q = q0; q < q1; ++q) {
+        for (std::size_t q = part_begin(m, mparts, t); q < part_begin(m, mparts, t + 1); ++q) {
             all.clear();
             for (std::size_t p = 0; p < parts; ++p) {
                 CodeSel& s = sels[p * m + q];
@@ -623,12 +626,8 @@ void hamming_topk2(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m
                    const std::uint8_t* GB, std::size_t n, std::size_t nba, std::size_t nbb, std::size_t admit_k,
                    std::size_t k, std::int32_t* out_d, std::int64_t* out_i) {
     const KernelTable& K = kernels();
-    const std::size_t threads = get_num_threads();
-    Split sp = plan(m, n, (nba + nbb) * 8, k);
-    // Batches split by probes (one admission bound per probe over the whole gallery). One probe
-    // splits by rows into one part per thread only: every part admits its first admit_k rows.
-    if (sp.parts > 1) sp = m >= 4 * threads ? Split{false, std::min<std::size_t>(m, threads * 4)}
-                                            : Split{true, std::min<std::size_t>(threads, n)};
+    // Split by rows, one part per thread only: every part admits its own first admit_k rows.
+    const Split sp = plan_codes(m, n, (nba + nbb) * 8, k, get_num_threads());
     const std::size_t parts = sp.split_rows ? sp.parts : 1;
     const std::size_t count = parts * m, hn = nba * 8 + 1;
     std::vector<std::int32_t> hist(count * hn, 0);

@@ -9,6 +9,7 @@ that raises is reported as *failed* with the error; neither stops the suite.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import json
 import os
 import platform
@@ -163,13 +164,16 @@ def _sum(
 
 
 # ------------------------------------------------------------------------------------ sections
+def _require(module: str, why: str) -> Any:
+    """Import ``module`` or skip the section: ``why`` says what is missing ({exc}: the error)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SkipSection(why.format(exc=exc)) from exc
 
 
 def section_scoring(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
-    try:
-        import faiss
-    except ImportError as exc:
-        raise SkipSection(f"faiss is not installed ({exc}): pip install faiss-cpu") from exc
+    faiss = _require("faiss", "faiss is not installed ({exc}): pip install faiss-cpu")
     import pyfacematch as pf
     from pyfacematch.plots import throughput_figure
 
@@ -343,11 +347,8 @@ def section_scoring(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, An
 
 
 def section_keys(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
-    try:
-        from pyfacematch.keys import KeyModel  # noqa: F401
-        from pyfacematch.synth import FaceSynthesizer  # noqa: F401
-    except ImportError as exc:
-        raise SkipSection(f"landmark keys are not importable: {exc}") from exc
+    for module in ("pyfacematch.keys", "pyfacematch.synth"):
+        _require(module, "landmark keys are not importable: {exc}")
     from .keys import measure_key_speed
 
     r = measure_key_speed(cfg["n"], cfg["n_numpy"], repeat=cfg.get("repeat", 3), log=log)
@@ -389,11 +390,8 @@ def section_keys(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
 
 
 def section_accuracy(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
-    try:
-        from pyfacematch.keys import KeyModel  # noqa: F401
-        from pyfacematch.synth import FaceSynthesizer  # noqa: F401
-    except ImportError as exc:
-        raise SkipSection(f"landmark keys are not importable: {exc}") from exc
+    for module in ("pyfacematch.keys", "pyfacematch.synth"):
+        _require(module, "landmark keys are not importable: {exc}")
     from pyfacematch.plots import det_figure
 
     from .keys import measure_key_accuracy
@@ -523,10 +521,7 @@ def section_accuracy(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, A
 
 
 def section_backends(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
-    try:
-        import faiss  # noqa: F401
-    except ImportError as exc:
-        raise SkipSection(f"faiss is not installed ({exc}): pip install faiss-cpu") from exc
+    _require("faiss", "faiss is not installed ({exc}): pip install faiss-cpu")
     from .backends import measure_backends
     from .report import recall_speed_figure
 

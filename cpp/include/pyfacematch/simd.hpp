@@ -55,8 +55,9 @@ struct KernelTable {
      *  pack_floats(d) floats; *bad set to 1 on a non-finite score. */
     void (*topk_bf16)(const std::uint32_t* QB, const float* qn, std::size_t m, const float* G, std::size_t r0,
                       std::size_t r1, std::size_t d, ApproxSel* sels, int* bad, float* pack);
-    /** @brief Rows of X (n × d) as bf16 pairs (round to nearest even), n × ceil(d/2) words, zero-padded. */
-    void (*bf16_convert)(const float* X, std::size_t n, std::size_t d, std::uint32_t* out);
+    /** @brief Rows of X (n × d) as bf16 pairs (round to nearest even), n × ceil(d/2) words, zero-padded;
+     *  norms[r] = |X_r| from a float32 sum of squares (the error bound of topk_bf16 allows for it). */
+    void (*bf16_convert)(const float* X, std::size_t n, std::size_t d, std::uint32_t* out, float* norms);
     void (*hamming_topk2)(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
                           const std::uint8_t* GB, std::size_t r0, std::size_t r1, std::size_t nba, std::size_t nbb,
                           CodeSel* admit, TopKHeap* heaps);

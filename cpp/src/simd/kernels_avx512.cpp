@@ -85,17 +85,44 @@ PFM_VPOP static inline __m512i sum8(const __m512i* v) {
     return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD));
 }
 
-// Code sums of four registers holding two 256-bit codes each (A in 64-bit lanes 0-3, B in 4-7):
-// lanes of the result are the codes (A0, A1, B0, B1, A2, A3, B2, B3) of w[0..3].
+// Code sums of four registers holding two 256-bit codes each (rows 2j in 64-bit lanes 0-3 of w[j],
+// rows 2j+1 in lanes 4-7): lane r of the result is row r's sum, r = 0 … 7.
 PFM_VPOP static inline __m512i pair8(const __m512i* w) {
     __m512i t0 = _mm512_add_epi64(_mm512_unpacklo_epi64(w[0], w[1]), _mm512_unpackhi_epi64(w[0], w[1]));
     __m512i t1 = _mm512_add_epi64(_mm512_unpacklo_epi64(w[2], w[3]), _mm512_unpackhi_epi64(w[2], w[3]));
     // t: 128-bit lane L holds (partial of w[2j], partial of w[2j+1]); lanes 0,1 are code A, 2,3 code B.
-    return _mm512_add_epi64(_mm512_shuffle_i64x2(t0, t1, 0x88), _mm512_shuffle_i64x2(t0, t1, 0xDD));
+    __m512i s = _mm512_add_epi64(_mm512_shuffle_i64x2(t0, t1, 0x88), _mm512_shuffle_i64x2(t0, t1, 0xDD));
+    // s holds rows {0, 2, 1, 3, 4, 6, 5, 7}; the permutation is its own inverse. Row order matters:
+    // the selections' tie rule expects rows offered in increasing order.
+    return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7), s);
 }
 
-// Offers the rows of one group of eight whose distance is below the selection's bound.
-PFM_VPOP static inline void offer8(CodeSel& s, __m512i dist, std::size_t r) {
+// Hamming distances of eight consecutive 256-bit codes (at g) to the probe q2 (256 bits, duplicated).
+PFM_VPOP static inline __m512i dist8_256(__m512i q2, const std::uint8_t* g) {
+    __m512i w[4];
+    for (int j = 0; j < 4; ++j) w[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q2, _mm512_loadu_si512(g + 64 * j)));
+    return pair8(w);
+}
+
+// The same for eight listed rows of a plane of 256-bit codes.
+PFM_VPOP static inline __m512i dist8_256_rows(__m512i q2, const std::uint8_t* G, const std::int64_t* rows) {
+    __m512i w[4];
+    for (int j = 0; j < 4; ++j) {
+        __m512i g2 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(G + (std::size_t)rows[2 * j] * 32)));
+        g2 = _mm512_inserti64x4(g2, _mm256_loadu_si256((const __m256i*)(G + (std::size_t)rows[2 * j + 1] * 32)), 1);
+        w[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q2, g2));
+    }
+    return pair8(w);
+}
+
+PFM_VPOP static inline __m512i broadcast_256(const std::uint8_t* q) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)q));
+}
+
+// Hands take(distance, row) each of rows r … r+7 whose distance is below the selection's bound
+// (re-read after every row: taking one may lower it).
+template <class Take>
+PFM_VPOP static inline void offer8(const CodeSel& s, __m512i dist, std::size_t r, Take&& take) {
     __mmask8 keep = _mm512_cmplt_epi64_mask(dist, _mm512_set1_epi64(s.bound));
     if (!keep) return;
     alignas(64) long long dd[8];
@@ -103,7 +130,7 @@ PFM_VPOP static inline void offer8(CodeSel& s, __m512i dist, std::size_t r) {
     while (keep) {
         int j = __builtin_ctz(keep);
         keep &= keep - 1;
-        if (dd[j] < s.bound) codesel_push(s, (std::int32_t)dd[j], (int64_t)(r + j));
+        if (dd[j] < s.bound) take((std::int32_t)dd[j], r + j);
     }
 }
 
@@ -115,44 +142,34 @@ PFM_VPOP static void hamming_topk_vpopcnt(const std::uint8_t* Q, std::size_t m, 
     blk = blk < 64 ? 64 : blk / 8 * 8;
     const std::size_t full = nb / 64, rest = nb % 64;
     const __mmask64 tail = rest ? (~0ULL >> (64 - rest)) : 0;
-    // pair8 leaves rows r + {0, 2, 1, 3, 4, 6, 5, 7} in its lanes; this permutation (its own
-    // inverse) puts them back in row order, which the selection's tie rule needs.
-    const __m512i unpair = _mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7);
     for (std::size_t rb = r0; rb < r1; rb += blk) {
         std::size_t re = r1 - rb < blk ? r1 : rb + blk;
         for (std::size_t i = 0; i < m; ++i) {
             const std::uint8_t* q = Q + i * nb;
             CodeSel& s = sels[i];
+            auto push = [&s](std::int32_t v, std::size_t row) { codesel_push(s, v, (int64_t)row); };
             std::size_t r = rb;
-            if (nb == 32) {
-                // 256-bit codes (the first plane of a two-stage scan): two codes per register,
-                // the probe duplicated in both halves.
-                const __m512i q2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)q));
-                for (; r + 8 <= re; r += 8) {
-                    __m512i w[4];
-                    for (int j = 0; j < 4; ++j)
-                        w[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q2, _mm512_loadu_si512(G + (r + 2 * j) * 32)));
-                    offer8(s, _mm512_permutexvar_epi64(unpair, pair8(w)), r);
-                }
-            } else if (nb == 64) {
-                // d = 512: the probe stays in a register
+            if (nb == 32) {  // the first plane of a two-plane scan: two codes per register
+                const __m512i q2 = broadcast_256(q);
+                for (; r + 8 <= re; r += 8) offer8(s, dist8_256(q2, G + r * 32), r, push);
+            } else if (nb == 64) {  // d = 512: the probe stays in a register
                 const __m512i q0 = _mm512_loadu_si512(q);
                 for (; r + 8 <= re; r += 8) {
                     __m512i v[8];
                     for (int j = 0; j < 8; ++j)
                         v[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q0, _mm512_loadu_si512(G + (r + j) * 64)));
-                    offer8(s, sum8(v), r);
+                    offer8(s, sum8(v), r, push);
                 }
             } else {
                 for (; r + 8 <= re; r += 8) {
                     __m512i v[8];
                     for (int j = 0; j < 8; ++j) v[j] = popcnt_lanes(q, G + (r + j) * nb, full, rest, tail);
-                    offer8(s, sum8(v), r);
+                    offer8(s, sum8(v), r, push);
                 }
             }
             for (; r < re; ++r) {
                 std::int32_t v = (std::int32_t)_mm512_reduce_add_epi64(popcnt_lanes(q, G + r * nb, full, rest, tail));
-                if (v < s.bound) codesel_push(s, v, (int64_t)r);
+                if (v < s.bound) push(v, r);
             }
         }
     }
@@ -178,13 +195,17 @@ static void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_
 
 #define PFM_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
+// e = bf16_error_scale(d) · |q| · |g|, with both norms from float32 sums of squares (each within
+// (d + 16)·2^-24 relative of exact, hence the last factor).
 static inline float bf16_error_scale(std::size_t d) {
-    const double c = std::ldexp(1.0, -8) + std::ldexp(1.0, -17) + (double)(2 * d + 16) * std::ldexp(1.0, -24);
-    return (float)(c * (1.0 + std::ldexp(1.0, -10)));
+    const double u = std::ldexp(1.0, -24);
+    const double c = std::ldexp(1.0, -8) + std::ldexp(1.0, -17) + (double)(2 * d + 16) * u;
+    return (float)(c * (1.0 + 2.0 * (double)(d + 16) * u) * (1.0 + 8 * u));
 }
 
-// One row as bf16 pairs (dp words; the last pair zero-padded when d is odd); returns |row|².
-PFM_BF16 static inline float bf16_row(const float* x, std::size_t d, std::size_t dp, std::uint32_t* out) {
+// One row as bf16 pairs (ceil(d/2) words; the last pair zero-padded when d is odd); returns |row|²
+// summed in float32 (within (d + 16)·2^-24 of exact, which bf16_error_scale allows for).
+PFM_BF16 static inline float bf16_row(const float* x, std::size_t d, std::uint32_t* out) {
     __m512 ss = _mm512_setzero_ps();
     std::uint16_t* o = reinterpret_cast<std::uint16_t*>(out);
     std::size_t p = 0;
@@ -202,13 +223,12 @@ PFM_BF16 static inline float bf16_row(const float* x, std::size_t d, std::size_t
         _mm256_mask_storeu_epi16(o + p, (__mmask16)((1u << n) - 1u), (__m256i)h);
     }
     if (d & 1) o[d] = 0;
-    (void)dp;
     return _mm512_reduce_add_ps(ss);
 }
 
-PFM_BF16 static void bf16_convert(const float* X, std::size_t n, std::size_t d, std::uint32_t* out) {
+PFM_BF16 static void bf16_convert(const float* X, std::size_t n, std::size_t d, std::uint32_t* out, float* norms) {
     const std::size_t dp = (d + 1) / 2;
-    for (std::size_t r = 0; r < n; ++r) bf16_row(X + r * d, d, dp, out + r * dp);
+    for (std::size_t r = 0; r < n; ++r) norms[r] = std::sqrt(bf16_row(X + r * d, d, out + r * dp));
 }
 
 // Packs rows [r, r + rows) of G into bf16 panels (zero rows past `valid`); returns the largest row norm.
@@ -221,7 +241,7 @@ PFM_BF16 static float bf16_pack_block(const float* G, std::size_t r, std::size_t
         for (int j = 0; j < NR; ++j) {
             std::size_t row = p0 + j;
             if (row < valid) {
-                float n2 = bf16_row(G + (r + row) * d, d, dp, tmp);
+                float n2 = bf16_row(G + (r + row) * d, d, tmp);
                 gmax2 = n2 > gmax2 ? n2 : gmax2;
                 for (std::size_t p = 0; p < dp; ++p) panel[p * NR + j] = tmp[p];
             } else {
@@ -295,7 +315,7 @@ PFM_BF16 static void tile_bf16_tail(std::size_t mr, const std::uint32_t* const* 
     }
 }
 
-PFM_BF16 static void topk_bf16_impl(const std::uint32_t* QB, const float* qn, std::size_t m, const float* G,
+PFM_BF16 static void topk_bf16(const std::uint32_t* QB, const float* qn, std::size_t m, const float* G,
                                     std::size_t r0, std::size_t r1, std::size_t d, ApproxSel* sels, int* bad,
                                     float* pack_f) {
     const std::size_t dp = (d + 1) / 2;
@@ -334,10 +354,6 @@ PFM_BF16 static void topk_bf16_impl(const std::uint32_t* QB, const float* qn, st
     if (badm) *bad = 1;
 }
 
-static void topk_bf16(const std::uint32_t* QB, const float* qn, std::size_t m, const float* G, std::size_t r0,
-                      std::size_t r1, std::size_t d, ApproxSel* sels, int* bad, float* pack) {
-    topk_bf16_impl(QB, qn, m, G, r0, r1, d, sels, bad, pack);
-}
 
 // Two-plane scan with a 256-bit first plane: the first plane two codes per register as in the
 // one-plane scan. Admitted rows are only noted (and their second-plane code prefetched) during a
@@ -350,7 +366,6 @@ PFM_VPOP static void hamming_topk2_vpopcnt(const std::uint8_t* QA, const std::ui
     const std::size_t blk = (m > 1 ? 16384u : 256u * 1024u) / 32;
     const std::size_t fullb = nbb / 64, restb = nbb % 64;
     const __mmask64 tailb = restb ? (~0ULL >> (64 - restb)) : 0;
-    const __m512i unpair = _mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7);
     std::vector<std::int64_t> pend_r(blk);
     std::vector<std::int32_t> pend_d(blk);
     for (std::size_t rb = r0; rb < r1; rb += blk) {
@@ -359,51 +374,29 @@ PFM_VPOP static void hamming_topk2_vpopcnt(const std::uint8_t* QA, const std::ui
             const std::uint8_t *qa = QA + i * 32, *qb = QB + i * nbb;
             CodeSel& s = admit[i];
             TopKHeap& h = heaps[i];
-            const __m512i q2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)qa));
             std::size_t np = 0;
-            auto note = [&](std::size_t row, std::int32_t v) {
+            auto note = [&](std::int32_t v, std::size_t row) {
                 codesel_count(s, v);
                 __builtin_prefetch(GB + row * nbb, 0, 0);
                 pend_r[np] = (std::int64_t)row;
                 pend_d[np++] = v;
             };
+            const __m512i q2 = broadcast_256(qa);
             std::size_t r = rb;
-            for (; r + 8 <= re; r += 8) {
-                __m512i w[4];
-                for (int j = 0; j < 4; ++j)
-                    w[j] = _mm512_popcnt_epi64(_mm512_xor_si512(q2, _mm512_loadu_si512(GA + (r + 2 * j) * 32)));
-                __m512i dist = _mm512_permutexvar_epi64(unpair, pair8(w));
-                __mmask8 keep = _mm512_cmplt_epi64_mask(dist, _mm512_set1_epi64(s.bound));
-                if (!keep) continue;
-                alignas(64) long long dd[8];
-                _mm512_store_si512(dd, dist);
-                while (keep) {
-                    int j = __builtin_ctz(keep);
-                    keep &= keep - 1;
-                    if (dd[j] < s.bound) note(r + j, (std::int32_t)dd[j]);
-                }
-            }
+            for (; r + 8 <= re; r += 8) offer8(s, dist8_256(q2, GA + r * 32), r, note);
             for (; r < re; ++r) {
                 std::int32_t v = (std::int32_t)_mm512_reduce_add_epi64(
                     popcnt_lanes(qa, GA + r * 32, 0, 32, (__mmask64)0xFFFFFFFFULL));
-                if (v < s.bound) note(r, v);
+                if (v < s.bound) note(v, r);
             }
             // Full distances of the block's admitted rows (in row order, as the heap's ties need):
             // eight at a time when the second plane is 256 bits, like the first plane's scan.
             std::size_t j = 0;
             if (nbb == 32) {
-                const __m512i qb2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)qb));
+                const __m512i qb2 = broadcast_256(qb);
                 for (; j + 8 <= np; j += 8) {
-                    __m512i w[4];
-                    for (int t = 0; t < 4; ++t) {
-                        __m512i g2 = _mm512_castsi256_si512(
-                            _mm256_loadu_si256((const __m256i*)(GB + (std::size_t)pend_r[j + 2 * t] * 32)));
-                        g2 = _mm512_inserti64x4(
-                            g2, _mm256_loadu_si256((const __m256i*)(GB + (std::size_t)pend_r[j + 2 * t + 1] * 32)), 1);
-                        w[t] = _mm512_popcnt_epi64(_mm512_xor_si512(qb2, g2));
-                    }
                     __m512i tot = _mm512_add_epi64(
-                        _mm512_permutexvar_epi64(unpair, pair8(w)),
+                        dist8_256_rows(qb2, GB, pend_r.data() + j),
                         _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(pend_d.data() + j))));
                     float t = heap_thresh(h);
                     __mmask8 keep = t == -__builtin_inff()
