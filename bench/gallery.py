@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pyfacematch  # noqa: E402
-from pyfacematch import gallery as gallery_mod  # noqa: E402
-from pyfacematch.bench.backends import rate  # noqa: E402
-from pyfacematch.bench.synthdata import SyntheticIdentities  # noqa: E402
-from pyfacematch.index import FaissBackend, TemplateMatrix  # noqa: E402
+import pyfacematch
+from pyfacematch import gallery as gallery_mod
+from pyfacematch.bench.backends import rate
+from pyfacematch.bench.synthdata import SyntheticIdentities
+from pyfacematch.index import FaissBackend, TemplateMatrix
 
 
 def synth(n: int, d: int, n_probes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,7 +91,7 @@ def main() -> None:
 
     print(
         f"# gallery bench: N={args.n} d={args.d} probes={args.probes} cores={os.cpu_count()} "
-        f"simd={pyfacematch.simd.info() if hasattr(pyfacematch.simd, 'info') else '?'} "
+        f"simd={pyfacematch.core.simd.info() if hasattr(pyfacematch.core.simd, 'info') else '?'} "
         f"faiss={faiss.__version__} tune_similarity={args.tune_similarity or 'default'}",
         flush=True,
     )

@@ -27,7 +27,7 @@ import numpy as np
 import pyfacematch as pf
 from pyfacematch.bench.keys import numpy_encode  # the same numpy pipeline the suite measures
 from pyfacematch.keys import KeyModel
-from pyfacematch.synth import FaceSynthesizer
+from pyfacematch.keys.synth import FaceSynthesizer
 
 
 def _model(n_train_ids: int = 2000, seed: int = 0) -> tuple[KeyModel, FaceSynthesizer]:

@@ -11,10 +11,6 @@ import pytest
 
 import pyfacematch as pf
 
-# Subprocesses started by tests (the CLI, `python -c …`) must import the installed package, not the
-# source tree in the current directory, which has no compiled core: Python >= 3.11 honours this.
-os.environ.setdefault("PYTHONSAFEPATH", "1")
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PYFACEMATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 TEST_DATA = Path(__file__).resolve().parent / "data"

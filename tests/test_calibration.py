@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pyfacematch.calibration import calibrate_threshold, pair_scores
 from pyfacematch.errors import DimensionError, EmptyInputError, InputError, NonFiniteError
 from pyfacematch.gallery import Gallery
+from pyfacematch.gallery.calibration import calibrate_threshold, pair_scores
 
 
 def _binomial_band(p: float, n_cal: int, n_test: int, z: float = 4.0) -> float:

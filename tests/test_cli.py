@@ -44,7 +44,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def run(*args: str, cwd: Path, stdin: bytes | None = None, env: dict | None = None):
     return subprocess.run(
-        [sys.executable, "-m", "pyfacematch.cli", *args],
+        [sys.executable, "-m", "pyfacematch", *args],
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -124,7 +124,7 @@ def _check_against_reference(rows: list[dict], ref: dict, k: int, ids: list[str]
 def test_help_of_every_subcommand():
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pyfacematch.cli", *([c] if c else []), "--help"],
+            [sys.executable, "-m", "pyfacematch", *([c] if c else []), "--help"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=_env(),
@@ -297,7 +297,7 @@ def test_sigkill_from_outside_mid_job_then_resume(data):
             [
                 sys.executable,
                 "-m",
-                "pyfacematch.cli",
+                "pyfacematch",
                 *args,
                 *(["--resume"] if kill_at > 3 else []),
             ],
@@ -436,9 +436,9 @@ def test_progress_lines_when_not_a_terminal(data):
 
 def test_landmarks_with_key_model_enroll_and_identify_masked(tmp_path):
     """Landmarks in (parquet with visibility, JSON Lines), keys made by the key model, masked search."""
+    from pyfacematch.core.scoring import masked_topk
     from pyfacematch.keys import KeyModel
-    from pyfacematch.scoring import masked_topk
-    from pyfacematch.synth import FaceSynthesizer
+    from pyfacematch.keys.synth import FaceSynthesizer
 
     train = FaceSynthesizer("ibug68", 40, seed=1)
     tf = train.sample(np.repeat(np.arange(40), 5), seed=2, occluder="random")

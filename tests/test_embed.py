@@ -18,7 +18,7 @@ from pyfacematch.embed.align import (
     similarity_transform,
     warp_affine,
 )
-from pyfacematch.embed.io import ImageLoadError, load_image
+from pyfacematch.embed.images import ImageLoadError, load_image
 from pyfacematch.errors import InputError, LandmarkError, PyFaceMatchError
 
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to write test images")

@@ -16,7 +16,7 @@ if not dlib_available():
     )
 
 from pyfacematch.embed.dlib import DlibDetector, DlibEmbedder  # noqa: E402
-from pyfacematch.embed.io import load_image  # noqa: E402
+from pyfacematch.embed.images import load_image  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

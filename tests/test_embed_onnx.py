@@ -167,7 +167,7 @@ def test_onnx_with_dlib_detector():
     paths = [str(DATA / p) for p in small["paths"][:2]]
     b = emb.embed(paths)
     assert [r.reason for r in b.images] == [None, None]
-    from pyfacematch.embed.io import load_image
+    from pyfacematch.embed.images import load_image
 
     crops = []
     for p in paths:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pyfacematch.gallery as gallery_mod
+import pyfacematch.gallery.gallery as gallery_mod
 from pyfacematch.errors import (
     DimensionError,
     DTypeError,

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from pyfacematch.errors import DimensionError, EmptyInputError, LandmarkError
-from pyfacematch.geometry import (
+from pyfacematch.keys.geometry import (
     FeatureLayout,
     align,
     align_reference,
     features,
     features_reference,
 )
-from pyfacematch.schemes import get_scheme
+from pyfacematch.keys.schemes import get_scheme
 
 
 def _rot2(th: float) -> np.ndarray:

@@ -10,10 +10,10 @@ import pytest
 
 import pyfacematch as pf
 from pyfacematch.errors import FormatVersionError, GalleryFileError, LandmarkError
-from pyfacematch.geometry import align_reference, features_reference
 from pyfacematch.keys import KeyModel
-from pyfacematch.schemes import get_scheme
-from pyfacematch.synth import FaceSynthesizer
+from pyfacematch.keys.geometry import align_reference, features_reference
+from pyfacematch.keys.schemes import get_scheme
+from pyfacematch.keys.synth import FaceSynthesizer
 
 DATA = Path(__file__).parent / "data" / "faces_johns_landmarks.npz"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pyfacematch.errors import PyFaceMatchError, SchemeError
-from pyfacematch.schemes import get_scheme, list_schemes, load_scheme, register_scheme
+from pyfacematch.keys.schemes import get_scheme, list_schemes, load_scheme, register_scheme
 
 BUILTIN = ["ibug68", "mediapipe478", "dense200"]
 

@@ -7,7 +7,6 @@ import sqlite3
 import numpy as np
 import pytest
 
-from pyfacematch._fileio import atomic_write, read_verified, sha256_bytes
 from pyfacematch.errors import (
     DimensionError,
     DuplicateIdentityError,
@@ -16,7 +15,8 @@ from pyfacematch.errors import (
     InputError,
     UnknownIdentityError,
 )
-from pyfacematch.store import FORMAT_VERSION, Store
+from pyfacematch.gallery.atomic import atomic_write, read_verified, sha256_bytes
+from pyfacematch.gallery.store import FORMAT_VERSION, Store
 
 
 def _t(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:

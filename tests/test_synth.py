@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pyfacematch.errors import InputError
-from pyfacematch.schemes import get_scheme
-from pyfacematch.synth import OCCLUDERS, FaceSynthesizer, synthesize
+from pyfacematch.keys.schemes import get_scheme
+from pyfacematch.keys.synth import OCCLUDERS, FaceSynthesizer, synthesize
 
 
 def _procrustes_dist(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,292 @@
+"""Gallery search backends against FAISS and hnswlib: recall@1 against probes/s, same run.
+
+Data: :class:`~pyfacematch.bench.synthdata.SyntheticIdentities` (issue 4 protocol). Every
+:class:`pyfacematch.Gallery` backend is built through the public API (``enroll_many`` into an
+in-memory gallery: store, index build and self-tuning to recall@1 ≥ 0.99), then searched with
+``identify_arrays``. Recall@1 is measured against exact search (``pyfacematch.topk``) on the
+same probes. In the same run, for the approximate backends, their search depth is swept to draw
+a recall-vs-speed curve, and the same FAISS indexes are searched on their own (no exact
+re-rank), together with ``faiss.IndexBinaryFlat`` + the core's re-rank and hnswlib.
+
+The depth sweep sets the backend's depth directly (``Gallery._backend.set_depth``): the public
+API only exposes the self-tuned point.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import pyfacematch as pf
+from pyfacematch.bench.synthdata import SyntheticIdentities
+
+__all__ = ["measure_backends", "rate"]
+
+Log = Callable[[str], None]
+
+
+def rate(
+    fn: Callable[[np.ndarray], Any], probes: np.ndarray, batch: int, limit: int | None = None
+) -> float:
+    """Probes per second of ``fn`` over ``probes`` in batches of ``batch`` (after one warm-up batch).
+
+    Each full batch is timed on its own and the rate is ``batch / median time``: on a shared
+    machine a neighbour's burst then moves one sample instead of the whole figure.
+    """
+    n = probes.shape[0] if limit is None else min(limit, probes.shape[0])
+    fn(probes[: min(batch, n)])
+    if n < batch:
+        t0 = time.perf_counter()
+        fn(probes[:n])
+        return n / (time.perf_counter() - t0)
+    times = []
+    for s in range(0, n - batch + 1, batch):
+        t0 = time.perf_counter()
+        fn(probes[s : s + batch])
+        times.append(time.perf_counter() - t0)
+    return batch / float(np.median(times))
+
+
+def _sweep(ladder: list[int], tuned: int | None, max_points: int, cap: int | None) -> list[int]:
+    lad = sorted(
+        {int(x) for x in ladder if cap is None or x <= cap} | ({int(tuned)} if tuned else set())
+    )
+    if len(lad) <= max_points:
+        return lad
+    idx = np.unique(np.round(np.linspace(0, len(lad) - 1, max_points)).astype(int))
+    out = {lad[i] for i in idx}
+    if tuned:
+        out.add(int(tuned))
+    return sorted(out)
+
+
+def measure_backends(
+    n: int,
+    d: int = 512,
+    *,
+    backends: tuple[str, ...] = ("exact", "binary", "flat", "hnsw", "ivf", "ivfpq"),
+    n_probes: int = 1024,
+    single: int = 100,
+    sweep_points: int = 6,
+    hnsw_max_depth: int = 1024,
+    hnswlib_max: int = 200_000,
+    tune_probes: int = 1000,
+    seed: int = 0,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Build every backend on the same gallery and measure recall@1 against probes/s.
+
+    Parameters
+    ----------
+    n, d : int
+        Gallery identities and template dimension.
+    backends : tuple of str
+        Gallery backends to measure (``exact`` is the baseline of the ratios).
+    n_probes : int
+        Mated probes; timed in batches of 1024 (``single`` of them one at a time).
+    sweep_points : int
+        Depths per approximate backend in the recall/speed sweep.
+    hnsw_max_depth : int
+        Largest HNSW ``efSearch`` in the sweep.
+    hnswlib_max : int
+        hnswlib is built on at most this many identities (skipped beyond).
+    tune_probes : int
+        ``Gallery(tune_probes=...)``.
+
+    Returns
+    -------
+    dict
+        ``"tuned"``: one row per backend at its self-tuned point; ``"curves"``: engine ->
+        list of {depth, recall1, probes_per_s}; ``"skipped"``: engine -> reason;
+        ``"exact_probes_per_s"``: the baseline.
+    """
+    import faiss
+
+    syn = SyntheticIdentities(n, d, seed)
+    t0 = time.perf_counter()
+    gal_x = syn.gallery()
+    probes, truth = syn.mated_probes(n_probes, seed=1)
+    log(f"  data: {n:,} × {d} gallery, {n_probes} mated probes ({time.perf_counter() - t0:.1f} s)")
+    ref = pf.topk(probes, gal_x, 1)[1][:, 0]
+    names = [f"id{i}" for i in range(n)]
+    out: dict[str, Any] = {
+        "n": n,
+        "d": d,
+        "n_probes": n_probes,
+        "mate_at_rank1_exact": float(np.mean(ref == truth)),
+        "tuned": [],
+        "curves": {},
+        "skipped": {},
+    }
+
+    def recall_of_rows(rows: np.ndarray) -> float:
+        return float(np.mean(rows == ref))
+
+    def recall_of_names(idents: np.ndarray) -> float:
+        rows = np.array([-1 if x is None else int(x[2:]) for x in idents[:, 0]])
+        return recall_of_rows(rows)
+
+    keep: dict[str, Any] = {}
+    for name in backends:
+        t0 = time.perf_counter()
+        try:
+            g = pf.Gallery(dim=d, backend=name, tune_probes=tune_probes, seed=seed)
+            g.enroll_many(names, gal_x)
+        except ImportError as exc:  # pragma: no cover - faiss missing
+            out["skipped"][name] = f"not importable: {exc}"
+            continue
+        t_build = time.perf_counter() - t0
+        info = g.index_info()
+
+        def api(p: np.ndarray, g: Any = g) -> Any:
+            return g.identify_arrays(p, k=1)
+
+        rec = recall_of_names(api(probes).identities)
+        ps = rate(api, probes, 1024)
+        ps1 = rate(api, probes, 1, single)
+        row = {
+            "backend": name,
+            "build_tune_s": t_build,
+            "depth": info.get("depth"),
+            "tuned_recall_sample": info.get("measured_recall_at_1"),
+            "bytes_per_id": float(g._backend.code_bytes_per_template()),
+            "probes_per_s_b1": ps1,
+            "probes_per_s_b1024": ps,
+            "recall1": rec,
+            "search": info.get("search"),
+        }
+        out["tuned"].append(row)
+        log(
+            f"  {name}: enroll+build+tune {t_build:.1f} s, depth {row['depth']}, "
+            f"recall@1 {rec:.4f}, {ps:,.0f} probes/s (batch 1024), {ps1:,.0f} probes/s (batch 1)"
+        )
+        keep[name] = (g, row)
+
+    base = next((r for r in out["tuned"] if r["backend"] == "exact"), None)
+    out["exact_probes_per_s"] = base["probes_per_s_b1024"] if base else None
+    for r in out["tuned"]:
+        r["x_exact"] = r["probes_per_s_b1024"] / base["probes_per_s_b1024"] if base else None
+
+    sweep_p = probes[: min(n_probes, 1024)]
+    ref_s = ref[: len(sweep_p)]
+    for name, (g, _row) in keep.items():
+        b = g._backend
+        if not b.approximate or not b.active:
+            continue
+        tuned = b.depth
+        ladder = b.depth_ladder(g._m) if name != "binary" else [1, 2, 4, 8, 16, 32, 64, 128]
+        depths = _sweep(ladder, tuned, sweep_points, hnsw_max_depth if name == "hnsw" else None)
+        curve, plain = [], []
+        index = getattr(b, "index", None)
+        for dep in depths:
+            b.set_depth(dep)
+            got = g.identify_arrays(sweep_p, k=1).identities
+            rows = np.array([-1 if x is None else int(x[2:]) for x in got[:, 0]])
+            curve.append(
+                {
+                    "depth": dep,
+                    "recall1": float(np.mean(rows == ref_s)),
+                    "probes_per_s": rate(lambda p, g=g: g.identify_arrays(p, k=1), sweep_p, 1024),
+                }
+            )
+            if index is not None:
+
+                def fs(p: np.ndarray, index: Any = index) -> np.ndarray:
+                    return index.search(p, 1)[1]
+
+                lab = g._m.rows_of_tids(fs(sweep_p))[:, 0]
+                plain.append(
+                    {
+                        "depth": dep,
+                        "recall1": float(np.mean(lab == ref_s)),
+                        "probes_per_s": rate(fs, sweep_p, 1024),
+                    }
+                )
+        b.set_depth(tuned)
+        out["curves"][f"pyfacematch {name}"] = curve
+        if plain:
+            out["curves"][f"FAISS {name} (no re-rank)"] = plain
+        log(
+            f"  {name} sweep: "
+            + ", ".join(
+                f"{c['depth']}: {c['recall1']:.3f}@{c['probes_per_s']:,.0f}/s" for c in curve
+            )
+        )
+
+    if "flat" in keep:  # FAISS IndexFlatIP on its own: the exact baseline of FAISS
+        idx = faiss.IndexFlatIP(d)
+        idx.add(gal_x)
+        lab = idx.search(sweep_p, 1)[1][:, 0]
+        out["curves"]["FAISS IndexFlatIP"] = [
+            {
+                "depth": None,
+                "recall1": float(np.mean(lab == ref_s)),
+                "probes_per_s": rate(lambda p: idx.search(p, 1), sweep_p, 1024),
+            }
+        ]
+        del idx
+
+    if "binary" in keep:
+        g, _ = keep["binary"]
+        bb = g._backend
+        codes = bb.codes(g._m.n)
+        bidx = faiss.IndexBinaryFlat(codes.shape[1] * 8)
+        bidx.add(codes)
+        view = g._m.view
+        curve = []
+        for c in (1, 4, 16, 64):
+
+            def fb(p: np.ndarray, c: int = c) -> np.ndarray:
+                _, cand = bidx.search(pf.pack_signs(p, center=bb.center), c)
+                return pf.rerank(p, view, cand, 1)[1]
+
+            rows = fb(sweep_p)[:, 0]
+            curve.append(
+                {
+                    "depth": c,
+                    "recall1": float(np.mean(rows == ref_s)),
+                    "probes_per_s": rate(fb, sweep_p, 1024),
+                }
+            )
+        out["curves"]["FAISS IndexBinaryFlat + re-rank"] = curve
+        del bidx
+
+    try:
+        import hnswlib
+    except ImportError as exc:
+        out["skipped"]["hnswlib"] = f"hnswlib not installed ({exc}); pip install hnswlib"
+    else:
+        if n > hnswlib_max:
+            out["skipped"]["hnswlib"] = f"gallery of {n:,} above hnswlib_max={hnswlib_max:,}"
+        else:
+            t0 = time.perf_counter()
+            h = hnswlib.Index(space="ip", dim=d)
+            h.init_index(max_elements=n, M=32, ef_construction=80, random_seed=1)
+            h.add_items(gal_x, np.arange(n), num_threads=os.cpu_count() or 1)
+            out["hnswlib_build_s"] = time.perf_counter() - t0
+            curve = []
+            for ef in _sweep([16, 32, 64, 128, 256, 512, 1024], None, sweep_points, hnsw_max_depth):
+                h.set_ef(ef)
+                rows = h.knn_query(sweep_p, k=1)[0][:, 0].astype(np.int64)
+                curve.append(
+                    {
+                        "depth": ef,
+                        "recall1": float(np.mean(rows == ref_s)),
+                        "probes_per_s": rate(lambda p: h.knn_query(p, k=1), sweep_p, 1024),
+                    }
+                )
+            out["curves"]["hnswlib M=32"] = curve
+            log(
+                f"  hnswlib: build {out['hnswlib_build_s']:.1f} s; "
+                + ", ".join(
+                    f"ef {c['depth']}: {c['recall1']:.3f}@{c['probes_per_s']:,.0f}/s" for c in curve
+                )
+            )
+            del h
+    for g, _ in keep.values():
+        g.close()
+    return out

@@ -1,0 +1,262 @@
+"""Scoring benchmark: pyfacematch top-k against numpy, FAISS IndexFlatIP and SimSIMD, same run.
+
+Prints one table: gallery N (default 1,000,000) at d = 512 and 128, probe batches of 1, 64, 1024,
+top-10, time per probe of each engine and pyfacematch's speed-up over each; the machine's read
+bandwidth (the larger of numpy sums and the core's streaming read, on every core) and sgemm GFLOP/s (numpy matmul, BLAS) with pyfacematch's
+fraction of each; and the 1:1 ``cosine`` call against ``numpy.dot`` and ``simsimd.cosine``.
+
+    python bench/scoring.py                 # the issue's protocol (needs ~6 GB, a few minutes)
+    python bench/scoring.py --n 200000      # smaller gallery
+    python bench/scoring.py --json out.json
+
+The measurements are functions (``measure_topk``, ``cosine_call_ns`` …) so that the benchmark suite
+(``pyfacematch bench``) runs the same code as this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from typing import Any
+
+import numpy as np
+
+import pyfacematch as pf
+from pyfacematch.bench.util import machine, median_time, median_times_interleaved, table, unit_rows
+
+K = 10
+
+
+def numpy_topk(
+    q: np.ndarray, g: np.ndarray, k: int, chunk: int = 131072
+) -> tuple[np.ndarray, np.ndarray]:
+    """The straightforward numpy way: gallery @ q, argpartition, merged over gallery chunks."""
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for s in range(0, len(g), chunk):
+        sc = q @ g[s : s + chunk].T
+        part = np.argpartition(-sc, k - 1, axis=1)[:, :k]
+        best_s = np.concatenate([best_s, np.take_along_axis(sc, part, 1)], 1)
+        best_i = np.concatenate([best_i, part + s], 1)
+    order = np.argsort(-best_s, axis=1)[:, :k]
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+
+
+def simsimd_topk(q: np.ndarray, g: np.ndarray, k: int, chunk: int = 131072) -> np.ndarray:
+    """SimSIMD's cdist (cosine distance, all threads) then argpartition, over gallery chunks."""
+    import os
+
+    import simsimd
+
+    threads = os.cpu_count() or 1
+    best_d = np.full((len(q), 0), np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for s in range(0, len(g), chunk):
+        dist = np.asarray(
+            simsimd.cdist(q, g[s : s + chunk], metric="cosine", threads=threads), np.float32
+        )
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        best_d = np.concatenate([best_d, np.take_along_axis(dist, part, 1)], 1)
+        best_i = np.concatenate([best_i, part + s], 1)
+    order = np.argsort(best_d, axis=1)[:, :k]
+    return np.take_along_axis(best_i, order, 1)
+
+
+def read_bandwidth(g: np.ndarray, repeat: int = 5) -> dict[str, float]:
+    """Bytes/s of reading ``g`` once on every core, two ways; the larger is the ceiling quoted.
+
+    ``numpy``: ``np.add.reduce`` on one slice per thread. ``core``: the core's streaming
+    ``Σ x²`` (``_core.stream_read``, the active SIMD level, the core's thread pool).
+    """
+    import os
+
+    from pyfacematch import _core
+
+    threads = os.cpu_count() or 1
+    parts = np.array_split(g.reshape(-1), threads)
+
+    def run() -> None:
+        ts = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    out = {"numpy": g.nbytes / median_time(run, repeat=repeat)}
+    out["core"] = g.nbytes / median_time(lambda: _core.stream_read(g), repeat=repeat)
+    out["ceiling"] = max(out["numpy"], out["core"])
+    return out
+
+
+def sgemm_flops(d: int, repeat: int = 3) -> float:
+    """FLOP/s of numpy's float32 matmul (BLAS, all threads) at the benchmark's shape."""
+    a = unit_rows(1024, d, 1)
+    b = unit_rows(65536, d, 2)
+    t = median_time(lambda: a @ b.T, repeat=repeat)
+    return 2.0 * 1024 * 65536 * d / t
+
+
+def cosine_call_ns(d: int, calls: int = 200_000) -> dict[str, float]:
+    """Per-call time of one 1:1 score from Python, on pre-normalised float32 vectors."""
+    a, b = unit_rows(2, d, 3)
+    n = int(calls)
+
+    def loop(fn: Any) -> float:
+        def run() -> None:
+            for _ in range(n):
+                fn(a, b)
+
+        return median_time(run, repeat=5) / n * 1e9
+
+    out = {"pyfacematch.cosine": loop(pf.cosine), "numpy.dot": loop(np.dot)}
+    try:
+        import simsimd
+
+        out["simsimd.cosine"] = loop(simsimd.cosine)
+    except ImportError:
+        pass
+    return out
+
+
+HEADERS = [
+    "d",
+    "batch",
+    "pfm µs",
+    "numpy µs",
+    "faiss µs",
+    "simsimd µs",
+    "x numpy",
+    "x faiss",
+    "x simsimd",
+    "of read BW",
+    "of sgemm",
+]
+
+
+def measure_topk(
+    n: int, dims: list[int], batches: list[int], skip: tuple[str, ...] = (), log: Any = print
+) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """Time top-10 of each engine at every (d, batch); returns (results, table rows)."""
+    import faiss
+
+    results: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    for d in dims:
+        g = unit_rows(n, d, seed=d)
+        bws = read_bandwidth(g)
+        bw = bws["ceiling"]
+        gf = sgemm_flops(d)
+        index = faiss.IndexFlatIP(d)
+        index.add(g)
+        for m in batches:
+            q = unit_rows(m, d, seed=1000 + m)
+            rep = 7 if m == 1 else (3 if m <= 64 else 1)
+            _, pi = pf.topk(q, g, K)
+            agree = None
+            engines: dict[str, Any] = {"pyfacematch": lambda q=q, g=g: pf.topk(q, g, K)}
+            if "numpy" not in skip:
+                engines["numpy"] = lambda q=q, g=g: numpy_topk(q, g, K)
+                agree = float(np.mean(numpy_topk(q, g, K)[1][:, 0] == pi[:, 0]))
+            if "faiss" not in skip:
+                engines["faiss"] = lambda q=q, index=index: index.search(q, K)
+            # engines take turns within each round (median per engine), so a noisy neighbour
+            # slows them alike
+            times = median_times_interleaved(engines, repeat=rep, warmup=0 if m > 64 else 1)
+            t_pf = times["pyfacematch"]
+            if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
+                try:
+                    times["simsimd"] = median_time(
+                        lambda q=q, g=g: simsimd_topk(q, g, K), repeat=max(1, rep // 2)
+                    )
+                except ImportError:
+                    pass
+            per_probe_us = {e: t / m * 1e6 for e, t in times.items()}
+            bw_frac = (g.nbytes / t_pf) / bw  # the gallery is read once per call
+            flops_frac = (2.0 * m * n * d / t_pf) / gf
+            results.append(
+                {
+                    "d": d,
+                    "n": n,
+                    "batch": m,
+                    "k": K,
+                    "us_per_probe": per_probe_us,
+                    "speedup": {e: t / t_pf for e, t in times.items() if e != "pyfacematch"},
+                    "read_bandwidth_GBps": bw / 1e9,
+                    "sgemm_GFLOPs": gf / 1e9,
+                    "read_bandwidth_by": {k: v / 1e9 for k, v in bws.items()},
+                    "pyfacematch_GFLOPs": 2.0 * m * n * d / t_pf / 1e9,
+                    "bandwidth_fraction": bw_frac,
+                    "sgemm_fraction": flops_frac,
+                    "top1_agrees_with_numpy": agree,
+                }
+            )
+            rows.append(
+                [
+                    d,
+                    m,
+                    per_probe_us["pyfacematch"],
+                    *[per_probe_us.get(e, float("nan")) for e in ("numpy", "faiss", "simsimd")],
+                    *[
+                        times[e] / t_pf if e in times else float("nan")
+                        for e in ("numpy", "faiss", "simsimd")
+                    ],
+                    f"{bw_frac:.0%}",
+                    f"{flops_frac:.0%}",
+                ]
+            )
+            log(
+                f"  d={d} batch={m}: "
+                + ", ".join(f"{e} {v:,.1f} µs" for e, v in per_probe_us.items())
+            )
+        log(
+            f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s (numpy {bws['numpy'] / 1e9:.1f}, core stream "
+            f"{bws['core'] / 1e9:.1f}), sgemm {gf / 1e9:.0f} GFLOP/s"
+        )
+        del g, index  # free the gallery before the next dimension's is built
+    return results, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--n", type=int, default=1_000_000, help="gallery size (default 1,000,000)")
+    ap.add_argument("--dims", type=int, nargs="+", default=[512, 128])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    ap.add_argument("--skip", nargs="*", default=[], help="engines to skip: numpy faiss simsimd")
+    ap.add_argument("--json", help="write results here")
+    args = ap.parse_args()
+
+    info = machine()
+    print(
+        f"# machine: {info['cpu']}, {info['cores']} cores, SIMD {info['simd']['active']}, "
+        f"threads {pf.get_num_threads()}, faiss {info['faiss']}, simsimd {info['simsimd']}"
+    )
+    results, rows = measure_topk(args.n, args.dims, args.batches, tuple(args.skip))
+    print()
+    print(
+        f"top-{K} over N = {args.n:,} unit templates, time per probe (µs, median); 'x' = speed-up of pyfacematch"
+    )
+    print(table(HEADERS, rows))
+    calls = cosine_call_ns(512)
+    print()
+    print(
+        "1:1 cosine(a, b) from Python at d = 512 (ns per call, median): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in calls.items())
+    )
+    print(
+        "  speed-up: "
+        + ", ".join(
+            f"x{v / calls['pyfacematch.cosine']:.2f} vs {k}"
+            for k, v in calls.items()
+            if k != "pyfacematch.cosine"
+        )
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "topk": results, "cosine_ns": calls}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1152 @@
+"""Galleries: enroll, identify (1:N), verify (1:1) and opt out.
+
+A :class:`Gallery` keeps enrolled identities with one or more templates each.
+The SQLite store (:mod:`pyfacematch.store`) is the source of truth; the
+in-memory copy is a contiguous float32 matrix plus a search backend
+(:mod:`pyfacematch.index`) derived from it. Every search is a backend
+shortlist re-ranked exactly (masked cosine when the gallery has region
+blocks), then fused per identity by the best template score.
+
+Concurrency: a readers–writer lock lets any number of identify/verify calls
+run together (the core releases the GIL) while enroll/remove are exclusive
+for the short time they update memory; store commits are serialised by a
+separate writer mutex and happen *before* the memory update, so a search sees
+each enrollment or removal entirely or not at all.
+
+Example
+-------
+>>> g = Gallery(dim=512)                       # in memory
+>>> g.enroll("alice", templates)               # (T, 512) float32
+>>> res = g.identify(probes, k=5)              # list of IdentifyResult
+>>> g.remove("alice")                          # opt-out: erased everywhere
+>>> g = Gallery.open("people.db", dim=512)     # on disk (SQLite + index files)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.core import scoring
+from pyfacematch.errors import (
+    DimensionError,
+    DTypeError,
+    EmptyInputError,
+    GalleryFileError,
+    InputError,
+    NonFiniteError,
+    UnknownIdentityError,
+    ZeroVectorError,
+)
+from pyfacematch.gallery import atomic as _fileio
+from pyfacematch.gallery.calibration import calibrate_threshold, pair_scores
+from pyfacematch.gallery.store import CheckpointRecord, Store, ThresholdRecord, digest_tids
+from pyfacematch.index import (
+    DEFAULT_BACKEND,
+    Backend,
+    FaissBackend,
+    TemplateMatrix,
+    exact_topk,
+    make_backend,
+    rerank,
+)
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "Gallery",
+    "IdentifyArrays",
+    "IdentifyResult",
+    "ThresholdRecord",
+    "VerifyResult",
+]
+
+log = logging.getLogger("pyfacematch.gallery")
+
+#: Below this many templates every backend searches exactly (faster and exact).
+SMALL_GALLERY = 256
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Decision:
+    """Which threshold decided, and what it decided.
+
+    Attributes
+    ----------
+    accepted : bool or None
+        ``score >= threshold``; None when no threshold applies.
+    threshold : float or None
+    source : str
+        ``"explicit"`` (passed to the call), ``"calibrated-fmr"`` /
+        ``"calibrated-fpir"`` (stored in the gallery) or ``"none"``.
+    target : float or None
+        The calibrated target rate, when ``source`` is calibrated.
+    """
+
+    accepted: bool | None
+    threshold: float | None
+    source: str
+    target: float | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One ranked identity: its id and its best template score (cosine)."""
+
+    identity: str
+    score: float
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """Result of one probe: ranked candidates (best first) and the decision on the first."""
+
+    candidates: tuple[Candidate, ...]
+    decision: Decision
+
+    @property
+    def identity(self) -> str | None:
+        """The top candidate if the decision accepted it, else None."""
+        if self.decision.accepted and self.candidates:
+            return self.candidates[0].identity
+        return None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Result of a 1:1 comparison: best score over the identity's templates."""
+
+    identity: str
+    score: float
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class IdentifyArrays:
+    """Vectorised identify results for bulk jobs.
+
+    Attributes
+    ----------
+    identities : object array (M, k)
+        Identity ids, ``None`` where fewer than ``k`` candidates.
+    scores : float32 (M, k)
+        Best template score per candidate, NaN padding.
+    accepted : bool (M,) or None
+        Decision on the top candidate (None when no threshold applies).
+    threshold, source, target
+        As in :class:`Decision`.
+    """
+
+    identities: np.ndarray
+    scores: np.ndarray
+    accepted: np.ndarray | None
+    threshold: float | None
+    source: str
+    target: float | None = None
+
+    def results(self) -> list[IdentifyResult]:
+        """The same results as a list of :class:`IdentifyResult`."""
+        out = []
+        for i in range(self.scores.shape[0]):
+            cands = tuple(
+                Candidate(str(n), float(s))
+                for n, s in zip(self.identities[i], self.scores[i])
+                if n is not None
+            )
+            acc = None if self.accepted is None else bool(self.accepted[i])
+            out.append(
+                IdentifyResult(cands, Decision(acc, self.threshold, self.source, self.target))
+            )
+        return out
+
+
+# --------------------------------------------------------------------------- lock
+class _RWLock:
+    """Readers–writer lock, writer preferring (writers are not starved)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+# --------------------------------------------------------------------------- gallery
+class Gallery:
+    """A gallery of enrolled identities, in memory or on disk.
+
+    Parameters
+    ----------
+    dim : int or None
+        Template dimension; required for a new gallery, checked when opening.
+    path : str or os.PathLike or None
+        SQLite file (created if missing); None keeps everything in memory.
+        Index checkpoints go to the folder ``<path>.index``.
+    backend : str or None
+        ``"binary"`` (default), ``"exact"``, ``"flat"``, ``"hnsw"``, ``"ivf"``
+        or ``"ivfpq"`` (see :mod:`pyfacematch.index`). None: the one stored in
+        the file, else the default.
+    blocks : array_like of int, (B+1,), or None
+        Region-block offsets for masked templates (fixed at creation).
+    on_duplicate : {"refuse", "append"}
+        Default for enrolling an id that is already enrolled.
+    recall_target : float
+        Recall@1 against exact search that approximate backends tune for.
+    tune_similarity : float or None
+        Cosine between a tuning probe and the template it was made from:
+        tuning probes are gallery templates plus isotropic noise of that
+        strength. None (default): measured on the gallery's own genuine pairs
+        (5th percentile of the cosine between two templates of one identity,
+        when at least 50 identities have two templates), else 0.5 (below
+        the usual genuine scores of face embeddings, i.e. conservative).
+    tune_probes : int
+        Size of the tuning sample.
+    min_fraction : float
+        Masked scoring: minimum share of dimensions two templates must share
+        (default :data:`pyfacematch.scoring.DEFAULT_MIN_FRACTION`, 0.3).
+    seed : int
+        Seed of the tuning sample.
+    integrity_check : bool
+        Run SQLite's ``quick_check`` when opening a file.
+    backend_options : mapping or None
+        Keyword options of the backend (e.g. ``hnsw_m``).
+
+    Raises
+    ------
+    GalleryFileError, FormatVersionError, DimensionError, InputError
+    """
+
+    def __init__(
+        self,
+        dim: int | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        backend: str | None = None,
+        blocks: Any = None,
+        on_duplicate: str = "refuse",
+        recall_target: float = 0.99,
+        tune_similarity: float | None = None,
+        tune_probes: int = 1000,
+        min_fraction: float = scoring.DEFAULT_MIN_FRACTION,
+        seed: int = 0,
+        integrity_check: bool = True,
+        backend_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        _check_duplicate_option(on_duplicate)
+        if not 0.0 < float(recall_target) <= 1.0:
+            raise InputError(f"recall_target must be in (0, 1], got {recall_target!r}")
+        if tune_similarity is not None and not 0.0 < float(tune_similarity) < 1.0:
+            raise InputError(f"tune_similarity must be in (0, 1), got {tune_similarity!r}")
+        self.on_duplicate = on_duplicate
+        self.recall_target = float(recall_target)
+        self.tune_similarity = None if tune_similarity is None else float(tune_similarity)
+        self._tune_sim_used: tuple[float, str] = (0.5, "default")
+        self.tune_probes = int(tune_probes)
+        self.min_fraction = float(min_fraction)
+        self._seed = int(seed)
+        self._store = Store(path, dim=dim, blocks=blocks, integrity_check=integrity_check)
+        self.path = self._store.path
+        self.dim = self._store.dim
+        self.blocks = self._store.blocks
+        self._full_mask = (
+            None if self.blocks is None else np.uint64((1 << (self.blocks.size - 1)) - 1)
+        )
+        self._rw = _RWLock()
+        self._wmutex = threading.RLock()
+        self._closed = False
+        self._thresholds: dict[str, ThresholdRecord | None] = {}
+        try:
+            stored = None
+            with contextlib.suppress(GalleryFileError):
+                stored = self._store.get_meta("backend")
+            name = backend or stored or DEFAULT_BACKEND
+            self._backend: Backend = make_backend(name, **dict(backend_options or {}))
+            if name != stored:
+                self._store.set_meta("backend", name)
+            self._load()
+        except BaseException:
+            self._store.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        dim: int | None = None,
+        backend: str | None = None,
+        **options: Any,
+    ) -> Gallery:
+        """Open (or create) the gallery stored at ``path``; see :class:`Gallery`."""
+        return cls(dim, path=path, backend=backend, **options)
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def index_dir(self) -> Path | None:
+        """Folder of index checkpoint files (None for an in-memory gallery)."""
+        return None if self.path is None else self.path.with_name(self.path.name + ".index")
+
+    def _load(self) -> None:
+        tids, names, matrix, masks = self._store.load_all()
+        self._m = TemplateMatrix(self.dim, masked=self.blocks is not None, capacity=len(tids))
+        self._slot_names: list[str | None] = []
+        self._name_to_slot: dict[str, int] = {}
+        self._slot_tids: dict[int, list[int]] = {}
+        self._layout_version = 0  # bumped whenever rows move: invalidates _sibling_cache
+        self._sibling_cache: tuple[Any, ...] | None = None
+        owner = np.empty(len(tids), np.int64)
+        for i, name in enumerate(names):
+            slot = self._name_to_slot.get(name)
+            if slot is None:
+                slot = self._new_slot(name)
+            owner[i] = slot
+            self._slot_tids[slot].append(int(tids[i]))
+        self._m.append(matrix, tids, owner, masks)
+        self._layout_version += 1
+        self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
+        self._n_identities = len(self._name_to_slot)
+        self._load_index()
+
+    def _new_slot(self, name: str) -> int:
+        slot = len(self._slot_names)
+        self._slot_names.append(name)
+        self._name_to_slot[name] = slot
+        self._slot_tids[slot] = []
+        return slot
+
+    def _tuning_key(self) -> str:
+        return f"tuning:{self._backend.name}"
+
+    def _load_index(self) -> None:
+        import json
+
+        b = self._backend
+        params: dict[str, Any] = {}
+        with contextlib.suppress(GalleryFileError):
+            params = json.loads(self._store.get_meta(self._tuning_key()))
+        loaded = False
+        if params and not b.checkpointable:
+            b.load_params(
+                params
+            )  # rebuilt from the templates with the tuned state (binary: its centre)
+        if b.checkpointable and self.path is not None:
+            loaded = self._load_checkpoint()
+        if not loaded:
+            b.rebuild(self._m)
+        if params and b.checkpointable:
+            b.load_params(params)
+        tuned = b.tuned_size
+        if b.approximate and (not tuned or not (tuned / 2 <= self._m.n <= 2 * tuned)):
+            self._tune()
+
+    def _load_checkpoint(self) -> bool:
+        b = self._backend
+        rec = self._store.get_checkpoint(b.name)
+        if rec is None or self.index_dir is None:
+            return False
+        why = None
+        if rec.generation != self._store.generation:
+            why = f"generation {rec.generation} ≠ store {self._store.generation}"
+        elif rec.n_templates != self._m.n:
+            why = f"{rec.n_templates} templates ≠ store {self._m.n}"
+        elif rec.digest != digest_tids(self._m.tids[: self._m.n]):
+            why = "template-id digest differs from the store"
+        if why is None:
+            try:
+                data = _fileio.read_verified(self.index_dir / rec.file, rec.sha256)
+                b.load_params(rec.params)
+                b.deserialize(data, self._m)
+                if b.index.ntotal != self._m.n:  # type: ignore[attr-defined]
+                    why = "index holds a different number of templates"
+            except GalleryFileError as exc:
+                why = str(exc)
+            except RuntimeError as exc:  # FAISS refused bytes that passed the checksum
+                why = f"FAISS could not read it ({exc})"
+        if why is not None:
+            log.warning(
+                "index checkpoint %s not used (%s): rebuilding from the store", rec.file, why
+            )
+            return False
+        return True
+
+    # ------------------------------------------------------------------ validation
+    def _templates(self, x: Any, what: str) -> np.ndarray:
+        if isinstance(x, (str, bytes)) or x is None:
+            raise DTypeError(f"{what} must be a numeric array of shape (n, {self.dim}), got {x!r}")
+        a = np.asarray(x)
+        if a.dtype == object or not (
+            np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+        ):
+            raise DTypeError(f"{what} must be a float array, got dtype {a.dtype}")
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2:
+            raise DimensionError(
+                f"{what} must have shape (n, {self.dim}) or ({self.dim},), got {a.shape}"
+            )
+        if a.shape[1] != self.dim:
+            raise DimensionError(
+                f"expected {what} of dimension {self.dim} (this gallery), got {a.shape[1]}: "
+                "was it made by another key model?"
+            )
+        if a.shape[0] == 0:
+            raise EmptyInputError(f"{what} is empty: give at least one row")
+        a64 = a.astype(np.float64, copy=False)
+        fin = np.isfinite(a64).all(axis=1)
+        if not fin.all():
+            raise NonFiniteError(f"{what} row {int(np.argmin(fin))} holds NaN or Inf")
+        norms = np.linalg.norm(a64, axis=1)
+        if (norms == 0).any():
+            raise ZeroVectorError(
+                f"{what} row {int(np.argmin(norms))} has norm zero and cannot be normalised"
+            )
+        return np.ascontiguousarray(a64 / norms[:, None], np.float32)
+
+    def _masks(self, masks: Any, n: int, what: str) -> np.ndarray | None:
+        if self.blocks is None:
+            if masks is not None:
+                raise InputError(
+                    f"{what}: this gallery has no region blocks, so masks are not used; "
+                    "create it with blocks=… to score masked templates"
+                )
+            return None
+        nb = self.blocks.size - 1
+        if masks is None:
+            return np.full(n, self._full_mask, np.uint64)
+        m = np.asarray(masks)
+        if m.ndim == 0:
+            m = m[None]
+        if not np.issubdtype(m.dtype, np.integer) or m.shape != (n,):
+            raise InputError(
+                f"{what} must be {n} integer bitmasks (one per row), got {m.shape} {m.dtype}"
+            )
+        if np.issubdtype(m.dtype, np.signedinteger) and (m < 0).any():
+            raise InputError(f"{what} must be non-negative bitmasks")
+        m = m.astype(np.uint64)
+        if (m & ~np.uint64(self._full_mask)).any():  # type: ignore[operator]
+            raise InputError(f"{what} set bits beyond the gallery's {nb} blocks")
+        if (m == 0).any():
+            raise InputError(f"{what} row {int(np.argmin(m != 0))} has no valid block")
+        return m
+
+    @staticmethod
+    def _check_id(identity_id: Any) -> str:
+        if not isinstance(identity_id, str) or not identity_id:
+            raise InputError(f"identity ids are non-empty strings, got {identity_id!r}")
+        return identity_id
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GalleryFileError("this gallery is closed: open it again")
+
+    # ------------------------------------------------------------------ writes
+    def enroll(
+        self,
+        identity_id: str,
+        templates: Any,
+        masks: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        on_duplicate: str | None = None,
+        consent: str = "granted",
+    ) -> None:
+        """Enroll an identity with one or more templates (one transaction).
+
+        Parameters
+        ----------
+        identity_id : str
+        templates : array_like, (T, d) or (d,)
+            Normalised here (float32).
+        masks : array_like of uint64, (T,), or None
+            Valid-block bitmask of each template (galleries with blocks only;
+            None = every block valid).
+        metadata : mapping or None
+            JSON-serialisable, stored with the identity (no biometric data).
+        on_duplicate : {"refuse", "append"} or None
+            Override of the gallery's default for an id already enrolled.
+        consent : str
+            Consent state recorded with the identity.
+
+        Raises
+        ------
+        DuplicateIdentityError, DimensionError, NonFiniteError, ZeroVectorError, InputError
+        """
+        self.enroll_many(
+            [identity_id] * _rows(templates),
+            templates,
+            masks,
+            metadata=None if metadata is None else {identity_id: metadata},
+            on_duplicate=on_duplicate,
+            consent=consent,
+        )
+
+    def enroll_many(
+        self,
+        identity_ids: Sequence[str],
+        templates: Any,
+        masks: Any = None,
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        on_duplicate: str | None = None,
+        consent: str = "granted",
+    ) -> None:
+        """Enroll many templates in one transaction (all or nothing).
+
+        Parameters
+        ----------
+        identity_ids : sequence of str, length N
+            Identity of each template row; repeated ids get several templates.
+        templates : array_like, (N, d)
+        masks : array_like of uint64, (N,), or None
+        metadata : mapping id -> mapping, or None
+        on_duplicate, consent
+            As in :meth:`enroll`.
+        """
+        self._check_open()
+        od = self.on_duplicate if on_duplicate is None else on_duplicate
+        _check_duplicate_option(od)
+        if not isinstance(consent, str) or not consent:
+            raise InputError(f"consent must be a non-empty string, got {consent!r}")
+        t = self._templates(templates, "templates")
+        ids = [self._check_id(i) for i in identity_ids]
+        if len(ids) != t.shape[0]:
+            raise DimensionError(
+                f"{len(ids)} identity ids for {t.shape[0]} template rows: give one id per row"
+            )
+        mk = self._masks(masks, t.shape[0], "masks")
+        groups: dict[str, list[int]] = {}
+        for r, i in enumerate(ids):
+            groups.setdefault(i, []).append(r)
+        items = []
+        for name, rows in groups.items():
+            meta = None if metadata is None else metadata.get(name)
+            if meta is not None:
+                _check_json(meta)
+            items.append((name, t[rows], None if mk is None else mk[rows], meta))
+        with self._wmutex:
+            tid_lists, _ = self._store.insert_identities(items, on_duplicate=od, consent=consent)
+            with self._rw.write():
+                for (name, tm, mm, _), tids in zip(items, tid_lists):
+                    slot = self._name_to_slot.get(name)
+                    if slot is None:
+                        slot = self._new_slot(name)
+                        self._n_identities += 1
+                    rows = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
+                    self._layout_version += 1
+                    self._slot_tids[slot].extend(int(x) for x in tids)
+                    self._max_templates = max(self._max_templates, len(self._slot_tids[slot]))
+                    self._backend.add(self._m, rows)
+                self._maintain()
+
+    def remove(self, identity_id: str) -> None:
+        """Opt-out: erase an identity from the store, memory and index files.
+
+        The rows are deleted (``secure_delete``), the WAL is truncated, the
+        identity is never returned again by any backend, and index checkpoint
+        files that held its templates are deleted (the next checkpoint is
+        written without them).
+
+        Raises
+        ------
+        UnknownIdentityError
+        """
+        self._check_open()
+        name = self._check_id(identity_id)
+        with self._wmutex:
+            tids, _ = self._store.delete_identity(name)
+            with self._rw.write():
+                slot = self._name_to_slot.pop(name, None)
+                if slot is not None:
+                    self._slot_tids.pop(slot, None)
+                    self._slot_names[slot] = None
+                    self._n_identities -= 1
+                moves = self._m.remove_tids(tids)
+                self._layout_version += 1
+                self._backend.remove(self._m, tids, moves)
+                self._maintain()
+            self._drop_checkpoints()
+
+    def _drop_checkpoints(self) -> None:
+        files = self._store.delete_checkpoints()
+        d = self.index_dir
+        if d is None:
+            return
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(d / f)
+        if files:
+            _fileio.fsync_dir(d)
+
+    def _maintain(self) -> None:
+        """Rebuild / retrain / retune when due (caller holds the write lock)."""
+        b = self._backend
+        if b.maintenance_due(self._m):
+            b.rebuild(self._m)
+            self._tune()
+            return
+        if b.approximate and b.active and self._m.n >= 2 * max(b.tuned_size, SMALL_GALLERY // 2):
+            b.refresh(self._m)
+            self._tune()
+
+    # ------------------------------------------------------------------ tuning
+    def _tune(self) -> None:
+        import json
+
+        b = self._backend
+        n = self._m.n
+        if not b.approximate or not b.active or n < SMALL_GALLERY:
+            return
+        rng = np.random.default_rng(self._seed + n)
+        s = min(self.tune_probes, n)
+        rows = rng.choice(n, s, replace=False)
+        sim = self._tuning_similarity()
+        sigma = np.sqrt(1.0 / sim**2 - 1.0)
+        noise = rng.standard_normal((s, self.dim)) * (sigma / np.sqrt(self.dim))
+        p = self._m.view[rows].astype(np.float64) + noise
+        probes = np.ascontiguousarray(p / np.linalg.norm(p, axis=1, keepdims=True), np.float32)
+        pm = self._masks(None, s, "masks")
+        ref_s, ref_i = self._exact(probes, 1, pm)
+        ref_s = np.where(np.isnan(ref_s[:, 0]), -np.inf, ref_s[:, 0]).astype(np.float32)
+
+        def pipeline(pr: np.ndarray, k: int) -> np.ndarray:
+            sc, _ = self._approx(pr, k, pm)
+            return np.where(np.isnan(sc[:, 0]), -np.inf, sc[:, 0])
+
+        b.tune(self._m, probes, ref_s, ref_i[:, 0], pipeline, self.recall_target)
+        if b.measured_recall is not None and b.measured_recall < self.recall_target:
+            log.warning(
+                "%s backend: measured recall@1 %.4f is below the target %.4f",
+                b.name,
+                b.measured_recall,
+                self.recall_target,
+            )
+        with contextlib.suppress(Exception):
+            self._store.set_meta(self._tuning_key(), json.dumps(b.params()))
+
+    def _tuning_similarity(self) -> float:
+        """Cosine of the tuning probes to their source template (see ``tune_similarity``)."""
+        if self.tune_similarity is not None:
+            self._tune_sim_used = (self.tune_similarity, "explicit")
+            return self.tune_similarity
+        pairs = [t[:2] for t in self._slot_tids.values() if len(t) >= 2][:5000]
+        if len(pairs) < 50:
+            self._tune_sim_used = (0.5, "default (fewer than 50 identities with 2 templates)")
+            return 0.5
+        rows = self._m.tid_to_row[np.asarray(pairs, np.int64)]
+        a, b = self._m.data[rows[:, 0]], self._m.data[rows[:, 1]]
+        genuine = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
+        sim = float(np.clip(np.quantile(genuine, 0.05), 0.2, 0.95))
+        self._tune_sim_used = (round(sim, 4), f"5th percentile of {len(pairs)} genuine pairs")
+        return sim
+
+    # ------------------------------------------------------------------ search
+    def _exact(
+        self, probes: np.ndarray, k: int, pm: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return exact_topk(
+            probes, self._m.view, k, pm, self._m.mask_view, self.blocks, self.min_fraction
+        )
+
+    def _approx(
+        self, probes: np.ndarray, k: int, pm: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        cand = self._backend.shortlist(self._m, probes, k)
+        if self._max_templates > 1:
+            cand = self._with_sibling_templates(cand)
+        return rerank(
+            probes, self._m.view, cand, k, pm, self._m.mask_view, self.blocks, self.min_fraction
+        )
+
+    def _with_sibling_templates(self, cand: np.ndarray) -> np.ndarray:
+        """Every template of each shortlisted identity, so that an identity's fused score is the
+        best of all its templates, not of those that happened to be shortlisted. (M, C) rows,
+        -1 padded → (M, C') rows, -1 padded; duplicates are left to the re-rank."""
+        m = self._m
+        key = (m.n, self._layout_version)
+        if self._sibling_cache is None or self._sibling_cache[0] != key:
+            owner = m.owner[: m.n]
+            order = np.argsort(owner, kind="stable")
+            slots_sorted = owner[order]
+            n_slots = int(owner.max()) + 1 if m.n else 0
+            start = np.searchsorted(slots_sorted, np.arange(n_slots), side="left")
+            count = np.searchsorted(slots_sorted, np.arange(n_slots), side="right") - start
+            self._sibling_cache = (key, order, start, count)
+        _, order, start, count = self._sibling_cache
+        mrows, c = cand.shape
+        valid = cand >= 0
+        slots = np.where(valid, m.owner[np.maximum(cand, 0)], 0)
+        lens = np.where(valid, count[slots], 0).ravel()
+        total = int(lens.sum())
+        if total == 0:
+            return cand
+        first = np.repeat(start[slots.ravel()], lens)
+        seg_start = np.repeat(np.cumsum(lens) - lens, lens)
+        rows = order[first + (np.arange(total) - seg_start)]
+        per_probe = lens.reshape(mrows, c).sum(axis=1)
+        probe_of = np.repeat(np.arange(mrows), per_probe)
+        pos = np.arange(total) - np.repeat(np.cumsum(per_probe) - per_probe, per_probe)
+        out = np.full((mrows, int(per_probe.max())), -1, np.int64)
+        out[probe_of, pos] = rows
+        return out
+
+    def _search_rows(
+        self, probes: np.ndarray, k: int, pm: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        b = self._backend
+        if not b.approximate and b.name == "exact" or not b.active or self._m.n < SMALL_GALLERY:
+            return self._exact(probes, k, pm)
+        return self._approx(probes, k, pm)
+
+    def resolve_threshold(
+        self, threshold: float | None, kind: str
+    ) -> tuple[float | None, str, float | None]:
+        """The threshold a decision will use: (value, source, target).
+
+        ``threshold`` when given (source ``"explicit"``), else the calibrated
+        ``kind`` (``"fmr"`` or ``"fpir"``) threshold stored in the gallery
+        (source ``"calibrated-<kind>"``, with its target rate), else
+        ``(None, "none", None)``.
+        """
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(
+                threshold, (int, float, np.floating, np.integer)
+            ):
+                raise InputError(f"threshold must be a number, got {threshold!r}")
+            if not np.isfinite(threshold):
+                raise NonFiniteError(f"threshold must be finite, got {threshold!r}")
+            return float(threshold), "explicit", None
+        if kind not in self._thresholds:
+            self._thresholds[kind] = self._store.get_threshold(kind)
+        rec = self._thresholds[kind]
+        if rec is None:
+            return None, "none", None
+        return rec.value, f"calibrated-{kind}", rec.target
+
+    def identify_arrays(
+        self,
+        probes: Any,
+        k: int = 1,
+        threshold: float | None = None,
+        masks: Any = None,
+    ) -> IdentifyArrays:
+        """Identify a batch of probes; results as arrays (for bulk jobs).
+
+        Parameters
+        ----------
+        probes : array_like, (M, d) or (d,)
+        k : int
+            Identities per probe (fewer when the gallery holds fewer).
+        threshold : float or None
+            Accept the top candidate when its score >= threshold. None: the
+            calibrated FPIR threshold stored in the gallery, if any.
+        masks : array_like of uint64, (M,), or None
+            Probe block masks (galleries with blocks).
+
+        Returns
+        -------
+        IdentifyArrays
+        """
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        p = self._templates(probes, "probes")
+        pm = self._masks(masks, p.shape[0], "probe masks")
+        thr, src, target = self.resolve_threshold(threshold, "fpir")
+        m_rows = p.shape[0]
+        with self._rw.read():
+            n = self._m.n
+            if n == 0:
+                slots = np.full((m_rows, 0), -1, np.int64)
+                sc = np.zeros((m_rows, 0), np.float32)
+            else:
+                kt = min(n, int(k) * max(1, self._max_templates))
+                sc, rows = self._search_rows(p, kt, pm)
+                slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
+            names = self._slot_names
+            if self._max_templates == 1:  # one template per identity: nothing to fuse
+                ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
+            else:
+                ids_sc, ids_slot = _fuse(sc, slots, int(k))
+            ident = np.empty(ids_slot.shape, object)
+            flat = ids_slot.ravel()
+            ident.ravel()[:] = [None if s < 0 else names[s] for s in flat.tolist()]
+        acc = None
+        if thr is not None:
+            top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
+            acc = np.nan_to_num(top, nan=-np.inf) >= thr
+        return IdentifyArrays(ident, ids_sc, acc, thr, src, target)
+
+    def identify(
+        self,
+        probes: Any,
+        k: int = 1,
+        threshold: float | None = None,
+        masks: Any = None,
+    ) -> list[IdentifyResult]:
+        """Identify probes (1:N): ranked identities fused by best template score.
+
+        Same parameters as :meth:`identify_arrays`; returns one
+        :class:`IdentifyResult` per probe.
+        """
+        return self.identify_arrays(probes, k, threshold, masks).results()
+
+    def verify(
+        self,
+        identity_id: str,
+        probe: Any,
+        threshold: float | None = None,
+        mask: Any = None,
+    ) -> VerifyResult:
+        """Compare a probe with one identity (1:1): best score over its templates.
+
+        Parameters
+        ----------
+        identity_id : str
+        probe : array_like, (d,)
+        threshold : float or None
+            None: the calibrated FMR threshold stored in the gallery, if any.
+        mask : int or None
+            Probe block mask (galleries with blocks).
+
+        Raises
+        ------
+        UnknownIdentityError
+        """
+        self._check_open()
+        name = self._check_id(identity_id)
+        p = self._templates(probe, "probe")
+        if p.shape[0] != 1:
+            raise DimensionError(f"verify takes one probe of shape ({self.dim},), got {p.shape}")
+        pm = self._masks(None if mask is None else [mask], 1, "probe mask")
+        thr, src, target = self.resolve_threshold(threshold, "fmr")
+        with self._rw.read():
+            slot = self._name_to_slot.get(name)
+            if slot is None:
+                raise UnknownIdentityError(f"identity {name!r} is not enrolled")
+            rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
+            sub = np.ascontiguousarray(self._m.data[rows])
+            sub_m = None if self._m.masks is None else np.ascontiguousarray(self._m.masks[rows])
+        s, _ = exact_topk(p, sub, 1, pm, sub_m, self.blocks, self.min_fraction)
+        score = float(s[0, 0])
+        acc = None if thr is None else bool(np.isfinite(score) and score >= thr)
+        return VerifyResult(name, score, Decision(acc, thr, src, target))
+
+    # ------------------------------------------------------------------ thresholds
+    def calibrate(
+        self,
+        impostor_scores: Any = None,
+        *,
+        fmr: float | None = None,
+        fpir: float | None = None,
+        pairs: tuple[Any, Any] | None = None,
+        nonmated_probes: Any = None,
+        conservative: bool = False,
+        confidence: float = 0.95,
+    ) -> ThresholdRecord:
+        """Calibrate and store a decision threshold.
+
+        Give ``fmr=`` with ``impostor_scores`` (1:1 impostor comparison scores)
+        or ``pairs=(a, b)`` (impostor template pairs, scored here); or give
+        ``fpir=`` with ``impostor_scores`` (top scores of non-mated searches) or
+        ``nonmated_probes`` (templates of people not enrolled, searched here).
+        The stored threshold is used by :meth:`verify` (FMR) or
+        :meth:`identify` (FPIR) when no explicit threshold is passed.
+
+        Returns
+        -------
+        ThresholdRecord
+        """
+        self._check_open()
+        sources = sum(x is not None for x in (impostor_scores, pairs, nonmated_probes))
+        if sources != 1:
+            raise InputError(
+                "give exactly one of impostor_scores, pairs=(a, b) (for fmr) or "
+                "nonmated_probes (for fpir)"
+            )
+        if pairs is not None:
+            if fmr is None:
+                raise InputError("pairs calibrate a verification threshold: pass fmr=…")
+            a, b = pairs
+            scores = pair_scores(self._templates(a, "pairs[0]"), self._templates(b, "pairs[1]"))
+        elif nonmated_probes is not None:
+            if fpir is None:
+                raise InputError("nonmated_probes calibrate an identification threshold: fpir=…")
+            res = self.identify_arrays(nonmated_probes, k=1, threshold=0.0)  # scores only
+            top = res.scores[:, 0] if res.scores.shape[1] else np.full(len(res.scores), np.nan)
+            scores = np.nan_to_num(top.astype(np.float64), nan=-np.inf)
+        else:
+            scores = impostor_scores
+        rec = calibrate_threshold(
+            scores,
+            fmr=fmr,
+            fpir=fpir,
+            conservative=conservative,
+            confidence=confidence,
+            gallery_size=len(self) if fpir is not None else None,
+        )
+        self._store.set_threshold(rec)
+        self._thresholds[rec.name] = rec
+        return rec
+
+    def threshold(self, kind: str) -> ThresholdRecord | None:
+        """The stored ``"fmr"`` or ``"fpir"`` threshold, or None."""
+        if kind not in ("fmr", "fpir"):
+            raise InputError(f"threshold kind is 'fmr' or 'fpir', got {kind!r}")
+        return self._store.get_threshold(kind)
+
+    # ------------------------------------------------------------------ listing
+    def __len__(self) -> int:
+        return self._n_identities
+
+    def __contains__(self, identity_id: object) -> bool:
+        with self._rw.read():
+            return isinstance(identity_id, str) and identity_id in self._name_to_slot
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.identities())
+
+    def identities(self) -> list[str]:
+        """Enrolled identity ids, in enrollment order."""
+        with self._rw.read():
+            return [n for n in self._slot_names if n is not None]
+
+    @property
+    def n_templates(self) -> int:
+        """Templates enrolled, over all identities."""
+        return self._m.n
+
+    def record(self, identity_id: str) -> dict[str, Any]:
+        """Metadata, consent state, timestamps and template count of an identity."""
+        return self._store.identity_record(self._check_id(identity_id))
+
+    def templates(self, identity_id: str) -> np.ndarray:
+        """float32 (T, d) copy of an identity's templates."""
+        name = self._check_id(identity_id)
+        with self._rw.read():
+            slot = self._name_to_slot.get(name)
+            if slot is None:
+                raise UnknownIdentityError(f"identity {name!r} is not enrolled")
+            rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
+            return self._m.data[rows].copy()
+
+    def audit_log(self) -> list[tuple[float, str, str | None, str]]:
+        """(timestamp, action, identity, detail) rows; never biometric data."""
+        return self._store.audit_log()
+
+    def index_info(self) -> dict[str, Any]:
+        """Backend, tuned depth, measured recall@1, fallback reason, sizes."""
+        with self._rw.read():
+            d = self._backend.info(self._m)
+            d["identities"] = self._n_identities
+            d["recall_target"] = self.recall_target
+            d["tune_similarity"], d["tune_similarity_source"] = self._tune_sim_used
+            exact = (
+                self._backend.name == "exact"
+                or not self._backend.active
+                or self._m.n < SMALL_GALLERY
+            )
+            d["search"] = "exact" if exact else "shortlist+exact-rerank"
+        return d
+
+    def rebuild_index(self) -> dict[str, Any]:
+        """Rebuild (and retrain) the search index from the templates, then re-tune.
+
+        Use it after many removals to retrain IVF centroids / PQ codebooks
+        without the erased identities' influence; stale checkpoint files are
+        deleted. Returns :meth:`index_info`.
+
+        Raises
+        ------
+        IndexTrainingError
+            The backend needs more templates to train than the gallery holds
+            (automatic maintenance falls back to exact search instead).
+        """
+        self._check_open()
+        b = self._backend
+        with self._wmutex:
+            if isinstance(b, FaissBackend) and self._m.n < b.min_train_size(self.dim):
+                b.train(self._m, strict=True)  # raises IndexTrainingError with the reason
+            with self._rw.write():
+                b.rebuild(self._m)
+                self._tune()
+            self._drop_checkpoints()
+        return self.index_info()
+
+    # ------------------------------------------------------------------ persistence
+    def checkpoint(self) -> None:
+        """Write the index checkpoint file (FAISS backends) and truncate the WAL.
+
+        The file is written atomically with its SHA-256 recorded in the store,
+        tagged with the store generation and a digest of the template ids.
+        """
+        self._check_open()
+        b = self._backend
+        d = self.index_dir
+        with self._wmutex:
+            if d is not None and b.checkpointable and b.active:
+                if isinstance(b, FaissBackend) and b.tombstones:
+                    with self._rw.write():  # never write erased templates to a file
+                        b.rebuild(self._m)
+                        b.set_depth(b.depth or 1)
+                with self._rw.read():
+                    data = b.serialize()
+                    n = self._m.n
+                    digest = digest_tids(self._m.tids[:n])
+                    params = b.params()
+                gen = self._store.generation
+                d.mkdir(exist_ok=True)
+                fname = f"{b.name}-g{gen}-{uuid.uuid4().hex[:8]}.faiss"
+                sha = _fileio.atomic_write(d / fname, data)
+                old = self._store.checkpoint_files()
+                self._store.delete_checkpoints()
+                self._store.set_checkpoint(
+                    CheckpointRecord(b.name, fname, sha, gen, n, digest, params)
+                )
+                for f in set(old) - {fname}:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(d / f)
+                self._clean_index_dir({fname})
+            self._store.wal_checkpoint()
+
+    def _clean_index_dir(self, keep: set[str]) -> None:
+        d = self.index_dir
+        if d is None or not d.is_dir():
+            return
+        for f in d.iterdir():
+            if f.name not in keep:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        _fileio.fsync_dir(d)
+
+    def verify_integrity(self) -> dict[str, Any]:
+        """Check that memory and index match the store; raise if not.
+
+        Returns counts; raises :class:`GalleryFileError` describing the first
+        mismatch.
+        """
+        n_id, n_t = self._store.counts()
+        with self._rw.read():
+            tids = np.sort(self._m.tids[: self._m.n])
+            if n_t != self._m.n or n_id != self._n_identities:
+                raise GalleryFileError(
+                    f"memory holds {self._n_identities} identities / {self._m.n} templates, "
+                    f"the store {n_id} / {n_t}"
+                )
+            if digest_tids(tids) != self._store.tid_digest():
+                raise GalleryFileError("memory and store hold different template ids")
+            b = self._backend
+            if isinstance(b, FaissBackend) and b.index is not None:
+                labels = b.labels()
+                live = np.intersect1d(labels, tids)
+                if live.size != tids.size or (b.kind != "hnsw" and labels.size != tids.size):
+                    raise GalleryFileError(
+                        f"index holds {labels.size} labels, {live.size} live, store {tids.size}"
+                    )
+        return {"identities": n_id, "templates": n_t}
+
+    def close(self) -> None:
+        """Checkpoint (files only) and close; idempotent."""
+        if self._closed:
+            return
+        try:
+            if self.path is not None:
+                self.checkpoint()
+        finally:
+            self._closed = True
+            self._store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "memory" if self.path is None else os.fspath(self.path)
+        return (
+            f"Gallery(dim={self.dim}, backend={self._backend.name!r}, "
+            f"identities={self._n_identities}, templates={self._m.n}, at {where})"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_duplicate_option(v: Any) -> None:
+    if v not in ("refuse", "append"):
+        raise InputError(f"on_duplicate must be 'refuse' or 'append', got {v!r}")
+
+
+def _check_json(meta: Any) -> None:
+    import json
+
+    if not isinstance(meta, Mapping):
+        raise InputError(f"metadata must be a mapping (JSON object), got {type(meta).__name__}")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata must be JSON-serialisable: {exc}") from exc
+
+
+def _rows(templates: Any) -> int:
+    a = np.asarray(templates) if not isinstance(templates, (str, bytes)) else None
+    if a is None or a.ndim == 0:
+        return 1
+    return 1 if a.ndim == 1 else int(a.shape[0])
+
+
+def _fuse(scores: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the best template per identity, first ``k`` identities per row.
+
+    ``scores`` (M, K) are sorted best first (NaN padding), ``slots`` the
+    identity slot of each (-1 padding). Returns (scores (M, k'), slots (M, k')).
+    """
+    m, kk = slots.shape
+    if kk == 0:
+        return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
+    valid = (slots >= 0) & ~np.isnan(scores)
+    dup = np.zeros_like(valid)
+    for j in range(1, kk):
+        dup[:, j] = (slots[:, :j] == slots[:, j : j + 1]).any(axis=1)
+    keep = valid & ~dup
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, order, 1)
+    out_s = np.where(kept, np.take_along_axis(scores, order, 1), np.nan).astype(np.float32)
+    out_i = np.where(kept, np.take_along_axis(slots, order, 1), -1)
+    return out_s[:, : min(k, kk)], out_i[:, : min(k, kk)]

@@ -1,0 +1,647 @@
+"""SQLite store of a gallery: the source of truth.
+
+A gallery on disk is one SQLite database. It holds the identities (with their
+metadata and consent state), their templates (float32 blobs + region masks),
+calibrated thresholds, the records of index checkpoint files, an audit log
+(without biometric data) and a ``meta`` table with the format name and
+version. Search indexes are derived from it and can always be rebuilt.
+
+Settings and why
+----------------
+- ``journal_mode=WAL``: readers are never blocked by the writer and a commit is
+  one sequential append.
+- ``synchronous=FULL``: in WAL mode ``NORMAL`` survives a process crash but may
+  lose the last commits on power loss; an acknowledged enrollment (or, more
+  importantly, an acknowledged opt-out) must survive both, so every commit is
+  fsync-ed. Bulk loads use :meth:`Store.insert_identities` (one transaction,
+  one fsync for many identities).
+- ``secure_delete=ON``: deleted rows are overwritten with zeros in the database
+  pages; after an erasure the WAL is checkpointed with ``TRUNCATE`` so no old
+  page image holding the erased templates stays in the ``-wal`` file.
+- ``foreign_keys=ON``: templates are deleted with their identity (cascade).
+
+One connection is shared by all threads of a gallery and serialised by a lock;
+searches never touch SQLite (they run on the in-memory copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.errors import (
+    DimensionError,
+    DuplicateIdentityError,
+    FormatVersionError,
+    GalleryFileError,
+    InputError,
+    UnknownIdentityError,
+)
+
+__all__ = [
+    "digest_tids",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CheckpointRecord",
+    "Store",
+    "ThresholdRecord",
+]
+
+FORMAT_NAME = "pyfacematch-gallery"
+FORMAT_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE identities (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    metadata    TEXT,
+    consent     TEXT NOT NULL,
+    consent_at  REAL NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE templates (
+    tid       INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity  INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    data      BLOB NOT NULL,
+    mask      INTEGER
+);
+CREATE INDEX templates_identity ON templates(identity);
+CREATE TABLE thresholds (
+    name        TEXT PRIMARY KEY,
+    value       REAL NOT NULL,
+    target      REAL NOT NULL,
+    n_scores    INTEGER NOT NULL,
+    gallery_size INTEGER,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE checkpoints (
+    backend     TEXT PRIMARY KEY,
+    file        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    n_templates INTEGER NOT NULL,
+    digest      TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts        REAL NOT NULL,
+    action    TEXT NOT NULL,
+    identity  TEXT,
+    detail    TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class ThresholdRecord:
+    """A calibrated threshold stored in the gallery.
+
+    Attributes
+    ----------
+    name : str
+        ``"fmr"`` (verification) or ``"fpir"`` (identification).
+    value : float
+        Accept when score >= value.
+    target : float
+        The target rate it was calibrated for.
+    n_scores : int
+        How many impostor scores it was calibrated on.
+    gallery_size : int or None
+        Identities enrolled when an FPIR threshold was calibrated.
+    """
+
+    name: str
+    value: float
+    target: float
+    n_scores: int
+    gallery_size: int | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """Where an index checkpoint lives and what store state it reflects."""
+
+    backend: str
+    file: str
+    sha256: str
+    generation: int
+    n_templates: int
+    digest: str
+    params: dict[str, Any]
+
+
+def _u64_to_i64(mask: int) -> int:
+    return mask - (1 << 64) if mask >= (1 << 63) else mask
+
+
+class Store:
+    """SQLite store of identities, templates, thresholds and checkpoints.
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        Database file; ``None`` keeps everything in memory (no files).
+    dim : int or None
+        Template dimension. Required to create a store; checked against the
+        stored one when opening (``DimensionError`` naming both).
+    blocks : array_like of int64, shape (B+1,), or None
+        Region-block offsets of masked templates (0 … dim), or ``None`` for
+        templates without masks. Fixed at creation.
+    integrity_check : bool
+        Run ``PRAGMA quick_check`` when opening an existing file.
+
+    Raises
+    ------
+    GalleryFileError
+        The file is not a SQLite database, not a gallery, empty, or corrupted.
+    FormatVersionError
+        The file was written by an unknown format version.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        dim: int | None = None,
+        blocks: np.ndarray | Sequence[int] | None = None,
+        integrity_check: bool = True,
+    ) -> None:
+        self.path: Path | None = None if path is None else Path(path)
+        self._lock = threading.RLock()
+        exists = self.path is not None and self.path.exists()
+        if self.path is not None and exists and self.path.is_dir():
+            raise GalleryFileError(f"{os.fspath(self.path)!r} is a folder, not a gallery file")
+        if self.path is not None and exists and self.path.stat().st_size == 0:
+            raise GalleryFileError(
+                f"{os.fspath(self.path)!r} is an empty file, not a gallery: "
+                "remove it or choose another path to create a new gallery"
+            )
+        try:
+            self._con = sqlite3.connect(
+                ":memory:" if self.path is None else os.fspath(self.path),
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise GalleryFileError(f"cannot open gallery file {os.fspath(path)!r}: {exc}") from exc
+        try:
+            self._configure()
+            if exists:
+                self._check_existing(integrity_check)
+            else:
+                self._create(dim, blocks)
+            self.dim = int(self.get_meta("dim"))
+            blk = json.loads(self.get_meta("blocks"))
+            self.blocks: np.ndarray | None = None if blk is None else np.asarray(blk, np.int64)
+        except sqlite3.DatabaseError as exc:
+            self._con.close()
+            raise GalleryFileError(
+                f"{os.fspath(self.path)!r} is not a readable gallery ({exc}): "
+                "it is not a SQLite database or it is corrupted"
+            ) from exc
+        except BaseException:
+            self._con.close()
+            raise
+        if exists and dim is not None and int(dim) != self.dim:
+            self._con.close()
+            raise DimensionError(
+                f"gallery {os.fspath(self.path)!r} holds templates of dimension {self.dim}, "
+                f"but dim={int(dim)} was requested: open it without dim or with dim={self.dim}"
+            )
+
+    # ------------------------------------------------------------------ setup
+    def _configure(self) -> None:
+        c = self._con
+        if self.path is not None:
+            mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # pragma: no cover - e.g. network filesystems
+                raise GalleryFileError(
+                    f"cannot use WAL journaling on {os.fspath(self.path)!r} (got {mode!r})"
+                )
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA secure_delete=ON")
+        c.execute("PRAGMA foreign_keys=ON")
+
+    def _create(self, dim: int | None, blocks: Any) -> None:
+        if dim is None:
+            raise InputError("creating a new gallery needs the template dimension: pass dim=<int>")
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or int(dim) <= 0:
+            raise InputError(f"dim must be a positive integer, got {dim!r}")
+        blk = None
+        if blocks is not None:
+            b = np.asarray(blocks)
+            if b.ndim != 1 or b.size < 2 or not np.issubdtype(b.dtype, np.integer):
+                raise InputError(
+                    "blocks must be a 1-D integer array of offsets 0 … dim (length B+1, B ≥ 1)"
+                )
+            if b[0] != 0 or b[-1] != int(dim) or np.any(np.diff(b) <= 0) or b.size - 1 > 64:
+                raise InputError(
+                    f"blocks must increase strictly from 0 to dim={int(dim)} with at most 64 "
+                    f"blocks; got {b.size - 1} blocks from {int(b[0])} to {int(b[-1])}"
+                )
+            blk = [int(v) for v in b]
+        now = time.time()
+        with self.transaction():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self._con.execute(stmt)
+            for k, v in (
+                ("format", FORMAT_NAME),
+                ("format_version", str(FORMAT_VERSION)),
+                ("dim", str(int(dim))),
+                ("blocks", json.dumps(blk)),
+                ("generation", "0"),
+                ("uuid", uuid.uuid4().hex),
+                ("created_at", repr(now)),
+            ):
+                self._con.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (k, v))
+
+    def _check_existing(self, integrity_check: bool) -> None:
+        c = self._con
+        has_meta = c.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()[0]
+        fmt = None
+        if has_meta:
+            row = c.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            fmt = None if row is None else row[0]
+        if fmt != FORMAT_NAME:
+            raise GalleryFileError(
+                f"{os.fspath(self.path)!r} is a SQLite database but not a pyfacematch gallery "
+                "(no format record): choose a gallery file or a new path"
+            )
+        row = c.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+        try:
+            version = int(row[0]) if row is not None else None
+        except ValueError:
+            version = None
+        if version != FORMAT_VERSION:
+            raise FormatVersionError(
+                f"gallery {os.fspath(self.path)!r} has format version "
+                f"{row[0] if row else 'missing'!s}, this pyfacematch reads version "
+                f"{FORMAT_VERSION}: open it with the pyfacematch release that wrote it"
+            )
+        if integrity_check:
+            res = c.execute("PRAGMA quick_check").fetchall()
+            if res != [("ok",)]:
+                raise GalleryFileError(
+                    f"gallery {os.fspath(self.path)!r} is corrupted (SQLite quick_check: "
+                    f"{res[0][0] if res else 'no answer'}); restore it from a backup"
+                )
+
+    # ------------------------------------------------------------ primitives
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error)."""
+        where = "memory" if self.path is None else repr(os.fspath(self.path))
+        with self._lock:
+            try:
+                self._con.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise GalleryFileError(
+                    f"cannot start a write on gallery {where} ({exc}): another process may be "
+                    "writing to it, or the disk is read-only; retry or close the other writer"
+                ) from exc
+            try:
+                yield self._con
+                self._con.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._con.execute("ROLLBACK")
+                raise GalleryFileError(
+                    f"write to gallery {where} failed and was rolled back ({exc}): nothing of "
+                    "this call was stored; check free disk space and permissions"
+                ) from exc
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._con.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the connection (idempotent)."""
+        with self._lock:
+            if self._con is None:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                self.wal_checkpoint()
+            self._con.close()
+            self._con = None  # type: ignore[assignment]
+
+    def wal_checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it to zero bytes."""
+        if self.path is None:
+            return
+        with self._lock:
+            busy, _, _ = self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:  # pragma: no cover - only with foreign readers on the file
+                raise GalleryFileError(
+                    f"could not truncate the WAL of {os.fspath(self.path)!r}: another process "
+                    "holds a read transaction; close it and call remove() or checkpoint() again"
+                )
+
+    def get_meta(self, key: str) -> str:
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise GalleryFileError(f"gallery has no {key!r} record: the file is damaged")
+        return str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def generation(self) -> int:
+        """Counter bumped by every committed enroll or removal."""
+        return int(self.get_meta("generation"))
+
+    def _bump(self, c: sqlite3.Connection) -> int:
+        c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+        return int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def _audit(self, c: sqlite3.Connection, action: str, identity: str | None, detail: str) -> None:
+        c.execute(
+            "INSERT INTO audit(ts, action, identity, detail) VALUES (?, ?, ?, ?)",
+            (time.time(), action, identity, detail),
+        )
+
+    # ------------------------------------------------------------ identities
+    def insert_identities(
+        self,
+        items: Sequence[tuple[str, np.ndarray, np.ndarray | None, dict[str, Any] | None]],
+        *,
+        on_duplicate: str,
+        consent: str = "granted",
+    ) -> tuple[list[np.ndarray], int]:
+        """Insert identities and their templates in one transaction.
+
+        Parameters
+        ----------
+        items : sequence of (name, templates (T,d) float32, masks (T,) uint64 or None, metadata)
+        on_duplicate : {"refuse", "append"}
+            What to do with a name already enrolled (or repeated in ``items``).
+
+        Returns
+        -------
+        tids : list of int64 arrays
+            The new template ids of each item, in order.
+        generation : int
+            The store generation after the commit.
+        """
+        now = time.time()
+        out: list[np.ndarray] = []
+        with self.transaction() as c:
+            for name, tmpl, masks, metadata in items:
+                row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+                meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
+                if row is not None:
+                    if on_duplicate != "append":
+                        raise DuplicateIdentityError(
+                            f"identity {name!r} is already enrolled: pass on_duplicate='append' "
+                            "to add templates to it, or remove() it first"
+                        )
+                    ident = int(row[0])
+                    if meta_json is not None:
+                        c.execute(
+                            "UPDATE identities SET metadata=?, updated_at=? WHERE id=?",
+                            (meta_json, now, ident),
+                        )
+                    else:
+                        c.execute("UPDATE identities SET updated_at=? WHERE id=?", (now, ident))
+                    action = "append"
+                else:
+                    cur = c.execute(
+                        "INSERT INTO identities(name, metadata, consent, consent_at, created_at,"
+                        " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, meta_json, consent, now, now, now),
+                    )
+                    ident = int(cur.lastrowid)
+                    action = "enroll"
+                tids = np.empty(tmpl.shape[0], np.int64)
+                for j in range(tmpl.shape[0]):
+                    m = None if masks is None else _u64_to_i64(int(masks[j]))
+                    cur = c.execute(
+                        "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
+                        (ident, tmpl[j].tobytes(), m),
+                    )
+                    tids[j] = cur.lastrowid
+                self._audit(c, action, name, f"templates={tmpl.shape[0]}")
+                out.append(tids)
+            gen = self._bump(c)
+        return out, gen
+
+    def delete_identity(self, name: str) -> tuple[np.ndarray, int]:
+        """Delete an identity and its templates; checkpoint the WAL (TRUNCATE).
+
+        Returns the deleted template ids and the new generation.
+        """
+        with self.transaction() as c:
+            row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UnknownIdentityError(
+                    f"identity {name!r} is not enrolled: nothing to remove "
+                    "(list enrolled ids with gallery.identities())"
+                )
+            tids = np.array(
+                [r[0] for r in c.execute("SELECT tid FROM templates WHERE identity=?", (row[0],))],
+                np.int64,
+            )
+            c.execute("DELETE FROM identities WHERE id=?", (row[0],))
+            self._audit(c, "remove", name, f"templates={tids.size}")
+            gen = self._bump(c)
+        self.wal_checkpoint()
+        return tids, gen
+
+    def has_identity(self, name: str) -> bool:
+        with self._lock:
+            return (
+                self._con.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone()
+                is not None
+            )
+
+    def identity_names(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT name FROM identities ORDER BY id")]
+
+    def identity_record(self, name: str) -> dict[str, Any]:
+        """Metadata, consent state and timestamps of one identity."""
+        with self._lock:
+            row = self._con.execute(
+                "SELECT i.metadata, i.consent, i.consent_at, i.created_at, i.updated_at,"
+                " (SELECT count(*) FROM templates t WHERE t.identity = i.id)"
+                " FROM identities i WHERE name=?",
+                (name,),
+            ).fetchone()
+        if row is None:
+            raise UnknownIdentityError(f"identity {name!r} is not enrolled")
+        return {
+            "metadata": None if row[0] is None else json.loads(row[0]),
+            "consent": row[1],
+            "consent_at": row[2],
+            "created_at": row[3],
+            "updated_at": row[4],
+            "n_templates": int(row[5]),
+        }
+
+    def counts(self) -> tuple[int, int]:
+        """(identities, templates)."""
+        with self._lock:
+            n_id = self._con.execute("SELECT count(*) FROM identities").fetchone()[0]
+            n_t = self._con.execute("SELECT count(*) FROM templates").fetchone()[0]
+        return int(n_id), int(n_t)
+
+    def load_all(self) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
+        """Every template, ordered by template id.
+
+        Returns
+        -------
+        tids : int64 (N,)
+        names : list of str, length N (the identity of each template)
+        matrix : float32 (N, dim)
+        masks : uint64 (N,) or None when the gallery has no blocks
+        """
+        where = "memory" if self.path is None else repr(os.fspath(self.path))
+        nbytes = self.dim * 4
+        try:
+            with self._lock:
+                n = int(self._con.execute("SELECT count(*) FROM templates").fetchone()[0])
+                tids = np.empty(n, np.int64)
+                masks = np.zeros(n, np.int64)
+                matrix = np.empty((n, self.dim), np.float32)
+                names: list[str] = []
+                cur = self._con.execute(
+                    "SELECT t.tid, i.name, t.data, t.mask FROM templates t"
+                    " JOIN identities i ON i.id = t.identity ORDER BY t.tid"
+                )
+                i = 0
+                while True:
+                    chunk = cur.fetchmany(8192)  # bounded memory: no list of every blob
+                    if not chunk:
+                        break
+                    if i + len(chunk) > n or any(len(r[2]) != nbytes for r in chunk):
+                        raise GalleryFileError(
+                            f"a template record of gallery {where} does not hold {self.dim} "
+                            "float32 values (or the template table changed size): the file is "
+                            "damaged; restore it from a backup"
+                        )
+                    j = i + len(chunk)
+                    tids[i:j] = [r[0] for r in chunk]
+                    names.extend(r[1] for r in chunk)
+                    matrix[i:j] = np.frombuffer(b"".join(r[2] for r in chunk), np.float32).reshape(
+                        -1, self.dim
+                    )
+                    masks[i:j] = [0 if r[3] is None else r[3] for r in chunk]
+                    i = j
+        except sqlite3.DatabaseError as exc:
+            raise GalleryFileError(
+                f"cannot read the templates of gallery {where} ({exc}): "
+                "the file is corrupted; restore it from a backup"
+            ) from exc
+        if i != n:
+            raise GalleryFileError(
+                f"gallery {where} lists {n} templates but {i} could be read: the file is damaged"
+            )
+        return tids, names, matrix, None if self.blocks is None else masks.view(np.uint64)
+
+    def tid_digest(self) -> str:
+        """SHA-256 of the sorted template ids (identifies the index content)."""
+        with self._lock:
+            tids = np.array(
+                [r[0] for r in self._con.execute("SELECT tid FROM templates ORDER BY tid")],
+                np.int64,
+            )
+        return digest_tids(tids)
+
+    # ------------------------------------------------------------ thresholds
+    def set_threshold(self, rec: ThresholdRecord) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO thresholds(name, value, target, n_scores, gallery_size,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (rec.name, rec.value, rec.target, rec.n_scores, rec.gallery_size, rec.created_at),
+            )
+            self._audit(c, "calibrate", None, f"{rec.name}={rec.target} n={rec.n_scores}")
+
+    def get_threshold(self, name: str) -> ThresholdRecord | None:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT name, value, target, n_scores, gallery_size, created_at FROM thresholds"
+                " WHERE name=?",
+                (name,),
+            ).fetchone()
+        return None if row is None else ThresholdRecord(*row)
+
+    # ----------------------------------------------------------- checkpoints
+    def get_checkpoint(self, backend: str) -> CheckpointRecord | None:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT backend, file, sha256, generation, n_templates, digest, params"
+                " FROM checkpoints WHERE backend=?",
+                (backend,),
+            ).fetchone()
+        if row is None:
+            return None
+        return CheckpointRecord(*row[:6], params=json.loads(row[6]))
+
+    def set_checkpoint(self, rec: CheckpointRecord) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO checkpoints(backend, file, sha256, generation,"
+                " n_templates, digest, params, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.backend,
+                    rec.file,
+                    rec.sha256,
+                    rec.generation,
+                    rec.n_templates,
+                    rec.digest,
+                    json.dumps(rec.params, sort_keys=True),
+                    time.time(),
+                ),
+            )
+
+    def delete_checkpoints(self) -> list[str]:
+        """Forget every checkpoint record; return the files they named."""
+        with self.transaction() as c:
+            files = [r[0] for r in c.execute("SELECT file FROM checkpoints")]
+            c.execute("DELETE FROM checkpoints")
+        return files
+
+    def checkpoint_files(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT file FROM checkpoints")]
+
+    def audit_log(self) -> list[tuple[float, str, str | None, str]]:
+        """(timestamp, action, identity, detail) rows, oldest first."""
+        with self._lock:
+            return [
+                tuple(r)  # type: ignore[misc]
+                for r in self._con.execute(
+                    "SELECT ts, action, identity, detail FROM audit ORDER BY seq"
+                )
+            ]
+
+
+def digest_tids(tids: np.ndarray) -> str:
+    """SHA-256 of a sorted int64 array of template ids."""
+    return hashlib.sha256(np.sort(np.asarray(tids, np.int64)).astype("<i8").tobytes()).hexdigest()
