@@ -165,9 +165,14 @@ class ScoreFusion:
         return beta[:k].copy(), float(beta[k])
 
     # ---------------------------------------------------------------- scoring
-    def _check_fitted(self) -> None:
-        if self.weights is None:
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(weights, impostor mean, impostor std) of a fitted fusion; raises when not fitted."""
+        if self.weights is None or self._imp_mean is None or self._imp_std is None:
             raise InputError("this ScoreFusion is not fitted: call fit(scores, genuine) first")
+        return self.weights, self._imp_mean, self._imp_std
+
+    def _check_fitted(self) -> None:
+        self._fitted()
 
     def fuse(self, scores: Any) -> np.ndarray:
         """Fused scores.
@@ -184,7 +189,7 @@ class ScoreFusion:
             float64, the shape of one input score array: z-score units
             (``"zscore"``) or log-likelihood ratio (``"logistic"``).
         """
-        self._check_fitted()
+        weights, _, _ = self._fitted()
         if isinstance(scores, np.ndarray) and scores.ndim == 2:
             shape: tuple[int, ...] = (scores.shape[0],)
             x = _stack(scores)
@@ -192,15 +197,15 @@ class ScoreFusion:
             arrs = [np.asarray(s) for s in scores]
             shape = arrs[0].shape if arrs else (0,)
             x = _stack(arrs)
-        if x.shape[1] != len(self.weights):
+        if x.shape[1] != len(weights):
             raise DimensionError(
-                f"this fusion was fitted on {len(self.weights)} scores per comparison, got {x.shape[1]}"
+                f"this fusion was fitted on {len(weights)} scores per comparison, got {x.shape[1]}"
             )
         z = self._z(x)
         if self.method == "zscore":
-            out = z @ self.weights
+            out = z @ weights
         else:
-            out = ((z - self._loc) / self._scale) @ self.weights + self.bias
+            out = ((z - self._loc) / self._scale) @ weights + self.bias
         return out.reshape(shape)
 
     def probability(self, scores: Any, prior: float = 0.5) -> np.ndarray:
@@ -217,16 +222,16 @@ class ScoreFusion:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters (for saving next to a gallery)."""
-        self._check_fitted()
+        weights, imp_mean, imp_std = self._fitted()
         d: dict[str, Any] = {
             "method": self.method,
             "l2": self.l2,
-            "weights": self.weights.tolist(),
+            "weights": weights.tolist(),
             "bias": self.bias,
-            "impostor_mean": self._imp_mean.tolist(),
-            "impostor_std": self._imp_std.tolist(),
+            "impostor_mean": imp_mean.tolist(),
+            "impostor_std": imp_std.tolist(),
         }
-        if self.method == "logistic":
+        if self.method == "logistic" and self._loc is not None and self._scale is not None:
             d["loc"] = self._loc.tolist()
             d["scale"] = self._scale.tolist()
         return d

@@ -165,7 +165,7 @@ class DlibDetector(Detector):
 
             scale = self.max_side / float(max(h, w))
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         if self.kind == "hog":
             rects, scores, _ = self._det.run(small, self.upsample, self.adjust_threshold)
             found = list(zip(rects, (float(s) for s in scores)))
@@ -176,7 +176,7 @@ class DlibDetector(Detector):
             for r, sc in found
         ]
 
-    def landmarks(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    def landmarks(self, image: np.ndarray, box: Sequence[float] | np.ndarray) -> np.ndarray:
         """68 iBUG landmarks inside a given box: (68, 2) float32 pixels."""
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
         shape = self._sp(image, self._dlib.rectangle(x0, y0, x1, y1))

@@ -201,11 +201,12 @@ def load_image(
                         f"max_pixels={max_pixels}: downscale it or raise max_pixels",
                     )
                 im.load()
+                img: Image.Image = im
                 if exif_transpose:
-                    im = ImageOps.exif_transpose(im)
-                if im.mode != "RGB":
-                    im = im.convert("RGB")
-                arr = np.asarray(im, dtype=np.uint8)
+                    img = ImageOps.exif_transpose(img)
+                if img.mode != "RGB":
+                    img = img.convert("RGB")
+                arr = np.asarray(img, dtype=np.uint8)
         except ImageLoadError:
             raise
         except UnidentifiedImageError:

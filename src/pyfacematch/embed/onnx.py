@@ -69,6 +69,17 @@ class OnnxModelConfig:
         Model name.
     """
 
+    input: str
+    output: str
+    input_size: tuple[int, int]
+    layout: str
+    color: str
+    mean: np.ndarray
+    std: np.ndarray
+    fixed_batch: int | None
+    dim: int
+    name: str
+
     def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
 

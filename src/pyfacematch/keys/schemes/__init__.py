@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -168,7 +169,9 @@ class Scheme:
         return f"Scheme({self.name!r}, n_points={self.n_points}, dims={self.dims}, regions={self.n_regions})"
 
 
-def default_distance_pairs(mean: np.ndarray, idx: np.ndarray, k: int = 2) -> list[list[int]]:
+def default_distance_pairs(
+    mean: np.ndarray, idx: np.ndarray | Sequence[int], k: int = 2
+) -> list[list[int]]:
     """The default distance set of a region.
 
     Each point to its ``k`` nearest and to its farthest neighbour within the
@@ -183,17 +186,17 @@ def default_distance_pairs(mean: np.ndarray, idx: np.ndarray, k: int = 2) -> lis
     -------
     list of [i, j] point-index pairs.
     """
-    idx = sorted(int(i) for i in idx)
-    if len(idx) < 2:
+    pts_idx = sorted(int(i) for i in idx)
+    if len(pts_idx) < 2:
         return []
-    pts = np.asarray(mean, np.float64)[idx]
+    pts = np.asarray(mean, np.float64)[pts_idx]
     dist = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
     out = set()
-    for a in range(len(idx)):
+    for a in range(len(pts_idx)):
         order = np.argsort(dist[a], kind="stable")
         for b in [*order[1 : 1 + k], order[-1]]:
             if int(b) != a:
-                i, j = idx[a], idx[int(b)]
+                i, j = pts_idx[a], pts_idx[int(b)]
                 out.add((min(i, j), max(i, j)))
     return [list(p) for p in sorted(out)]
 

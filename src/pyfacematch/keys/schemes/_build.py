@@ -210,7 +210,7 @@ def _mp_regions(mean: np.ndarray, conn: dict[str, set[int]]) -> tuple[list[str],
     labelled = np.flatnonzero(pr >= 0)
     labelled = labelled[labelled < 468]
     mouth_x = sorted(x[[61, 291]])
-    for p in np.flatnonzero(pr < 0):
+    for p in (int(v) for v in np.flatnonzero(pr < 0)):
         dist = np.linalg.norm(mean[labelled, :2] - mean[p, :2], axis=1)
         side = "right" if x[p] < mid_x else "left"
         if y[p] < brow_y:
