@@ -43,13 +43,15 @@ from pyfacematch.core import scoring
 from pyfacematch.errors import (
     DimensionError,
     GalleryFileError,
+    GalleryReadOnlyError,
     InputError,
     NonFiniteError,
     UnknownIdentityError,
 )
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
-from pyfacematch.gallery.locking import RWLock
+from pyfacematch.gallery.erasure import WalEraser
+from pyfacematch.gallery.locking import RWLock, WriterLock
 from pyfacematch.gallery.results import (
     Candidate,
     Decision,
@@ -58,6 +60,7 @@ from pyfacematch.gallery.results import (
     VerifyResult,
 )
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
+from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.store import Store, digest_tids
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
 from pyfacematch.gallery.validation import (
@@ -133,10 +136,27 @@ class Gallery:
         Run SQLite's ``quick_check`` when opening a file.
     backend_options : mapping or None
         Keyword options of the backend (e.g. ``hnsw_m``).
+    read_only : bool
+        Open an existing gallery file for searching only: no lock is taken,
+        nothing is written, and before answering the gallery reloads itself
+        when another process has committed a change (SQLite ``data_version``
+        and the store generation), so it never returns a removed identity
+        after the writer's ``remove()`` has returned.
+    key_provider : KeyProvider or None
+        Source of the secret that authenticates index checkpoint files
+        (default: ``PYFACEMATCH_GALLERY_KEY`` if set, else the key file
+        ``<path>.key``, created with mode 0600). See :mod:`.secret`.
 
     Raises
     ------
-    GalleryFileError, FormatVersionError, DimensionError, InputError
+    GalleryFileError, GalleryLockedError, KeyFileError, FormatVersionError, DimensionError,
+    InputError
+
+    Notes
+    -----
+    One writer per gallery file: a writable file gallery holds an exclusive
+    OS lock on ``<path>.lock`` until :meth:`close` (released by the OS if the
+    process dies); a second writer gets :class:`GalleryLockedError`.
     """
 
     def __init__(
@@ -154,6 +174,8 @@ class Gallery:
         seed: int = 0,
         integrity_check: bool = True,
         backend_options: Mapping[str, Any] | None = None,
+        read_only: bool = False,
+        key_provider: KeyProvider | None = None,
     ) -> None:
         check_duplicate_option(on_duplicate)
         if not 0.0 < float(recall_target) <= 1.0:
@@ -167,26 +189,58 @@ class Gallery:
         self.tune_probes = int(tune_probes)
         self.min_fraction = float(min_fraction)
         self._seed = int(seed)
-        self._store = Store(path, dim=dim, blocks=blocks, integrity_check=integrity_check)
+        self.read_only = bool(read_only)
+        self._tuning_error: str | None = None
+        self._lock: WriterLock | None = None
+        if path is not None and self.read_only and not Path(path).is_file():
+            raise GalleryFileError(
+                f"cannot open {os.fspath(path)!r} read-only: no gallery file there "
+                "(read-only opens never create one)"
+            )
+        if path is not None and not self.read_only:
+            self._lock = WriterLock(path)
+            self._lock.acquire()
+        try:
+            self._store = Store(path, dim=dim, blocks=blocks, integrity_check=integrity_check)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.path = self._store.path
         self.dim = self._store.dim
         self.blocks = self._store.blocks
-        self._ckpt = CheckpointFiles(self._store, self.index_dir)
         self._rw = RWLock()
         self._wmutex = threading.RLock()
         self._closed = False
         self._thresholds: dict[str, ThresholdRecord | None] = {}
+        self._eraser: WalEraser | None = None
         try:
+            keys = None
+            if self.path is not None:
+                keys = key_provider or key_provider_for(self.path)
+                if not self.read_only:
+                    keys.key(create=True)  # made at creation; refused if others can read it
+            self._ckpt = CheckpointFiles(
+                self._store, self.index_dir, keys, writable=not self.read_only
+            )
+            if self.path is not None and not self.read_only:
+                self._eraser = WalEraser(self.path, self._sweep_index)
             stored = None
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
             name = backend or stored or DEFAULT_BACKEND
             self._backend: Backend = make_backend(name, **dict(backend_options or {}))
-            if name != stored:
+            if name != stored and not self.read_only:
                 self._store.set_meta("backend", name)
+            self._data_version = self._store.data_version()
+            self._ckpt_file: str | None = None
             self._load()
+            if not self.read_only and self.path is not None:
+                self._sweep_index()  # crash leftovers: temporary and stale checkpoint files
         except BaseException:
             self._store.close()
+            if self._lock is not None:
+                self._lock.release()
             raise
 
     @classmethod
@@ -207,6 +261,7 @@ class Gallery:
         return None if self.path is None else self.path.with_name(self.path.name + ".index")
 
     def _load(self) -> None:
+        self._loaded_generation = self._store.generation
         tids, names, matrix, masks = self._store.load_all()
         self._m = TemplateMatrix(self.dim, masked=self.blocks is not None, capacity=len(tids))
         self._slot_names: list[str | None] = []
@@ -260,7 +315,8 @@ class Gallery:
 
     def _load_checkpoint(self) -> bool:
         b = self._backend
-        got = self._ckpt.read(b.name, self._m)
+        self._ckpt_file = None
+        got = self._ckpt.read(b.name, self._m, self.dim)
         if got is None:
             return False
         rec, data = got
@@ -270,12 +326,40 @@ class Gallery:
             b.deserialize(data, self._m)
             if b.index.ntotal != self._m.n:  # type: ignore[attr-defined]
                 why = "index holds a different number of templates"
-        except RuntimeError as exc:  # FAISS refused bytes that passed the checksum
-            why = f"FAISS could not read it ({exc})"
+        except MemoryError:  # e.g. an absurd nlist
+            why = "FAISS ran out of memory reading it (implausible parameters)"
+        except Exception as exc:  # FAISS refused bytes that passed the MAC
+            why = f"FAISS could not read it ({type(exc).__name__}: {exc})"
         if why is not None:
             self._ckpt.reject(rec.file, why)
             return False
+        self._ckpt_file = rec.file
         return True
+
+    def _sweep_index(self) -> None:
+        """Delete temporary and stale checkpoint files (writable galleries only)."""
+        with self._wmutex:
+            recorded = self._store.checkpoint_files()
+            keep = {f for f in recorded if f == self._ckpt_file}
+            if recorded and not keep:  # records of files not in use: forget them (a write)
+                with contextlib.suppress(GalleryFileError):
+                    self._store.delete_checkpoints()
+            self._ckpt.sweep(keep)
+
+    def _refresh(self) -> None:
+        """Read-only galleries: reload when another connection committed a change."""
+        if not self.read_only or self._closed:
+            return
+        with self._wmutex:
+            dv = self._store.data_version()
+            if dv == self._data_version:
+                return
+            self._data_version = dv
+            self._thresholds.clear()
+            if self._store.generation == self._loaded_generation:
+                return  # thresholds, tuning or checkpoint records only
+            with self._rw.write():
+                self._load()
 
     # ------------------------------------------------------------------ validation
     def _templates(self, x: Any, what: str) -> np.ndarray:
@@ -287,6 +371,14 @@ class Gallery:
     def _check_open(self) -> None:
         if self._closed:
             raise GalleryFileError("this gallery is closed: open it again")
+
+    def _check_writable(self, what: str) -> None:
+        self._check_open()
+        if self.read_only:
+            raise GalleryReadOnlyError(
+                f"{what}: gallery {os.fspath(self.path or '')!r} was opened read-only; open it "
+                "without read_only=True (one writer at a time) to change it"
+            )
 
     # ------------------------------------------------------------------ writes
     def enroll(
@@ -351,7 +443,7 @@ class Gallery:
         on_duplicate, consent
             As in :meth:`enroll`.
         """
-        self._check_open()
+        self._check_writable("enroll")
         od = self.on_duplicate if on_duplicate is None else on_duplicate
         check_duplicate_option(od)
         if not isinstance(consent, str) or not consent:
@@ -390,33 +482,64 @@ class Gallery:
     def remove(self, identity_id: str) -> None:
         """Opt-out: erase an identity from the store, memory and index files.
 
-        The rows are deleted (``secure_delete``), the WAL is truncated, the
-        identity is never returned again by any backend, and index checkpoint
-        files that held its templates are deleted (the next checkpoint is
-        written without them).
+        All or nothing from the caller's view. If the delete cannot be
+        committed, nothing changed and :class:`GalleryFileError` says so. Once
+        it is committed (``secure_delete`` zeroes the rows), memory is updated
+        so no search returns the identity again, every index checkpoint and
+        temporary file is deleted (they may hold its templates), and the WAL is
+        truncated so no old page image keeps them; if another connection holds
+        a read transaction, the truncation is retried in the background until
+        it succeeds (``info()["erasure"]``, a log line) and ``remove()`` still
+        returns normally.
 
         Raises
         ------
         UnknownIdentityError
+            The identity is not enrolled (nothing changed).
+        GalleryFileError
+            The delete could not be committed (nothing changed; retry).
+        GalleryReadOnlyError
+            The gallery was opened read-only.
         """
-        self._check_open()
+        self._check_writable("remove")
         name = check_id(identity_id)
         with self._wmutex:
-            tids, _ = self._store.delete_identity(name)
-            with self._rw.write():
-                slot = self._name_to_slot.pop(name, None)
-                if slot is not None:
-                    self._slot_tids.pop(slot, None)
-                    self._slot_names[slot] = None
-                    self._n_identities -= 1
-                moves = self._m.remove_tids(tids)
-                self._siblings.invalidate()
-                self._backend.remove(self._m, tids, moves)
-                self._maintain()
+            try:
+                tids, _ = self._store.delete_identity(name, truncate_wal=self._eraser is None)
+            except UnknownIdentityError:
+                raise
+            except GalleryFileError as exc:
+                raise GalleryFileError(
+                    f"remove({name!r}) was not committed, nothing changed and {name!r} is still "
+                    f"enrolled: {exc}"
+                ) from exc
+            # committed: from here on nothing may leave the person searchable
+            try:
+                with self._rw.write():
+                    slot = self._name_to_slot.pop(name, None)
+                    if slot is not None:
+                        self._slot_tids.pop(slot, None)
+                        self._slot_names[slot] = None
+                        self._n_identities -= 1
+                    moves = self._m.remove_tids(tids)
+                    self._siblings.invalidate()
+                    self._backend.remove(self._m, tids, moves)
+                    self._maintain()
+            except Exception:
+                log.exception("updating memory after a removal failed: reloading from the store")
+                with self._rw.write():
+                    self._load()
             self._drop_checkpoints()
+            if self._eraser is not None:
+                self._eraser.erase()
 
     def _drop_checkpoints(self) -> None:
-        self._ckpt.drop()
+        """Delete every checkpoint and temporary file (never raises: problems are logged)."""
+        self._ckpt_file = None
+        try:
+            self._ckpt.drop()
+        except (GalleryFileError, OSError) as exc:
+            log.warning("could not delete the index checkpoint files: %s", exc)
 
     def _maintain(self) -> None:
         """Rebuild / retrain / retune when due (caller holds the write lock)."""
@@ -443,8 +566,19 @@ class Gallery:
         probes = make_tuning_probes(self._m, s, sim, rng)
         pm = self._masks(None, s, "masks")
         run_tuning(b, self._m, probes, pm, self._exact, self._approx, self.recall_target)
-        with contextlib.suppress(Exception):
+        if self.read_only:
+            return
+        try:
             self._store.set_meta(self._tuning_key(), json.dumps(b.params()))
+            self._tuning_error = None
+        except Exception as exc:  # reported, not swallowed: a reopened gallery would re-tune
+            self._tuning_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "%s backend: tuned parameters could not be saved (%s); a reopened gallery "
+                "re-tunes and may answer differently — see Gallery.info()['tuning_error']",
+                b.name,
+                self._tuning_error,
+            )
 
     # ------------------------------------------------------------------ search
     def _exact(
@@ -518,6 +652,7 @@ class Gallery:
         IdentifyArrays
         """
         self._check_open()
+        self._refresh()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         p = self._templates(probes, "probes")
@@ -544,7 +679,7 @@ class Gallery:
         acc = None
         if thr is not None:
             top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
-            acc = np.nan_to_num(top, nan=-np.inf) >= thr
+            acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr  # not in float32
         return IdentifyArrays(ident, ids_sc, acc, thr, src, target)
 
     def identify(
@@ -584,6 +719,7 @@ class Gallery:
         UnknownIdentityError
         """
         self._check_open()
+        self._refresh()
         name = check_id(identity_id)
         p = self._templates(probe, "probe")
         if p.shape[0] != 1:
@@ -627,7 +763,7 @@ class Gallery:
         -------
         ThresholdRecord
         """
-        self._check_open()
+        self._check_writable("calibrate")
         sources = sum(x is not None for x in (impostor_scores, pairs, nonmated_probes))
         if sources != 1:
             raise InputError(
@@ -667,9 +803,11 @@ class Gallery:
 
     # ------------------------------------------------------------------ listing
     def __len__(self) -> int:
+        self._refresh()
         return self._n_identities
 
     def __contains__(self, identity_id: object) -> bool:
+        self._refresh()
         with self._rw.read():
             return isinstance(identity_id, str) and identity_id in self._name_to_slot
 
@@ -678,12 +816,14 @@ class Gallery:
 
     def identities(self) -> list[str]:
         """Enrolled identity ids, in enrollment order."""
+        self._refresh()
         with self._rw.read():
             return [n for n in self._slot_names if n is not None]
 
     @property
     def n_templates(self) -> int:
         """Templates enrolled, over all identities."""
+        self._refresh()
         return self._m.n
 
     def record(self, identity_id: str) -> dict[str, Any]:
@@ -693,6 +833,7 @@ class Gallery:
     def templates(self, identity_id: str) -> np.ndarray:
         """float32 (T, d) copy of an identity's templates."""
         name = check_id(identity_id)
+        self._refresh()
         with self._rw.read():
             slot = self._name_to_slot.get(name)
             if slot is None:
@@ -747,10 +888,12 @@ class Gallery:
     def checkpoint(self) -> None:
         """Write the index checkpoint file (FAISS backends) and truncate the WAL.
 
-        The file is written atomically with its SHA-256 recorded in the store,
-        tagged with the store generation and a digest of the template ids.
+        The file is written atomically with its HMAC-SHA256 (under the
+        gallery's secret key, see :mod:`.secret`) recorded in the store, tagged
+        with the store generation and a digest of the template ids; every other
+        checkpoint or temporary file of the gallery is deleted.
         """
-        self._check_open()
+        self._check_writable("checkpoint")
         b = self._backend
         d = self.index_dir
         with self._wmutex:
@@ -765,7 +908,7 @@ class Gallery:
                     digest = digest_tids(self._m.tids[:n])
                     params = b.params()
                 gen = self._store.generation
-                self._ckpt.write(b.name, data, gen, n, digest, params)
+                self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.wal_checkpoint()
 
     def verify_integrity(self) -> dict[str, Any]:
@@ -794,16 +937,64 @@ class Gallery:
                     )
         return {"identities": n_id, "templates": n_t}
 
+    def info(self) -> dict[str, Any]:
+        """Health of the gallery's files: what a caller should know beyond the search index.
+
+        Returns
+        -------
+        dict
+            ``path``, ``read_only``, ``backend``, ``identities``, ``templates``,
+            ``generation`` (store generation loaded), ``lock`` (lock file held,
+            or None), ``erasure`` (``pending``: a committed removal whose WAL
+            truncation is still being retried; ``pending_since``, ``attempts``,
+            ``last_error``, ``completed_at``), ``tuning_saved`` / ``tuning_error``
+            (whether the tuned parameters could be stored, so a reopened gallery
+            answers the same), ``checkpoint`` (file in use, or why none was used).
+        """
+        erasure = (
+            self._eraser.status
+            if self._eraser is not None
+            else {
+                "pending": False,
+                "pending_since": None,
+                "attempts": 0,
+                "last_error": None,
+                "completed_at": None,
+            }
+        )
+        return {
+            "path": None if self.path is None else os.fspath(self.path),
+            "read_only": self.read_only,
+            "backend": self._backend.name,
+            "identities": self._n_identities,
+            "templates": self._m.n,
+            "generation": self._loaded_generation,
+            "lock": None if self._lock is None else os.fspath(self._lock.path),
+            "erasure": erasure,
+            "tuning_saved": self._tuning_error is None,
+            "tuning_error": self._tuning_error,
+            "checkpoint": {"file": self._ckpt_file, "not_used_because": self._ckpt.last_rejection},
+        }
+
+    @property
+    def erasure_pending(self) -> bool:
+        """True while a committed removal still waits for its WAL truncation (see :meth:`info`)."""
+        return self._eraser is not None and self._eraser.pending
+
     def close(self) -> None:
-        """Checkpoint (files only) and close; idempotent."""
+        """Checkpoint (writable file galleries), release the writer lock and close; idempotent."""
         if self._closed:
             return
         try:
-            if self.path is not None:
+            if self.path is not None and not self.read_only:
                 self.checkpoint()
         finally:
             self._closed = True
+            if self._eraser is not None:
+                self._eraser.stop()
             self._store.close()
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> Gallery:
         return self
