@@ -324,8 +324,8 @@ class CheckpointFiles:
         """
         if not self.writable:
             return
+        self.sweep(keep=set())  # files first: they may hold erased templates
         self.store.delete_checkpoints()
-        self.sweep(keep=set())
 
     def sweep(self, keep: set[str]) -> int:
         """Delete the gallery's checkpoint and temporary files except ``keep``; return how many."""

@@ -9,8 +9,10 @@ blocks), then fused per identity by the best template score.
 
 Where things live: result types in :mod:`.results`, input checks in
 :mod:`.validation`, the search pipeline in :mod:`.search`, tuning in
-:mod:`.tuning`, checkpoint files in :mod:`.checkpoints`, locks in
-:mod:`.locking`. This module holds the public class and its state.
+:mod:`.tuning`, thresholds in :mod:`.thresholds`, checkpoint files in
+:mod:`.checkpoints` (authenticated with the key of :mod:`.secret`), erasure
+completion in :mod:`.erasure`, locks in :mod:`.locking`. This module holds
+the public class and its state.
 
 Concurrency: a readers–writer lock lets any number of identify/verify calls
 run together (the core releases the GIL) while enroll/remove are exclusive
@@ -45,7 +47,6 @@ from pyfacematch.errors import (
     GalleryFileError,
     GalleryReadOnlyError,
     InputError,
-    NonFiniteError,
     UnknownIdentityError,
 )
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
@@ -62,6 +63,7 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.store import Store, digest_tids
+from pyfacematch.gallery.thresholds import Thresholds
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
 from pyfacematch.gallery.validation import (
     as_masks,
@@ -212,7 +214,7 @@ class Gallery:
         self._rw = RWLock()
         self._wmutex = threading.RLock()
         self._closed = False
-        self._thresholds: dict[str, ThresholdRecord | None] = {}
+        self._thr = Thresholds(self._store)
         self._eraser: WalEraser | None = None
         try:
             keys = None
@@ -355,7 +357,7 @@ class Gallery:
             if dv == self._data_version:
                 return
             self._data_version = dv
-            self._thresholds.clear()
+            self._thr.clear()
             if self._store.generation == self._loaded_generation:
                 return  # thresholds, tuning or checkpoint records only
             with self._rw.write():
@@ -612,20 +614,7 @@ class Gallery:
         (source ``"calibrated-<kind>"``, with its target rate), else
         ``(None, "none", None)``.
         """
-        if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(
-                threshold, (int, float, np.floating, np.integer)
-            ):
-                raise InputError(f"threshold must be a number, got {threshold!r}")
-            if not np.isfinite(threshold):
-                raise NonFiniteError(f"threshold must be finite, got {threshold!r}")
-            return float(threshold), "explicit", None
-        if kind not in self._thresholds:
-            self._thresholds[kind] = self._store.get_threshold(kind)
-        rec = self._thresholds[kind]
-        if rec is None:
-            return None, "none", None
-        return rec.value, f"calibrated-{kind}", rec.target
+        return self._thr.resolve(threshold, kind)
 
     def identify_arrays(
         self,
@@ -791,15 +780,12 @@ class Gallery:
             confidence=confidence,
             gallery_size=len(self) if fpir is not None else None,
         )
-        self._store.set_threshold(rec)
-        self._thresholds[rec.name] = rec
+        self._thr.save(rec)
         return rec
 
     def threshold(self, kind: str) -> ThresholdRecord | None:
         """The stored ``"fmr"`` or ``"fpir"`` threshold, or None."""
-        if kind not in ("fmr", "fpir"):
-            raise InputError(f"threshold kind is 'fmr' or 'fpir', got {kind!r}")
-        return self._store.get_threshold(kind)
+        return self._thr.get(kind)
 
     # ------------------------------------------------------------------ listing
     def __len__(self) -> int:
