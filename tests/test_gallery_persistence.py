@@ -96,6 +96,7 @@ def test_stale_checkpoint_is_rebuilt(tmp_path, caplog):
     with Gallery.open(p) as g:
         g.enroll("late", unit(rng, 1, 32))
         g._store.close()  # simulate a crash: no checkpoint written after the enroll
+        g._lock.release()  # ... and the OS releases the writer lock of a dead process
         g._closed = True
     f.write_bytes(saved)  # the old checkpoint is still there (it is, but be explicit)
     with Gallery.open(p) as g:

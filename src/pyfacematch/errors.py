@@ -22,6 +22,9 @@ __all__ = [
     "LandmarkError",
     "GalleryFileError",
     "FormatVersionError",
+    "GalleryLockedError",
+    "GalleryReadOnlyError",
+    "KeyFileError",
     "IndexTrainingError",
     "ModelError",
 ]
@@ -80,6 +83,18 @@ class GalleryFileError(PyFaceMatchError, OSError):
 
 class FormatVersionError(GalleryFileError):
     """A file was written by an unknown format version."""
+
+
+class GalleryLockedError(GalleryFileError):
+    """Another process (or another Gallery object) has the gallery file open for writing."""
+
+
+class GalleryReadOnlyError(GalleryFileError, PermissionError):
+    """A write was asked of a gallery opened read-only."""
+
+
+class KeyFileError(GalleryFileError):
+    """The gallery's secret key (key file or environment variable) cannot be trusted or read."""
 
 
 class IndexTrainingError(InputError):

@@ -49,6 +49,7 @@ from pyfacematch.errors import (
     InputError,
     UnknownIdentityError,
 )
+from pyfacematch.gallery.calibration import ThresholdRecord  # the record type is calibration's
 
 __all__ = [
     "digest_tids",
@@ -109,32 +110,6 @@ CREATE TABLE audit (
     detail    TEXT
 );
 """
-
-
-@dataclass(frozen=True)
-class ThresholdRecord:
-    """A calibrated threshold stored in the gallery.
-
-    Attributes
-    ----------
-    name : str
-        ``"fmr"`` (verification) or ``"fpir"`` (identification).
-    value : float
-        Accept when score >= value.
-    target : float
-        The target rate it was calibrated for.
-    n_scores : int
-        How many impostor scores it was calibrated on.
-    gallery_size : int or None
-        Identities enrolled when an FPIR threshold was calibrated.
-    """
-
-    name: str
-    value: float
-    target: float
-    n_scores: int
-    gallery_size: int | None
-    created_at: float
 
 
 @dataclass(frozen=True)
@@ -375,6 +350,11 @@ class Store:
         """Counter bumped by every committed enroll or removal."""
         return int(self.get_meta("generation"))
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
+        with self._lock:
+            return int(self._con.execute("PRAGMA data_version").fetchone()[0])
+
     def _bump(self, c: sqlite3.Connection) -> int:
         c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
         return int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
@@ -450,10 +430,12 @@ class Store:
             gen = self._bump(c)
         return out, gen
 
-    def delete_identity(self, name: str) -> tuple[np.ndarray, int]:
+    def delete_identity(self, name: str, *, truncate_wal: bool = True) -> tuple[np.ndarray, int]:
         """Delete an identity and its templates; checkpoint the WAL (TRUNCATE).
 
-        Returns the deleted template ids and the new generation.
+        Returns the deleted template ids and the new generation. With
+        ``truncate_wal=False`` the caller truncates the WAL itself (the delete
+        is committed either way when this returns).
         """
         with self.transaction() as c:
             row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
@@ -469,7 +451,8 @@ class Store:
             c.execute("DELETE FROM identities WHERE id=?", (row[0],))
             self._audit(c, "remove", name, f"templates={tids.size}")
             gen = self._bump(c)
-        self.wal_checkpoint()
+        if truncate_wal:
+            self.wal_checkpoint()
         return tids, gen
 
     def has_identity(self, name: str) -> bool:
