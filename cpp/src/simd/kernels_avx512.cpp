@@ -7,11 +7,10 @@
 #include <cstring>
 #include <vector>
 
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 namespace pfm {
 
-bool cpu_has_avx512_vpopcntdq();
 
 namespace avx512_k {
 
@@ -436,22 +435,21 @@ static void hamming_topk2(const std::uint8_t* QA, const std::uint8_t* QB, std::s
 }  // namespace avx512_k
 
 /** @brief The AVX-512 kernel table. */
-extern const KernelTable kernel_table_avx512;
 const KernelTable kernel_table_avx512 = {
-    SimdLevel::avx512,
-    "avx512",
-    avx512_k::dot,
-    avx512_k::dot3,
-    avx512_k::topk_stream,
-    avx512_k::topk_gemm,
-    avx512_k::scores_stream,
-    avx512_k::scores_gemm,
-    avx512_k::pack_floats,
-    avx512_k::hamming_topk,
-    avx512_k::dot_masked,
-    avx512_k::topk_bf16,
-    avx512_k::bf16_convert,
-    avx512_k::hamming_topk2,
+    .level = SimdLevel::avx512,
+    .name = "avx512",
+    .dot = avx512_k::dot,
+    .dot3 = avx512_k::dot3,
+    .topk_stream = avx512_k::topk_stream,
+    .topk_gemm = avx512_k::topk_gemm,
+    .scores_stream = avx512_k::scores_stream,
+    .scores_gemm = avx512_k::scores_gemm,
+    .pack_floats = avx512_k::pack_floats,
+    .hamming_topk = avx512_k::hamming_topk,
+    .dot_masked = avx512_k::dot_masked,
+    .topk_bf16 = avx512_k::topk_bf16,
+    .bf16_convert = avx512_k::bf16_convert,
+    .hamming_topk2 = avx512_k::hamming_topk2,
 };
 
 }  // namespace pfm
