@@ -138,7 +138,7 @@ void bind_scoring(py::module_& m) {
     m.def("_set_cosine_fallback", [](py::object fn) {
         Py_XDECREF(g_cosine_fallback);
         g_cosine_fallback = fn.release().ptr();
-    });
+    }, py::arg("fn"));
     m.def("cosine_checked", [](const f32arr& a, const f32arr& b) {
         require(a.ndim() == 1 && b.ndim() == 1, pfm::ErrorKind::input, "cosine takes two 1-D vectors");
         require(a.shape(0) == b.shape(0), pfm::ErrorKind::dimension,
