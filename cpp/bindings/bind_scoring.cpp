@@ -25,9 +25,12 @@ bool is_f32_vector(const Py_buffer& b) {
     return f[0] == 'f' && f[1] == '\0';
 }
 
-bool is_native_f32(PyObject* descr) {
-    const auto* d = py::detail::array_descriptor_proxy(descr);
-    return d->type_num == py::detail::npy_api::NPY_FLOAT_ && d->byteorder != '>';
+// A 1-D, C-contiguous, native-order float32 numpy array (pybind11's public array API only).
+bool is_plain_f32_vector(const py::array& a) {
+    static const int f32 = py::dtype::of<float>().num();
+    if (a.ndim() != 1 || !(a.flags() & py::array::c_style)) return false;
+    const py::dtype dt = a.dtype();
+    return dt.num() == f32 && dt.byteorder() != '>';
 }
 
 PyObject* call_fallback(PyObject* const* args) {
@@ -43,19 +46,26 @@ PyObject* fast_cosine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         PyErr_Format(PyExc_TypeError, "cosine() takes 2 positional arguments (a, b), got %zd", nargs);
         return nullptr;
     }
-    // numpy arrays: read the array header directly (no buffer export, ~100 ns cheaper per call).
-    const auto& api = py::detail::npy_api::get();
-    if (api.PyArray_Check_(args[0]) && api.PyArray_Check_(args[1])) {
-        const auto* pa = py::detail::array_proxy(args[0]);
-        const auto* pb = py::detail::array_proxy(args[1]);
-        if (pa->nd == 1 && pb->nd == 1 && is_native_f32(pa->descr) && is_native_f32(pb->descr) &&
-            (pa->flags & pb->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
-            pa->dimensions[0] == pb->dimensions[0] && pa->dimensions[0] > 0) {
-            float r = pfm::cosine(reinterpret_cast<const float*>(pa->data), reinterpret_cast<const float*>(pb->data),
-                                  (std::size_t)pa->dimensions[0]);
-            if (r == r) return PyFloat_FromDouble((double)r);
-            return call_fallback(args);  // NaN: a zero vector or a non-finite value; name it
+    // numpy arrays: read shape, flags and dtype through pybind11's array API (no buffer export).
+    // This is a raw CPython function: no C++ exception may leave it.
+    try {
+        if (py::isinstance<py::array>(args[0]) && py::isinstance<py::array>(args[1])) {
+            const auto pa = py::reinterpret_borrow<py::array>(args[0]);
+            const auto pb = py::reinterpret_borrow<py::array>(args[1]);
+            if (is_plain_f32_vector(pa) && is_plain_f32_vector(pb) && pa.shape(0) == pb.shape(0) &&
+                pa.shape(0) > 0) {
+                float r = pfm::cosine(static_cast<const float*>(pa.data()), static_cast<const float*>(pb.data()),
+                                      (std::size_t)pa.shape(0));
+                if (r == r) return PyFloat_FromDouble((double)r);
+                return call_fallback(args);  // NaN: a zero vector or a non-finite value; name it
+            }
         }
+    } catch (py::error_already_set& e) {
+        e.restore();
+        return nullptr;
+    } catch (const std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+        return nullptr;
     }
     // Other objects with the buffer protocol (array.array, memoryview …).
     Py_buffer a, b;
@@ -128,7 +138,7 @@ void bind_scoring(py::module_& m) {
     m.def("_set_cosine_fallback", [](py::object fn) {
         Py_XDECREF(g_cosine_fallback);
         g_cosine_fallback = fn.release().ptr();
-    });
+    }, py::arg("fn"));
     m.def("cosine_checked", [](const f32arr& a, const f32arr& b) {
         require(a.ndim() == 1 && b.ndim() == 1, pfm::ErrorKind::input, "cosine takes two 1-D vectors");
         require(a.shape(0) == b.shape(0), pfm::ErrorKind::dimension,
@@ -259,7 +269,8 @@ void bind_scoring(py::module_& m) {
             check_masks(mg, N, "gallery_masks");
             bl = check_blocks(off, d);
         }
-        const std::size_t kk = (std::size_t)k;
+        // No probe has more than C candidates: more columns would only be padding (and memory).
+        const std::size_t kk = std::min<std::size_t>((std::size_t)k, std::max<std::size_t>(C, 1));
         py::array_t<float> s({(py::ssize_t)M, (py::ssize_t)kk});
         py::array_t<std::int64_t> i({(py::ssize_t)M, (py::ssize_t)kk});
         float* sp = s.mutable_data();

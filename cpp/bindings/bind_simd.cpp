@@ -19,15 +19,18 @@ void bind_simd(py::module_& m) {
           "SIMD levels compiled into this build, lowest first.");
     m.def("simd_available", [names] { return names(pfm::available_levels()); },
           "SIMD levels this CPU and OS can run, lowest first.");
-    m.def("simd_active", [] { return std::string(pfm::kernels().name); }, "The active SIMD level.");
+    m.def("simd_active", [] { return std::string(pfm::level_name(pfm::active_level())); }, "The active SIMD level.");
     m.def("simd_set", [](const std::string& name) { pfm::set_simd_level(pfm::parse_level(name)); },
           py::arg("level"), "Forces a SIMD level (serial, neon, avx2, avx512).");
     m.def("cpu_features", &pfm::cpu_features, "CPU features detected, for reports.");
-    m.def("set_num_threads", [](long n) {
-        require(n >= 1, pfm::ErrorKind::input, "number of threads must be >= 1, got " + std::to_string(n));
+    m.def("set_num_threads", [](long long n) {
+        require(n >= 1 && (unsigned long long)n <= pfm::max_threads(), pfm::ErrorKind::input,
+                "number of threads must be within [1, " + std::to_string(pfm::max_threads()) + "], got " +
+                    std::to_string(n));
         py::gil_scoped_release nogil;
         pfm::set_num_threads((std::size_t)n);
-    }, py::arg("n"));
+    }, py::arg("n"), "Sets the threads one call may use; fewer start if the OS refuses some.");
+    m.def("max_num_threads", [] { return pfm::max_threads(); }, "The most threads set_num_threads accepts.");
     m.def("get_num_threads", [] { return pfm::get_num_threads(); });
     m.def("set_bf16_prefilter", &pfm::set_bf16_prefilter, py::arg("on"),
           "Turns the bf16 first pass of large-batch topk on or off (results are the same).");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pyfacematch/simd.hpp"
+#include "simd/table.hpp"
 #include "pyfacematch/threads.hpp"
 
 namespace pfm {

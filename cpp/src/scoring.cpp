@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pyfacematch/simd.hpp"
+#include "simd/table.hpp"
 #include "pyfacematch/threads.hpp"
 #include "pyfacematch/types.hpp"
 
@@ -263,10 +264,45 @@ double stream_read(const float* x, std::size_t n) {
     return total;
 }
 
+namespace {
+
+// Largest |x_j| of a d-vector; NaN when an element is not finite.
+float max_abs(const float* x, std::size_t d) {
+    float m = 0.0f;
+    for (std::size_t j = 0; j < d; ++j) {
+        const float v = std::fabs(x[j]);
+        if (!(v <= std::numeric_limits<float>::max())) return kNaN;
+        if (v > m) m = v;
+    }
+    return m;
+}
+
+// Copy of x scaled by a power of two (exact) so that its largest element lies in [0.5, 1).
+std::vector<float> rescaled(const float* x, std::size_t d, float amax) {
+    int e = 0;
+    std::frexp(amax, &e);
+    std::vector<float> out(x, x + d);
+    for (float& v : out) v = std::ldexp(v, -e);
+    return out;
+}
+
+}  // namespace
+
 float cosine(const float* a, const float* b, std::size_t d) {
     float ab, aa, bb;
-    kernels().dot3(a, b, d, &ab, &aa, &bb);
-    float den = std::sqrt(aa) * std::sqrt(bb);
+    const KernelTable& K = kernels();
+    K.dot3(a, b, d, &ab, &aa, &bb);
+    // Sums of squares within float's comfortable range: the fast path is exact enough.
+    constexpr float kLow = 1e-30f, kHigh = 1e30f;
+    if (aa >= kLow && aa <= kHigh && bb >= kLow && bb <= kHigh && std::isfinite(ab))
+        return ab / (std::sqrt(aa) * std::sqrt(bb));
+    // Finite inputs whose squares overflow (|x| >= ~1e19) or underflow (|x| <= ~1e-19): the cosine
+    // does not depend on scale, so score copies scaled by powers of two (no rounding) instead.
+    const float ma = max_abs(a, d), mb = max_abs(b, d);
+    if (!(ma > 0.0f) || !(mb > 0.0f)) return kNaN;  // a zero vector, or a non-finite element
+    const std::vector<float> sa = rescaled(a, d, ma), sb = rescaled(b, d, mb);
+    K.dot3(sa.data(), sb.data(), d, &ab, &aa, &bb);
+    const float den = std::sqrt(aa) * std::sqrt(bb);
     if (!(den > 0) || !std::isfinite(den)) return kNaN;
     return ab / den;
 }

@@ -3,12 +3,16 @@
 // several calls from different Python threads share the workers fairly.
 #include "pyfacematch/threads.hpp"
 
+#include "pyfacematch/errors.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -40,7 +44,7 @@ struct Job {
 
 class Pool {
 public:
-    Pool() : threads_(default_threads()) { start(threads_ - 1); }
+    Pool() : threads_(1) { threads_ = 1 + start(default_threads() - 1); }
     ~Pool() { stop(); }
 
     void run(std::size_t n, const std::function<void(std::size_t)>& fn) {
@@ -70,9 +74,9 @@ public:
     void resize(std::size_t n) {
         std::lock_guard<std::mutex> rl(resize_m_);
         if (n < 1) n = 1;
+        if (n > max_threads()) n = max_threads();
         stop();
-        threads_ = n;
-        start(n - 1);
+        threads_ = 1 + start(n - 1);
     }
 
     std::size_t size() const { return threads_; }
@@ -80,12 +84,23 @@ public:
 private:
     static std::size_t default_threads() {
         unsigned h = std::thread::hardware_concurrency();
-        return h ? h : 1;
+        return std::min<std::size_t>(h ? h : 1, max_threads());
     }
 
-    void start(std::size_t workers) {
+    // Starts up to `workers` threads; returns how many started. When the operating system refuses
+    // one (std::system_error: thread or memory limits), the pool runs with those it has: a call
+    // then takes longer instead of failing.
+    std::size_t start(std::size_t workers) {
         stopping_ = false;
-        for (std::size_t w = 0; w < workers; ++w) workers_.emplace_back([this] { loop(); });
+        workers_.reserve(workers);
+        for (std::size_t w = 0; w < workers; ++w) {
+            try {
+                workers_.emplace_back([this] { loop(); });
+            } catch (const std::system_error&) {
+                break;
+            }
+        }
+        return workers_.size();
     }
 
     void stop() {
@@ -138,7 +153,18 @@ Pool& pool() {
 
 void parallel_for(std::size_t n_tasks, const std::function<void(std::size_t)>& fn) { pool().run(n_tasks, fn); }
 
-void set_num_threads(std::size_t n) { pool().resize(n); }
+std::size_t max_threads() {
+    const unsigned h = std::thread::hardware_concurrency();
+    return std::max<std::size_t>(256, 4 * (std::size_t)h);
+}
+
+void set_num_threads(std::size_t n) {
+    if (n < 1 || n > max_threads())
+        throw Error(ErrorKind::input, "number of threads must be within [1, " + std::to_string(max_threads()) +
+                                          "], got " + std::to_string(n) +
+                                          ": use about the machine's hardware threads");
+    pool().resize(n);
+}
 
 std::size_t get_num_threads() { return pool().size(); }
 

@@ -12,7 +12,12 @@ namespace pfm {
  *  fn must not throw. Safe to call concurrently from many threads. */
 void parallel_for(std::size_t n_tasks, const std::function<void(std::size_t)>& fn);
 
-/** @brief Sets the number of threads a call may use (>= 1; the caller counts as one). */
+/** @brief Most threads set_num_threads accepts: max(256, 4 × hardware threads). */
+std::size_t max_threads();
+
+/** @brief Sets the number of threads a call may use (1 … max_threads(); the caller counts as one);
+ *  throws pfm::Error (input) outside that range. If the OS refuses to start some threads, the pool
+ *  keeps those it started (get_num_threads() tells how many) instead of failing. */
 void set_num_threads(std::size_t n);
 
 /** @brief Number of threads a call may use (default: hardware concurrency). */

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <cpuid.h>

@@ -5,22 +5,9 @@
 #include <string>
 
 #include "pyfacematch/errors.hpp"
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 namespace pfm {
-
-extern const KernelTable kernel_table_serial;
-#ifdef PFM_HAVE_AVX2
-extern const KernelTable kernel_table_avx2;
-#endif
-#ifdef PFM_HAVE_AVX512
-extern const KernelTable kernel_table_avx512;
-#endif
-#ifdef PFM_HAVE_NEON
-extern const KernelTable kernel_table_neon;
-#endif
-
-bool level_available(SimdLevel level);
 
 namespace {
 
@@ -107,6 +94,8 @@ std::vector<SimdLevel> available_levels() {
         if (level_available(l)) out.push_back(l);
     return out;
 }
+
+SimdLevel active_level() { return kernels().level; }
 
 const KernelTable& kernels() { return *active().load(std::memory_order_acquire); }
 

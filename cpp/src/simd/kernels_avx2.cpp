@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 namespace pfm {
 namespace avx2_k {
@@ -53,22 +53,19 @@ static constexpr std::size_t PACK_BYTES = 192 * 1024;
 }  // namespace avx2_k
 
 /** @brief The AVX2 + FMA kernel table. */
-extern const KernelTable kernel_table_avx2;
 const KernelTable kernel_table_avx2 = {
-    SimdLevel::avx2,
-    "avx2",
-    avx2_k::dot,
-    avx2_k::dot3,
-    avx2_k::topk_stream,
-    avx2_k::topk_gemm,
-    avx2_k::scores_stream,
-    avx2_k::scores_gemm,
-    avx2_k::pack_floats,
-    avx2_k::hamming_topk_words,
-    avx2_k::dot_masked,
-    nullptr,
-    nullptr,
-    avx2_k::hamming_topk2_words,
+    .level = SimdLevel::avx2,
+    .name = "avx2",
+    .dot = avx2_k::dot,
+    .dot3 = avx2_k::dot3,
+    .topk_stream = avx2_k::topk_stream,
+    .topk_gemm = avx2_k::topk_gemm,
+    .scores_stream = avx2_k::scores_stream,
+    .scores_gemm = avx2_k::scores_gemm,
+    .pack_floats = avx2_k::pack_floats,
+    .hamming_topk = avx2_k::hamming_topk_words,
+    .dot_masked = avx2_k::dot_masked,
+    .hamming_topk2 = avx2_k::hamming_topk2_words,
 };
 
 }  // namespace pfm

@@ -7,11 +7,10 @@
 #include <cstring>
 #include <vector>
 
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 namespace pfm {
 
-bool cpu_has_avx512_vpopcntdq();
 
 namespace avx512_k {
 
@@ -188,8 +187,11 @@ static void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_
 // bf16 first pass of a large-batch top-k (AVX512_BF16, through a function-level target, called only
 // when the CPU has it). Gallery blocks are packed as bf16 pairs in panels of 32 rows
 // (panel[p*32 + j] = row j's dims 2p, 2p+1) and VDPBF16PS does 32 multiply-adds per instruction,
-// twice the f32 FMA's. Each approximate score a comes with a bound e on |a - exact|: rounding both
-// vectors to bf16 changes every product by at most (2^-8 + 2^-18)|q_i g_i|, the f32 accumulation
+// twice the f32 FMA's. Each approximate score a comes with a bound e on |a - exact|: bf16 keeps 8
+// significant bits, so rounding to nearest moves a value by at most 2^-8 of itself, and rounding
+// both vectors changes every product by at most ((1 + 2^-8)^2 - 1)|q_i g_i| = (2^-7 + 2^-16)|q_i g_i|
+// (the bound once said 2^-8 + 2^-18, half of that: tests/test_bf16_bound.py builds inputs that
+// reach it), the f32 accumulation
 // of 2 roundings per pair adds (d + 2)·2^-24 Σ|q_i g_i|, the exact re-rank's own f32 sum d·2^-24,
 // and Σ|q_i g_i| <= |q||g| (Cauchy-Schwarz). |g| is bounded per block by its largest row norm.
 
@@ -199,7 +201,7 @@ static void hamming_topk(const std::uint8_t* Q, std::size_t m, const std::uint8_
 // (d + 16)·2^-24 relative of exact, hence the last factor).
 static inline float bf16_error_scale(std::size_t d) {
     const double u = std::ldexp(1.0, -24);
-    const double c = std::ldexp(1.0, -8) + std::ldexp(1.0, -17) + (double)(2 * d + 16) * u;
+    const double c = std::ldexp(1.0, -7) + std::ldexp(1.0, -16) + (double)(2 * d + 16) * u;
     return (float)(c * (1.0 + 2.0 * (double)(d + 16) * u) * (1.0 + 8 * u));
 }
 
@@ -436,22 +438,21 @@ static void hamming_topk2(const std::uint8_t* QA, const std::uint8_t* QB, std::s
 }  // namespace avx512_k
 
 /** @brief The AVX-512 kernel table. */
-extern const KernelTable kernel_table_avx512;
 const KernelTable kernel_table_avx512 = {
-    SimdLevel::avx512,
-    "avx512",
-    avx512_k::dot,
-    avx512_k::dot3,
-    avx512_k::topk_stream,
-    avx512_k::topk_gemm,
-    avx512_k::scores_stream,
-    avx512_k::scores_gemm,
-    avx512_k::pack_floats,
-    avx512_k::hamming_topk,
-    avx512_k::dot_masked,
-    avx512_k::topk_bf16,
-    avx512_k::bf16_convert,
-    avx512_k::hamming_topk2,
+    .level = SimdLevel::avx512,
+    .name = "avx512",
+    .dot = avx512_k::dot,
+    .dot3 = avx512_k::dot3,
+    .topk_stream = avx512_k::topk_stream,
+    .topk_gemm = avx512_k::topk_gemm,
+    .scores_stream = avx512_k::scores_stream,
+    .scores_gemm = avx512_k::scores_gemm,
+    .pack_floats = avx512_k::pack_floats,
+    .hamming_topk = avx512_k::hamming_topk,
+    .dot_masked = avx512_k::dot_masked,
+    .topk_bf16 = avx512_k::topk_bf16,
+    .bf16_convert = avx512_k::bf16_convert,
+    .hamming_topk2 = avx512_k::hamming_topk2,
 };
 
 }  // namespace pfm

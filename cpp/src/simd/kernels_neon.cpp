@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 namespace pfm {
 namespace neon_k {
@@ -55,22 +55,19 @@ static constexpr std::size_t PACK_BYTES = 192 * 1024;
 }  // namespace neon_k
 
 /** @brief The NEON kernel table. */
-extern const KernelTable kernel_table_neon;
 const KernelTable kernel_table_neon = {
-    SimdLevel::neon,
-    "neon",
-    neon_k::dot,
-    neon_k::dot3,
-    neon_k::topk_stream,
-    neon_k::topk_gemm,
-    neon_k::scores_stream,
-    neon_k::scores_gemm,
-    neon_k::pack_floats,
-    neon_k::hamming_topk_words,
-    neon_k::dot_masked,
-    nullptr,
-    nullptr,
-    neon_k::hamming_topk2_words,
+    .level = SimdLevel::neon,
+    .name = "neon",
+    .dot = neon_k::dot,
+    .dot3 = neon_k::dot3,
+    .topk_stream = neon_k::topk_stream,
+    .topk_gemm = neon_k::topk_gemm,
+    .scores_stream = neon_k::scores_stream,
+    .scores_gemm = neon_k::scores_gemm,
+    .pack_floats = neon_k::pack_floats,
+    .hamming_topk = neon_k::hamming_topk_words,
+    .dot_masked = neon_k::dot_masked,
+    .hamming_topk2 = neon_k::hamming_topk2_words,
 };
 
 }  // namespace pfm

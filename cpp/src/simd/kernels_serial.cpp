@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "pyfacematch/simd.hpp"
+#include "table.hpp"
 
 namespace pfm {
 namespace serial_k {
@@ -72,22 +72,19 @@ static std::size_t pack_floats(std::size_t) { return 1; }
 }  // namespace serial_k
 
 /** @brief The serial kernel table (always compiled, always available). */
-extern const KernelTable kernel_table_serial;
 const KernelTable kernel_table_serial = {
-    SimdLevel::serial,
-    "serial",
-    serial_k::dot,
-    serial_k::dot3,
-    serial_k::topk_stream,
-    serial_k::topk_gemm,
-    serial_k::scores_stream,
-    serial_k::scores_gemm,
-    serial_k::pack_floats,
-    serial_k::hamming_topk_words,
-    serial_k::dot_masked,
-    nullptr,
-    nullptr,
-    serial_k::hamming_topk2_words,
+    .level = SimdLevel::serial,
+    .name = "serial",
+    .dot = serial_k::dot,
+    .dot3 = serial_k::dot3,
+    .topk_stream = serial_k::topk_stream,
+    .topk_gemm = serial_k::topk_gemm,
+    .scores_stream = serial_k::scores_stream,
+    .scores_gemm = serial_k::scores_gemm,
+    .pack_floats = serial_k::pack_floats,
+    .hamming_topk = serial_k::hamming_topk_words,
+    .dot_masked = serial_k::dot_masked,
+    .hamming_topk2 = serial_k::hamming_topk2_words,
 };
 
 }  // namespace pfm

@@ -11,6 +11,7 @@ the whole gallery each time — convert it once with :func:`as_templates` and re
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "hamming_topk",
     "set_num_threads",
     "get_num_threads",
+    "max_num_threads",
 ]
 
 cosine = _core.cosine
@@ -133,12 +135,18 @@ def _check_dims(
         )
 
 
-def _check_k(k: int) -> int:
+def _check_k(k: int, most: int) -> int:
+    """k as a Python int in [1, most]: a k above the rows there are to rank is lowered to them.
+
+    ``most`` is what the call can return at all (gallery rows, or candidates per probe), so a huge
+    ``k`` (even one beyond int64, which the core cannot take) neither fails untyped nor allocates
+    output for rows that do not exist.
+    """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise InputError(f"k must be an integer >= 1, got {k!r}")
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
-    return int(k)
+    return int(min(int(k), max(int(most), 1)))
 
 
 def normalize(x: Any) -> np.ndarray:
@@ -240,14 +248,20 @@ def topk(probes: Any, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     q, single = _probes(probes)
     g = _gallery(gallery)
     _check_dims(q, g)
-    s, i, ok = _core.topk(q, g, _check_k(k))
+    s, i, ok = _core.topk(q, g, _check_k(k, g.shape[0]))
     if not ok:
         _raise_if_nonfinite(g, "gallery")
     return (s[0], i[0]) if single else (s, i)
 
 
 def _blocks(blocks: Any, d: int) -> np.ndarray:
-    b = np.ascontiguousarray(blocks, dtype=np.int64)
+    raw = np.asarray(blocks)
+    if raw.dtype.kind not in "iu":
+        raise DTypeError(
+            f"blocks must be integer offsets (int64), got dtype {raw.dtype}: "
+            "pass the key model's blocks, e.g. np.array([0, 64, 128])"
+        )
+    b = np.ascontiguousarray(raw, dtype=np.int64)
     if (
         b.ndim != 1
         or b.shape[0] < 2
@@ -375,7 +389,7 @@ def masked_topk(
         _masks(gallery_masks, g.shape[0], "gallery_masks"),
         _blocks(blocks, q.shape[1]),
         _fraction(min_fraction),
-        _check_k(k),
+        _check_k(k, g.shape[0]),
     )
     return (s[0], i[0]) if single else (s, i)
 
@@ -397,13 +411,14 @@ def rerank(
     candidates : array_like of int, shape (m, c)
         Gallery row indices per probe; -1 is padding, duplicates are ignored.
     k : int
-        Columns of the output; rows with fewer valid candidates are padded with (NaN, -1).
+        Rows wanted per probe; the output has ``min(k, c)`` columns (no probe can have more
+        than ``c`` candidates), rows with fewer valid candidates are padded with (NaN, -1).
     probe_masks, gallery_masks, blocks : optional
         When given, masked cosine is used (see :func:`masked_topk`).
 
     Returns
     -------
-    scores : float32 (m, k), indices : int64 (m, k)
+    scores : float32 (m, min(k, c)), indices : int64 (m, min(k, c))
     """
     q, single = _probes(probes)
     g = _gallery(gallery)
@@ -422,7 +437,7 @@ def rerank(
             _masks(gallery_masks, g.shape[0], "gallery_masks"),
             _blocks(blocks, q.shape[1]),
         )
-    s, i = _core.rerank(q, g, c, _check_k(k), *args, _fraction(min_fraction))
+    s, i = _core.rerank(q, g, c, _check_k(k, c.shape[1]), *args, _fraction(min_fraction))
     return (s[0], i[0]) if single else (s, i)
 
 
@@ -434,13 +449,29 @@ def pack_signs(x: Any, center: Any = None) -> np.ndarray:
     numpy.ndarray, uint8, shape (n, ceil(d / 8))
     """
     t = as_templates(x)
-    c = None if center is None else np.ascontiguousarray(center, dtype=np.float32).reshape(-1)
+    _raise_if_nonfinite(t, "templates")
+    c = None
+    if center is not None:
+        raw = np.asarray(center)
+        _real_dtype_or_raise(raw, "center")
+        c = np.ascontiguousarray(raw, dtype=np.float32).reshape(-1)
+        if not np.isfinite(c).all():
+            raise NonFiniteError("center holds NaN or Inf: recompute it from finite templates")
     return _core.pack_signs(t, c)
 
 
 def _probe_codes(probe_codes: Any) -> tuple[np.ndarray, bool]:
-    """Probe codes as a uint8 (m, nbytes) array, and whether one 1-D code was given."""
+    """Probe codes as a uint8 (m, nbytes) array, and whether one 1-D code was given.
+
+    Only uint8 codes are taken: a float, int64 or NaN "code" cast to uint8 would be silently
+    wrapped or truncated into a different code.
+    """
     q = np.asarray(probe_codes)
+    if q.dtype != np.uint8:
+        raise DTypeError(
+            f"probe codes must be uint8 (from pack_signs()), got dtype {q.dtype}: "
+            "pack templates with pack_signs() instead of passing other numbers"
+        )
     single = q.ndim == 1
     return np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.uint8), single
 
@@ -462,7 +493,7 @@ def hamming_topk(probe_codes: Any, gallery_codes: Any, k: int) -> tuple[np.ndarr
     """
     q, single = _probe_codes(probe_codes)
     g = _gallery_codes(gallery_codes, "gallery_codes")
-    d, i = _core.hamming_topk(q, g, _check_k(k))
+    d, i = _core.hamming_topk(q, g, _check_k(k, g.shape[0]))
     return (d[0], i[0]) if single else (d, i)
 
 
@@ -492,14 +523,32 @@ def hamming_topk2(
         )
     qa = np.ascontiguousarray(q[:, : ga.shape[1]])
     qb = np.ascontiguousarray(q[:, ga.shape[1] :])
-    d, i = _core.hamming_topk2(qa, qb, ga, gb, _check_k(k), _check_k(scan))
+    d, i = _core.hamming_topk2(
+        qa, qb, ga, gb, _check_k(k, ga.shape[0]), _check_k(scan, ga.shape[0])
+    )
     return (d[0], i[0]) if single else (d, i)
 
 
+def max_num_threads() -> int:
+    """The most threads :func:`set_num_threads` accepts: max(256, 4 × hardware threads)."""
+    return int(_core.max_num_threads())
+
+
 def set_num_threads(n: int) -> None:
-    """Set the threads one call may use (>= 1; the calling thread counts as one)."""
+    """Set the threads one call may use (>= 1; the calling thread counts as one).
+
+    Raises :class:`InputError` above :func:`max_num_threads`. When the operating system refuses
+    to start that many threads, the pool keeps the ones it could start (see
+    :func:`get_num_threads`) rather than failing.
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise InputError(f"number of threads must be an integer >= 1, got {n!r}")
+    most = max_num_threads()
+    if not 1 <= n <= most:
+        raise InputError(
+            f"number of threads must be within [1, {most}], got {n}: "
+            f"use about the machine's hardware threads ({os.cpu_count() or 1})"
+        )
     _core.set_num_threads(int(n))
 
 
