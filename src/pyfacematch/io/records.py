@@ -335,8 +335,8 @@ class RecordReader:
         keep = np.array([w is None for w in reasons], bool)
         idx = np.flatnonzero(keep)
         values = mat[idx].astype(np.float32)
-        if self.kind == "landmarks":
-            values = values.reshape(len(idx), self.points or 0, -1)
+        if self.kind == "landmarks":  # (0, P, D) too when every record was rejected
+            values = values.reshape(len(idx), self.points or 0, self._coord_dim or 2)
         return Chunk(
             ci,
             start,
