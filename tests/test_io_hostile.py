@@ -164,3 +164,29 @@ def test_cli_exits_2_not_3_on_hostile_inputs(tmp_path, rng):
             cwd=tmp_path, capture_output=True, env=env, timeout=120,
         )  # fmt: skip
         assert out.returncode == want, (name, out.stderr.decode())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_line_that_is_not_utf8_spoils_only_itself(tmp_path, fmt):
+    """Regression (found by the fuzzer): text was decoded by 8 KB blocks, so one bad byte made
+    a CSV header unreadable, and JSONL dropped every other record of the block silently or
+    retried the same block forever."""
+    p = tmp_path / f"bad.{fmt}"
+    if fmt == "csv":
+        p.write_bytes(b"id,f0\r\na,1\r\nb\xff,2\r\nc,3\r\n")
+    else:
+        p.write_bytes(
+            b'{"id": "a", "template": [1]}\n{"id": "b\xff", "template": [1]}\n'
+            b'{"id": "c", "template": [2]}\n'
+        )
+    ids, rejects = _read(p, chunk_size=2)
+    assert ids == ["a", "c"]
+    assert [(x.row, x.line, x.kind) for x in rejects] == [
+        (2, 3 if fmt == "csv" else 2, "malformed text")
+    ]
+
+
+def test_old_mac_line_endings_still_split_lines(tmp_path):
+    p = tmp_path / "cr.csv"
+    p.write_bytes(b"id,f0\ra,1\rb,2\r")
+    assert _read(p) == (["a", "b"], [])

@@ -28,18 +28,39 @@ def _is_float(s: str) -> bool:
     return True
 
 
+class _Lines:
+    """The decoded lines of a text source as an iterator for :func:`csv.reader`.
+
+    A line that cannot be decoded raises its error from ``__next__`` and the next call goes on
+    with the following line (the csv reader resets its state at every row).
+    """
+
+    def __init__(self, src: TextSource) -> None:
+        self.src = src
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        s = self.src.read_line()
+        if s is None:
+            raise StopIteration
+        if isinstance(s, Exception):
+            raise s
+        return s
+
+
 class CsvSource(TextSource):
     """A CSV file or standard input."""
 
     def __init__(self, opts: ReadOptions) -> None:
         super().__init__(opts)
-        self.csv = csv.reader(self.fh)
+        self.csv = csv.reader(_Lines(self))
         try:
             first = next(self.csv, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except (csv.Error, ValueError) as exc:
             self.close()
             raise InputError(f"{opts.name} line 1: unreadable CSV header ({exc})") from exc
-        self.line = self.csv.line_num
         try:
             self._set_header([h.strip() for h in (first or [])])
         except InputError:
@@ -77,19 +98,12 @@ class CsvSource(TextSource):
         while got < n:
             try:
                 rec = next(self.csv, None)
-            except csv.Error as exc:
-                self.line = self.csv.line_num
-                got += 1
-                yield self.line, exc
-                continue
-            except UnicodeDecodeError as exc:
-                self.line += 1
+            except (csv.Error, ValueError) as exc:  # ValueError: a line that is not UTF-8
                 got += 1
                 yield self.line, exc
                 continue
             if rec is None:
                 return
-            self.line = self.csv.line_num
             if not rec or (len(rec) == 1 and not rec[0].strip()):
                 continue  # blank line
             got += 1

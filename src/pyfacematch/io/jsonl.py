@@ -26,19 +26,15 @@ class JsonlSource(TextSource):
     def lines(self, n: int) -> Iterator[tuple[int, Any]]:
         got = 0
         while got < n:
-            try:
-                s = self.fh.readline()
-            except UnicodeDecodeError as exc:
-                self.line += 1
-                got += 1
-                yield self.line, exc
-                continue
-            if not s:
+            s = self.read_line()
+            if s is None:
                 return
-            self.line += 1
-            if not s.strip():
+            if isinstance(s, str) and not s.strip():
                 continue
             got += 1
+            if isinstance(s, Exception):
+                yield self.line, s
+                continue
             try:
                 rec = json.loads(s)
             except ValueError as exc:

@@ -7,14 +7,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from pyfacematch.errors import InputError
 from pyfacematch.io.source import RawRecords, ReadOptions, RecordSource
 
-__all__ = ["TextRecord", "TextSource"]
+__all__ = ["MAX_LINE_BYTES", "TextRecord", "TextSource"]
+
+#: Longest line read (a template line is a few kilobytes).
+MAX_LINE_BYTES = 64 << 20
 
 
 @dataclass
@@ -34,19 +37,59 @@ class TextSource(RecordSource):
     def __init__(self, opts: ReadOptions) -> None:
         super().__init__(opts)
         if opts.path == "-":
-            self.fh: TextIO = sys.stdin
+            self.fh: BinaryIO = sys.stdin.buffer
             self.own = False
         else:
             try:
-                self.fh = open(opts.path, encoding="utf-8", newline="")  # noqa: SIM115
+                self.fh = open(opts.path, "rb")  # noqa: SIM115 - closed by close()
             except OSError as exc:
                 raise InputError(f"cannot open {opts.name}: {exc.strerror or exc}") from exc
             self.own = True
-        self.line = 0
+        self.line = 0  # lines read so far (the number of the last one)
+        self._pending: list[bytes] = []
 
     def close(self) -> None:
         if self.own:
             self.fh.close()
+
+    def read_line(self) -> str | ValueError | None:
+        """The next line as text (with its line ending), the error that spoils it, or None at the end.
+
+        Lines are decoded one at a time, so a byte that is not UTF-8 spoils only its own line
+        (it used to spoil a whole 8 KB block, or make a reader retry the same block forever). A
+        line over :data:`MAX_LINE_BYTES` is skipped and reported. ``\\r`` alone ends a line too.
+        """
+        if self._pending:
+            raw = self._pending.pop(0)
+        else:
+            raw = self.fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return None
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while True:  # drop the rest of the line
+                    more = self.fh.readline(1 << 20)
+                    if not more or more.endswith(b"\n"):
+                        break
+                self.line += 1
+                return ValueError(f"line longer than {MAX_LINE_BYTES} bytes")
+            if b"\r" in raw[:-2]:
+                parts = raw.split(b"\r")
+                pieces = [p + b"\r" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+                merged: list[bytes] = []
+                for p in pieces:  # keep "\r\n" together
+                    if p == b"\n" and merged:
+                        merged[-1] += p
+                    elif p.startswith(b"\n") and merged:
+                        merged[-1] += b"\n"
+                        merged.append(p[1:])
+                    else:
+                        merged.append(p)
+                raw, self._pending = merged[0], merged[1:]
+        self.line += 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return exc
 
     def lines(self, n: int) -> Iterator[tuple[int, Any]]:
         """Yield up to ``n`` (line number, parsed line or the exception that stopped it)."""
