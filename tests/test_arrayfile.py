@@ -135,3 +135,12 @@ def test_key_model_zip_bomb_is_a_gallery_file_error(tmp_path):
     with pytest.raises(GalleryFileError, match="zip bomb") as ei:
         KeyModel.load(p)
     assert isinstance(ei.value, PyFaceMatchError)
+
+
+@pytest.mark.parametrize("descr", ["'<,4'", "'<f4,(('", "[('a', 'O')]", "'V99999999999999999999'"])
+def test_npy_header_with_an_unparsable_dtype_is_typed(descr):
+    """Regression (found by the fuzzer): descr '<,4' raised SyntaxError out of numpy."""
+    hdr = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (2, 4), }}"
+    raw = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode()
+    with pytest.raises(InputError):
+        read_npy_header(io.BytesIO(raw), "x")

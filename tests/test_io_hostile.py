@@ -190,3 +190,18 @@ def test_old_mac_line_endings_still_split_lines(tmp_path):
     p = tmp_path / "cr.csv"
     p.write_bytes(b"id,f0\ra,1\rb,2\r")
     assert _read(p) == (["a", "b"], [])
+
+
+def test_parquet_ids_that_are_not_utf8_are_rejects(tmp_path):
+    """Regression (found by the fuzzer): Arrow does not validate strings on read, so
+    ``to_pylist`` raised UnicodeDecodeError (exit 3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = pa.array([b"a", b"\x82b", b"c"], pa.binary()).cast(pa.string(), safe=False)
+    p = tmp_path / "bad.parquet"
+    tbl = pa.table({"id": ids, "template": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]})
+    pq.write_table(tbl, p)
+    got, rejects = _read(p)
+    assert got == ["a", "c"]
+    assert [(x.row, x.kind) for x in rejects] == [(2, "malformed text")]

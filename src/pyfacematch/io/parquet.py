@@ -18,7 +18,7 @@ import numpy as np
 from pyfacematch.errors import InputError
 from pyfacematch.io.source import RawRecords, ReadOptions, RecordSource, id_text
 
-__all__ = ["ParquetSource", "list_rows", "numeric_list_type"]
+__all__ = ["ParquetSource", "column_values", "list_rows", "numeric_list_type"]
 
 
 def _is_list(t: Any) -> bool:
@@ -59,6 +59,27 @@ def list_rows(arr: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"expected a list of numbers, got a list of {flat.type}")
     vals = np.asarray(pc.cast(flat, pa.float64()).fill_null(float("nan")), np.float64)
     return vals, lengths
+
+
+def column_values(col: Any) -> tuple[list[Any], set[int]]:
+    """Python values of an Arrow column, and the rows whose text is not valid UTF-8 (as None).
+
+    Arrow does not validate strings when it reads a file, so a crafted file can hold bytes that
+    are not UTF-8; only those rows are spoilt.
+    """
+    try:
+        return col.to_pylist(), set()
+    except UnicodeDecodeError:
+        pass
+    values: list[Any] = []
+    bad: set[int] = set()
+    for i in range(len(col)):
+        try:
+            values.append(col[i].as_py())
+        except UnicodeDecodeError:
+            values.append(None)
+            bad.add(i)
+    return values, bad
 
 
 class ParquetSource(RecordSource):
@@ -156,8 +177,9 @@ class ParquetSource(RecordSource):
         a = self.pos
         self.pos += take
         rows = np.arange(a + 1, a + take + 1, dtype=np.int64)
-        ids = [id_text(x) for x in cur.column(self.idcol).to_pylist()]
-        errors: dict[int, str] = {}
+        raw_ids, bad = column_values(cur.column(self.idcol))
+        ids = [id_text(x) for x in raw_ids]
+        errors: dict[int, str] = {i: "malformed text: the id is not UTF-8" for i in bad}
         try:
             flat, lengths = list_rows(cur.column(self.vcol).combine_chunks())
         except InputError as exc:
@@ -174,13 +196,14 @@ class ParquetSource(RecordSource):
             for i in range(take):
                 if lengths[i] < 0:
                     values.append(None)
-                    errors[i] = f"missing {self.opts.kind[:-1]}: the {self.vcol!r} value is null"
+                    why = f"missing {self.opts.kind[:-1]}: the {self.vcol!r} value is null"
+                    errors.setdefault(i, why)
                 else:
                     values.append(flat[offs[i] : offs[i + 1]])
-        masks = None if self.mcol is None else cur.column(self.mcol).to_pylist()
-        vis = None if self.viscol is None else cur.column(self.viscol).to_pylist()
+        masks = None if self.mcol is None else column_values(cur.column(self.mcol))[0]
+        vis = None if self.viscol is None else column_values(cur.column(self.viscol))[0]
         fields: dict[str, list[str | None]] = {
-            f: [id_text(x) for x in cur.column(f).to_pylist()] for f in self.fcols
+            f: [id_text(x) for x in column_values(cur.column(f))[0]] for f in self.fcols
         }
         for f in self.opts.fields:
             fields.setdefault(f, [None] * take)
