@@ -205,3 +205,13 @@ def test_parquet_ids_that_are_not_utf8_are_rejects(tmp_path):
     got, rejects = _read(p)
     assert got == ["a", "c"]
     assert [(x.row, x.kind) for x in rejects] == [(2, "malformed text")]
+
+
+def test_parquet_column_names_that_are_not_utf8_are_an_input_error():
+    """Regression (found by the fuzzer, input kept in the corpus): pyarrow raised
+    UnicodeDecodeError from ParquetFile (exit 3)."""
+    from pathlib import Path
+
+    p = Path(__file__).parent / "fuzz" / "corpus" / "parquet" / "crash-column-name-not-utf8"
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        RecordReader(p, fmt="parquet")

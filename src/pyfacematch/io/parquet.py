@@ -97,7 +97,7 @@ class ParquetSource(RecordSource):
             self.pf = pq.ParquetFile(opts.path)
             schema = self.pf.schema_arrow
             self.total = self.pf.metadata.num_rows
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, ValueError) as exc:  # ValueError: names not UTF-8
             raise InputError(f"{name}: not a readable Parquet file ({exc})") from exc
         names = set(schema.names)
         want = opts.value_names
@@ -137,7 +137,7 @@ class ParquetSource(RecordSource):
                 row_groups=list(range(self.rg, self.pf.num_row_groups)),
                 columns=self.cols,
             )
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, ValueError) as exc:
             raise InputError(f"{self.opts.name}: cannot read row {self.pos + 1}: {exc}") from exc
 
     def skip(self, n: int) -> None:
