@@ -1,4 +1,4 @@
-"""Readers and writers of the CLI: round trips, chunking, per-row validation, result tables."""
+"""Input readers: round trips through every format, chunking, per-row validation, detection."""
 
 from __future__ import annotations
 
@@ -8,17 +8,7 @@ import numpy as np
 import pytest
 
 from pyfacematch.errors import InputError
-from pyfacematch.io import (
-    INPUT_FORMATS,
-    RecordReader,
-    ResultColumns,
-    concat_parts,
-    detect_format,
-    write_rejects,
-    write_results_part,
-    write_table,
-)
-from pyfacematch.jobs import result_columns
+from pyfacematch.io import INPUT_FORMATS, RecordReader, detect_format, write_table
 
 
 def _templates(rng: np.random.Generator, n: int = 23, d: int = 16) -> np.ndarray:
@@ -196,110 +186,3 @@ def test_detect_format():
         detect_format("a.txt")
     with pytest.raises(InputError):
         detect_format("a.npy", output=True)
-
-
-def test_result_columns_decisions_and_empty_probe():
-    ident = np.array([["x", "y"], [None, None], ["z", None]], object)
-    scores = np.array([[0.9, 0.5], [np.nan, np.nan], [0.6, np.nan]], np.float32)
-    cols = result_columns(["p", "q", "r"], ident, scores, 0.6)
-    assert cols.probe_id == ["p", "p", "q", "r"]
-    assert cols.rank.tolist() == [1, 2, 0, 1]
-    assert cols.identity == ["x", "y", None, "z"]
-    assert cols.decision == ["match", "no-match", "no-match", "match"]  # 0.6 >= 0.6
-    assert np.isnan(cols.score[2])
-    assert result_columns(["p"], ident[:1], scores[:1], None).decision == [None, None]
-
-
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-def test_parts_concatenate_to_one_table(tmp_path, fmt):
-    import pyarrow as pa
-
-    parts = []
-    for i in range(3):
-        cols = ResultColumns(
-            [f"p{i}", f'q,"{i}'],
-            np.array([1, 0], np.int32),
-            [f"id{i}", None],
-            np.array([0.5 + i / 10, np.nan], np.float32),
-            ["match", None],
-        )
-        parts.append(tmp_path / f"part-{i}.{fmt}")
-        write_results_part(parts[-1], fmt, cols)
-    out = tmp_path / f"out.{fmt}"
-    concat_parts(parts, out, fmt)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(out)
-    elif fmt == "csv":
-        import pyarrow.csv as pcsv
-
-        t = pcsv.read_csv(
-            out,
-            convert_options=pcsv.ConvertOptions(
-                column_types={"probe_id": pa.string(), "identity": pa.string()},
-                strings_can_be_null=True,
-            ),
-        )
-    else:
-        import pyarrow.json as pj
-
-        t = pj.read_json(out)
-    assert t.column("probe_id").to_pylist() == ["p0", 'q,"0', "p1", 'q,"1', "p2", 'q,"2']
-    assert t.column("rank").to_pylist() == [1, 0] * 3
-    assert t.column("identity").to_pylist() == ["id0", None, "id1", None, "id2", None]
-    s = t.column("score").to_pylist()
-    assert s[1::2] == [None] * 3
-    np.testing.assert_allclose(s[0::2], [0.5, 0.6, 0.7], rtol=1e-6)
-
-
-def test_rejects_file_formats(tmp_path):
-    from pyfacematch.io import Reject
-
-    rej = [Reject(3, 4, "a,b", "malformed row: x"), Reject(9, None, None, "zero template: y")]
-    write_rejects(tmp_path / "r.csv", rej)
-    assert (tmp_path / "r.csv").read_text().splitlines() == [
-        "row,line,id,reason",
-        '3,4,"a,b",malformed row: x',
-        "9,,,zero template: y",
-    ]
-    write_rejects(tmp_path / "r.jsonl", rej)
-    recs = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
-    assert recs[1] == {"row": 9, "line": None, "id": None, "reason": "zero template: y"}
-
-
-class _Tty:
-    def __init__(self, tty: bool) -> None:
-        self.tty = tty
-        self.text = ""
-
-    def isatty(self) -> bool:
-        return self.tty
-
-    def write(self, s: str) -> int:
-        self.text += s
-        return len(s)
-
-    def flush(self) -> None:
-        pass
-
-
-def test_progress_bar_on_terminal_and_lines_otherwise():
-    from pyfacematch.jobs import Progress
-
-    tty = _Tty(True)
-    p = Progress(100, "identify", stream=tty)
-    p.update(40)
-    p.close()
-    assert "identify:  40%" in tty.text and "/100 [" in tty.text and "probes/s" in tty.text
-    plain = _Tty(False)
-    p = Progress(100, "identify", stream=plain, interval=0.0)
-    p.update(40)
-    p.close()
-    first = plain.text.splitlines()[0]
-    assert first.startswith("identify: 40/100 probes (40.0%)") and "ETA" in first
-    quiet = _Tty(True)
-    p = Progress(100, "identify", stream=quiet, quiet=True)
-    p.update(40)
-    p.close()
-    assert quiet.text == ""

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from pyfacematch import _core
-from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError, LandmarkError
+from pyfacematch.core.arrayfile import SafeNpz
+from pyfacematch.errors import (
+    FormatVersionError,
+    GalleryFileError,
+    InputError,
+    LandmarkError,
+    PyFaceMatchError,
+)
 from pyfacematch.keys.geometry import STATUS, FeatureLayout, _min_visible, check_landmarks
 from pyfacematch.keys.schemes import Scheme, get_scheme, load_scheme
 
@@ -37,6 +44,8 @@ __all__ = ["KeyModel", "FORMAT_VERSION"]
 #: version of the saved-model format this code writes and reads
 FORMAT_VERSION = 1
 _MAGIC = "pyfacematch.keymodel"
+#: Largest key model file loaded (its arrays uncompressed): real models are a few megabytes.
+MAX_MODEL_BYTES = 256 << 20
 
 
 class KeyModel:
@@ -403,7 +412,10 @@ class KeyModel:
             The file is missing, truncated or not a key model.
         """
         try:
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+            # members checked (declared sizes, a cap, no pickles) before anything is inflated
+            with SafeNpz(
+                path, repr(os.fspath(path)), max_bytes=MAX_MODEL_BYTES, error=GalleryFileError
+            ) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 if meta.get("magic") != _MAGIC:
                     raise GalleryFileError(f"{os.fspath(path)!r} is not a pyfacematch key model")
@@ -416,27 +428,39 @@ class KeyModel:
                 mu = z["mu"]
                 n_blocks = len(meta["scheme"]["regions"])
                 w_blocks = [z[f"w{b}"] for b in range(n_blocks)]
-        except (FormatVersionError, GalleryFileError):
+        except FormatVersionError:
             raise
-        except FileNotFoundError as exc:
-            raise GalleryFileError(f"key model file {os.fspath(path)!r} does not exist") from exc
+        except GalleryFileError as exc:
+            if not os.path.exists(path):
+                raise GalleryFileError(
+                    f"key model file {os.fspath(path)!r} does not exist"
+                ) from exc
+            raise
         except Exception as exc:  # zip/npz/json corruption of any kind
             raise GalleryFileError(
                 f"{os.fspath(path)!r} is not a readable key model (truncated or corrupted)"
             ) from exc
-        scheme = load_scheme(meta["scheme"])
-        try:  # use the registered scheme object when it is the same scheme
-            known = get_scheme(scheme.name)
-            if np.array_equal(known.mean_shape, scheme.mean_shape):
-                scheme = known
-        except InputError:
-            pass
-        return cls(
-            scheme,
-            meta["dims"],
-            mu,
-            w_blocks,
-            kind=meta["kind"],
-            min_block_fraction=meta["min_block_fraction"],
-            min_visible=meta["min_visible"],
-        )
+        try:
+            scheme = load_scheme(meta["scheme"])
+            try:  # use the registered scheme object when it is the same scheme
+                known = get_scheme(scheme.name)
+                if np.array_equal(known.mean_shape, scheme.mean_shape):
+                    scheme = known
+            except InputError:
+                pass
+            return cls(
+                scheme,
+                meta["dims"],
+                mu,
+                w_blocks,
+                kind=meta["kind"],
+                min_block_fraction=meta["min_block_fraction"],
+                min_visible=meta["min_visible"],
+            )
+        except PyFaceMatchError:
+            raise
+        except Exception as exc:  # a description that does not fit together (crafted or corrupted)
+            raise GalleryFileError(
+                f"{os.fspath(path)!r} is not a readable key model (its description is "
+                f"inconsistent: {type(exc).__name__}); re-create it with KeyModel.save"
+            ) from exc

@@ -244,7 +244,10 @@ def _mirror_pairs(mean: np.ndarray, n_mesh: int) -> list[tuple[int, int]]:
 
 
 def build(npz: str, wheel: str) -> None:
-    data = np.load(npz)
+    from pyfacematch.core.arrayfile import SafeNpz
+
+    with SafeNpz(npz) as z:  # sizes checked before inflating, no pickles
+        data = {k: z[k] for k in ("landmarks", "landmarks_mp478")}
     l68 = data["landmarks"].astype(np.float64)
     l478 = data["landmarks_mp478"].astype(np.float64)
     src_data = "Procrustes mean of the 54 faces of faces_johns.npz (dlib examples/johns photos)"

@@ -1,0 +1,116 @@
+"""Fuzz targets of the file readers: bytes in, a typed error or a clean read out.
+
+Each target writes the fuzzer's bytes to a file (or feeds them as standard input) and reads it the
+way a job does. The package's typed errors (:class:`~pyfacematch.errors.PyFaceMatchError`) are the
+expected way to refuse a bad file; any other exception is a crash and is raised to the fuzzer.
+Used by ``fuzz_readers.py`` (atheris, coverage-guided) and by ``tests/test_fuzz.py`` (the seed
+corpus, then a short atheris run).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pyfacematch.errors import PyFaceMatchError
+
+__all__ = ["CORPUS", "TARGETS", "run_one"]
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+_TMP = Path(tempfile.mkdtemp(prefix="pfm-fuzz-"))
+
+
+def _options(data: bytes) -> dict:
+    """Reader options chosen by the last byte, so one corpus explores several configurations."""
+    b = data[-1] if data else 0
+    kind = "landmarks" if b & 1 else "templates"
+    return {
+        "kind": kind,
+        "points": 3 if kind == "landmarks" else None,
+        "n_blocks": 3 if b & 2 else None,
+        "on_error": "stop" if b & 4 else "skip",
+        "chunk_size": 1 + (b >> 4) % 5,
+        "fields": ("claim",) if b & 8 else (),
+    }
+
+
+def _read(path: str, fmt: str, data: bytes) -> None:
+    from pyfacematch.io import RecordReader
+
+    opts = _options(data)
+    with RecordReader(path, fmt=fmt, **opts) as r:
+        r.count_records()
+        for c in r.chunks():
+            assert len(c.ids) == len(c.values) == len(c.rows)
+            assert c.values.dtype == np.float32 and np.isfinite(c.values).all()
+            assert len(c.ids) + len(c.rejects) <= c.count
+
+
+def _file_target(fmt: str, suffix: str) -> Callable[[bytes], None]:
+    def target(data: bytes) -> None:
+        p = _TMP / f"input{suffix}"
+        p.write_bytes(data)
+        try:
+            _read(str(p), fmt, data)
+        except PyFaceMatchError:
+            pass
+
+    target.__name__ = f"fuzz_{fmt}"
+    return target
+
+
+def _stdin_target(fmt: str, base: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """Half of the inputs as a file, half as standard input (the streaming readers)."""
+
+    def target(data: bytes) -> None:
+        if len(data) % 3:
+            return base(data)
+        old = sys.stdin
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+        try:
+            _read("-", fmt, data)
+        except PyFaceMatchError:
+            pass
+        finally:
+            sys.stdin = old
+
+    target.__name__ = base.__name__
+    return target
+
+
+def fuzz_keymodel(data: bytes) -> None:
+    from pyfacematch.keys.model import KeyModel
+
+    p = _TMP / "model.npz"
+    p.write_bytes(data)
+    try:
+        km = KeyModel.load(p)
+    except PyFaceMatchError:
+        return
+    assert km.dim > 0
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "npy": _stdin_target("npy", _file_target("npy", ".npy")),
+    "npz": _file_target("npz", ".npz"),
+    "csv": _stdin_target("csv", _file_target("csv", ".csv")),
+    "jsonl": _stdin_target("jsonl", _file_target("jsonl", ".jsonl")),
+    "parquet": _file_target("parquet", ".parquet"),
+    "keymodel": fuzz_keymodel,
+}
+
+
+def run_one(target: str, data: bytes) -> None:
+    """Run one input through ``target`` (raises on a crash)."""
+    TARGETS[target](data)
+
+
+def cleanup() -> None:
+    for f in _TMP.iterdir():
+        os.unlink(f)
