@@ -32,6 +32,7 @@ SUBCOMMANDS = (
     "bench",
 )
 N_GAL, N_PROBE, DIM = 150, 60, 24
+N_CHUNKS = -(-N_PROBE // 7)  # chunks of 7 probes
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -229,6 +230,43 @@ def test_bad_rows_stop_or_go_to_rejects(data):
     _check_against_reference(_read_results(d / "bad-out.csv"), data["ref"], 1, ids=good)
 
 
+def _probes_with_a_rejected_chunk(data, path: Path, first: int, last: int) -> list[str]:
+    """probes.jsonl where records first..last-1 (0-based) are all bad; returns the good ids."""
+    lines = (data["dir"] / "probes.jsonl").read_text().splitlines()
+    for i in range(first, last):
+        obj = json.loads(lines[i])
+        obj["template"] = obj["template"][:3]  # wrong dimension
+        lines[i] = json.dumps(obj)
+    path.write_text("\n".join(lines) + "\n")
+    return [p for i, p in enumerate(data["pids"]) if not first <= i < last]
+
+
+@pytest.mark.parametrize(("command", "fmt"), [("identify", "csv"), ("verify", "parquet")])
+def test_an_all_rejected_chunk_commits_and_the_job_goes_on(data, command, fmt):
+    """Issue 12 defect 5: a chunk whose records are all rejected used to exit 3, even on resume."""
+    d = data["dir"]
+    good = _probes_with_a_rejected_chunk(data, d / "rej-chunk.jsonl", 7, 14)  # chunk 1 of 7
+    out = f"rej-chunk-{command}.{fmt}"
+    claim = () if command == "identify" else ("--identity", data["gids"][0])
+    args = (command, "-g", "g.db", "-i", "rej-chunk.jsonl", "-o", out, "--chunk-size", "7",
+            "--on-error", "skip", "-q", *claim)  # fmt: skip
+    r = run(*args, cwd=d, env=_env(PYFACEMATCH_TEST_KILL="after-manifest:2"))
+    assert r.returncode == -signal.SIGKILL, r.stderr.decode()
+    man = json.loads((d / f"{out}.job" / "manifest.json").read_text())
+    assert (man["chunks_done"], man["rejected"], man["processed"]) == (3, 7, 14)
+    r = run(*args, "--resume", cwd=d)
+    assert r.returncode == 1, r.stderr.decode()
+    rows = _read_results(d / out)
+    assert [x["probe_id"] for x in rows] == good
+    rej = (d / f"{out}.rejects.csv").read_text().splitlines()
+    assert [x.split(",")[2] for x in rej[1:]] == data["pids"][7:14]
+    s = json.loads((d / f"{out}.summary.json").read_text())
+    assert (s["records"], s["processed"], s["rejected"]) == (N_PROBE, N_PROBE - 7, 7)
+    assert s["resumed"] is True and s["chunks"] == N_CHUNKS
+    if command == "identify":
+        _check_against_reference(rows, data["ref"], 1, ids=good)
+
+
 def test_wrong_dimension_is_an_input_error(data):
     d = data["dir"]
     write_table(d / "short.npy", "npy", ["a"], np.ones((3, DIM - 1), np.float32))
@@ -248,9 +286,6 @@ def _reference_run(d: Path, out: str, extra=()) -> bytes:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
     return (d / out).read_bytes()
-
-
-N_CHUNKS = -(-N_PROBE // 7)
 
 
 @pytest.mark.parametrize(

@@ -241,7 +241,10 @@ def result_columns(
     k = identities.shape[1] if identities.ndim == 2 else 0
     valid = np.zeros((m, k), bool)
     if k:
-        valid = np.array([[x is not None for x in row] for row in identities.tolist()], bool)
+        # reshape: an empty batch (every record of a chunk rejected) gives (0, k), not (0,)
+        valid = np.array(
+            [[x is not None for x in row] for row in identities.tolist()], bool
+        ).reshape(m, k)
         valid &= ~np.isnan(scores)
     has_any = valid.any(axis=1) if k else np.zeros(m, bool)
     out_p: list[str] = []
