@@ -127,38 +127,43 @@ def identify_job(
     try:
         check_key_model(km, g)
         reader = open_reader(source, gallery=g, key_model=km)
-        thr, src, target = g.resolve_threshold(threshold, "fpir")
-        spec = JobSpec(
-            "identify",
-            output.path,
-            fmt,
-            rej_path,
-            sum_path,
-            {
-                "input": input_fingerprint(source, reader),
-                "input_format": reader.fmt,
-                "id_field": source.id_field,
-                "key_model": None if key_model is None else file_fingerprint(str(key_model)),
-                "k": k,
-                "threshold": threshold_info(thr, src, target),
-                **gallery_fingerprint(g),
-            },
-            {
-                "threshold": threshold_info(thr, src, target),
-                "k": k,
-                "input": source.name,
-                "index": g.index_info(),
-                "gallery_identities": len(g),
-            },
-        )
-        return run_job(
-            spec,
-            reader,
-            lambda chunk: identify_chunk(g, chunk, k=k, threshold=thr, key_model=km, reader=reader),
-            resume=output.resume,
-            overwrite=output.overwrite,
-            quiet=quiet,
-            log_interval=output.log_interval,
-        )
+        try:
+            thr, src, target = g.resolve_threshold(threshold, "fpir")
+            spec = JobSpec(
+                "identify",
+                output.path,
+                fmt,
+                rej_path,
+                sum_path,
+                {
+                    "input": input_fingerprint(source, reader),
+                    "input_format": reader.fmt,
+                    "id_field": source.id_field,
+                    "key_model": None if key_model is None else file_fingerprint(str(key_model)),
+                    "k": k,
+                    "threshold": threshold_info(thr, src, target),
+                    **gallery_fingerprint(g),
+                },
+                {
+                    "threshold": threshold_info(thr, src, target),
+                    "k": k,
+                    "input": source.name,
+                    "index": g.index_info(),
+                    "gallery_identities": len(g),
+                },
+            )
+            return run_job(
+                spec,
+                reader,
+                lambda chunk: identify_chunk(
+                    g, chunk, k=k, threshold=thr, key_model=km, reader=reader
+                ),
+                resume=output.resume,
+                overwrite=output.overwrite,
+                quiet=quiet,
+                log_interval=output.log_interval,
+            )
+        finally:
+            reader.close()  # also when the job is refused before its first chunk
     finally:
         g.close()

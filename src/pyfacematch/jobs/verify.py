@@ -145,42 +145,45 @@ def verify_job(
         check_key_model(km, g)
         fields = () if identity else (claim_field,)
         reader = open_reader(source, gallery=g, key_model=km, fields=fields)
-        thr, src, target = g.resolve_threshold(threshold, "fmr")
-        if identity is not None and identity not in g:
-            raise InputError(f"identity {identity!r} is not enrolled in {os.fspath(gallery)}")
-        spec = JobSpec(
-            "verify",
-            output.path,
-            fmt,
-            rej_path,
-            sum_path,
-            {
-                "input": input_fingerprint(source, reader),
-                "input_format": reader.fmt,
-                "id_field": source.id_field,
-                "claim": identity or f"field:{claim_field}",
-                "key_model": None if key_model is None else file_fingerprint(str(key_model)),
-                "threshold": threshold_info(thr, src, target),
-                **gallery_fingerprint(g),
-            },
-            {"threshold": threshold_info(thr, src, target), "input": source.name},
-        )
-        return run_job(
-            spec,
-            reader,
-            lambda chunk: verify_chunk(
-                g,
-                chunk,
+        try:
+            thr, src, target = g.resolve_threshold(threshold, "fmr")
+            if identity is not None and identity not in g:
+                raise InputError(f"identity {identity!r} is not enrolled in {os.fspath(gallery)}")
+            spec = JobSpec(
+                "verify",
+                output.path,
+                fmt,
+                rej_path,
+                sum_path,
+                {
+                    "input": input_fingerprint(source, reader),
+                    "input_format": reader.fmt,
+                    "id_field": source.id_field,
+                    "claim": identity or f"field:{claim_field}",
+                    "key_model": None if key_model is None else file_fingerprint(str(key_model)),
+                    "threshold": threshold_info(thr, src, target),
+                    **gallery_fingerprint(g),
+                },
+                {"threshold": threshold_info(thr, src, target), "input": source.name},
+            )
+            return run_job(
+                spec,
                 reader,
-                identity=identity,
-                claim_field=claim_field,
-                threshold=thr,
-                key_model=km,
-            ),
-            resume=output.resume,
-            overwrite=output.overwrite,
-            quiet=quiet,
-            log_interval=output.log_interval,
-        )
+                lambda chunk: verify_chunk(
+                    g,
+                    chunk,
+                    reader,
+                    identity=identity,
+                    claim_field=claim_field,
+                    threshold=thr,
+                    key_model=km,
+                ),
+                resume=output.resume,
+                overwrite=output.overwrite,
+                quiet=quiet,
+                log_interval=output.log_interval,
+            )
+        finally:
+            reader.close()  # also when the job is refused before its first chunk
     finally:
         g.close()
