@@ -338,3 +338,67 @@ def test_export_round_trip_and_info(setup):
 
 def test_reject_kinds():
     assert Reject(1, None, "x", "duplicate id: already enrolled").kind == "duplicate id"
+
+
+def test_demo_rank1_figures_against_an_independent_brute_force():
+    """run_demo's rank-1 figures equal a brute-force search of the same synthetic faces."""
+    from pyfacematch.core.scoring import masked_topk
+    from pyfacematch.jobs.demo import SCHEME, run_demo
+    from pyfacematch.keys import KeyModel
+    from pyfacematch.keys.synth import FaceSynthesizer
+
+    n, m, seed, n_train = 300, 100, 4, 20  # here plain cosine misses 3 masked probes of 100
+    got = run_demo(n, m, seed=seed, train_identities=n_train, train_faces=5, quiet=True)
+    # the same faces, made again from the seeds the demo documents
+    tr = FaceSynthesizer(SCHEME, n_train, seed=seed + 1000)
+    f = tr.sample(np.repeat(np.arange(n_train), 5), seed=seed + 1001, occluder="random")
+    km = KeyModel.fit(f.landmarks, f.identities, scheme=SCHEME, visibility=f.visibility)
+    people = FaceSynthesizer(SCHEME, n, seed=seed)
+    gf = people.sample(np.arange(n), seed=seed + 1, chunk=50_000)
+    gk, gm = km.encode(gf.landmarks, gf.visibility, on_error="raise")
+    who = np.random.default_rng(seed + 2).choice(n, m, replace=False)
+    want = {}
+    for cond, occ in (("clean", "none"), ("masked", "mask")):
+        pf_ = people.sample(who, seed=seed + 3, occluder=occ)
+        pk, pm, st = km.encode(pf_.landmarks, pf_.visibility, on_error="flag", return_status=True)
+        ok = st == 0
+        _, idx = masked_topk(pk[ok], gk, 1, pm[ok], gm, km.blocks)
+        want[cond] = float(np.sum(idx[:, 0] == who[ok]) / m)
+        if cond == "masked":  # plain cosine over the whole key, float64
+            s = _unit(pk[ok]) @ _unit(gk).T
+            want["plain"] = float(np.sum(np.argmax(s, axis=1) == who[ok]) / m)
+    assert got["rank1_clean"] == want["clean"]  # counts of the same probes: exact
+    assert got["rank1_masked"] == want["masked"]
+    # float32 search against float64: one near-tie may go the other way
+    assert got["rank1_masked_plain_cosine"] == pytest.approx(want["plain"], abs=1.5 / m)
+    assert want["masked"] >= 0.9 and want["masked"] - want["plain"] >= 2 / m
+
+
+def test_ctrl_c_stops_the_job_after_the_current_chunk(setup, monkeypatch, capsys):
+    """The first SIGINT lets the chunk being searched commit; then KeyboardInterrupt, resumable."""
+    import os
+    import signal
+
+    d = setup["dir"]
+    src = Source(input=str(d / "probes.jsonl"), chunk_size=4)
+    identify_job(d / "g.db", src, JobOutput(str(d / "ref.csv")))
+    calls = {"n": 0}
+    real = Gallery.identify_arrays
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while chunk 1 is searched
+        return real(self, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(Gallery, "identify_arrays", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv")))
+    assert "stopping after the current chunk" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    man = json.loads((d / "cut.csv.job" / "manifest.json").read_text())
+    assert calls["n"] == 2 and man["chunks_done"] == 2  # chunk 1 finished and committed
+    s = identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv"), resume=True), quiet=True)
+    assert s["resumed"] is True and s["processed"] == N_PROBE
+    assert (d / "cut.csv").read_bytes() == (d / "ref.csv").read_bytes()
