@@ -154,7 +154,7 @@ def open_reader(
     elif gallery is None and blocks is not None:  # a new gallery of masked templates
         nb = int(np.asarray(blocks).size - 1)
     return RecordReader(
-        source.input,
+        str(source.input),
         "landmarks" if key_model is not None else "templates",
         source.input_format,
         dim=None if gallery is None or key_model is not None else gallery.dim,

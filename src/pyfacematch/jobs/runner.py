@@ -46,6 +46,7 @@ from pyfacematch.errors import InputError, PyFaceMatchError
 from pyfacematch.gallery import atomic as _fileio
 from pyfacematch.io import (
     Chunk,
+    ImageFolderReader,
     RecordReader,
     Reject,
     ResultColumns,
@@ -247,7 +248,7 @@ def result_columns(
             [[x is not None for x in row] for row in identities.tolist()], bool
         ).reshape(m, k)
         valid &= ~np.isnan(scores)
-    has_any = valid.any(axis=1) if k else np.zeros(m, bool)
+    has_any = np.asarray(valid.any(axis=1) if k else np.zeros(m, bool), bool)
     out_p: list[str] = []
     out_r: list[int] = []
     out_i: list[str | None] = []
@@ -345,7 +346,7 @@ def _new_counters() -> dict[str, Any]:
 
 def run_job(
     spec: JobSpec,
-    reader: RecordReader,
+    reader: RecordReader | ImageFolderReader,
     process: Processor,
     *,
     resume: bool = False,
