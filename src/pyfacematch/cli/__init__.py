@@ -18,17 +18,22 @@ import traceback
 from collections.abc import Sequence
 
 from pyfacematch.cli.commands import COMMANDS
-from pyfacematch.cli.parser import build_parser
+from pyfacematch.cli.parser import EXIT_CODES, FORMATS_HELP, build_parser
 from pyfacematch.errors import InputError, PyFaceMatchError
+from pyfacematch.jobs.encode import encode_chunk  # importable here as before the split
 from pyfacematch.jobs.runner import describe_error
 
 __all__ = [
+    "COMMANDS",
+    "EXIT_CODES",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REJECTS",
     "EXIT_USAGE",
+    "FORMATS_HELP",
     "build_parser",
+    "encode_chunk",
     "main",
 ]
 
