@@ -31,6 +31,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ from pyfacematch.errors import InputError, PyFaceMatchError
 from pyfacematch.gallery import atomic as _fileio
 from pyfacematch.io import (
     Chunk,
+    ImageFolderReader,
     RecordReader,
     Reject,
     ResultColumns,
@@ -241,9 +243,12 @@ def result_columns(
     k = identities.shape[1] if identities.ndim == 2 else 0
     valid = np.zeros((m, k), bool)
     if k:
-        valid = np.array([[x is not None for x in row] for row in identities.tolist()], bool)
+        # reshape: an empty batch (every record of a chunk rejected) gives (0, k), not (0,)
+        valid = np.array(
+            [[x is not None for x in row] for row in identities.tolist()], bool
+        ).reshape(m, k)
         valid &= ~np.isnan(scores)
-    has_any = valid.any(axis=1) if k else np.zeros(m, bool)
+    has_any = np.asarray(valid.any(axis=1) if k else np.zeros(m, bool), bool)
     out_p: list[str] = []
     out_r: list[int] = []
     out_i: list[str | None] = []
@@ -341,7 +346,7 @@ def _new_counters() -> dict[str, Any]:
 
 def run_job(
     spec: JobSpec,
-    reader: RecordReader,
+    reader: RecordReader | ImageFolderReader,
     process: Processor,
     *,
     resume: bool = False,
@@ -462,7 +467,9 @@ def run_job(
     )
     t_start = time.monotonic()
     processed_now = 0
+    interrupt = _ChunkInterrupt(quiet=quiet, stream=stream)
     try:
+        interrupt.install()
         for chunk in prefetch(reader.chunks(skip_chunks=done)):
             t_chunk = time.monotonic()
             cols, extra, counts = process(chunk)
@@ -490,7 +497,10 @@ def run_job(
             _killpoint("after-manifest", i)
             processed_now += chunk.count - len(rejects)
             prog.update(chunk.count)
+            if interrupt.asked:  # Ctrl-C: stop here, with this chunk committed
+                raise KeyboardInterrupt
     finally:
+        interrupt.restore()
         prog.close()
         reader.close()
     elapsed = time.monotonic() - t_start
@@ -545,6 +555,47 @@ def run_job(
     shutil.rmtree(work, ignore_errors=True)
     _fileio.fsync_dir(out.parent)
     return summary
+
+
+class _ChunkInterrupt:
+    """Ctrl-C during a job stops it at the end of the chunk being processed.
+
+    A ``KeyboardInterrupt`` raised at an arbitrary point can land inside a lock's ``with``
+    block of the reader thread's queue or the gallery and leave it held, and the process then
+    hangs in its clean-up; so the first SIGINT only asks the job to stop, and :func:`run_job`
+    raises ``KeyboardInterrupt`` itself once the chunk is committed. A second SIGINT interrupts at
+    once. Only in the main thread (where Python delivers signals), and only when SIGINT has
+    Python's default handler (an application's own handler is left alone).
+    """
+
+    def __init__(self, *, quiet: bool, stream: TextIO | None) -> None:
+        self.asked = False
+        self.quiet = quiet
+        self.stream = stream
+        self.previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        if not self.quiet:
+            print(
+                "interrupt: stopping after the current chunk (Ctrl-C again to stop now)",
+                file=self.stream or sys.stderr,
+                flush=True,
+            )
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def _killpoint(stage: str, i: int) -> None:
