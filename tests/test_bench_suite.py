@@ -236,3 +236,55 @@ def test_keys_script_fnir_is_the_library_metric(capsys: pytest.CaptureFixture[st
     for row, ref in zip(printed["rows"], lib["rows"]):
         assert row["fnir_at_fpir_0.01"] == ref["fnir_at_fpir_0.01"]
         assert f"{ref['fnir_at_fpir_0.01']:.4f}" in out
+
+
+def test_real_codes_full_shortlist_is_exact() -> None:
+    """1-bit codes + re-rank with a shortlist of every other row must equal exact search."""
+    from pyfacematch.bench.backends import measure_real_codes
+
+    e = SyntheticIdentities(40, 32, seed=3).gallery()
+    r = measure_real_codes(e, lengths=(1, 39))
+    assert set(r) == {"centred on gallery mean", "no centring"}
+    for by_c in r.values():
+        assert by_c[39] == 1.0
+        assert 0.0 <= by_c[1] <= 1.0
+
+
+def test_gallery_script_is_the_library_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    script = _entry_point("gallery")
+    r = script.main(
+        ["--n", "800", "--d", "32", "--probes", "128", "--single", "4", "--backends",
+         "exact,binary", "--no-hnswlib", "--no-real", "--sweep-points", "2"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.startswith("# machine: ") and "Self-tuned backends (Gallery API)" in out
+    tuned = {t["backend"]: t for t in r["tuned"]}
+    assert tuned["exact"]["recall1"] == 1.0 and tuned["exact"]["rerank_share"] is None
+    assert 0.0 < tuned["binary"]["rerank_share"] < 1.0
+    assert r["skipped"]["hnswlib"] == "not requested"
+    # the core's Hamming scan with a full shortlist re-ranks to the exact answer
+    core = r["curves"]["pyfacematch hamming_topk + re-rank (no Gallery)"]
+    assert max(c["recall1"] for c in core) == 1.0
+
+
+def test_cli_day_job_through_the_real_command(tmp_path: Path) -> None:
+    from pyfacematch.bench.dayjob import measure_cli_day_job
+
+    r = measure_cli_day_job(
+        tmp_path / "day", 600, 300, 32, backends=("exact",), sample=100, log=lambda s: None
+    )
+    ex = r["backends"]["exact"]
+    assert ex["recall_at_1_vs_exact"] == 1.0
+    # rank-1 against the truth is what exact search gets on the sample, up to sampling
+    assert abs(ex["rank1_accuracy_vs_truth"] - ex["exact_rank1_accuracy_on_sample"]) < 0.1
+    assert ex["identify_peak_rss_mib"] > 10 and r["enroll"]["seconds"] > 0
+    assert not (tmp_path / "day").exists()  # scratch folder removed
+
+
+def test_rank1_leave_one_out_known_answer() -> None:
+    from pyfacematch.bench.embed import rank1_leave_one_out
+
+    labels = np.array([0, 0, 1, 1])
+    s = np.array([[9, 0.9, 0.1, 0.2], [0.9, 9, 0.95, 0.0], [0.1, 0.95, 9, 0.5], [0.2, 0.0, 0.5, 9]])
+    # row 0 -> 1 (hit), row 1 -> 2 (miss), row 2 -> 1 (miss), row 3 -> 2 (hit)
+    assert rank1_leave_one_out(s, labels) == 0.5

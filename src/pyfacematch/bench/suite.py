@@ -2,8 +2,8 @@
 
 Each section lives in its own module (:mod:`~pyfacematch.bench.scoring`,
 :mod:`~pyfacematch.bench.keys`, :mod:`~pyfacematch.bench.backends`,
-:mod:`~pyfacematch.bench.accuracy`, :mod:`~pyfacematch.bench.dayjob`) and measures pyfacematch and its baseline in the same run and returns tables, plots and
-summary rows for the report. A section whose dependency is missing (an optional package, a
+:mod:`~pyfacematch.bench.accuracy`, :mod:`~pyfacematch.bench.dayjob`), measures pyfacematch and
+its baseline in the same run and returns tables, plots and summary rows for the report. A section whose dependency is missing (an optional package, a
 part of pyfacematch that is not importable) is reported as *skipped* with the reason; a section
 that raises is reported as *failed* with the error; neither stops the suite.
 """
