@@ -25,6 +25,7 @@ import numpy as np
 import pyfacematch as pf
 from pyfacematch.bench.section import Log, require, save_plot, summary_row
 from pyfacematch.bench.synthdata import SyntheticIdentities
+from pyfacematch.gallery import Gallery
 
 __all__ = [
     "measure_backends",
@@ -152,7 +153,7 @@ def measure_backends(
             kw: dict[str, Any] = (
                 {} if tune_similarity is None else {"tune_similarity": tune_similarity}
             )
-            g = pf.Gallery(dim=d, backend=name, tune_probes=tune_probes, seed=seed, **kw)
+            g = Gallery(dim=d, backend=name, tune_probes=tune_probes, seed=seed, **kw)
             g.enroll_many(names, gal_x)
         except ImportError as exc:  # pragma: no cover - faiss missing
             out["skipped"][name] = f"not importable: {exc}"
@@ -266,7 +267,8 @@ def measure_backends(
         bidx.add(codes)
         view = g._m.view
         lengths = sorted({1, 4, 16, 64, int(bb.depth)})
-        curve, core = [], []
+        curve = []
+        core: list[dict[str, Any]] = []
         for c in lengths:
 
             def fb(p: np.ndarray, c: int = c) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 import pyfacematch as pf
 from pyfacematch.bench.section import Log, summary_row
 from pyfacematch.bench.synthdata import SyntheticIdentities
+from pyfacematch.gallery import Gallery
 
 __all__ = [
     "measure_day_job",
@@ -93,7 +94,7 @@ def measure_day_job(
     os.close(fd)
     try:
         t0 = time.perf_counter()
-        g = pf.Gallery(dim=d, backend=backend, seed=seed)
+        g = Gallery(dim=d, backend=backend, seed=seed)
         g.enroll_many(names, gx)
         out["build_tune_s"] = time.perf_counter() - t0
         out["index"] = {
@@ -106,13 +107,13 @@ def measure_day_job(
         truth = np.concatenate([c[1] for c in chunks])
         out["mate_at_rank1"] = float(np.mean(got == truth))
         s = min(recall_sample, m)
-        sample, need = [], s  # only the first chunks: no copy of every probe
+        parts, need = [], s  # only the first chunks: no copy of every probe
         for c, _ in chunks:
             if need <= 0:
                 break
-            sample.append(c[:need])
-            need -= len(sample[-1])
-        sample = np.concatenate(sample)
+            parts.append(c[:need])
+            need -= len(parts[-1])
+        sample = np.concatenate(parts)
         ref = pf.topk(sample, gx, 1)[1][:, 0]
         out["recall1_vs_exact"] = float(np.mean(got[:s] == ref))
         out["recall_sample"] = s
@@ -122,7 +123,7 @@ def measure_day_job(
             f"{out['probes_per_s']:,.0f} probes/s; recall@1 vs exact {out['recall1_vs_exact']:.4f}"
         )
         # baseline: the exact backend on a prefix of the same probes
-        ge = pf.Gallery(dim=d, backend="exact", seed=seed)
+        ge = Gallery(dim=d, backend="exact", seed=seed)
         ge.enroll_many(names, gx)
         pre, left = [], min(exact_probes, m)
         for p, ids in chunks:
@@ -360,7 +361,7 @@ def measure_cli_day_job(
     results = {}
     for b in backends:
         t = time.perf_counter()
-        g = pf.Gallery.open(db, backend=b)
+        g = Gallery.open(db, backend=b)
         info = g.index_info()
         g.close()
         t_build = time.perf_counter() - t

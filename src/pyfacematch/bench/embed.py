@@ -125,7 +125,7 @@ def fusion_report(emb_s: np.ndarray, lm_s: np.ndarray, labels: np.ndarray) -> di
         out[name] = (x, g)
     for method in ("zscore", "logistic"):
         out[f"fused_{method}"] = cross_validated_fusion([lm_s, emb_s], labels, method=method)
-    report = {}
+    report: dict[str, Any] = {}
     for name, (x, g) in out.items():
         op = fnmr_at_fmr(x[g], x[~g], [0.01])[0]
         report[name] = {
