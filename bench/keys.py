@@ -1,130 +1,79 @@
-"""Landmark keys: encode speed vs a vectorised numpy pipeline, synthetic accuracy with occluders,
-and the real-faces report.
+"""Landmark keys: encode speed against a vectorised numpy pipeline, synthetic accuracy with
+occluders, and the real-faces report. A thin entry point: the protocols are
+:mod:`pyfacematch.bench.keys` (speed) and :mod:`pyfacematch.bench.accuracy` (accuracy), the same
+code ``pyfacematch bench`` runs.
 
-    python bench/keys.py speed      [--n 200000]
-    python bench/keys.py accuracy   [--identities 10000]
+    python bench/keys.py speed      [--n 200000] [--repeat 5]
+    python bench/keys.py accuracy   [--identities 10000] [--train 2000]
     python bench/keys.py real
     python bench/keys.py synth      (a million 200-point faces)
 
-Accuracy protocol (dense200, 2-D): a key model is fitted on 2,000 training identities (5 faces
-each, disjoint from everything else); the gallery holds one face of each of 10,000 identities;
-mated probes are another face of the first 5,000 of them, non-mated probes faces of 5,000
-identities never enrolled. For each probe condition (clean, mask, hand, sunglasses):
-plain = keys computed ignoring visibility (all points as the detector returned them, hidden ones
-displaced) scored with pyfacematch.topk; masked = keys from the visible points with region masks
-scored with pyfacematch.masked_topk (min_fraction 0.3). Rank-1 = mated probes whose mate is
-first; FNIR at FPIR = 0.01 = mated probes whose mate is not first with a score at or above the
-threshold that 1 % of non-mated probes' top scores exceed.
+Speed: ``KeyModel.encode`` and the numpy pipeline encode the same faces, one warm-up call each,
+then ``--repeat`` interleaved rounds; medians of wall-clock faces/s and CPU µs per face.
+Accuracy (dense200, 2-D): a key model fitted on ``--train`` identities (5 faces each, disjoint);
+the gallery holds one face of each of ``--identities`` identities; mated probes are another face
+of the first half, non-mated probes faces of as many identities never enrolled. Per probe
+condition (clean, mask, hand, sunglasses): plain cosine (keys ignoring visibility) against masked
+cosine (keys from the visible points, region masks, min_fraction 0.3). FNIR at FPIR = 0.01 is
+:func:`pyfacematch.metrics.fnir_at_fpir` (mate counted at rank 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-import pyfacematch as pf
-from pyfacematch.bench.keys import numpy_encode  # the same numpy pipeline the suite measures
+from pyfacematch.bench.accuracy import measure_key_accuracy
+from pyfacematch.bench.keys import measure_key_speed, speed_table
+from pyfacematch.bench.report import write_json
+from pyfacematch.bench.util import machine, machine_line, table
 from pyfacematch.keys import KeyModel
 from pyfacematch.keys.synth import FaceSynthesizer
 
 
-def _model(n_train_ids: int = 2000, seed: int = 0) -> tuple[KeyModel, FaceSynthesizer]:
-    syn = FaceSynthesizer("dense200", 17000, seed=seed)
-    ids = np.repeat(np.arange(15000, 15000 + n_train_ids), 5)
-    tr = syn.sample(ids, seed=100, dims=2, occluder="none")
-    t = time.perf_counter()
-    model = KeyModel.fit(tr.landmarks, tr.identities, scheme="dense200", dim=128)
-    print(f"fit: {len(ids)} faces, {time.perf_counter() - t:.1f} s -> {model}")
-    return model, syn
+def speed(n: int, repeat: int) -> dict[str, Any]:
+    r = measure_key_speed(n, repeat=repeat)
+    t = speed_table(r)
+    print(f"encode dense200 2-D, d={r['key_dim']}, threads={r['threads']}, random occluders")
+    print(table(t["headers"], t["rows"]))
+    print(t["note"])
+    return r
 
 
-def speed(n: int) -> None:
-    """Wall-clock faces/s (all threads) and CPU time per face, C++ vs the numpy pipeline.
-
-    CPU time (time.process_time) is reported too because this machine is shared: wall-clock
-    throughput depends on what else runs; CPU seconds per face do much less.
-    """
-    model, syn = _model(500)
-    f = syn.sample(np.arange(n) % 10000, seed=1, dims=2, occluder="random")
-    model.encode(f.landmarks[:1000], f.visibility[:1000], on_error="flag")
-    best, best_cpu = 1e9, 1e9
-    for _ in range(3):
-        t, c = time.perf_counter(), time.process_time()
-        model.encode(f.landmarks, f.visibility, on_error="flag")
-        best = min(best, time.perf_counter() - t)
-        best_cpu = min(best_cpu, time.process_time() - c)
-    m = min(n, 20000)
-    t, c = time.perf_counter(), time.process_time()
-    ref = numpy_encode(model, f.landmarks[:m], f.visibility[:m])
-    tn, cn = time.perf_counter() - t, time.process_time() - c
-    k, _ = model.encode(f.landmarks[:m], f.visibility[:m], on_error="flag")
-    err = float(np.abs(k - ref).max())
-    print(f"encode dense200 2-D, d={model.dim}, threads={pf.get_num_threads()}, random occluders")
-    print(
-        f"  wall: C++ {n / best:,.0f} faces/s ({n} faces, best of 3); numpy {m / tn:,.0f} faces/s "
-        f"({m} faces); ratio {(n / best) / (m / tn):.1f}x"
-    )
-    print(
-        f"  CPU:  C++ {best_cpu / n * 1e6:.2f} us/face ({n / best_cpu:,.0f} faces per CPU-second); "
-        f"numpy {cn / m * 1e6:.1f} us/face; ratio {(cn / m) / (best_cpu / n):.1f}x"
-    )
-    print(f"  max |key difference| C++ vs numpy: {err:.2e}")
-
-
-def _fnir_at_fpir(
-    mated_top_ok: np.ndarray, mated_score: np.ndarray, nonmated_top: np.ndarray, fpir: float
-) -> float:
-    nm = np.where(np.isfinite(nonmated_top), nonmated_top, -np.inf)
-    thr = np.quantile(nm, 1 - fpir, method="higher")
-    hit = mated_top_ok & (np.nan_to_num(mated_score, nan=-np.inf) > thr)
-    return float(1 - hit.mean())
-
-
-def accuracy(n_ids: int) -> None:
-    model, syn = _model()
-    n_mated = n_ids // 2
-    gal = syn.sample(np.arange(n_ids), seed=200, dims=2)
-    gk, gm = model.encode(gal.landmarks)
-    truth = np.arange(n_mated)
+def accuracy(n_ids: int, n_train: int) -> dict[str, Any]:
+    r = measure_key_accuracy(n_ids, n_train, log=lambda s: None)
+    r.pop("det")
+    n_mated = r["rows"][0]["n_mated"]
     print(f"gallery {n_ids} identities; {n_mated} mated + {n_mated} non-mated probes per condition")
-    print(f"{'probe':<11} {'scoring':<7} {'rank-1':>7} {'FNIR@FPIR=0.01':>15} {'shared dims':>12}")
-    for occ in ("none", "mask", "hand", "sunglasses"):
-        mated = syn.sample(truth, seed=300, dims=2, occluder=occ)
-        non = syn.sample(np.arange(10000, 10000 + n_mated), seed=400, dims=2, occluder=occ)
-        rows = []
-        for mode in ("plain", "masked"):
-            if mode == "plain":
-                mk, _ = model.encode(mated.landmarks, on_error="flag")
-                nk, _ = model.encode(non.landmarks, on_error="flag")
-                ms, mi = pf.topk(mk, gk, 1)
-                ns, _ = pf.topk(nk, gk, 1)
-                frac = 1.0
-            else:
-                mk, mm = model.encode(mated.landmarks, mated.visibility, on_error="flag")
-                nk, nmask = model.encode(non.landmarks, non.visibility, on_error="flag")
-                ms, mi = pf.masked_topk(mk, gk, 1, mm, gm, model.blocks, min_fraction=0.3)
-                ns, _ = pf.masked_topk(nk, gk, 1, nmask, gm, model.blocks, min_fraction=0.3)
-                sizes = np.diff(model.blocks)
-                bits = (
-                    (mm[:, None] >> np.arange(model.n_blocks, dtype=np.uint64)) & np.uint64(1)
-                ).astype(bool)
-                frac = float((bits * sizes).sum(1).mean() / model.dim)
-            ok = mi[:, 0] == truth
-            r1 = ok.mean()
-            fnir = _fnir_at_fpir(ok, ms[:, 0], ns[:, 0], 0.01)
-            rows.append((mode, r1, fnir))
-            print(f"{occ:<11} {mode:<7} {r1:7.4f} {fnir:15.4f} {frac:12.2f}")
+    print(
+        table(
+            ["probe", "scoring", "rank-1", "FNIR@FPIR=0.01", "FNIR 95 % CI", "shared dims"],
+            [
+                [
+                    x["probe"],
+                    x["scoring"],
+                    f"{x['rank1']:.4f}",
+                    f"{x['fnir_at_fpir_0.01']:.4f}",
+                    f"[{x['fnir_ci95'][0]:.4f}, {x['fnir_ci95'][1]:.4f}]",
+                    f"{x['shared_fraction']:.2f}",
+                ]
+                for x in r["rows"]
+            ],
+        )
+    )
+    return r
 
 
-def real() -> None:
-    from pathlib import Path
-
+def real() -> dict[str, Any]:
     d = np.load(
         Path(__file__).resolve().parents[1] / "tests" / "data" / "faces_johns_landmarks.npz"
     )
     y = d["labels"]
+    out: dict[str, Any] = {}
     for scheme, key in (("ibug68", "landmarks"), ("mediapipe478", "landmarks_mp478")):
         x = d[key]
         n = len(x)
@@ -142,33 +91,52 @@ def real() -> None:
             r1 = int((y[sims.argmax(1)] == y).sum())
             same = (y[:, None] == y[None]) & ~np.eye(n, dtype=bool)
             g, im = sims[same], sims[y[:, None] != y[None]]
+            out[f"{scheme}/{kind}"] = {"rank1": r1 / n, "genuine_mean": float(g.mean())}
             print(
                 f"{scheme:<13} {kind:<8} LOO rank-1 {r1}/{n} = {r1 / n:.3f}; genuine mean {g.mean():.3f} "
                 f"[min {g.min():.3f}, max {g.max():.3f}]; impostor mean {im.mean():.3f} "
                 f"[min {im.min():.3f}, max {im.max():.3f}]"
             )
+    return out
 
 
-def synth_speed() -> None:
+def synth_speed() -> dict[str, Any]:
     syn = FaceSynthesizer("dense200", 10000, seed=1)
     ids = np.random.default_rng(0).integers(0, 10000, 1_000_000)
+    out = {}
     for dims in (2, 3):
         t = time.perf_counter()
         syn.sample(ids, seed=3, occluder="random", dims=dims)
+        out[f"{dims}d_s"] = time.perf_counter() - t
         print(
-            f"synth: 1,000,000 dense200 faces, {dims}-D, random occluders: {time.perf_counter() - t:.1f} s"
+            f"synth: 1,000,000 dense200 faces, {dims}-D, random occluders: {out[f'{dims}d_s']:.1f} s"
         )
+    return out
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=["speed", "accuracy", "real", "synth"])
-    ap.add_argument("--n", type=int, default=200000)
-    ap.add_argument("--identities", type=int, default=10000)
-    a = ap.parse_args()
-    {
-        "speed": lambda: speed(a.n),
-        "accuracy": lambda: accuracy(a.identities),
+    ap.add_argument("--n", type=int, default=200000, help="faces encoded by both engines (speed)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds, median reported (speed)")
+    ap.add_argument("--identities", type=int, default=10000, help="gallery size (accuracy)")
+    ap.add_argument("--train", type=int, default=2000, help="training identities (accuracy)")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args(argv)
+    info = machine()
+    print(machine_line(info))
+    r = {
+        "speed": lambda: speed(a.n, a.repeat),
+        "accuracy": lambda: accuracy(a.identities, a.train),
         "real": real,
         "synth": synth_speed,
     }[a.what]()
+    if a.json:
+        write_json({"machine": info, a.what: r}, Path(a.json))
+    return r
+
+
+if __name__ == "__main__":
+    main()

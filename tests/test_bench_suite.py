@@ -13,13 +13,14 @@ import pytest
 
 import pyfacematch as pf
 from pyfacematch.bench import SUITES, run_suite, suite
-from pyfacematch.bench.keys import _search_outcome
+from pyfacematch.bench.accuracy import search_outcome
+from pyfacematch.bench.section import SkipSection, summary_row
 from pyfacematch.bench.synthdata import NOISE, SyntheticIdentities
 from pyfacematch.errors import InputError
 
 TINY = {
     "scoring": {"n": 1000, "sizes": [500, 1000], "cosine_calls": 2000},
-    "keys": {"n": 1000, "n_numpy": 200},
+    "keys": {"n": 1000, "repeat": 1},
     "accuracy": {"n_ids": 400, "n_train": 40},
     "backends": {"n": 1000, "n_probes": 128, "single": 10, "tune_probes": 50, "sweep_points": 2},
     "dayjob": {"n": 1000, "m": 1000, "exact_probes": 300, "recall_sample": 300, "batch": 500},
@@ -116,7 +117,7 @@ def test_search_outcome_matches_brute_force() -> None:
     sc = -np.sort(-rng.random((50, 5)), axis=1).astype(np.float32)
     idx = np.stack([rng.permutation(20)[:5] for _ in range(50)])
     truth = rng.integers(0, 20, 50)
-    rank, mate = _search_outcome(sc, idx, truth)
+    rank, mate = search_outcome(sc, idx, truth)
     for i in range(50):
         pos = np.flatnonzero(idx[i] == truth[i])
         if pos.size:
@@ -124,7 +125,7 @@ def test_search_outcome_matches_brute_force() -> None:
         else:
             assert rank[i] == 0 and mate[i] == -np.inf
     sc[0, 0] = np.nan
-    assert _search_outcome(sc, idx, None)[0] == -np.inf
+    assert search_outcome(sc, idx, None)[0] == -np.inf
 
 
 def test_synthetic_identities_closed_form() -> None:
@@ -149,11 +150,11 @@ def test_sections_skip_or_fail_without_stopping(
         return {
             "tables": [{"title": "t", "headers": ["a", "b"], "rows": [[1, 2.5]]}],
             "plots": [],
-            "summary": [suite._sum("fake", "m", 2.0, "base", 1.0)],
+            "summary": [summary_row("fake", "m", 2.0, "base", 1.0)],
         }
 
     def missing(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
-        raise suite.SkipSection("hnswlib not installed")
+        raise SkipSection("hnswlib not installed")
 
     def no_module(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
         import pyfacematch_no_such_module  # noqa: F401
@@ -192,3 +193,98 @@ def test_bad_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="scoring"):
         run_suite("smoke", tmp_path, sections=["nope"])
     assert set(SUITES) == {"smoke", "quick", "full"}
+
+
+def test_keys_baseline_timed_like_the_engine(smoke: tuple[dict[str, Any], Path]) -> None:
+    """Regression (issue 11): numpy was timed once, cold, on a 5-25x smaller prefix."""
+    res, _ = smoke
+    k = {s["key"]: s for s in res["sections"]}["keys"]["data"]
+    assert "faces_numpy" not in k  # one batch for both engines
+    assert k["faces"] + k["faces_rejected"] == TINY["keys"]["n"]
+    assert len(k["wall_s"]["numpy"]) == len(k["wall_s"]["pyfacematch"]) == k["repeat"]
+    # the reported rates are the medians of those rounds on that batch
+    for eng in ("numpy", "pyfacematch"):
+        med = float(np.median(k["wall_s"][eng]))
+        assert k[f"{eng}_faces_per_s"] == pytest.approx(k["faces"] / med)
+    assert k["x_numpy"] == pytest.approx(k["pyfacematch_faces_per_s"] / k["numpy_faces_per_s"])
+
+
+def _entry_point(name: str) -> Any:
+    """Import the repository's ``bench/<name>.py`` script as a module (not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_entry_{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_keys_script_fnir_is_the_library_metric(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 11): bench/keys.py had its own FNIR quantile formula (strict '>' over
+    np.quantile(..., 'higher')) while the suite used metrics.fnir_at_fpir; the script now prints
+    the library protocol's rows."""
+    from pyfacematch.bench.accuracy import measure_key_accuracy
+
+    script = _entry_point("keys")
+    assert not hasattr(script, "_fnir_at_fpir")
+    printed = script.main(["accuracy", "--identities", "300", "--train", "40"])
+    out = capsys.readouterr().out
+    assert out.startswith("# machine: ") and "flags " in out.splitlines()[0]
+    lib = measure_key_accuracy(300, 40, log=lambda s: None)
+    for row, ref in zip(printed["rows"], lib["rows"]):
+        assert row["fnir_at_fpir_0.01"] == ref["fnir_at_fpir_0.01"]
+        assert f"{ref['fnir_at_fpir_0.01']:.4f}" in out
+
+
+def test_real_codes_full_shortlist_is_exact() -> None:
+    """1-bit codes + re-rank with a shortlist of every other row must equal exact search."""
+    from pyfacematch.bench.backends import measure_real_codes
+
+    e = SyntheticIdentities(40, 32, seed=3).gallery()
+    r = measure_real_codes(e, lengths=(1, 39))
+    assert set(r) == {"centred on gallery mean", "no centring"}
+    for by_c in r.values():
+        assert by_c[39] == 1.0
+        assert 0.0 <= by_c[1] <= 1.0
+
+
+def test_gallery_script_is_the_library_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    script = _entry_point("gallery")
+    r = script.main(
+        ["--n", "800", "--d", "32", "--probes", "128", "--single", "4", "--backends",
+         "exact,binary", "--no-hnswlib", "--no-real", "--sweep-points", "2"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.startswith("# machine: ") and "Self-tuned backends (Gallery API)" in out
+    tuned = {t["backend"]: t for t in r["tuned"]}
+    assert tuned["exact"]["recall1"] == 1.0 and tuned["exact"]["rerank_share"] is None
+    assert 0.0 < tuned["binary"]["rerank_share"] < 1.0
+    assert r["skipped"]["hnswlib"] == "not requested"
+    # the core's Hamming scan with a full shortlist re-ranks to the exact answer
+    core = r["curves"]["pyfacematch hamming_topk + re-rank (no Gallery)"]
+    assert max(c["recall1"] for c in core) == 1.0
+
+
+def test_cli_day_job_through_the_real_command(tmp_path: Path) -> None:
+    from pyfacematch.bench.dayjob import measure_cli_day_job
+
+    r = measure_cli_day_job(
+        tmp_path / "day", 600, 300, 32, backends=("exact",), sample=100, log=lambda s: None
+    )
+    ex = r["backends"]["exact"]
+    assert ex["recall_at_1_vs_exact"] == 1.0
+    # rank-1 against the truth is what exact search gets on the sample, up to sampling
+    assert abs(ex["rank1_accuracy_vs_truth"] - ex["exact_rank1_accuracy_on_sample"]) < 0.1
+    assert ex["identify_peak_rss_mib"] > 10 and r["enroll"]["seconds"] > 0
+    assert not (tmp_path / "day").exists()  # scratch folder removed
+
+
+def test_rank1_leave_one_out_known_answer() -> None:
+    from pyfacematch.bench.embed import rank1_leave_one_out
+
+    labels = np.array([0, 0, 1, 1])
+    s = np.array([[9, 0.9, 0.1, 0.2], [0.9, 9, 0.95, 0.0], [0.1, 0.95, 9, 0.5], [0.2, 0.0, 0.5, 9]])
+    # row 0 -> 1 (hit), row 1 -> 2 (miss), row 2 -> 1 (miss), row 3 -> 2 (hit)
+    assert rank1_leave_one_out(s, labels) == 0.5

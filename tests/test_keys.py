@@ -11,7 +11,7 @@ import pytest
 import pyfacematch as pf
 from pyfacematch.errors import FormatVersionError, GalleryFileError, LandmarkError
 from pyfacematch.keys import KeyModel
-from pyfacematch.keys.geometry import align_reference, features_reference
+from pyfacematch.keys._reference import reference_keys
 from pyfacematch.keys.schemes import get_scheme
 from pyfacematch.keys.synth import FaceSynthesizer
 
@@ -25,25 +25,6 @@ def trained() -> tuple[KeyModel, FaceSynthesizer]:
     return KeyModel.fit(tr.landmarks, tr.identities, scheme="dense200", dim=96), syn
 
 
-def _reference_keys(model: KeyModel, x: np.ndarray, vis: np.ndarray | None) -> np.ndarray:
-    """float64 numpy pipeline: align, features, per-block projection, unit norm over valid blocks."""
-    s = model.scheme
-    al, _ = align_reference(x, vis, s.mean_shape[:, : model.dims].astype(np.float32))
-    f = features_reference(al, vis, model.layout, model.mu) - model.mu
-    lay = model.layout
-    keys = np.zeros((len(x), model.dim))
-    for b in range(lay.n_blocks):
-        cnt = (
-            np.ones(len(x)) * len(s.region_points(b))
-            if vis is None
-            else vis[:, s.region_points(b)].sum(1)
-        )
-        ok = cnt >= lay.block_min_visible[b]
-        kb = f[:, lay.offsets[b] : lay.offsets[b + 1]] @ model.w_blocks[b].astype(np.float64)
-        keys[:, model.blocks[b] : model.blocks[b + 1]] = kb * ok[:, None]
-    return keys / np.linalg.norm(keys, axis=1, keepdims=True)
-
-
 def test_keys_unit_norm_deterministic_and_match_reference(trained) -> None:
     model, syn = trained
     f = syn.sample(np.arange(200, 260), seed=2, dims=2, occluder="random")
@@ -53,7 +34,7 @@ def test_keys_unit_norm_deterministic_and_match_reference(trained) -> None:
     np.testing.assert_array_equal(m1, m2)
     assert k1.dtype == np.float32 and m1.dtype == np.uint64 and k1.shape == (60, model.dim)
     np.testing.assert_allclose(np.linalg.norm(k1, axis=1), 1, atol=1e-5)
-    ref = _reference_keys(model, f.landmarks, f.visibility)
+    ref = reference_keys(model, f.landmarks, f.visibility)
     np.testing.assert_allclose(k1, ref, atol=2e-4)
     # invalid blocks are exactly zero
     for i in range(60):
@@ -216,3 +197,30 @@ def test_real_faces_pinned(scheme, key, loo, rank1, gen, imp) -> None:
     assert abs(g - gen) < 0.02 and abs(i - imp) < 0.02
     assert g > i + 0.3
     assert get_scheme(scheme).n_points == np.load(DATA)[key].shape[1]
+
+
+def test_one_similarity_fit_for_keys_and_photos() -> None:
+    """keys' align_reference and embed's similarity_transform share one fit; both recover a
+    known similarity exactly (independent reference: the transform that made the points)."""
+    from pyfacematch._similarity import similarity_fit
+    from pyfacematch.embed.align import similarity_transform
+    from pyfacematch.keys.geometry import align_reference
+
+    rng = np.random.default_rng(3)
+    src = rng.normal(size=(7, 2)) * 20 + 50
+    a = 0.7
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    dst = 1.3 * src @ rot.T + np.array([4.0, -9.0])
+    m = similarity_transform(src, dst)
+    np.testing.assert_allclose(m[:, :2], 1.3 * rot, atol=1e-9)
+    np.testing.assert_allclose(m[:, 2], [4.0, -9.0], atol=1e-7)
+    al, res = align_reference(src[None], None, dst)
+    np.testing.assert_allclose(al[0], dst, atol=1e-8)
+    assert res[0] < 1e-8
+    # weights: a wild point with weight 0 does not move the fit
+    noisy = src.copy()
+    noisy[3] += 1000.0
+    w = np.ones((1, 7))
+    w[0, 3] = 0
+    s, r, t = similarity_fit(noisy[None], dst, w)
+    np.testing.assert_allclose(s[0] * r[0], 1.3 * rot, atol=1e-9)

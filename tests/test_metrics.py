@@ -203,7 +203,9 @@ def test_binomial_ci_known_values():
 
 
 def test_auto_falls_back_to_wilson_without_scipy(monkeypatch):
-    monkeypatch.setattr(m, "_have_scipy", lambda: False)
+    from pyfacematch.metrics import intervals
+
+    monkeypatch.setattr(intervals, "_have_scipy", lambda: False)
     lo, hi, method = m.binomial_ci(5, 10)
     assert method == "wilson"
     assert (float(lo), float(hi)) == pytest.approx((0.23659, 0.76341), abs=1e-5)
@@ -456,3 +458,24 @@ def test_calibration_primitives_agree_with_operating_points():
     sparse[:5] = 1.0
     t = m.threshold_for_fpir(sparse, 0.01)
     assert np.isfinite(t) and np.mean(sparse >= t) == 0.005
+
+
+def test_split_modules_reexported_and_as_scores_public():
+    """Every family module's public names are reachable from pyfacematch.metrics (one object)."""
+    import importlib
+
+    from pyfacematch.errors import EmptyInputError, NonFiniteError, PyFaceMatchError
+
+    for mod in ("types", "intervals", "verification", "identification", "iso19795"):
+        sub = importlib.import_module(f"pyfacematch.metrics.{mod}")
+        for name in sub.__all__:
+            if name in ("interval",):
+                continue
+            assert getattr(m, name) is getattr(sub, name), (mod, name)
+    a = m.as_scores(np.array([0.5, -1.0], np.float32), "genuine")
+    assert a.dtype == np.float64 and a.tolist() == [0.5, -1.0]
+    with pytest.raises(NonFiniteError, match="genuine: 1 of 2 scores are NaN") as ei:
+        m.as_scores([0.1, np.nan], "genuine")
+    assert isinstance(ei.value, ValueError) and isinstance(ei.value, PyFaceMatchError)
+    with pytest.raises(EmptyInputError):
+        m.as_scores([], "impostor")

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from pyfacematch.errors import EmptyInputError, InputError
-from pyfacematch.metrics import CMCCurve, ErrorCurve, IdentificationPoint, OperatingPoint
+from pyfacematch.metrics import (
+    CMCCurve,
+    ErrorCurve,
+    IdentificationPoint,
+    OperatingPoint,
+    as_scores,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -350,10 +356,8 @@ def score_histogram_figure(
     title : str or None
         Figure title.
     """
-    from pyfacematch.metrics import _scores
-
-    g = _scores(genuine, "genuine")
-    imp = _scores(impostor, "impostor")
+    g = as_scores(genuine, "genuine")
+    imp = as_scores(impostor, "impostor")
     if not isinstance(bins, (int, np.integer)) or bins < 2:
         raise InputError(f"bins: expected an integer >= 2, got {bins!r}")
     lo = min(float(g.min()), float(imp.min()))

@@ -2,9 +2,11 @@
 
 :func:`run_suite` runs a named suite (see :data:`SUITES`) and writes a report folder:
 ``results.json`` (every figure, the machine, the sizes), ``report.md`` (tables and plots) and
-the plots as PNG and SVG. The measurement code lives in this package (``scoring``,
-``backends``, ``keys``, ``dayjob``) so that the suite runs on an installed copy; the scripts
-in the repository's ``bench/`` folder call the same functions.
+the plots as PNG and SVG. Each protocol is written once, in this package: one module per section
+(``scoring``, ``keys``, ``backends``, ``accuracy``, ``dayjob``, each exporting its
+``section_<name>`` and the measurement functions behind it), shared pieces in ``section``,
+``util``, ``synthdata`` and ``report``; ``suite`` only lists the sections. The scripts in the
+repository's ``bench/`` folder are thin entry points over the same functions.
 """
 
 from __future__ import annotations

@@ -6,24 +6,42 @@ separately); ``m`` mated probes are generated in chunks, identified top-1 and wr
 rows (probe, identity, score) to a file, as the bulk job does; generation time is excluded.
 Recall@1 against exact search is measured on a sample of the probes. The same probes (a
 prefix) go through a gallery with the ``exact`` backend, the baseline of the speed ratio.
+
+:func:`measure_cli_day_job` is the end-to-end variant (``python bench/day_job.py``): the same
+synthetic data written as ``.npy`` files, then each step a subprocess of the real
+``pyfacematch`` command (``enroll``, then ``identify`` per backend: reading, searching and
+writing Parquet included), timed with its own peak memory; recall@1 against exact search on a
+sample and rank-1 accuracy against the true identities.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import pyfacematch as pf
+from pyfacematch.bench.section import Log, summary_row
 from pyfacematch.bench.synthdata import SyntheticIdentities
+from pyfacematch.gallery import Gallery
 
-__all__ = ["measure_day_job"]
+__all__ = [
+    "measure_day_job",
+    "section_dayjob",
+    "write_day_data",
+    "run_command",
+    "measure_cli_day_job",
+]
 
-Log = Callable[[str], None]
 DAY = 1_000_000
 
 
@@ -76,7 +94,7 @@ def measure_day_job(
     os.close(fd)
     try:
         t0 = time.perf_counter()
-        g = pf.Gallery(dim=d, backend=backend, seed=seed)
+        g = Gallery(dim=d, backend=backend, seed=seed)
         g.enroll_many(names, gx)
         out["build_tune_s"] = time.perf_counter() - t0
         out["index"] = {
@@ -89,13 +107,13 @@ def measure_day_job(
         truth = np.concatenate([c[1] for c in chunks])
         out["mate_at_rank1"] = float(np.mean(got == truth))
         s = min(recall_sample, m)
-        sample, need = [], s  # only the first chunks: no copy of every probe
+        parts, need = [], s  # only the first chunks: no copy of every probe
         for c, _ in chunks:
             if need <= 0:
                 break
-            sample.append(c[:need])
-            need -= len(sample[-1])
-        sample = np.concatenate(sample)
+            parts.append(c[:need])
+            need -= len(parts[-1])
+        sample = np.concatenate(parts)
         ref = pf.topk(sample, gx, 1)[1][:, 0]
         out["recall1_vs_exact"] = float(np.mean(got[:s] == ref))
         out["recall_sample"] = s
@@ -105,7 +123,7 @@ def measure_day_job(
             f"{out['probes_per_s']:,.0f} probes/s; recall@1 vs exact {out['recall1_vs_exact']:.4f}"
         )
         # baseline: the exact backend on a prefix of the same probes
-        ge = pf.Gallery(dim=d, backend="exact", seed=seed)
+        ge = Gallery(dim=d, backend="exact", seed=seed)
         ge.enroll_many(names, gx)
         pre, left = [], min(exact_probes, m)
         for p, ids in chunks:
@@ -124,4 +142,273 @@ def measure_day_job(
         )
     finally:
         os.unlink(path)
+    return out
+
+
+def section_dayjob(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
+
+    r = measure_day_job(
+        cfg["n"], cfg["m"], **{k: v for k, v in cfg.items() if k not in ("n", "m")}, log=log
+    )
+    return {
+        "description": (
+            f"A scaled-down day: {r['probes']:,} mated probes against {r['n']:,} synthetic identities (d = {r['d']}), "
+            f"default backend '{r['backend']}' through `Gallery.identify_arrays` in chunks, top-1 rows written as "
+            "CSV (probe generation excluded). Recall@1 against exact search on a sample; the exact backend on a "
+            "prefix of the same probes is the baseline. 'One day' = 1,000,000 probes at the measured rate "
+            "(against this gallery size, not a million identities)."
+        ),
+        "data": r,
+        "tables": [
+            {
+                "title": None,
+                "headers": [
+                    "backend",
+                    "build+tune s",
+                    "probes",
+                    "search+write s",
+                    "probes/s",
+                    "× exact",
+                    "recall@1 vs exact",
+                    "mate at rank 1",
+                    "1M probes would take s",
+                ],
+                "rows": [
+                    [
+                        r["backend"],
+                        r["build_tune_s"],
+                        r["probes"],
+                        r["search_write_s"],
+                        r["probes_per_s"],
+                        r["x_exact"],
+                        r["recall1_vs_exact"],
+                        r["mate_at_rank1"],
+                        r["day_projection_s"],
+                    ],
+                    [
+                        "exact",
+                        None,
+                        r["exact_probes"],
+                        r["exact_probes"] / r["exact_probes_per_s"],
+                        r["exact_probes_per_s"],
+                        1.0,
+                        1.0,
+                        None,
+                        1e6 / r["exact_probes_per_s"],
+                    ],
+                ],
+            }
+        ],
+        "plots": [],
+        "summary": [
+            summary_row(
+                "day job",
+                f"{r['probes']:,} probes vs {r['n']:,} ids, '{r['backend']}': probes/s "
+                f"(recall@1 {r['recall1_vs_exact']:.3f})",
+                r["probes_per_s"],
+                "exact backend",
+                r["exact_probes_per_s"],
+            ),
+        ],
+    }
+
+
+def write_day_data(work: Path, n_gal: int, n_probes: int, d: int, seed: int) -> np.ndarray:
+    """Write ``work``/gallery.npy and probes.npy (the suite's generator); return each probe's identity.
+
+    Parameters
+    ----------
+    work : Path
+        Existing folder.
+    n_gal, n_probes, d : int
+        Identities (one template each), mated probes, dimension.
+    seed : int
+        Seed of the identities (probes use ``seed + 1``).
+
+    Returns
+    -------
+    ndarray, int64 (n_probes,)
+        Row of each probe's mate in the gallery.
+    """
+    ids = SyntheticIdentities(n_gal, d, seed=seed)
+    np.save(work / "gallery.npy", ids.gallery())
+    pr = np.lib.format.open_memmap(work / "probes.npy", "w+", np.float32, (n_probes, d))
+    truth = np.empty(n_probes, np.int64)
+    done = 0
+    for x, who in ids.probes(n_probes, seed=seed + 1):
+        pr[done : done + len(x)] = x
+        truth[done : done + len(x)] = who
+        done += len(x)
+    pr.flush()
+    del pr
+    return truth
+
+
+# Runs the real command (``python -m pyfacematch``) and records its own peak RSS (VmHWM of the
+# exec'ed process: the rusage of a child also counts the parent's pages inherited before exec).
+_WRAP = """
+import runpy, sys
+hwm_path = sys.argv[1]
+sys.argv = ["pyfacematch", *sys.argv[2:]]
+rc = 0
+try:
+    runpy.run_module("pyfacematch", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+finally:
+    with open('/proc/self/status') as f:
+        hwm = next(x for x in f if x.startswith('VmHWM'))
+    with open(hwm_path, 'w') as f:
+        f.write(hwm.split()[1])
+sys.exit(rc)
+"""
+
+
+def run_command(args: list[str], work: Path) -> tuple[float, float, int]:
+    """Run ``pyfacematch ARGS`` in a fresh interpreter; (wall seconds, its peak RSS MiB, exit code)."""
+    hwm = work / "hwm.txt"
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", _WRAP, str(hwm), *args], env=env)
+    wall = time.perf_counter() - t0
+    try:
+        rss = int(hwm.read_text()) / 1024.0  # kB -> MiB
+    except (OSError, ValueError):
+        rss = float("nan")
+    return wall, rss, p.returncode
+
+
+def measure_cli_day_job(
+    work: Path,
+    n_gal: int,
+    n_probes: int,
+    d: int = 512,
+    *,
+    backends: tuple[str, ...] = ("binary", "exact", "ivfpq"),
+    sample: int = 1000,
+    chunk_size: int = 10_000,
+    seed: int = 0,
+    keep: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
+    """A day's identification job through the real command line, step by step.
+
+    Parameters
+    ----------
+    work : Path
+        Scratch folder (deleted first, and afterwards unless ``keep``).
+    n_gal, n_probes, d : int
+        Identities, mated probes, dimension.
+    backends : tuple of str
+        First = the backend ``pyfacematch enroll`` builds; each is then built and tuned once
+        (``Gallery.open(..., backend=...)``, timed apart) and runs ``pyfacematch identify``.
+    sample : int
+        Probes checked against exact search.
+    chunk_size : int
+        ``identify --chunk-size``.
+
+    Returns
+    -------
+    dict
+        Sizes, ``enroll`` (seconds, peak MiB) and ``backends``: name -> build/tune seconds,
+        identify wall seconds, peak MiB, probes/s, recall@1 against exact, rank-1 accuracy.
+
+    Raises
+    ------
+    subprocess.CalledProcessError
+        When a command exits with an error (its own message is on stderr).
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    work = Path(work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out: dict[str, Any] = {
+        "gallery": n_gal,
+        "probes": n_probes,
+        "dim": d,
+        "threads": pf.get_num_threads(),
+        "simd": pf.simd.info().get("active"),
+        "chunk_size": chunk_size,
+    }
+    log(f"day job: {n_probes:,} probes vs {n_gal:,} identities, d={d}")
+    t = time.perf_counter()
+    truth = write_day_data(work, n_gal, n_probes, d, seed)
+    out["seconds_generate"] = time.perf_counter() - t
+    log(f"  data generated in {out['seconds_generate']:.1f} s")
+    db = str(work / "day.db")
+    wall, rss, code = run_command(
+        ["enroll", "-g", db, "-i", str(work / "gallery.npy"), "--backend", backends[0],
+         "--chunk-size", "50000", "--quiet"],
+        work,
+    )  # fmt: skip
+    if code != 0:
+        raise subprocess.CalledProcessError(code, ["pyfacematch", "enroll", "-g", db])
+    out["enroll"] = {"seconds": wall, "peak_rss_mib": rss, "backend": backends[0]}
+    log(f"  enroll (SQLite store + {backends[0]} index): {wall:.1f} s, peak {rss:,.0f} MiB")
+
+    gal = np.load(work / "gallery.npy", mmap_mode="r")
+    probes = np.load(work / "probes.npy", mmap_mode="r")
+    rng = np.random.default_rng(seed + 1)
+    pick = np.sort(rng.choice(n_probes, min(sample, n_probes), replace=False))
+    t = time.perf_counter()
+    g_mat = np.ascontiguousarray(gal, np.float32)
+    _, ref_idx = pf.topk(np.ascontiguousarray(probes[pick]), g_mat, 1)
+    del g_mat
+    out["seconds_exact_reference"] = time.perf_counter() - t
+    ref = ref_idx[:, 0]
+    results = {}
+    for b in backends:
+        t = time.perf_counter()
+        g = Gallery.open(db, backend=b)
+        info = g.index_info()
+        g.close()
+        t_build = time.perf_counter() - t
+        res = work / f"results-{b}.parquet"
+        wall, rss, code = run_command(
+            ["identify", "-g", db, "-i", str(work / "probes.npy"), "-o", str(res),
+             "--chunk-size", str(chunk_size), "--quiet", "--overwrite"],
+            work,
+        )  # fmt: skip
+        if code != 0:
+            raise subprocess.CalledProcessError(code, ["pyfacematch", "identify", "-g", db])
+        summary = json.loads(Path(f"{res}.summary.json").read_text())
+        tbl = pq.read_table(res, columns=["probe_id", "rank", "identity"])
+        top = tbl.filter(pc.equal(tbl.column("rank"), 1))
+        pid = np.asarray(top.column("probe_id").to_numpy(zero_copy_only=False).astype(np.int64))
+        ident = np.asarray(top.column("identity").to_numpy(zero_copy_only=False).astype(np.int64))
+        got = np.full(n_probes, -1, np.int64)
+        got[pid] = ident
+        recall = float(np.mean(got[pick] == ref))
+        acc = float(np.mean(got == truth))
+        results[b] = {
+            "index_build_and_tune_seconds": t_build,
+            "identify_wall_seconds": wall,
+            "identify_peak_rss_mib": rss,
+            "probes_per_second_wall": n_probes / wall,
+            "probes_per_second_job": summary.get("probes_per_second_this_run"),
+            "recall_at_1_vs_exact": recall,
+            "rank1_accuracy_vs_truth": acc,
+            "exact_rank1_accuracy_on_sample": float(np.mean(ref == truth[pick])),
+            "index": {
+                k: info.get(k)
+                for k in (
+                    "backend",
+                    "depth",
+                    "measured_recall_at_1",
+                    "shortlist",
+                    "nprobe",
+                    "fallback",
+                )
+            },
+        }
+        log(
+            f"  {b:7s} index {t_build:7.1f} s | identify {wall:7.1f} s wall, "
+            f"{n_probes / wall:8,.0f} probes/s, peak {rss:7,.0f} MiB | recall@1 vs exact "
+            f"{recall:.4f} (sample {len(pick)}), rank-1 vs truth {acc:.4f}"
+        )
+    out["backends"] = results
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
     return out

@@ -1,55 +1,53 @@
-"""Landmark keys: encode speed against a vectorised numpy pipeline, and synthetic accuracy.
+"""Landmark keys per second: ``KeyModel.encode`` against the same pipeline in numpy.
 
-Same protocol as the script ``bench/keys.py`` of the landmark-keys work (dense200, 2-D):
+Protocol (dense200, 2-D): a key model is fitted on training identities (5 faces each); ``n``
+synthetic faces with random occluders (none, mask, hand, sunglasses) are encoded by
+``KeyModel.encode`` (C++ core, all threads) and by :func:`numpy_encode`, the same pipeline in
+vectorised numpy (alignment and features in float64, projection in float32:
+:func:`pyfacematch.keys._reference.reference_keys`, the tests' oracle). Both engines are timed
+alike: the **same batch** (the faces that encode without error), one warm-up call each, then
+``repeat`` rounds in which the two run in turn; the figure is the **median** of the rounds,
+in wall-clock faces/s and in CPU microseconds per face. Their keys are compared.
 
-* **speed** — ``KeyModel.encode`` (C++ core, threads) on ``n`` synthetic faces with random
-  occluders against :func:`numpy_encode`, the same pipeline in vectorised numpy (alignment and
-  features in float64 from :mod:`pyfacematch.geometry`'s references, projection in float32),
-  measured in the same run on the same faces; their keys are compared.
-* **accuracy** — a key model is fitted on training identities disjoint from everything else;
-  the gallery holds one clean face per identity; mated probes are another face of half of them,
-  non-mated probes faces of identities never enrolled. Per probe condition (clean, mask, hand,
-  sunglasses): *plain* = keys computed ignoring visibility (hidden points as the detector
-  returned them, displaced), scored with ``pyfacematch.topk``; *masked* = keys from the visible
-  points with region masks, scored with ``pyfacematch.masked_topk`` (``min_fraction`` 0.3).
-  Rank-1 identification rate, FNIR at FPIR = 0.01 (:func:`pyfacematch.metrics.fnir_at_fpir`,
-  max rank 1) and the 1:N DET curve.
+The accuracy protocol is :mod:`pyfacematch.bench.accuracy`; ``python bench/keys.py`` is the
+command-line entry point of both.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import pyfacematch as pf
+from pyfacematch.bench.section import Log, require, summary_row
+from pyfacematch.errors import InputError
 
-__all__ = ["numpy_encode", "fit_model", "measure_key_speed", "measure_key_accuracy"]
+__all__ = [
+    "SCHEME",
+    "numpy_encode",
+    "fit_model",
+    "measure_key_speed",
+    "section_keys",
+    "speed_table",
+]
 
-Log = Callable[[str], None]
 SCHEME = "dense200"
-CONDITIONS = ("none", "mask", "hand", "sunglasses")
 
 
 def numpy_encode(model: Any, x: np.ndarray, vis: np.ndarray | None) -> np.ndarray:
-    """``KeyModel.encode``'s pipeline in vectorised numpy; float32 (n, d) keys."""
-    from pyfacematch.keys.geometry import align_reference, features_reference
+    """``KeyModel.encode``'s pipeline in vectorised numpy; float32 (n, d) keys.
 
-    s = model.scheme
-    al, _ = align_reference(x, vis, s.mean_shape[:, : model.dims])
-    f = (features_reference(al, vis, model.layout, model.mu) - model.mu).astype(np.float32)
-    keys = np.zeros((len(x), model.dim), np.float32)
-    lay = model.layout
-    for b in range(lay.n_blocks):
-        kb = f[:, lay.offsets[b] : lay.offsets[b + 1]] @ model.w_blocks[b]
-        if vis is not None:
-            ok = vis[:, s.region_points(b)].sum(1) >= lay.block_min_visible[b]
-            kb *= ok[:, None]
-        keys[:, model.blocks[b] : model.blocks[b + 1]] = kb
-    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
-    return keys
+    The baseline of the benchmark: :func:`~pyfacematch.keys._reference.reference_keys` with the
+    projection in float32, as the engine computes it.
+    """
+    from pyfacematch.keys._reference import reference_keys
+
+    return reference_keys(model, x, vis, projection_dtype=np.float32)
 
 
 def fit_model(n_train_ids: int, n_total_ids: int, seed: int = 0) -> tuple[Any, Any, float]:
@@ -69,135 +67,145 @@ def fit_model(n_train_ids: int, n_total_ids: int, seed: int = 0) -> tuple[Any, A
     return model, syn, time.perf_counter() - t0
 
 
-def measure_key_speed(n: int, n_numpy: int, *, repeat: int = 3, log: Log = print) -> dict[str, Any]:
-    """Faces per second of ``KeyModel.encode`` and of :func:`numpy_encode` on the same faces."""
-    model, syn, _ = fit_model(300, 1300)
-    f = syn.sample(np.arange(n) % 1000, seed=1, dims=2, occluder="random")
-    model.encode(f.landmarks[:1000], f.visibility[:1000], on_error="flag")
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        model.encode(f.landmarks, f.visibility, on_error="flag")
-        best = min(best, time.perf_counter() - t0)
-    m = min(n, n_numpy)
-    ok = np.ones(m, bool)
-    k, mk, st = model.encode(f.landmarks[:m], f.visibility[:m], on_error="flag", return_status=True)
+def measure_key_speed(
+    n: int,
+    *,
+    repeat: int = 5,
+    n_train_ids: int = 500,
+    n_face_ids: int = 10_000,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Faces per second of ``KeyModel.encode`` and of :func:`numpy_encode`, timed alike.
+
+    Parameters
+    ----------
+    n : int
+        Faces generated (identities ``arange(n) % n_face_ids``, random occluders); both engines
+        encode the same ones (those ``KeyModel.encode`` accepts, status 0).
+    repeat : int
+        Timed rounds; each round runs pyfacematch then numpy on the whole batch. Medians are
+        reported (the machine may be shared), best and worst kept in the data.
+    n_train_ids, n_face_ids : int
+        Training identities of the model; identities the faces are drawn from.
+    log : callable
+        Progress lines.
+
+    Returns
+    -------
+    dict
+        ``pyfacematch_faces_per_s``, ``numpy_faces_per_s`` (wall clock, median), ``x_numpy``
+        (their ratio), ``*_cpu_us_per_face`` (median CPU time per face, all threads),
+        ``x_numpy_cpu``, per-round samples, ``max_abs_key_diff`` and the sizes.
+    """
+    if repeat < 1:
+        raise InputError(f"repeat: expected at least 1 timed round, got {repeat}")
+    model, syn, _ = fit_model(n_train_ids, n_face_ids + n_train_ids)
+    f = syn.sample(np.arange(n) % n_face_ids, seed=1, dims=2, occluder="random")
+    _, _, st = model.encode(f.landmarks, f.visibility, on_error="flag", return_status=True)
     ok = st == 0
-    t0 = time.perf_counter()
-    ref = numpy_encode(model, f.landmarks[:m][ok], f.visibility[:m][ok])
-    t_np = time.perf_counter() - t0
-    err = float(np.abs(k[ok] - ref).max()) if ok.any() else float("nan")
-    out = {
+    x = np.ascontiguousarray(f.landmarks[ok])
+    v = np.ascontiguousarray(f.visibility[ok])
+    m = len(x)
+    engines = {
+        "pyfacematch": lambda: model.encode(x, v, on_error="flag")[0],
+        "numpy": lambda: numpy_encode(model, x, v),
+    }
+    keys = {name: fn() for name, fn in engines.items()}  # warm-up: one full call each
+    wall: dict[str, list[float]] = {name: [] for name in engines}
+    cpu: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(repeat):
+        for name, fn in engines.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    med = {name: statistics.median(s) for name, s in wall.items()}
+    med_cpu = {name: statistics.median(s) for name, s in cpu.items()}
+    err = float(np.abs(keys["pyfacematch"] - keys["numpy"]).max()) if m else float("nan")
+    out: dict[str, Any] = {
         "scheme": SCHEME,
         "dims": 2,
         "key_dim": model.dim,
         "threads": pf.get_num_threads(),
-        "faces": n,
-        "faces_numpy": int(ok.sum()),
-        "pyfacematch_faces_per_s": n / best,
-        "numpy_faces_per_s": int(ok.sum()) / t_np,
+        "faces": m,
+        "faces_rejected": int(n - m),
+        "repeat": repeat,
+        "timing": "same faces, one warm-up call each, median of interleaved rounds",
+        "pyfacematch_faces_per_s": m / med["pyfacematch"],
+        "numpy_faces_per_s": m / med["numpy"],
+        "pyfacematch_cpu_us_per_face": med_cpu["pyfacematch"] / m * 1e6,
+        "numpy_cpu_us_per_face": med_cpu["numpy"] / m * 1e6,
+        "wall_s": wall,
+        "cpu_s": cpu,
         "max_abs_key_diff": err,
     }
-    out["x_numpy"] = out["pyfacematch_faces_per_s"] / out["numpy_faces_per_s"]
+    out["x_numpy"] = med["numpy"] / med["pyfacematch"]
+    out["x_numpy_cpu"] = med_cpu["numpy"] / med_cpu["pyfacematch"]
     log(
-        f"  encode {SCHEME} 2-D d={model.dim}: pyfacematch {out['pyfacematch_faces_per_s']:,.0f} faces/s, "
-        f"numpy {out['numpy_faces_per_s']:,.0f} faces/s (x{out['x_numpy']:.1f}), max |diff| {err:.1e}"
+        f"  encode {SCHEME} 2-D d={model.dim}, {m:,} faces, median of {repeat}: pyfacematch "
+        f"{out['pyfacematch_faces_per_s']:,.0f} faces/s, numpy {out['numpy_faces_per_s']:,.0f} "
+        f"faces/s (x{out['x_numpy']:.1f} wall, x{out['x_numpy_cpu']:.1f} CPU), max |diff| {err:.1e}"
     )
     return out
 
 
-def _search_outcome(
-    scores: np.ndarray, idx: np.ndarray, truth: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
-    s = np.where(np.isnan(scores), -np.inf, scores)
-    if truth is None:
-        return s[:, 0].astype(np.float64)
-    hit = idx == truth[:, None]
-    rank = np.where(hit.any(1), hit.argmax(1) + 1, 0)
-    mate = np.where(rank > 0, s[np.arange(len(s)), np.maximum(rank - 1, 0)], -np.inf)
-    return rank, mate.astype(np.float64)
-
-
-def measure_key_accuracy(
-    n_ids: int, n_train_ids: int, *, k: int = 10, min_fraction: float = 0.3, log: Log = print
-) -> dict[str, Any]:
-    """Rank-1 and FNIR@FPIR=0.01 of plain vs masked cosine for each probe condition.
-
-    Returns a dict with ``"rows"`` (one per condition × scoring) and ``"det"``
-    (condition -> scoring -> :class:`~pyfacematch.metrics.ErrorCurve`, not JSON; removed by the
-    suite after plotting).
-    """
-    from pyfacematch import metrics
-
-    n_mated = n_ids // 2
-    n_non = n_ids // 2
-    # identities: 0..n_ids-1 enrolled, n_ids..n_ids+n_non-1 never enrolled, then training ones
-    total = n_ids + n_non + n_train_ids
-    model, syn, t_fit = fit_model(n_train_ids, total)
-    log(f"  key model fitted on {n_train_ids} identities × 5 faces in {t_fit:.1f} s: {model}")
-    gal = syn.sample(np.arange(n_ids), seed=200, dims=2)
-    gk, gm = model.encode(gal.landmarks, on_error="flag")
-    truth = np.arange(n_mated)
-    sizes = np.diff(model.blocks)
-    rows: list[dict[str, Any]] = []
-    det: dict[str, dict[str, Any]] = {}
-    for occ in CONDITIONS:
-        mated = syn.sample(truth, seed=300, dims=2, occluder=occ)
-        non = syn.sample(np.arange(n_ids, n_ids + n_non), seed=400, dims=2, occluder=occ)
-        det[occ] = {}
-        for mode in ("plain", "masked"):
-            if mode == "plain":
-                mk, mm, mst = model.encode(mated.landmarks, on_error="flag", return_status=True)
-                nk, _, _ = model.encode(non.landmarks, on_error="flag", return_status=True)
-                ms, mi = pf.topk(mk, gk, k)
-                ns, ni = pf.topk(nk, gk, 1)
-                frac = 1.0
-            else:
-                mk, mm, mst = model.encode(
-                    mated.landmarks, mated.visibility, on_error="flag", return_status=True
-                )
-                nk, nmask = model.encode(non.landmarks, non.visibility, on_error="flag")
-                ms, mi = pf.masked_topk(mk, gk, k, mm, gm, model.blocks, min_fraction=min_fraction)
-                ns, ni = pf.masked_topk(
-                    nk, gk, 1, nmask, gm, model.blocks, min_fraction=min_fraction
-                )
-                bits = (
-                    (mm[:, None] >> np.arange(model.n_blocks, dtype=np.uint64)) & np.uint64(1)
-                ).astype(bool)
-                frac = float((bits * sizes).sum(1).mean() / model.dim)
-            rank, mate = _search_outcome(ms, mi, truth)
-            non_top = _search_outcome(ns, ni, None)
-            (pt,) = metrics.fnir_at_fpir(rank, mate, non_top, fpir=(0.01,))
-            curve = metrics.identification_det_curve(rank, mate, non_top)
-            det[occ][mode] = curve
-            rows.append(
-                {
-                    "probe": occ,
-                    "scoring": mode,
-                    "rank1": 1.0 - metrics.rank_miss_rate(rank, 1),
-                    f"rank{k}": 1.0 - metrics.rank_miss_rate(rank, k),
-                    "fnir_at_fpir_0.01": pt.fnir,
-                    "fnir_ci95": [pt.fnir_ci.low, pt.fnir_ci.high],
-                    "threshold": pt.threshold,
-                    "fpir_supported": pt.supported,
-                    "shared_fraction": frac,
-                    "failed_to_encode": int((mst != 0).sum()),
-                    "n_mated": int(len(truth)),
-                    "n_non_mated": int(n_non),
-                }
-            )
-            r = rows[-1]
-            log(
-                f"  {occ:<10} {mode:<6} rank-1 {r['rank1']:.4f}  FNIR@FPIR=0.01 {r['fnir_at_fpir_0.01']:.4f}"
-                f"  shared {frac:.2f}"
-            )
+def speed_table(r: Mapping[str, Any]) -> dict[str, Any]:
+    """The report table of :func:`measure_key_speed`'s result."""
     return {
-        "n_identities": n_ids,
-        "n_train_identities": n_train_ids,
-        "key_dim": model.dim,
-        "blocks": model.n_blocks,
-        "fit_s": t_fit,
-        "min_fraction": min_fraction,
-        "rows": rows,
-        "det": det,
+        "title": None,
+        "headers": [
+            "engine",
+            "faces",
+            "faces/s (median)",
+            "CPU µs/face",
+            "× numpy (wall)",
+            "× numpy (CPU)",
+        ],
+        "rows": [
+            [
+                "pyfacematch KeyModel.encode",
+                r["faces"],
+                r["pyfacematch_faces_per_s"],
+                r["pyfacematch_cpu_us_per_face"],
+                r["x_numpy"],
+                r["x_numpy_cpu"],
+            ],
+            [
+                "numpy pipeline",
+                r["faces"],
+                r["numpy_faces_per_s"],
+                r["numpy_cpu_us_per_face"],
+                1.0,
+                1.0,
+            ],
+        ],
+        "note": f"Key dimension {r['key_dim']}, {r['threads']} threads; both engines on the same "
+        f"{r['faces']:,} faces, one warm-up call each, median of {r['repeat']} interleaved rounds; "
+        f"largest |key difference| between the two: {r['max_abs_key_diff']:.1e}.",
+    }
+
+
+def section_keys(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
+    """Suite section: :func:`measure_key_speed` with the suite's sizes."""
+    for module in ("pyfacematch.keys", "pyfacematch.keys.synth"):
+        require(module, "landmark keys are not importable: {exc}")
+    r = measure_key_speed(cfg["n"], repeat=cfg.get("repeat", 5), log=log)
+    return {
+        "description": (
+            "`KeyModel.encode` (C++ core: alignment, region features, projection, masks) against the same "
+            "pipeline in vectorised numpy, on the same synthetic dense200 2-D faces with random occluders "
+            "(none/mask/hand/sunglasses): same batch, one warm-up call each, median of interleaved rounds."
+        ),
+        "data": r,
+        "tables": [speed_table(r)],
+        "plots": [],
+        "summary": [
+            summary_row(
+                "keys",
+                f"keys/s ({r['scheme']} 2-D, d={r['key_dim']})",
+                r["pyfacematch_faces_per_s"],
+                "numpy pipeline",
+                r["numpy_faces_per_s"],
+            )
+        ],
     }

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pyfacematch.bench.util import table
+from pyfacematch.bench.util import SIMD_FLAGS, table
 
 __all__ = ["write_report", "write_json", "recall_speed_figure", "bars_figure", "fmt"]
 
@@ -191,8 +191,15 @@ def bars_figure(
 
 def _machine_md(m: Mapping[str, Any]) -> str:
     simd = m.get("simd") or {}
+    flags = m.get("cpu_flags") or []
     rows = [
         ["CPU", m.get("cpu")],
+        ["CPU vendor", m.get("cpu_vendor")],
+        [
+            "CPU family / model",
+            f"{m.get('cpu_family')} / {m.get('cpu_model_number')}" if m.get("cpu_family") else None,
+        ],
+        ["CPU flags (SIMD)", " ".join(f for f in SIMD_FLAGS if f in flags) or None],
         ["cores (os.cpu_count)", m.get("cores")],
         ["pyfacematch threads", simd.get("num_threads") if isinstance(simd, Mapping) else None],
         [

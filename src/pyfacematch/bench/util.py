@@ -11,6 +11,18 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "SIMD_FLAGS",
+    "median_times_interleaved",
+    "median_time",
+    "cpu_info",
+    "cpu_model",
+    "machine",
+    "machine_line",
+    "unit_rows",
+    "table",
+]
+
 
 def median_times_interleaved(
     fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1
@@ -55,23 +67,71 @@ def median_time(
     return statistics.median(samples)
 
 
-def cpu_model() -> str:
+#: CPU flags that decide which kernels run (printed with every table; the full list is in the JSON)
+SIMD_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_vpopcntdq",
+    "avx512_fp16",
+    "amx_tile",
+    "asimd",
+    "sve",
+)
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU vendor, model name and feature flags from ``/proc/cpuinfo`` (platform data elsewhere).
+
+    Returns
+    -------
+    dict
+        ``vendor`` (e.g. ``"AuthenticAMD"``), ``model`` (e.g. ``"AMD EPYC"``), ``family`` and
+        ``model_number`` (strings, may be None), ``flags`` (sorted list of every flag).
+    """
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # first processor only
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    flags = fields.get("flags") or fields.get("Features") or ""
+    return {
+        "vendor": fields.get("vendor_id") or fields.get("CPU implementer") or platform.machine(),
+        "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "family": fields.get("cpu family"),
+        "model_number": fields.get("model"),
+        "flags": sorted(flags.split()),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    return str(cpu_info()["model"])
 
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, SIMD level and library versions, for the report."""
     import pyfacematch as pf
 
+    cpu = cpu_info()
     info: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": cpu["model"],
+        "cpu_vendor": cpu["vendor"],
+        "cpu_family": cpu["family"],
+        "cpu_model_number": cpu["model_number"],
+        "cpu_flags": cpu["flags"],
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -95,6 +155,32 @@ def machine() -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def machine_line(info: dict[str, Any] | None = None) -> str:
+    """One line for the top of every printed table: CPU vendor, model, SIMD flags, cores, level.
+
+    Parameters
+    ----------
+    info : dict or None
+        A :func:`machine` result (computed when None).
+    """
+    m = machine() if info is None else info
+    flags = set(m.get("cpu_flags") or ())
+    simd = [f for f in SIMD_FLAGS if f in flags]
+    fam = (
+        f" (family {m['cpu_family']}, model {m['cpu_model_number']})"
+        if m.get("cpu_family") is not None
+        else ""
+    )
+    level = m["simd"].get("active") if isinstance(m.get("simd"), dict) else m.get("simd")
+    threads = m["simd"].get("num_threads") if isinstance(m.get("simd"), dict) else None
+    return (
+        f"# machine: {m.get('cpu_vendor')} {m.get('cpu')}{fam}, {m.get('cores')} cores; "
+        f"flags {' '.join(simd) or '(no SIMD flag listed)'}; "
+        f"pyfacematch SIMD {level}, {threads} threads; numpy {m.get('numpy')}, "
+        f"faiss {m.get('faiss')}"
+    )
 
 
 def unit_rows(n: int, d: int, seed: int, chunk: int = 100_000) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyfacematch._similarity import similarity_fit
 from pyfacematch.errors import InputError, LandmarkError
 
 __all__ = [
@@ -85,22 +86,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         )
     if not (np.isfinite(s).all() and np.isfinite(d).all()):
         raise LandmarkError("face points hold NaN or Inf: cannot align this face")
-    n = s.shape[0]
-    mu_s, mu_d = s.mean(0), d.mean(0)
-    sc, dc = s - mu_s, d - mu_d
-    var_s = (sc**2).sum() / n
-    if var_s < 1e-12:
+    if ((s - s.mean(0)) ** 2).sum() / s.shape[0] < 1e-12:
         raise LandmarkError("face points collapse to a single point: cannot align this face")
-    cov = dc.T @ sc / n
-    u, sig, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1.0
-    r = u @ e @ vt
-    scale = (sig * np.diag(e)).sum() / var_s
+    scale, rot, trans = similarity_fit(s[None], d)
     m = np.empty((2, 3), dtype=np.float64)
-    m[:, :2] = scale * r
-    m[:, 2] = mu_d - scale * r @ mu_s
+    m[:, :2] = scale[0] * rot[0]
+    m[:, 2] = trans[0]
     return m
 
 

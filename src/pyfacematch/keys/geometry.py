@@ -35,6 +35,7 @@ import numpy as np
 
 from pyfacematch import _core
 from pyfacematch.errors import DimensionError, DTypeError, EmptyInputError, LandmarkError
+from pyfacematch.keys._reference import align_reference, features_reference
 from pyfacematch.keys.schemes import Scheme, get_scheme
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "align",
     "features",
     "check_landmarks",
+    "min_visible_points",
     "align_reference",
     "features_reference",
 ]
@@ -110,7 +112,16 @@ def check_landmarks(
     return x, v
 
 
-def _min_visible(n_points: int, min_visible: int | None) -> int:
+def min_visible_points(n_points: int, min_visible: int | None) -> int:
+    """Fewest visible points a face needs to be aligned: ``min_visible``, or 20 % of the points.
+
+    Parameters
+    ----------
+    n_points : int
+        Points of the scheme.
+    min_visible : int or None
+        Requested minimum (at least 2 is used); None: ``max(3, ceil(0.2 * n_points))``.
+    """
     return max(3, math.ceil(0.2 * n_points)) if min_visible is None else max(2, int(min_visible))
 
 
@@ -151,7 +162,7 @@ def align(
     x, v = check_landmarks(landmarks, visibility, s.n_points, dims)
     mean = np.ascontiguousarray(s.mean_shape[:, :dims], dtype=np.float32)
     w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
-    return _core.geometry_align(x, v, mean, w, _min_visible(s.n_points, min_visible))
+    return _core.geometry_align(x, v, mean, w, min_visible_points(s.n_points, min_visible))
 
 
 @dataclass(frozen=True)
@@ -262,7 +273,7 @@ def features(
         v,
         mean,
         w,
-        _min_visible(s.n_points, min_visible),
+        min_visible_points(s.n_points, min_visible),
         layout.kind,
         layout.p,
         layout.q,
@@ -271,51 +282,3 @@ def features(
         layout.point_block,
         layout.block_min_visible,
     )
-
-
-# --- float64 numpy reference (the oracle of the tests and the baseline of bench/keys.py) ---------
-
-
-def align_reference(
-    x: np.ndarray, vis: np.ndarray | None, mean: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised numpy similarity alignment (Umeyama via SVD), float64.
-
-    x (n, P, D), vis bool (n, P) or None, mean (P, D). Returns (aligned (n, P, D), residual (n,)).
-    No failure handling: callers pass valid faces.
-    """
-    x = np.asarray(x, np.float64)
-    n, P, D = x.shape
-    w = np.ones((n, P)) if vis is None else np.asarray(vis, np.float64)
-    xs = np.where(w[..., None] > 0, x, 0.0)
-    sw = w.sum(1)[:, None]
-    mx = (w[..., None] * xs).sum(1) / sw
-    my = (w @ mean) / sw
-    xc = xs - mx[:, None]
-    yc = mean[None] - my[:, None]
-    m = np.einsum("np,npa,npb->nba", w, xc, yc)  # sum w y' x'^T  (target × source)
-    u, sv, vt = np.linalg.svd(m)
-    d = np.ones((n, D))
-    d[:, -1] = np.sign(np.linalg.det(u @ vt))
-    r = np.einsum("nab,nb,nbc->nac", u, d, vt)
-    sxx = (w * (xc**2).sum(-1)).sum(1)
-    s = (sv * d).sum(1) / sxx
-    t = my - s[:, None] * np.einsum("nab,nb->na", r, mx)
-    al = s[:, None, None] * np.einsum("nab,npb->npa", r, x) + t[:, None]
-    res = np.sqrt((w * ((al - mean) ** 2).sum(-1)).sum(1) / sw[:, 0])
-    return al, res
-
-
-def features_reference(
-    aligned: np.ndarray, vis: np.ndarray | None, layout: FeatureLayout, fill: np.ndarray
-) -> np.ndarray:
-    """Vectorised numpy features of aligned faces (n, P, D) with fill for hidden points, float64."""
-    al = np.asarray(aligned, np.float64)
-    coord = al[:, layout.p, np.maximum(layout.kind, 0)]
-    dist = np.linalg.norm(al[:, layout.p] - al[:, layout.q], axis=-1)
-    f = np.where(layout.kind >= 0, coord, dist)
-    if vis is not None:
-        v = np.asarray(vis, bool)
-        ok = v[:, layout.p] & v[:, layout.q]
-        f = np.where(ok, f, np.asarray(fill, np.float64))
-    return f

@@ -36,7 +36,7 @@ from pyfacematch.errors import (
     LandmarkError,
     PyFaceMatchError,
 )
-from pyfacematch.keys.geometry import STATUS, FeatureLayout, _min_visible, check_landmarks
+from pyfacematch.keys.geometry import STATUS, FeatureLayout, check_landmarks, min_visible_points
 from pyfacematch.keys.schemes import Scheme, get_scheme, load_scheme
 
 __all__ = ["KeyModel", "FORMAT_VERSION"]
@@ -81,7 +81,7 @@ class KeyModel:
         self.dims = int(dims)
         self.kind = kind
         self.min_block_fraction = float(min_block_fraction)
-        self.min_visible = _min_visible(scheme.n_points, min_visible)
+        self.min_visible = min_visible_points(scheme.n_points, min_visible)
         self.layout = FeatureLayout.build(scheme, self.dims, self.min_block_fraction)
         self.mu = np.ascontiguousarray(mu, np.float32)
         if len(w_blocks) != self.layout.n_blocks or self.mu.shape != (self.layout.n_features,):
@@ -128,7 +128,7 @@ class KeyModel:
             v,
             np.ascontiguousarray(scheme.mean_shape[:, :dims], np.float32),
             None,
-            _min_visible(scheme.n_points, min_visible),
+            min_visible_points(scheme.n_points, min_visible),
             layout.kind,
             layout.p,
             layout.q,

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from pyfacematch._similarity import similarity_fit
 from pyfacematch.keys.schemes import _mirror_name, default_distance_pairs
 
 HERE = Path(__file__).resolve().parent
@@ -60,14 +61,8 @@ IBUG_PAIRS = (
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (Umeyama) mapping src (P, D) onto dst; returns mapped src."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    u, s, vt = np.linalg.svd(b.T @ a)
-    d = np.ones(len(s))
-    d[-1] = np.sign(np.linalg.det(u @ vt))
-    r = (u * d) @ vt
-    scale = (s * d).sum() / (a**2).sum()
-    return scale * a @ r.T + md
+    scale, rot, trans = similarity_fit(src[None], dst)
+    return scale[0] * np.asarray(src, np.float64) @ rot[0].T + trans[0]
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,246 @@
+"""Images to templates: throughput, stage shares, accuracy on real photos, score fusion.
+
+The protocol of ``python bench/embed.py`` (its thin entry point):
+
+1. Throughput end to end (decode → detect → landmarks → align → embed), images per second over
+   ``repeat`` passes of the photo set, and the share of time in each stage
+   (``Embedder.timings``).
+2. Accuracy with the dlib embedder: leave-one-out rank-1; enrol the first photo of each person
+   and identify the rest (rank-1); genuine and impostor cosine statistics; cosine to the
+   descriptors stored in ``faces_johns.npz``.
+3. Score fusion of a landmark score and the embedding score, each alone and fused (2-fold
+   cross-validated, folds stratified by person): EER and FNMR at FMR = 1 %
+   (:mod:`pyfacematch.metrics`). The landmark score is the cosine of 68-point landmark keys from
+   the untrained ``KeyModel.default("ibug68")`` (no labels, so no leakage between folds).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "load_photo_set",
+    "measure_throughput",
+    "landmark_key_scores",
+    "rank1_leave_one_out",
+    "photo_accuracy",
+    "fusion_report",
+    "synthetic_onnx_model",
+    "measure_embed",
+]
+
+
+def load_photo_set(data: Path) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+    """Photo paths, person labels and the arrays of ``data``/faces_johns.npz."""
+    npz = np.load(data / "faces_johns.npz")
+    d = {k: npz[k] for k in npz.files}
+    paths = [str(data / "faces" / p.split("/", 1)[1]) for p in d["paths"]]
+    return paths, d["labels"], d
+
+
+def measure_throughput(emb: Any, paths: list[str], repeat: int) -> tuple[dict[str, Any], Any]:
+    """Images/s of ``emb.embed`` over ``repeat`` passes (after a warm-up) and its stage shares."""
+    emb.embed(paths[:2])  # warm-up (first call pays lazy initialisation)
+    emb.timings.reset()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        batch = emb.embed(paths)
+    wall = time.perf_counter() - t0
+    t = emb.timings
+    out = {
+        "images": t.images,
+        "faces": t.faces,
+        "wall_s": wall,
+        "images_per_s": t.images / wall,
+        **{f"share_{k}": v for k, v in t.shares().items()},
+        "ms_per_image_detect": 1e3 * t.detect / t.images,
+        "ms_per_face_align": 1e3 * t.align / max(t.faces, 1),
+        "ms_per_face_embed": 1e3 * t.embed / max(t.faces, 1),
+        "failures": len(batch.failures),
+    }
+    return out, batch
+
+
+def landmark_key_scores(landmarks: np.ndarray) -> np.ndarray:
+    """Landmark-key scores of the same photos: the untrained ibug68 key model (no labels used, so
+    nothing leaks between the fusion folds), cosine of the 68-point keys."""
+    from pyfacematch.keys import KeyModel
+
+    keys, _ = KeyModel.default("ibug68").encode(landmarks.astype(np.float32))
+    k = keys.astype(np.float64)
+    return k @ k.T
+
+
+def rank1_leave_one_out(s: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out rank-1 rate of a similarity matrix (n, n) over person ``labels``."""
+    s = s.copy()
+    np.fill_diagonal(s, -np.inf)
+    return float((labels[s.argmax(1)] == labels).mean())
+
+
+def photo_accuracy(t: np.ndarray, labels: np.ndarray, stored: np.ndarray) -> dict[str, float]:
+    """Rank-1 (leave-one-out; enrol one photo per person), cosine statistics, cosine to ``stored``."""
+    s = t.astype(np.float64) @ t.astype(np.float64).T
+    iu = np.triu_indices(len(labels), 1)
+    gen = labels[iu[0]] == labels[iu[1]]
+    people = list(dict.fromkeys(labels))
+    enrol = np.array([int(np.flatnonzero(labels == p)[0]) for p in people])
+    probes = np.setdiff1d(np.arange(len(labels)), enrol)
+    best = s[np.ix_(probes, enrol)].argmax(1)
+    return {
+        "loo_rank1": rank1_leave_one_out(s, labels),
+        "enrol1_identify_rank1": float((np.array(people)[best] == labels[probes]).mean()),
+        "n_probes": int(probes.size),
+        "genuine_cos_min": float(s[iu][gen].min()),
+        "genuine_cos_mean": float(s[iu][gen].mean()),
+        "impostor_cos_mean": float(s[iu][~gen].mean()),
+        "impostor_cos_max": float(s[iu][~gen].max()),
+        "cos_to_stored_min": float((t.astype(np.float64) * stored).sum(1).min()),
+    }
+
+
+def fusion_report(emb_s: np.ndarray, lm_s: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """EER and FNMR at FMR = 1 % of each score alone and fused (2-fold, folds by person).
+
+    Metrics from :mod:`pyfacematch.metrics` (``eer``, ``fnmr_at_fmr``).
+    """
+    from pyfacematch.fusion import cross_validated_fusion, pair_scores
+    from pyfacematch.metrics import eer, fnmr_at_fmr
+
+    out = {}
+    # the alone scores over the same within-fold pairs as the fused ones
+    rng = np.random.default_rng(0)
+    part = np.empty(labels.size, np.int64)
+    for p in np.unique(labels):
+        m = rng.permutation(np.flatnonzero(labels == p))
+        part[m] = np.arange(m.size) % 2
+    for name, mats in (("landmarks", [lm_s]), ("embedding", [emb_s])):
+        xs, gs = zip(*(pair_scores(mats, labels, np.flatnonzero(part == f)) for f in (0, 1)))
+        x, g = np.concatenate(xs)[:, 0], np.concatenate(gs)
+        out[name] = (x, g)
+    for method in ("zscore", "logistic"):
+        out[f"fused_{method}"] = cross_validated_fusion([lm_s, emb_s], labels, method=method)
+    report: dict[str, Any] = {}
+    for name, (x, g) in out.items():
+        op = fnmr_at_fmr(x[g], x[~g], [0.01])[0]
+        report[name] = {
+            "eer": eer(x[g], x[~g]).eer,
+            "fnmr_at_fmr_1e-2": op.fnmr,
+            "n_genuine": int(g.sum()),
+            "n_impostor": int((~g).sum()),
+        }
+    report["rank1_loo_landmarks"] = rank1_leave_one_out(lm_s, labels)
+    return report
+
+
+def synthetic_onnx_model() -> bytes:
+    """A linear 112×112×3 → 512 ONNX model: times the ONNX plumbing, not a real network."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((3 * 112 * 112, 512)) / 100).astype(np.float32)
+    x = helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 112, 112])
+    y = helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["N", 512])
+    g = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["data"], ["f"], axis=1),
+            helper.make_node("MatMul", ["f", "W"], ["emb"]),
+        ],
+        "linear",
+        [x],
+        [y],
+        [numpy_helper.from_array(w, "W")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def measure_embed(
+    data: Path,
+    *,
+    repeat: int = 2,
+    detector: str = "hog",
+    upsample: int = 1,
+    onnx_model: Path | None = None,
+    onnx_config: Path | None = None,
+    onnx_synthetic: bool = False,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run the protocol on the photo set in ``data`` (``faces_johns.npz`` + ``faces/``).
+
+    Parameters
+    ----------
+    data : Path
+        Folder holding ``faces_johns.npz``.
+    repeat : int
+        Passes over the photo set for the throughput.
+    detector, upsample :
+        dlib detector (``"hog"`` or ``"cnn"``) and its upsampling.
+    onnx_model, onnx_config : Path or None
+        An ArcFace/SFace-style ``.onnx`` file and its JSON config, measured too when given.
+    onnx_synthetic : bool
+        Time the ONNX path on :func:`synthetic_onnx_model`.
+    threads : int or None
+        onnxruntime intra-op threads.
+
+    Returns
+    -------
+    dict
+        ``dlib_throughput``, ``dlib_accuracy``, ``fusion``, ``onnx_*`` as measured (a key is
+        absent when its dependency is; ``dlib`` then says why).
+    """
+    from pyfacematch.embed.dlib import DlibDetector, DlibEmbedder, dlib_available
+
+    paths, labels, stored = load_photo_set(data)
+    results: dict[str, Any] = {"n_photos": len(paths), "cpu_count": os.cpu_count()}
+
+    if dlib_available():
+        emb = DlibEmbedder(detector, upsample=upsample)
+        tp, batch = measure_throughput(emb, paths, repeat)
+        results["dlib_throughput"] = tp
+        t = batch.templates()
+        if not batch.failures:
+            results["dlib_accuracy"] = photo_accuracy(t, labels, stored["embeddings"])
+            lm = np.stack([r.faces[0].landmarks for r in batch.images])
+            lm_s = landmark_key_scores(lm)
+            results["fusion"] = fusion_report(
+                t.astype(np.float64) @ t.T.astype(np.float64), lm_s, labels
+            )
+        else:
+            results["dlib_failures"] = [(r.source, r.reason) for r in batch.failures]
+    else:
+        results["dlib"] = "not installed: pip install 'pyfacematch[dlib]'"
+
+    if onnx_model or onnx_synthetic:
+        from pyfacematch.embed.onnx import OnnxEmbedder
+
+        model = onnx_model if onnx_model else synthetic_onnx_model()
+        det = DlibDetector(detector, upsample=upsample) if dlib_available() else None
+        oemb = OnnxEmbedder(model, config=onnx_config, detector=det, intra_op_threads=threads)
+        if det is None:
+            land = list(stored["landmarks"])
+            oemb.embed(paths[:2], landmarks=land[:2])
+            oemb.timings.reset()
+            t0 = time.perf_counter()
+            ob = oemb.embed(paths, landmarks=land)
+            wall = time.perf_counter() - t0
+            results["onnx_throughput_given_landmarks"] = {
+                "images_per_s": len(paths) / wall,
+                **{f"share_{k}": v for k, v in oemb.timings.shares().items()},
+            }
+        else:
+            tp, ob = measure_throughput(oemb, paths, repeat)
+            results["onnx_throughput"] = tp
+        results["onnx_model"] = (
+            "synthetic linear 112x112x3 -> 512" if onnx_synthetic else str(model)
+        )
+        if onnx_model and not ob.failures:
+            t = ob.templates()
+            results["onnx_accuracy"] = photo_accuracy(t, labels, np.zeros_like(t))
+    return results
