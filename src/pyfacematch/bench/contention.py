@@ -126,12 +126,18 @@ class _Holder:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        self._reap(None)
 
     def finish(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self._reap(60.0)
+
+    def _reap(self, timeout: float | None) -> None:
+        self.proc.wait(timeout=timeout)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None and not f.closed:
+                f.close()
 
 
 def run_two_writers(

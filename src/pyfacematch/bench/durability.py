@@ -56,6 +56,10 @@ from pyfacematch.errors import IndexTrainingError, UnknownIdentityError
 
 __all__ = [
     "AckLog",
+    "AckModel",
+    "check_gallery",
+    "create_gallery",
+    "scan_gallery",
     "DurabilityConfig",
     "DurabilityReport",
     "Violation",
@@ -303,8 +307,15 @@ def run_worker(spec: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- supervisor
-class _Model:
-    """What the supervisor knows: acknowledged state plus calls whose fate is open."""
+class AckModel:
+    """What the supervisor knows: acknowledged state plus the calls whose fate is open.
+
+    ``present`` maps each acknowledged identity to its template serials,
+    ``removed`` the acknowledged removals, ``removed_unacked`` removals that
+    were in flight at a kill and turned out committed; ``pending`` holds calls
+    begun but not acknowledged until :meth:`resolve` decides them from what a
+    reopened gallery holds.
+    """
 
     def __init__(self, seed: int, dim: int) -> None:
         self.seed, self.dim = seed, dim
@@ -403,9 +414,14 @@ class _Model:
         return out
 
 
-def _scan(
-    cfg: DurabilityConfig, model: _Model, report: DurabilityReport, cycle: int, final: bool
+def scan_gallery(
+    cfg: DurabilityConfig, model: AckModel, report: DurabilityReport, cycle: int, final: bool
 ) -> None:
+    """Scan every file of the gallery's folder for removed templates; record leaks.
+
+    ``final`` includes removals that were in flight at a kill (they committed,
+    so their erasure must complete); otherwise only acknowledged removals count.
+    """
     leaks, scanned = scan_files(cfg.gallery_dir, model.patterns(include_unacked=final))
     report.leak_scans += 1
     report.scanned_bytes += scanned
@@ -421,7 +437,17 @@ def _scan(
         )
 
 
-def _check(cfg: DurabilityConfig, model: _Model, report: DurabilityReport, cycle: int) -> None:
+def check_gallery(
+    cfg: DurabilityConfig, model: AckModel, report: DurabilityReport, cycle: int
+) -> None:
+    """Open the gallery and check it against ``model``; record each broken promise.
+
+    Resolves the calls in flight at the kill, then checks that every
+    acknowledged enrollment is present with its exact template bytes, that no
+    acknowledged removal is listed, identified or verified, and that no
+    identity appeared that was never enrolled; finally closes the gallery.
+    A failure to open counts as a failed open.
+    """
     from pyfacematch import Gallery
 
     try:
@@ -464,7 +490,7 @@ def _check(cfg: DurabilityConfig, model: _Model, report: DurabilityReport, cycle
             report.violate(cycle, "close error", f"{type(exc).__name__}: {exc}")
 
 
-def cfg_initial_ids(cfg: DurabilityConfig) -> list[str]:
+def initial_ids(cfg: DurabilityConfig) -> list[str]:
     """Ids of the identities the supervisor enrolls before the first cycle."""
     return [f"p{s}" for s in range(cfg.initial)]
 
@@ -472,7 +498,7 @@ def cfg_initial_ids(cfg: DurabilityConfig) -> list[str]:
 def _check_removed(
     cfg: DurabilityConfig,
     g: Any,
-    model: _Model,
+    model: AckModel,
     ids: set[str],
     report: DurabilityReport,
     cycle: int,
@@ -508,11 +534,12 @@ def _check_removed(
         report.violate(cycle, "resurrected", f"verify accepted removed {i!r}")
 
 
-def _create(cfg: DurabilityConfig, model: _Model) -> None:
+def create_gallery(cfg: DurabilityConfig, model: AckModel) -> None:
+    """Create the run's gallery with ``cfg.initial`` identities (serials 0 …) and record them."""
     from pyfacematch import Gallery
 
     cfg.gallery_dir.mkdir(parents=True, exist_ok=False)
-    ids = cfg_initial_ids(cfg)
+    ids = initial_ids(cfg)
     x = np.stack([raw_template(cfg.seed, s, cfg.dim) for s in range(cfg.initial)])
     with Gallery.open(cfg.gallery_path, dim=cfg.dim, backend=cfg.backend) as g:
         if ids:
@@ -523,7 +550,7 @@ def _create(cfg: DurabilityConfig, model: _Model) -> None:
     model.next_serial = cfg.initial
 
 
-def _worker_cmd(cfg: DurabilityConfig, model: _Model, cycle: int, max_ops: int = 0) -> list[str]:
+def _worker_cmd(cfg: DurabilityConfig, model: AckModel, cycle: int, max_ops: int = 0) -> list[str]:
     spec = {
         "gallery": os.fspath(cfg.gallery_path),
         "log": os.fspath(cfg.log_path),
@@ -579,8 +606,8 @@ def run_durability(cfg: DurabilityConfig, progress: Any = None) -> DurabilityRep
     """
     t0 = time.perf_counter()
     report = DurabilityReport(backend=cfg.backend)
-    model = _Model(cfg.seed, cfg.dim)
-    _create(cfg, model)
+    model = AckModel(cfg.seed, cfg.dim)
+    create_gallery(cfg, model)
     cfg.log_path.touch()
     offset = cfg.log_path.stat().st_size
     rng = random.Random(cfg.seed)
@@ -616,11 +643,11 @@ def run_durability(cfg: DurabilityConfig, progress: Any = None) -> DurabilityRep
         in_flight = model.apply(records, report, cycle)
         report.kills_in_flight[in_flight or ("open" if not records else "between calls")] += 1
         if cfg.scan_every and cycle % cfg.scan_every == 0:
-            _scan(cfg, model, report, cycle, final=False)
-        _check(cfg, model, report, cycle)
+            scan_gallery(cfg, model, report, cycle, final=False)
+        check_gallery(cfg, model, report, cycle)
         if progress is not None:
             progress(cycle, report)
-    _scan(cfg, model, report, report.cycles, final=True)
+    scan_gallery(cfg, model, report, report.cycles, final=True)
     report.seconds = time.perf_counter() - t0
     return report
 
