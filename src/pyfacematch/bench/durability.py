@@ -326,6 +326,7 @@ class AckModel:
         self.pending: list[dict[str, Any]] = []  # begun, not acknowledged
         self.next_serial = 0
         self.removed_this_cycle: list[str] = []
+        self._cache: dict[int, np.ndarray] = {}
 
     def apply(self, records: list[dict[str, Any]], report: DurabilityReport, cycle: int) -> str:
         """Apply a worker's records; return the operation in flight at the kill ('' if none)."""
@@ -402,13 +403,22 @@ class AckModel:
                     self.removed_this_cycle.append(i)
         self.pending = []
 
+    def templates(self, serials: list[int]) -> np.ndarray:
+        """float32 (len(serials), dim) stored templates of ``serials`` (memoised)."""
+        new = [s for s in serials if s not in self._cache]
+        for s, row in zip(new, stored_templates(self.seed, new, self.dim)):
+            self._cache[s] = row
+        if not serials:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._cache[s] for s in serials])
+
     def patterns(self, include_unacked: bool) -> dict[str, bytes]:
         src = dict(self.removed)
         if include_unacked:
             src.update(self.removed_unacked)
         out = {}
         for i, ss in src.items():
-            t = stored_templates(self.seed, ss, self.dim)
+            t = self.templates(ss)
             for s, row in zip(ss, t):
                 out[f"{i}#{s}"] = row.tobytes()
         return out
@@ -468,7 +478,7 @@ def check_gallery(
                 report.violate(cycle, "lost", f"acknowledged enrollment {i!r} missing")
                 continue
             have = {row.tobytes() for row in g.templates(i)}
-            want = stored_templates(cfg.seed, ss, cfg.dim)
+            want = model.templates(ss)
             missing = sum(row.tobytes() not in have for row in want)
             if missing:
                 report.lost += 1
@@ -511,7 +521,7 @@ def _check_removed(
     if not removed:
         return
     names = [i for i in removed if model.serials.get(i)]
-    probes = stored_templates(cfg.seed, [model.serials[i][0] for i in names], cfg.dim)
+    probes = model.templates([model.serials[i][0] for i in names])
     report.removed_checked += len(names)
     if g.n_templates:
         res = g.identify_arrays(probes, k=min(3, max(1, len(ids))))
@@ -527,7 +537,7 @@ def _check_removed(
         if i in ids or not model.serials.get(i):
             continue
         try:
-            g.verify(i, stored_templates(cfg.seed, model.serials[i][:1], cfg.dim)[0])
+            g.verify(i, model.templates(model.serials[i][:1])[0])
         except UnknownIdentityError:
             continue
         report.resurrected += 1
