@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 
 import pyfacematch as pf
-from pyfacematch.bench.contention import run_reader_during_remove, run_two_writers
+from pyfacematch.bench.contention import (
+    run_checkpoint_leftovers,
+    run_reader_during_remove,
+    run_two_writers,
+)
 from pyfacematch.bench.durability import (
     AckModel,
     DurabilityConfig,
@@ -205,3 +209,30 @@ def test_reader_scenario_observes(reader_remove):
 )
 def test_remove_with_a_reader_is_all_or_nothing(reader_remove):
     assert reader_remove["violations"] == []
+
+
+@pytest.fixture(scope="module")
+def leftovers(tmp_path_factory):
+    return run_checkpoint_leftovers(
+        tmp_path_factory.mktemp("leftovers"), backend="flat", dim=32, attempts=8
+    )
+
+
+def test_checkpoint_leftover_scenario_observes(leftovers):
+    f = leftovers["facts"]
+    assert 1 <= f["attempts"] <= 8
+    if f["leftover"]:
+        assert f["leftover_files"] and all(".tmp" in n for n in f["leftover_files"])
+        assert f["leaks_after_close"] == []  # close's checkpoint sweeps the index folder
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 12 defect 4: a *.faiss.tmp-PID left by a SIGKILL during checkpoint() "
+    "still holds a template after remove() returns (remove this marker when fixed)",
+)
+def test_checkpoint_leftover_does_not_outlive_remove(leftovers):
+    if not leftovers["facts"]["leftover"]:
+        pytest.skip("no temporary checkpoint file was caught by a kill: nothing to check")
+    assert leftovers["violations"] == []

@@ -15,7 +15,14 @@
     changed), and once the reader ends and the gallery is closed no file
     holds the removed template.
 
-Both return a dict: ``name``, ``summary`` (one line for the table),
+:func:`run_checkpoint_leftovers`
+    A process writing index checkpoints is SIGKILLed while a checkpoint's
+    temporary file exists; the gallery is reopened and a person removed. The
+    promise: no temporary file survives to hold the removed template once
+    ``remove()`` has returned (temporary files are swept on open and before
+    erasure completes).
+
+Each returns a dict: ``name``, ``summary`` (one line for the table),
 ``violations`` (list of str, empty when every promise held) and ``facts``.
 """
 
@@ -36,7 +43,12 @@ import numpy as np
 from pyfacematch.bench.leakscan import raw_template, scan_files, stored_templates
 from pyfacematch.errors import PyFaceMatchError, UnknownIdentityError
 
-__all__ = ["run_reader_during_remove", "run_two_writers", "serve_holder"]
+__all__ = [
+    "run_checkpoint_leftovers",
+    "run_reader_during_remove",
+    "run_two_writers",
+    "serve_holder",
+]
 
 _SEED = 12
 
@@ -326,6 +338,104 @@ def run_reader_during_remove(
     }
 
 
+def checkpoint_forever(path: str) -> None:
+    """Open the gallery at ``path`` and write index checkpoints until killed."""
+    from pyfacematch import Gallery
+
+    g = Gallery.open(path)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while True:
+        g.checkpoint()
+
+
+def run_checkpoint_leftovers(
+    folder: str | os.PathLike[str],
+    backend: str = "flat",
+    dim: int = 64,
+    n: int = 300,
+    attempts: int = 30,
+) -> dict[str, Any]:
+    """SIGKILL a process while a checkpoint's temporary file exists, then remove a person.
+
+    Parameters as in :func:`run_two_writers`; ``backend`` must write index
+    checkpoints (``flat``, ``hnsw``, ``ivf``, ``ivfpq``). ``attempts`` bounds
+    the kills tried to catch a temporary file holding the victim's template
+    (``facts["leftover"]`` says whether one was caught; if not, nothing was
+    proven either way).
+    """
+    from pyfacematch import Gallery
+
+    folder = os.fspath(folder)
+    path = _make_gallery(folder, backend, dim, n)
+    index_dir = path.with_name(path.name + ".index")
+    victim = 9
+    facts: dict[str, Any] = {"leftover": False, "attempts": 0}
+    violations: list[str] = []
+    pattern = _patterns([victim], dim)
+    for _ in range(attempts):
+        facts["attempts"] += 1
+        cmd = [sys.executable, "-m", "pyfacematch.bench.contention", "--checkpoints", str(path)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+                continue
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10.0:
+                if index_dir.is_dir() and any(".tmp" in f.name for f in index_dir.iterdir()):
+                    break
+                time.sleep(0.0005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        holding = sorted(
+            {lk.file for lk in scan_files(path.parent, pattern)[0] if ".tmp" in lk.file}
+        )
+        if holding:  # a temporary file caught after the victim's row was written
+            facts["leftover"] = True
+            facts["leftover_files"] = holding
+            break
+    if not facts["leftover"]:
+        return {
+            "name": "checkpoint leftovers",
+            "summary": f"no temporary file holding the victim caught in {facts['attempts']} "
+            "kills (nothing proven)",
+            "violations": violations,
+            "facts": facts,
+        }
+    g = Gallery.open(path)
+    g.remove(f"p{victim}")
+    after_remove = sorted({lk.file for lk in scan_files(path.parent, pattern)[0]})
+    facts["leaks_after_remove"] = after_remove
+    if after_remove:
+        violations.append(
+            f"after remove('p{victim}') returned, its template is still in {after_remove} "
+            "(a temporary checkpoint file left by a killed process)"
+        )
+    g.close()
+    after_close = sorted({lk.file for lk in scan_files(path.parent, pattern)[0]})
+    facts["leaks_after_close"] = after_close
+    if after_close:
+        violations.append(f"after close, p{victim}'s template is still in {after_close}")
+    summary = (
+        f"temp file holding the victim caught after {facts['attempts']} kill(s), "
+        f"still there after remove: {bool(after_remove)}, "
+        f"after close: {bool(after_close)}, violations {len(violations)}"
+    )
+    return {
+        "name": "checkpoint leftovers",
+        "summary": summary,
+        "violations": violations,
+        "facts": facts,
+    }
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--holder"]:
         serve_holder(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--checkpoints"]:
+        checkpoint_forever(sys.argv[2])
