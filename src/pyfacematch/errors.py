@@ -26,6 +26,7 @@ __all__ = [
     "GalleryReadOnlyError",
     "KeyFileError",
     "IndexTrainingError",
+    "BackendOptionError",
     "ModelError",
 ]
 
@@ -99,6 +100,23 @@ class KeyFileError(GalleryFileError):
 
 class IndexTrainingError(InputError):
     """A search index needs more data to train than it was given."""
+
+
+class BackendOptionError(InputError):
+    """A search backend was given an option it does not know, or a value outside its range.
+
+    Attributes
+    ----------
+    backend : str
+        The backend's name (``"hnsw"``, ``"binary"`` …).
+    option : str
+        The option's name as given.
+    """
+
+    def __init__(self, message: str, *, backend: str = "", option: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.option = option
 
 
 class ModelError(PyFaceMatchError, RuntimeError):

@@ -76,7 +76,6 @@ from pyfacematch.gallery.validation import (
 from pyfacematch.index import (
     DEFAULT_BACKEND,
     Backend,
-    FaissBackend,
     TemplateMatrix,
     exact_topk,
     make_backend,
@@ -326,7 +325,7 @@ class Gallery:
         try:
             b.load_params(rec.params)
             b.deserialize(data, self._m)
-            if b.index.ntotal != self._m.n:  # type: ignore[attr-defined]
+            if b.size != self._m.n:
                 why = "index holds a different number of templates"
         except MemoryError:  # e.g. an absurd nlist
             why = "FAISS ran out of memory reading it (implausible parameters)"
@@ -862,8 +861,7 @@ class Gallery:
         self._check_open()
         b = self._backend
         with self._wmutex:
-            if isinstance(b, FaissBackend) and self._m.n < b.min_train_size(self.dim):
-                b.train(self._m, strict=True)  # raises IndexTrainingError with the reason
+            b.check_trainable(self._m)  # raises IndexTrainingError with the reason
             with self._rw.write():
                 b.rebuild(self._m)
                 self._tune()
@@ -883,11 +881,10 @@ class Gallery:
         b = self._backend
         d = self.index_dir
         with self._wmutex:
-            if d is not None and b.checkpointable and b.active:
-                if isinstance(b, FaissBackend) and b.tombstones:
+            if d is not None and b.needs_checkpoint:
+                if b.holds_erased:
                     with self._rw.write():  # never write erased templates to a file
-                        b.rebuild(self._m)
-                        b.set_depth(b.depth or 1)
+                        b.compact(self._m)
                 with self._rw.read():
                     data = b.serialize()
                     n = self._m.n
@@ -913,14 +910,9 @@ class Gallery:
                 )
             if digest_tids(tids) != self._store.tid_digest():
                 raise GalleryFileError("memory and store hold different template ids")
-            b = self._backend
-            if isinstance(b, FaissBackend) and b.index is not None:
-                labels = b.labels()
-                live = np.intersect1d(labels, tids)
-                if live.size != tids.size or (b.kind != "hnsw" and labels.size != tids.size):
-                    raise GalleryFileError(
-                        f"index holds {labels.size} labels, {live.size} live, store {tids.size}"
-                    )
+            why = self._backend.check_consistency(self._m)
+            if why is not None:
+                raise GalleryFileError(why)
         return {"identities": n_id, "templates": n_t}
 
     def info(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pyfacematch.index import Backend, TemplateMatrix, exact_topk, rerank
+from pyfacematch.index import Backend, TemplateMatrix, exact_topk, rank_shortlist
 
 __all__ = ["SiblingExpander", "approx_search", "exact_search", "fuse"]
 
@@ -44,7 +44,7 @@ def approx_search(
     cand = backend.shortlist(m, probes, k)
     if siblings is not None:
         cand = siblings.expand(m, cand)
-    return rerank(probes, m.view, cand, k, pm, m.mask_view, blocks, min_fraction)
+    return rank_shortlist(probes, m.view, cand, k, pm, m.mask_view, blocks, min_fraction)
 
 
 class SiblingExpander:
