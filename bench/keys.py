@@ -21,18 +21,18 @@ cosine (keys from the visible points, region masks, min_fraction 0.3). FNIR at F
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pyfacematch.bench.accuracy import measure_key_accuracy
-from pyfacematch.bench.keys import measure_key_speed, speed_table
+from pyfacematch.bench.keys import (
+    measure_key_speed,
+    measure_real_keys,
+    measure_synth_speed,
+    speed_table,
+)
 from pyfacematch.bench.report import write_json
 from pyfacematch.bench.util import machine, machine_line, table
-from pyfacematch.keys import KeyModel
-from pyfacematch.keys.synth import FaceSynthesizer
 
 
 def speed(n: int, repeat: int) -> dict[str, Any]:
@@ -69,48 +69,23 @@ def accuracy(n_ids: int, n_train: int) -> dict[str, Any]:
 
 
 def real() -> dict[str, Any]:
-    d = np.load(
-        Path(__file__).resolve().parents[1] / "tests" / "data" / "faces_johns_landmarks.npz"
-    )
-    y = d["labels"]
-    out: dict[str, Any] = {}
-    for scheme, key in (("ibug68", "landmarks"), ("mediapipe478", "landmarks_mp478")):
-        x = d[key]
-        n = len(x)
-        for kind in ("default", "loo-lda"):
-            if kind == "default":
-                k, _ = KeyModel.default(scheme, dims=x.shape[-1]).encode(x)
-                sims = k.astype(np.float64) @ k.T
-            else:
-                sims = np.empty((n, n))
-                for i in range(n):
-                    tr = np.arange(n) != i
-                    k, _ = KeyModel.fit(x[tr], y[tr], scheme=scheme, dim=64).encode(x)
-                    sims[i] = k @ k[i]
-            np.fill_diagonal(sims, -np.inf)
-            r1 = int((y[sims.argmax(1)] == y).sum())
-            same = (y[:, None] == y[None]) & ~np.eye(n, dtype=bool)
-            g, im = sims[same], sims[y[:, None] != y[None]]
-            out[f"{scheme}/{kind}"] = {"rank1": r1 / n, "genuine_mean": float(g.mean())}
-            print(
-                f"{scheme:<13} {kind:<8} LOO rank-1 {r1}/{n} = {r1 / n:.3f}; genuine mean {g.mean():.3f} "
-                f"[min {g.min():.3f}, max {g.max():.3f}]; impostor mean {im.mean():.3f} "
-                f"[min {im.min():.3f}, max {im.max():.3f}]"
-            )
+    path = Path(__file__).resolve().parents[1] / "tests" / "data" / "faces_johns_landmarks.npz"
+    out = measure_real_keys(path)
+    for name, r in out.items():
+        scheme, kind = name.split("/")
+        print(
+            f"{scheme:<13} {kind:<8} LOO rank-1 {r['hits']}/{r['n']} = {r['rank1']:.3f}; "
+            f"genuine mean {r['genuine_mean']:.3f} [min {r['genuine_min']:.3f}, max "
+            f"{r['genuine_max']:.3f}]; impostor mean {r['impostor_mean']:.3f} "
+            f"[min {r['impostor_min']:.3f}, max {r['impostor_max']:.3f}]"
+        )
     return out
 
 
 def synth_speed() -> dict[str, Any]:
-    syn = FaceSynthesizer("dense200", 10000, seed=1)
-    ids = np.random.default_rng(0).integers(0, 10000, 1_000_000)
-    out = {}
-    for dims in (2, 3):
-        t = time.perf_counter()
-        syn.sample(ids, seed=3, occluder="random", dims=dims)
-        out[f"{dims}d_s"] = time.perf_counter() - t
-        print(
-            f"synth: 1,000,000 dense200 faces, {dims}-D, random occluders: {out[f'{dims}d_s']:.1f} s"
-        )
+    out = measure_synth_speed()
+    for dims, sec in out.items():
+        print(f"synth: 1,000,000 dense200 faces, {dims}-D, random occluders: {sec:.1f} s")
     return out
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "measure_key_speed",
     "section_keys",
     "speed_table",
+    "measure_real_keys",
+    "measure_synth_speed",
 ]
 
 SCHEME = "dense200"
@@ -209,3 +211,68 @@ def section_keys(cfg: Mapping[str, Any], out: Path, log: Log) -> dict[str, Any]:
             )
         ],
     }
+
+
+def measure_real_keys(landmarks_npz: Path) -> dict[str, dict[str, Any]]:
+    """Leave-one-out rank-1 of landmark keys on real photos, untrained and LDA per left-out photo.
+
+    Parameters
+    ----------
+    landmarks_npz : Path
+        ``faces_johns_landmarks.npz``: ``labels`` (n,), ``landmarks`` (n, 68, D) from dlib and
+        ``landmarks_mp478`` (n, 478, D) from MediaPipe.
+
+    Returns
+    -------
+    dict
+        ``"<scheme>/<default|loo-lda>"`` -> ``rank1``, ``hits``, ``n`` and genuine / impostor
+        cosine mean, min and max.
+    """
+    from pyfacematch.keys import KeyModel
+
+    d = np.load(landmarks_npz)
+    y = d["labels"]
+    out: dict[str, dict[str, Any]] = {}
+    for scheme, key in (("ibug68", "landmarks"), ("mediapipe478", "landmarks_mp478")):
+        x = d[key]
+        n = len(x)
+        for kind in ("default", "loo-lda"):
+            if kind == "default":
+                k, _ = KeyModel.default(scheme, dims=x.shape[-1]).encode(x)
+                sims = k.astype(np.float64) @ k.T
+            else:
+                sims = np.empty((n, n))
+                for i in range(n):
+                    tr = np.arange(n) != i
+                    k, _ = KeyModel.fit(x[tr], y[tr], scheme=scheme, dim=64).encode(x)
+                    sims[i] = k @ k[i]
+            np.fill_diagonal(sims, -np.inf)
+            hits = int((y[sims.argmax(1)] == y).sum())
+            same = (y[:, None] == y[None]) & ~np.eye(n, dtype=bool)
+            g, im = sims[same], sims[y[:, None] != y[None]]
+            out[f"{scheme}/{kind}"] = {
+                "rank1": hits / n,
+                "hits": hits,
+                "n": n,
+                "genuine_mean": float(g.mean()),
+                "genuine_min": float(g.min()),
+                "genuine_max": float(g.max()),
+                "impostor_mean": float(im.mean()),
+                "impostor_min": float(im.min()),
+                "impostor_max": float(im.max()),
+            }
+    return out
+
+
+def measure_synth_speed(n: int = 1_000_000, n_ids: int = 10_000) -> dict[int, float]:
+    """Seconds to synthesise ``n`` dense200 faces with random occluders, in 2-D and in 3-D."""
+    from pyfacematch.keys.synth import FaceSynthesizer
+
+    syn = FaceSynthesizer(SCHEME, n_ids, seed=1)
+    ids = np.random.default_rng(0).integers(0, n_ids, n)
+    out = {}
+    for dims in (2, 3):
+        t = time.perf_counter()
+        syn.sample(ids, seed=3, occluder="random", dims=dims)
+        out[dims] = time.perf_counter() - t
+    return out
