@@ -1,16 +1,19 @@
 """Galleries: identities and their templates, kept in SQLite and searched through an index.
 
-``gallery.gallery`` holds :class:`Gallery` (enroll, identify, verify, remove, thresholds);
-``gallery.store`` the SQLite store that is the source of truth; ``gallery.calibration`` thresholds
-calibrated to a target FMR / FPIR; ``gallery.atomic`` crash-safe file writes.
+``gallery.gallery`` holds :class:`Gallery`, the public class (enroll, identify, verify, remove,
+thresholds), which delegates to one module per concern: ``results`` (result types),
+``validation`` (input checks), ``search`` (exact scan, shortlist + re-rank, fusion), ``tuning``
+(recall-target tuning), ``checkpoints`` (index checkpoint files), ``locking`` (locks);
+``store`` is the SQLite store that is the source of truth; ``calibration`` thresholds calibrated
+to a target FMR / FPIR (and their record type); ``atomic`` crash-safe file writes.
 """
 
 from __future__ import annotations
 
-from pyfacematch.gallery.gallery import (
+from pyfacematch.gallery.gallery import Gallery
+from pyfacematch.gallery.results import (
     Candidate,
     Decision,
-    Gallery,
     IdentifyArrays,
     IdentifyResult,
     VerifyResult,

@@ -20,15 +20,41 @@ otherwise an observed rate cannot show the target) and the stored record.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pyfacematch import metrics
 from pyfacematch.errors import DimensionError, EmptyInputError, InputError, NonFiniteError
-from pyfacematch.gallery.store import ThresholdRecord
 
-__all__ = ["calibrate_threshold", "pair_scores"]
+__all__ = ["ThresholdRecord", "calibrate_threshold", "pair_scores"]
+
+
+@dataclass(frozen=True)
+class ThresholdRecord:
+    """A calibrated threshold stored in the gallery.
+
+    Attributes
+    ----------
+    name : str
+        ``"fmr"`` (verification) or ``"fpir"`` (identification).
+    value : float
+        Accept when score >= value.
+    target : float
+        The target rate it was calibrated for.
+    n_scores : int
+        How many impostor scores it was calibrated on.
+    gallery_size : int or None
+        Identities enrolled when an FPIR threshold was calibrated.
+    """
+
+    name: str
+    value: float
+    target: float
+    n_scores: int
+    gallery_size: int | None
+    created_at: float
 
 
 def _rate(value: Any, name: str) -> float:

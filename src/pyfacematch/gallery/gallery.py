@@ -1,11 +1,16 @@
 """Galleries: enroll, identify (1:N), verify (1:1) and opt out.
 
 A :class:`Gallery` keeps enrolled identities with one or more templates each.
-The SQLite store (:mod:`pyfacematch.store`) is the source of truth; the
+The SQLite store (:mod:`pyfacematch.gallery.store`) is the source of truth; the
 in-memory copy is a contiguous float32 matrix plus a search backend
 (:mod:`pyfacematch.index`) derived from it. Every search is a backend
 shortlist re-ranked exactly (masked cosine when the gallery has region
 blocks), then fused per identity by the best template score.
+
+Where things live: result types in :mod:`.results`, input checks in
+:mod:`.validation`, the search pipeline in :mod:`.search`, tuning in
+:mod:`.tuning`, checkpoint files in :mod:`.checkpoints`, locks in
+:mod:`.locking`. This module holds the public class and its state.
 
 Concurrency: a readers–writer lock lets any number of identify/verify calls
 run together (the core releases the GIL) while enroll/remove are exclusive
@@ -28,9 +33,7 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +42,32 @@ import numpy as np
 from pyfacematch.core import scoring
 from pyfacematch.errors import (
     DimensionError,
-    DTypeError,
-    EmptyInputError,
     GalleryFileError,
     InputError,
     NonFiniteError,
     UnknownIdentityError,
-    ZeroVectorError,
 )
-from pyfacematch.gallery import atomic as _fileio
-from pyfacematch.gallery.calibration import calibrate_threshold, pair_scores
-from pyfacematch.gallery.store import CheckpointRecord, Store, ThresholdRecord, digest_tids
+from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
+from pyfacematch.gallery.checkpoints import CheckpointFiles
+from pyfacematch.gallery.locking import RWLock
+from pyfacematch.gallery.results import (
+    Candidate,
+    Decision,
+    IdentifyArrays,
+    IdentifyResult,
+    VerifyResult,
+)
+from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
+from pyfacematch.gallery.store import Store, digest_tids
+from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
+from pyfacematch.gallery.validation import (
+    as_masks,
+    as_templates,
+    check_duplicate_option,
+    check_id,
+    check_json,
+    count_rows,
+)
 from pyfacematch.index import (
     DEFAULT_BACKEND,
     Backend,
@@ -57,10 +75,10 @@ from pyfacematch.index import (
     TemplateMatrix,
     exact_topk,
     make_backend,
-    rerank,
 )
 
 __all__ = [
+    "SMALL_GALLERY",
     "Candidate",
     "Decision",
     "Gallery",
@@ -74,140 +92,6 @@ log = logging.getLogger("pyfacematch.gallery")
 
 #: Below this many templates every backend searches exactly (faster and exact).
 SMALL_GALLERY = 256
-
-
-# --------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class Decision:
-    """Which threshold decided, and what it decided.
-
-    Attributes
-    ----------
-    accepted : bool or None
-        ``score >= threshold``; None when no threshold applies.
-    threshold : float or None
-    source : str
-        ``"explicit"`` (passed to the call), ``"calibrated-fmr"`` /
-        ``"calibrated-fpir"`` (stored in the gallery) or ``"none"``.
-    target : float or None
-        The calibrated target rate, when ``source`` is calibrated.
-    """
-
-    accepted: bool | None
-    threshold: float | None
-    source: str
-    target: float | None = None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One ranked identity: its id and its best template score (cosine)."""
-
-    identity: str
-    score: float
-
-
-@dataclass(frozen=True)
-class IdentifyResult:
-    """Result of one probe: ranked candidates (best first) and the decision on the first."""
-
-    candidates: tuple[Candidate, ...]
-    decision: Decision
-
-    @property
-    def identity(self) -> str | None:
-        """The top candidate if the decision accepted it, else None."""
-        if self.decision.accepted and self.candidates:
-            return self.candidates[0].identity
-        return None
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """Result of a 1:1 comparison: best score over the identity's templates."""
-
-    identity: str
-    score: float
-    decision: Decision
-
-
-@dataclass(frozen=True)
-class IdentifyArrays:
-    """Vectorised identify results for bulk jobs.
-
-    Attributes
-    ----------
-    identities : object array (M, k)
-        Identity ids, ``None`` where fewer than ``k`` candidates.
-    scores : float32 (M, k)
-        Best template score per candidate, NaN padding.
-    accepted : bool (M,) or None
-        Decision on the top candidate (None when no threshold applies).
-    threshold, source, target
-        As in :class:`Decision`.
-    """
-
-    identities: np.ndarray
-    scores: np.ndarray
-    accepted: np.ndarray | None
-    threshold: float | None
-    source: str
-    target: float | None = None
-
-    def results(self) -> list[IdentifyResult]:
-        """The same results as a list of :class:`IdentifyResult`."""
-        out = []
-        for i in range(self.scores.shape[0]):
-            cands = tuple(
-                Candidate(str(n), float(s))
-                for n, s in zip(self.identities[i], self.scores[i])
-                if n is not None
-            )
-            acc = None if self.accepted is None else bool(self.accepted[i])
-            out.append(
-                IdentifyResult(cands, Decision(acc, self.threshold, self.source, self.target))
-            )
-        return out
-
-
-# --------------------------------------------------------------------------- lock
-class _RWLock:
-    """Readers–writer lock, writer preferring (writers are not starved)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 # --------------------------------------------------------------------------- gallery
@@ -271,7 +155,7 @@ class Gallery:
         integrity_check: bool = True,
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
-        _check_duplicate_option(on_duplicate)
+        check_duplicate_option(on_duplicate)
         if not 0.0 < float(recall_target) <= 1.0:
             raise InputError(f"recall_target must be in (0, 1], got {recall_target!r}")
         if tune_similarity is not None and not 0.0 < float(tune_similarity) < 1.0:
@@ -287,10 +171,8 @@ class Gallery:
         self.path = self._store.path
         self.dim = self._store.dim
         self.blocks = self._store.blocks
-        self._full_mask = (
-            None if self.blocks is None else np.uint64((1 << (self.blocks.size - 1)) - 1)
-        )
-        self._rw = _RWLock()
+        self._ckpt = CheckpointFiles(self._store, self.index_dir)
+        self._rw = RWLock()
         self._wmutex = threading.RLock()
         self._closed = False
         self._thresholds: dict[str, ThresholdRecord | None] = {}
@@ -330,8 +212,7 @@ class Gallery:
         self._slot_names: list[str | None] = []
         self._name_to_slot: dict[str, int] = {}
         self._slot_tids: dict[int, list[int]] = {}
-        self._layout_version = 0  # bumped whenever rows move: invalidates _sibling_cache
-        self._sibling_cache: tuple[Any, ...] | None = None
+        self._siblings = SiblingExpander()  # invalidated whenever rows move
         owner = np.empty(len(tids), np.int64)
         for i, name in enumerate(names):
             slot = self._name_to_slot.get(name)
@@ -340,7 +221,7 @@ class Gallery:
             owner[i] = slot
             self._slot_tids[slot].append(int(tids[i]))
         self._m.append(matrix, tids, owner, masks)
-        self._layout_version += 1
+        self._siblings.invalidate()
         self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
         self._n_identities = len(self._name_to_slot)
         self._load_index()
@@ -379,99 +260,29 @@ class Gallery:
 
     def _load_checkpoint(self) -> bool:
         b = self._backend
-        rec = self._store.get_checkpoint(b.name)
-        if rec is None or self.index_dir is None:
+        got = self._ckpt.read(b.name, self._m)
+        if got is None:
             return False
+        rec, data = got
         why = None
-        if rec.generation != self._store.generation:
-            why = f"generation {rec.generation} ≠ store {self._store.generation}"
-        elif rec.n_templates != self._m.n:
-            why = f"{rec.n_templates} templates ≠ store {self._m.n}"
-        elif rec.digest != digest_tids(self._m.tids[: self._m.n]):
-            why = "template-id digest differs from the store"
-        if why is None:
-            try:
-                data = _fileio.read_verified(self.index_dir / rec.file, rec.sha256)
-                b.load_params(rec.params)
-                b.deserialize(data, self._m)
-                if b.index.ntotal != self._m.n:  # type: ignore[attr-defined]
-                    why = "index holds a different number of templates"
-            except GalleryFileError as exc:
-                why = str(exc)
-            except RuntimeError as exc:  # FAISS refused bytes that passed the checksum
-                why = f"FAISS could not read it ({exc})"
+        try:
+            b.load_params(rec.params)
+            b.deserialize(data, self._m)
+            if b.index.ntotal != self._m.n:  # type: ignore[attr-defined]
+                why = "index holds a different number of templates"
+        except RuntimeError as exc:  # FAISS refused bytes that passed the checksum
+            why = f"FAISS could not read it ({exc})"
         if why is not None:
-            log.warning(
-                "index checkpoint %s not used (%s): rebuilding from the store", rec.file, why
-            )
+            self._ckpt.reject(rec.file, why)
             return False
         return True
 
     # ------------------------------------------------------------------ validation
     def _templates(self, x: Any, what: str) -> np.ndarray:
-        if isinstance(x, (str, bytes)) or x is None:
-            raise DTypeError(f"{what} must be a numeric array of shape (n, {self.dim}), got {x!r}")
-        a = np.asarray(x)
-        if a.dtype == object or not (
-            np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
-        ):
-            raise DTypeError(f"{what} must be a float array, got dtype {a.dtype}")
-        if a.ndim == 1:
-            a = a[None, :]
-        if a.ndim != 2:
-            raise DimensionError(
-                f"{what} must have shape (n, {self.dim}) or ({self.dim},), got {a.shape}"
-            )
-        if a.shape[1] != self.dim:
-            raise DimensionError(
-                f"expected {what} of dimension {self.dim} (this gallery), got {a.shape[1]}: "
-                "was it made by another key model?"
-            )
-        if a.shape[0] == 0:
-            raise EmptyInputError(f"{what} is empty: give at least one row")
-        a64 = a.astype(np.float64, copy=False)
-        fin = np.isfinite(a64).all(axis=1)
-        if not fin.all():
-            raise NonFiniteError(f"{what} row {int(np.argmin(fin))} holds NaN or Inf")
-        norms = np.linalg.norm(a64, axis=1)
-        if (norms == 0).any():
-            raise ZeroVectorError(
-                f"{what} row {int(np.argmin(norms))} has norm zero and cannot be normalised"
-            )
-        return np.ascontiguousarray(a64 / norms[:, None], np.float32)
+        return as_templates(x, self.dim, what)
 
     def _masks(self, masks: Any, n: int, what: str) -> np.ndarray | None:
-        if self.blocks is None:
-            if masks is not None:
-                raise InputError(
-                    f"{what}: this gallery has no region blocks, so masks are not used; "
-                    "create it with blocks=… to score masked templates"
-                )
-            return None
-        nb = self.blocks.size - 1
-        if masks is None:
-            return np.full(n, self._full_mask, np.uint64)
-        m = np.asarray(masks)
-        if m.ndim == 0:
-            m = m[None]
-        if not np.issubdtype(m.dtype, np.integer) or m.shape != (n,):
-            raise InputError(
-                f"{what} must be {n} integer bitmasks (one per row), got {m.shape} {m.dtype}"
-            )
-        if np.issubdtype(m.dtype, np.signedinteger) and (m < 0).any():
-            raise InputError(f"{what} must be non-negative bitmasks")
-        m = m.astype(np.uint64)
-        if (m & ~np.uint64(self._full_mask)).any():  # type: ignore[operator]
-            raise InputError(f"{what} set bits beyond the gallery's {nb} blocks")
-        if (m == 0).any():
-            raise InputError(f"{what} row {int(np.argmin(m != 0))} has no valid block")
-        return m
-
-    @staticmethod
-    def _check_id(identity_id: Any) -> str:
-        if not isinstance(identity_id, str) or not identity_id:
-            raise InputError(f"identity ids are non-empty strings, got {identity_id!r}")
-        return identity_id
+        return as_masks(masks, n, self.blocks, what)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -510,7 +321,7 @@ class Gallery:
         DuplicateIdentityError, DimensionError, NonFiniteError, ZeroVectorError, InputError
         """
         self.enroll_many(
-            [identity_id] * _rows(templates),
+            [identity_id] * count_rows(templates),
             templates,
             masks,
             metadata=None if metadata is None else {identity_id: metadata},
@@ -542,11 +353,11 @@ class Gallery:
         """
         self._check_open()
         od = self.on_duplicate if on_duplicate is None else on_duplicate
-        _check_duplicate_option(od)
+        check_duplicate_option(od)
         if not isinstance(consent, str) or not consent:
             raise InputError(f"consent must be a non-empty string, got {consent!r}")
         t = self._templates(templates, "templates")
-        ids = [self._check_id(i) for i in identity_ids]
+        ids = [check_id(i) for i in identity_ids]
         if len(ids) != t.shape[0]:
             raise DimensionError(
                 f"{len(ids)} identity ids for {t.shape[0]} template rows: give one id per row"
@@ -559,7 +370,7 @@ class Gallery:
         for name, rows in groups.items():
             meta = None if metadata is None else metadata.get(name)
             if meta is not None:
-                _check_json(meta)
+                check_json(meta)
             items.append((name, t[rows], None if mk is None else mk[rows], meta))
         with self._wmutex:
             tid_lists, _ = self._store.insert_identities(items, on_duplicate=od, consent=consent)
@@ -570,7 +381,7 @@ class Gallery:
                         slot = self._new_slot(name)
                         self._n_identities += 1
                     rows = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
-                    self._layout_version += 1
+                    self._siblings.invalidate()
                     self._slot_tids[slot].extend(int(x) for x in tids)
                     self._max_templates = max(self._max_templates, len(self._slot_tids[slot]))
                     self._backend.add(self._m, rows)
@@ -589,7 +400,7 @@ class Gallery:
         UnknownIdentityError
         """
         self._check_open()
-        name = self._check_id(identity_id)
+        name = check_id(identity_id)
         with self._wmutex:
             tids, _ = self._store.delete_identity(name)
             with self._rw.write():
@@ -599,21 +410,13 @@ class Gallery:
                     self._slot_names[slot] = None
                     self._n_identities -= 1
                 moves = self._m.remove_tids(tids)
-                self._layout_version += 1
+                self._siblings.invalidate()
                 self._backend.remove(self._m, tids, moves)
                 self._maintain()
             self._drop_checkpoints()
 
     def _drop_checkpoints(self) -> None:
-        files = self._store.delete_checkpoints()
-        d = self.index_dir
-        if d is None:
-            return
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(d / f)
-        if files:
-            _fileio.fsync_dir(d)
+        self._ckpt.drop()
 
     def _maintain(self) -> None:
         """Rebuild / retrain / retune when due (caller holds the write lock)."""
@@ -636,96 +439,26 @@ class Gallery:
             return
         rng = np.random.default_rng(self._seed + n)
         s = min(self.tune_probes, n)
-        rows = rng.choice(n, s, replace=False)
-        sim = self._tuning_similarity()
-        sigma = np.sqrt(1.0 / sim**2 - 1.0)
-        noise = rng.standard_normal((s, self.dim)) * (sigma / np.sqrt(self.dim))
-        p = self._m.view[rows].astype(np.float64) + noise
-        probes = np.ascontiguousarray(p / np.linalg.norm(p, axis=1, keepdims=True), np.float32)
+        sim, self._tune_sim_used = tuning_similarity(self.tune_similarity, self._slot_tids, self._m)
+        probes = make_tuning_probes(self._m, s, sim, rng)
         pm = self._masks(None, s, "masks")
-        ref_s, ref_i = self._exact(probes, 1, pm)
-        ref_s = np.where(np.isnan(ref_s[:, 0]), -np.inf, ref_s[:, 0]).astype(np.float32)
-
-        def pipeline(pr: np.ndarray, k: int) -> np.ndarray:
-            sc, _ = self._approx(pr, k, pm)
-            return np.where(np.isnan(sc[:, 0]), -np.inf, sc[:, 0])
-
-        b.tune(self._m, probes, ref_s, ref_i[:, 0], pipeline, self.recall_target)
-        if b.measured_recall is not None and b.measured_recall < self.recall_target:
-            log.warning(
-                "%s backend: measured recall@1 %.4f is below the target %.4f",
-                b.name,
-                b.measured_recall,
-                self.recall_target,
-            )
+        run_tuning(b, self._m, probes, pm, self._exact, self._approx, self.recall_target)
         with contextlib.suppress(Exception):
             self._store.set_meta(self._tuning_key(), json.dumps(b.params()))
-
-    def _tuning_similarity(self) -> float:
-        """Cosine of the tuning probes to their source template (see ``tune_similarity``)."""
-        if self.tune_similarity is not None:
-            self._tune_sim_used = (self.tune_similarity, "explicit")
-            return self.tune_similarity
-        pairs = [t[:2] for t in self._slot_tids.values() if len(t) >= 2][:5000]
-        if len(pairs) < 50:
-            self._tune_sim_used = (0.5, "default (fewer than 50 identities with 2 templates)")
-            return 0.5
-        rows = self._m.tid_to_row[np.asarray(pairs, np.int64)]
-        a, b = self._m.data[rows[:, 0]], self._m.data[rows[:, 1]]
-        genuine = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
-        sim = float(np.clip(np.quantile(genuine, 0.05), 0.2, 0.95))
-        self._tune_sim_used = (round(sim, 4), f"5th percentile of {len(pairs)} genuine pairs")
-        return sim
 
     # ------------------------------------------------------------------ search
     def _exact(
         self, probes: np.ndarray, k: int, pm: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return exact_topk(
-            probes, self._m.view, k, pm, self._m.mask_view, self.blocks, self.min_fraction
-        )
+        return exact_search(self._m, probes, k, pm, self.blocks, self.min_fraction)
 
     def _approx(
         self, probes: np.ndarray, k: int, pm: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        cand = self._backend.shortlist(self._m, probes, k)
-        if self._max_templates > 1:
-            cand = self._with_sibling_templates(cand)
-        return rerank(
-            probes, self._m.view, cand, k, pm, self._m.mask_view, self.blocks, self.min_fraction
+        sib = self._siblings if self._max_templates > 1 else None
+        return approx_search(
+            self._backend, self._m, probes, k, pm, self.blocks, self.min_fraction, sib
         )
-
-    def _with_sibling_templates(self, cand: np.ndarray) -> np.ndarray:
-        """Every template of each shortlisted identity, so that an identity's fused score is the
-        best of all its templates, not of those that happened to be shortlisted. (M, C) rows,
-        -1 padded → (M, C') rows, -1 padded; duplicates are left to the re-rank."""
-        m = self._m
-        key = (m.n, self._layout_version)
-        if self._sibling_cache is None or self._sibling_cache[0] != key:
-            owner = m.owner[: m.n]
-            order = np.argsort(owner, kind="stable")
-            slots_sorted = owner[order]
-            n_slots = int(owner.max()) + 1 if m.n else 0
-            start = np.searchsorted(slots_sorted, np.arange(n_slots), side="left")
-            count = np.searchsorted(slots_sorted, np.arange(n_slots), side="right") - start
-            self._sibling_cache = (key, order, start, count)
-        _, order, start, count = self._sibling_cache
-        mrows, c = cand.shape
-        valid = cand >= 0
-        slots = np.where(valid, m.owner[np.maximum(cand, 0)], 0)
-        lens = np.where(valid, count[slots], 0).ravel()
-        total = int(lens.sum())
-        if total == 0:
-            return cand
-        first = np.repeat(start[slots.ravel()], lens)
-        seg_start = np.repeat(np.cumsum(lens) - lens, lens)
-        rows = order[first + (np.arange(total) - seg_start)]
-        per_probe = lens.reshape(mrows, c).sum(axis=1)
-        probe_of = np.repeat(np.arange(mrows), per_probe)
-        pos = np.arange(total) - np.repeat(np.cumsum(per_probe) - per_probe, per_probe)
-        out = np.full((mrows, int(per_probe.max())), -1, np.int64)
-        out[probe_of, pos] = rows
-        return out
 
     def _search_rows(
         self, probes: np.ndarray, k: int, pm: np.ndarray | None
@@ -804,7 +537,7 @@ class Gallery:
             if self._max_templates == 1:  # one template per identity: nothing to fuse
                 ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
             else:
-                ids_sc, ids_slot = _fuse(sc, slots, int(k))
+                ids_sc, ids_slot = fuse(sc, slots, int(k))
             ident = np.empty(ids_slot.shape, object)
             flat = ids_slot.ravel()
             ident.ravel()[:] = [None if s < 0 else names[s] for s in flat.tolist()]
@@ -851,7 +584,7 @@ class Gallery:
         UnknownIdentityError
         """
         self._check_open()
-        name = self._check_id(identity_id)
+        name = check_id(identity_id)
         p = self._templates(probe, "probe")
         if p.shape[0] != 1:
             raise DimensionError(f"verify takes one probe of shape ({self.dim},), got {p.shape}")
@@ -955,11 +688,11 @@ class Gallery:
 
     def record(self, identity_id: str) -> dict[str, Any]:
         """Metadata, consent state, timestamps and template count of an identity."""
-        return self._store.identity_record(self._check_id(identity_id))
+        return self._store.identity_record(check_id(identity_id))
 
     def templates(self, identity_id: str) -> np.ndarray:
         """float32 (T, d) copy of an identity's templates."""
-        name = self._check_id(identity_id)
+        name = check_id(identity_id)
         with self._rw.read():
             slot = self._name_to_slot.get(name)
             if slot is None:
@@ -1032,29 +765,8 @@ class Gallery:
                     digest = digest_tids(self._m.tids[:n])
                     params = b.params()
                 gen = self._store.generation
-                d.mkdir(exist_ok=True)
-                fname = f"{b.name}-g{gen}-{uuid.uuid4().hex[:8]}.faiss"
-                sha = _fileio.atomic_write(d / fname, data)
-                old = self._store.checkpoint_files()
-                self._store.delete_checkpoints()
-                self._store.set_checkpoint(
-                    CheckpointRecord(b.name, fname, sha, gen, n, digest, params)
-                )
-                for f in set(old) - {fname}:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(d / f)
-                self._clean_index_dir({fname})
+                self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.wal_checkpoint()
-
-    def _clean_index_dir(self, keep: set[str]) -> None:
-        d = self.index_dir
-        if d is None or not d.is_dir():
-            return
-        for f in d.iterdir():
-            if f.name not in keep:
-                with contextlib.suppress(OSError):
-                    f.unlink()
-        _fileio.fsync_dir(d)
 
     def verify_integrity(self) -> dict[str, Any]:
         """Check that memory and index match the store; raise if not.
@@ -1105,48 +817,3 @@ class Gallery:
             f"Gallery(dim={self.dim}, backend={self._backend.name!r}, "
             f"identities={self._n_identities}, templates={self._m.n}, at {where})"
         )
-
-
-# --------------------------------------------------------------------------- helpers
-def _check_duplicate_option(v: Any) -> None:
-    if v not in ("refuse", "append"):
-        raise InputError(f"on_duplicate must be 'refuse' or 'append', got {v!r}")
-
-
-def _check_json(meta: Any) -> None:
-    import json
-
-    if not isinstance(meta, Mapping):
-        raise InputError(f"metadata must be a mapping (JSON object), got {type(meta).__name__}")
-    try:
-        json.dumps(meta)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"metadata must be JSON-serialisable: {exc}") from exc
-
-
-def _rows(templates: Any) -> int:
-    a = np.asarray(templates) if not isinstance(templates, (str, bytes)) else None
-    if a is None or a.ndim == 0:
-        return 1
-    return 1 if a.ndim == 1 else int(a.shape[0])
-
-
-def _fuse(scores: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the best template per identity, first ``k`` identities per row.
-
-    ``scores`` (M, K) are sorted best first (NaN padding), ``slots`` the
-    identity slot of each (-1 padding). Returns (scores (M, k'), slots (M, k')).
-    """
-    m, kk = slots.shape
-    if kk == 0:
-        return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-    valid = (slots >= 0) & ~np.isnan(scores)
-    dup = np.zeros_like(valid)
-    for j in range(1, kk):
-        dup[:, j] = (slots[:, :j] == slots[:, j : j + 1]).any(axis=1)
-    keep = valid & ~dup
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    kept = np.take_along_axis(keep, order, 1)
-    out_s = np.where(kept, np.take_along_axis(scores, order, 1), np.nan).astype(np.float32)
-    out_i = np.where(kept, np.take_along_axis(slots, order, 1), -1)
-    return out_s[:, : min(k, kk)], out_i[:, : min(k, kk)]

@@ -67,6 +67,7 @@ from pyfacematch.errors import (
     UnknownIdentityError,
 )
 from pyfacematch.gallery import filemodes
+from pyfacematch.gallery.calibration import ThresholdRecord  # the record type is calibration's
 from pyfacematch.gallery.derived import parse_params
 from pyfacematch.gallery.quarantine import (
     QuarantinedTemplate,
@@ -143,32 +144,6 @@ CREATE TABLE audit (
     detail    TEXT
 );
 """
-
-
-@dataclass(frozen=True)
-class ThresholdRecord:
-    """A calibrated threshold stored in the gallery.
-
-    Attributes
-    ----------
-    name : str
-        ``"fmr"`` (verification) or ``"fpir"`` (identification).
-    value : float
-        Accept when score >= value.
-    target : float
-        The target rate it was calibrated for.
-    n_scores : int
-        How many impostor scores it was calibrated on.
-    gallery_size : int or None
-        Identities enrolled when an FPIR threshold was calibrated.
-    """
-
-    name: str
-    value: float
-    target: float
-    n_scores: int
-    gallery_size: int | None
-    created_at: float
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""Input checks of the gallery API: templates, masks, ids, metadata and options.
+
+Each function either returns the input in the one form the gallery uses
+(normalised C-contiguous float32 templates, uint64 block masks, str ids) or
+raises a typed error saying what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.errors import (
+    DimensionError,
+    DTypeError,
+    EmptyInputError,
+    InputError,
+    NonFiniteError,
+    ZeroVectorError,
+)
+
+__all__ = [
+    "as_masks",
+    "as_templates",
+    "check_duplicate_option",
+    "check_id",
+    "check_json",
+    "count_rows",
+]
+
+
+def as_templates(x: Any, dim: int, what: str) -> np.ndarray:
+    """Templates as float32 (n, dim), rows normalised to unit length.
+
+    Raises
+    ------
+    DTypeError, DimensionError, EmptyInputError, NonFiniteError, ZeroVectorError
+    """
+    if isinstance(x, (str, bytes)) or x is None:
+        raise DTypeError(f"{what} must be a numeric array of shape (n, {dim}), got {x!r}")
+    a = np.asarray(x)
+    if a.dtype == object or not (
+        np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+    ):
+        raise DTypeError(f"{what} must be a float array, got dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise DimensionError(f"{what} must have shape (n, {dim}) or ({dim},), got {a.shape}")
+    if a.shape[1] != dim:
+        raise DimensionError(
+            f"expected {what} of dimension {dim} (this gallery), got {a.shape[1]}: "
+            "was it made by another key model?"
+        )
+    if a.shape[0] == 0:
+        raise EmptyInputError(f"{what} is empty: give at least one row")
+    a64 = a.astype(np.float64, copy=False)
+    fin = np.isfinite(a64).all(axis=1)
+    if not fin.all():
+        raise NonFiniteError(f"{what} row {int(np.argmin(fin))} holds NaN or Inf")
+    norms = np.linalg.norm(a64, axis=1)
+    if (norms == 0).any():
+        raise ZeroVectorError(
+            f"{what} row {int(np.argmin(norms))} has norm zero and cannot be normalised"
+        )
+    return np.ascontiguousarray(a64 / norms[:, None], np.float32)
+
+
+def as_masks(masks: Any, n: int, blocks: np.ndarray | None, what: str) -> np.ndarray | None:
+    """Block masks as uint64 (n,); None for a gallery without blocks.
+
+    ``masks=None`` means every block valid. Raises :class:`InputError` for
+    masks on a gallery without blocks, a wrong shape or dtype, negative masks,
+    bits beyond the gallery's blocks or an empty mask.
+    """
+    if blocks is None:
+        if masks is not None:
+            raise InputError(
+                f"{what}: this gallery has no region blocks, so masks are not used; "
+                "create it with blocks=… to score masked templates"
+            )
+        return None
+    nb = blocks.size - 1
+    full = np.uint64((1 << nb) - 1)
+    if masks is None:
+        return np.full(n, full, np.uint64)
+    m = np.asarray(masks)
+    if m.ndim == 0:
+        m = m[None]
+    if not np.issubdtype(m.dtype, np.integer) or m.shape != (n,):
+        raise InputError(
+            f"{what} must be {n} integer bitmasks (one per row), got {m.shape} {m.dtype}"
+        )
+    if np.issubdtype(m.dtype, np.signedinteger) and (m < 0).any():
+        raise InputError(f"{what} must be non-negative bitmasks")
+    m = m.astype(np.uint64)
+    if (m & ~full).any():
+        raise InputError(f"{what} set bits beyond the gallery's {nb} blocks")
+    if (m == 0).any():
+        raise InputError(f"{what} row {int(np.argmin(m != 0))} has no valid block")
+    return m
+
+
+def check_id(identity_id: Any) -> str:
+    """An identity id: a non-empty str (else :class:`InputError`)."""
+    if not isinstance(identity_id, str) or not identity_id:
+        raise InputError(f"identity ids are non-empty strings, got {identity_id!r}")
+    return identity_id
+
+
+def check_duplicate_option(v: Any) -> None:
+    """``on_duplicate`` is ``"refuse"`` or ``"append"`` (else :class:`InputError`)."""
+    if v not in ("refuse", "append"):
+        raise InputError(f"on_duplicate must be 'refuse' or 'append', got {v!r}")
+
+
+def check_json(meta: Any) -> None:
+    """Identity metadata is a JSON-serialisable mapping (else :class:`InputError`)."""
+    if not isinstance(meta, Mapping):
+        raise InputError(f"metadata must be a mapping (JSON object), got {type(meta).__name__}")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata must be JSON-serialisable: {exc}") from exc
+
+
+def count_rows(templates: Any) -> int:
+    """Rows of a template argument: 1 for a single (d,) template, else its length."""
+    a = np.asarray(templates) if not isinstance(templates, (str, bytes)) else None
+    if a is None or a.ndim == 0:
+        return 1
+    return 1 if a.ndim == 1 else int(a.shape[0])
