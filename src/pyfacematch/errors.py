@@ -22,6 +22,7 @@ __all__ = [
     "LandmarkError",
     "GalleryFileError",
     "FormatVersionError",
+    "GalleryClosedError",
     "IndexTrainingError",
     "ModelError",
 ]
@@ -80,6 +81,10 @@ class GalleryFileError(PyFaceMatchError, OSError):
 
 class FormatVersionError(GalleryFileError):
     """A file was written by an unknown format version."""
+
+
+class GalleryClosedError(GalleryFileError):
+    """A gallery (or its store) was used after ``close()``: open it again."""
 
 
 class IndexTrainingError(InputError):

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from pyfacematch.errors import GalleryFileError
-from pyfacematch.gallery import atomic
+from pyfacematch.gallery import atomic, filemodes
 from pyfacematch.gallery.store import CheckpointRecord, Store, digest_tids
 from pyfacematch.index import TemplateMatrix
 
@@ -80,7 +80,7 @@ class CheckpointFiles:
         d = self.index_dir
         if d is None:
             return
-        d.mkdir(exist_ok=True)
+        filemodes.make_private_dir(d)  # 0700 whatever the umask: the files hold templates
         fname = f"{backend}-g{generation}-{uuid.uuid4().hex[:8]}.faiss"
         sha = atomic.atomic_write(d / fname, data)
         old = self.store.checkpoint_files()
@@ -89,8 +89,7 @@ class CheckpointFiles:
             CheckpointRecord(backend, fname, sha, generation, n, digest, params)
         )
         for f in set(old) - {fname}:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(d / f)
+            _unlink_file(d / f)
         self._clean({fname})
 
     def drop(self) -> None:
@@ -99,9 +98,8 @@ class CheckpointFiles:
         d = self.index_dir
         if d is None:
             return
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(d / f)
+        for f in files:  # called after a committed removal: log, never raise
+            _unlink_file(d / f)
         if files:
             atomic.fsync_dir(d)
 
@@ -114,3 +112,23 @@ class CheckpointFiles:
                 with contextlib.suppress(OSError):
                     f.unlink()
         atomic.fsync_dir(d)
+
+
+def _unlink_file(path: Path) -> None:
+    """Delete a checkpoint file; log (never raise) when it is missing, not a file, or refused.
+
+    Used after the store has forgotten the file (a committed removal or a new
+    checkpoint): an error here must not be reported as a failed operation. A
+    folder or other non-file where a checkpoint file is expected is left alone.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning(
+            "stale checkpoint %s could not be deleted (%s): it is no longer used; "
+            "delete it by hand if it is a file this gallery wrote",
+            os.fspath(path),
+            exc.strerror or exc,
+        )

@@ -42,6 +42,7 @@ import numpy as np
 from pyfacematch.core import scoring
 from pyfacematch.errors import (
     DimensionError,
+    GalleryClosedError,
     GalleryFileError,
     InputError,
     NonFiniteError,
@@ -50,6 +51,7 @@ from pyfacematch.errors import (
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.locking import RWLock
+from pyfacematch.gallery.quarantine import QuarantinedTemplate
 from pyfacematch.gallery.results import (
     Candidate,
     Decision,
@@ -63,10 +65,15 @@ from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_si
 from pyfacematch.gallery.validation import (
     as_masks,
     as_templates,
+    check_backend_options,
     check_duplicate_option,
     check_id,
+    check_id_list,
     check_json,
+    check_min_fraction,
+    check_tune_probes,
     count_rows,
+    encodable,
 )
 from pyfacematch.index import (
     DEFAULT_BACKEND,
@@ -92,6 +99,16 @@ log = logging.getLogger("pyfacematch.gallery")
 
 #: Below this many templates every backend searches exactly (faster and exact).
 SMALL_GALLERY = 256
+
+
+def _in_range(
+    v: Any, lo: float, hi: float, low_open: bool = False, high_open: bool = False
+) -> bool:
+    """``v`` is a finite real number within [lo, hi] (ends excluded when open)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    f = float(v)
+    return (lo < f if low_open else lo <= f) and (f < hi if high_open else f <= hi)
 
 
 # --------------------------------------------------------------------------- gallery
@@ -130,13 +147,17 @@ class Gallery:
     seed : int
         Seed of the tuning sample.
     integrity_check : bool
-        Run SQLite's ``quick_check`` when opening a file.
+        Check the file when opening it: SQLite's ``quick_check`` (a full
+        ``integrity_check`` after a crash) and a crash-left WAL (see
+        :class:`~pyfacematch.gallery.store.Store`). Template rows are always
+        checked; bad ones are quarantined (:attr:`quarantined`).
     backend_options : mapping or None
         Keyword options of the backend (e.g. ``hnsw_m``).
 
     Raises
     ------
     GalleryFileError, FormatVersionError, DimensionError, InputError
+        Invalid options are refused before any file is created or written.
     """
 
     def __init__(
@@ -155,18 +176,25 @@ class Gallery:
         integrity_check: bool = True,
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
-        if not 0.0 < float(recall_target) <= 1.0:
-            raise InputError(f"recall_target must be in (0, 1], got {recall_target!r}")
-        if tune_similarity is not None and not 0.0 < float(tune_similarity) < 1.0:
-            raise InputError(f"tune_similarity must be in (0, 1), got {tune_similarity!r}")
+        if not _in_range(recall_target, 0.0, 1.0, low_open=True):
+            raise InputError(f"recall_target must be a number in (0, 1], got {recall_target!r}")
+        if tune_similarity is not None and not _in_range(tune_similarity, 0.0, 1.0, True, True):
+            raise InputError(f"tune_similarity must be a number in (0, 1), got {tune_similarity!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        opts = check_backend_options(backend_options)
         self.on_duplicate = on_duplicate
         self.recall_target = float(recall_target)
         self.tune_similarity = None if tune_similarity is None else float(tune_similarity)
         self._tune_sim_used: tuple[float, str] = (0.5, "default")
-        self.tune_probes = int(tune_probes)
-        self.min_fraction = float(min_fraction)
+        self.tune_probes = tune_probes
+        self.min_fraction = min_fraction
         self._seed = int(seed)
+        early: Backend | None = None
+        if backend is not None:  # an unknown name or bad option is refused before any file
+            early = make_backend(backend, **opts)
         self._store = Store(path, dim=dim, blocks=blocks, integrity_check=integrity_check)
         self.path = self._store.path
         self.dim = self._store.dim
@@ -174,6 +202,7 @@ class Gallery:
         self._ckpt = CheckpointFiles(self._store, self.index_dir)
         self._rw = RWLock()
         self._wmutex = threading.RLock()
+        self._close_lock = threading.Lock()
         self._closed = False
         self._thresholds: dict[str, ThresholdRecord | None] = {}
         try:
@@ -181,7 +210,7 @@ class Gallery:
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
             name = backend or stored or DEFAULT_BACKEND
-            self._backend: Backend = make_backend(name, **dict(backend_options or {}))
+            self._backend: Backend = early or make_backend(name, **opts)
             if name != stored:
                 self._store.set_meta("backend", name)
             self._load()
@@ -199,6 +228,34 @@ class Gallery:
     ) -> Gallery:
         """Open (or create) the gallery stored at ``path``; see :class:`Gallery`."""
         return cls(dim, path=path, backend=backend, **options)
+
+    @property
+    def tune_probes(self) -> int:
+        """Size of the tuning sample (a positive integer; checked when set)."""
+        return self._tune_probes
+
+    @tune_probes.setter
+    def tune_probes(self, v: int) -> None:
+        self._tune_probes = check_tune_probes(v)
+
+    @property
+    def min_fraction(self) -> float:
+        """Masked scoring: minimum share of dimensions shared, in [0, 1] (checked when set)."""
+        return self._min_fraction
+
+    @min_fraction.setter
+    def min_fraction(self, v: float) -> None:
+        self._min_fraction = check_min_fraction(v)
+
+    @property
+    def quarantined(self) -> list[QuarantinedTemplate]:
+        """Template rows of the file that failed their checks at load and are never searched.
+
+        Each names its template id, identity and the reason (see
+        :mod:`pyfacematch.gallery.quarantine`); ``remove()`` of the identity
+        deletes them. Empty for a healthy gallery.
+        """
+        return list(self._store.quarantined)
 
     # ------------------------------------------------------------------ loading
     @property
@@ -237,12 +294,9 @@ class Gallery:
         return f"tuning:{self._backend.name}"
 
     def _load_index(self) -> None:
-        import json
-
         b = self._backend
-        params: dict[str, Any] = {}
-        with contextlib.suppress(GalleryFileError):
-            params = json.loads(self._store.get_meta(self._tuning_key()))
+        # malformed or non-finite parameters come back as None: re-tuned below, never used
+        params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
         loaded = False
         if params and not b.checkpointable:
             b.load_params(
@@ -286,7 +340,10 @@ class Gallery:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise GalleryFileError("this gallery is closed: open it again")
+            where = "memory" if self.path is None else repr(os.fspath(self.path))
+            raise GalleryClosedError(
+                f"gallery {where} is closed: nothing was done; open it again to use it"
+            )
 
     # ------------------------------------------------------------------ writes
     def enroll(
@@ -356,8 +413,9 @@ class Gallery:
         check_duplicate_option(od)
         if not isinstance(consent, str) or not consent:
             raise InputError(f"consent must be a non-empty string, got {consent!r}")
+        encodable(consent, "consent")
+        ids = check_id_list(identity_ids)
         t = self._templates(templates, "templates")
-        ids = [check_id(i) for i in identity_ids]
         if len(ids) != t.shape[0]:
             raise DimensionError(
                 f"{len(ids)} identity ids for {t.shape[0]} template rows: give one id per row"
@@ -373,6 +431,7 @@ class Gallery:
                 check_json(meta)
             items.append((name, t[rows], None if mk is None else mk[rows], meta))
         with self._wmutex:
+            self._check_open()  # close() may have run while this call waited for the mutex
             tid_lists, _ = self._store.insert_identities(items, on_duplicate=od, consent=consent)
             with self._rw.write():
                 for (name, tm, mm, _), tids in zip(items, tid_lists):
@@ -402,6 +461,7 @@ class Gallery:
         self._check_open()
         name = check_id(identity_id)
         with self._wmutex:
+            self._check_open()  # close() may have run while this call waited for the mutex
             tids, _ = self._store.delete_identity(name)
             with self._rw.write():
                 slot = self._name_to_slot.pop(name, None)
@@ -413,6 +473,8 @@ class Gallery:
                 self._siblings.invalidate()
                 self._backend.remove(self._m, tids, moves)
                 self._maintain()
+            # the delete is committed and memory updated: a stale file that cannot be
+            # deleted is logged by drop(), never raised to a caller told the removal failed
             self._drop_checkpoints()
 
     def _drop_checkpoints(self) -> None:
@@ -431,8 +493,6 @@ class Gallery:
 
     # ------------------------------------------------------------------ tuning
     def _tune(self) -> None:
-        import json
-
         b = self._backend
         n = self._m.n
         if not b.approximate or not b.active or n < SMALL_GALLERY:
@@ -444,7 +504,7 @@ class Gallery:
         pm = self._masks(None, s, "masks")
         run_tuning(b, self._m, probes, pm, self._exact, self._approx, self.recall_target)
         with contextlib.suppress(Exception):
-            self._store.set_meta(self._tuning_key(), json.dumps(b.params()))
+            self._store.set_params(self._tuning_key(), b.params())
 
     # ------------------------------------------------------------------ search
     def _exact(
@@ -795,15 +855,21 @@ class Gallery:
         return {"identities": n_id, "templates": n_t}
 
     def close(self) -> None:
-        """Checkpoint (files only) and close; idempotent."""
-        if self._closed:
-            return
-        try:
-            if self.path is not None:
-                self.checkpoint()
-        finally:
-            self._closed = True
-            self._store.close()
+        """Checkpoint (files only) and close; idempotent and safe to call from any thread.
+
+        Waits for a write in progress to finish; writes that start afterwards
+        raise :class:`~pyfacematch.errors.GalleryClosedError` without writing.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            with self._wmutex:  # no enroll/remove is between its commit and its memory update
+                try:
+                    if self.path is not None:
+                        self.checkpoint()
+                finally:
+                    self._closed = True
+                    self._store.close()
 
     def __enter__(self) -> Gallery:
         return self

@@ -62,6 +62,7 @@ from pyfacematch.errors import (
     DimensionError,
     DuplicateIdentityError,
     FormatVersionError,
+    GalleryClosedError,
     GalleryFileError,
     InputError,
     UnknownIdentityError,
@@ -442,33 +443,43 @@ class Store:
         where = "memory" if self.path is None else repr(os.fspath(self.path))
         with self._lock:
             try:
-                self._con.execute("BEGIN IMMEDIATE")
+                self._conn().execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise GalleryFileError(
                     f"cannot start a write on gallery {where} ({exc}): another process may be "
                     "writing to it, or the disk is read-only; retry or close the other writer"
                 ) from exc
             try:
-                yield self._con
-                self._con.execute("COMMIT")
+                yield self._conn()
+                self._conn().execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
-                    self._con.execute("ROLLBACK")
+                    self._conn().execute("ROLLBACK")
                 raise GalleryFileError(
                     f"write to gallery {where} failed and was rolled back ({exc}): nothing of "
                     "this call was stored; check free disk space and permissions"
                 ) from exc
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
-                    self._con.execute("ROLLBACK")
+                    self._conn().execute("ROLLBACK")
                 raise
+
+    def _conn(self) -> sqlite3.Connection:
+        """The open connection; :class:`GalleryClosedError` after :meth:`close`."""
+        con = self._con
+        if con is None:
+            where = "memory" if self.path is None else repr(os.fspath(self.path))
+            raise GalleryClosedError(
+                f"gallery {where} is closed: nothing was written; open it again to use it"
+            )
+        return con
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection (idempotent)."""
         with self._lock:
             if self._con is None:
                 return
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, GalleryFileError):
                 self.wal_checkpoint()
             self._con.close()
             self._con = None  # type: ignore[assignment]
@@ -478,7 +489,7 @@ class Store:
         if self.path is None:
             return
         with self._lock:
-            busy, _, _ = self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:  # pragma: no cover - only with foreign readers on the file
                 raise GalleryFileError(
                     f"could not truncate the WAL of {os.fspath(self.path)!r}: another process "
@@ -487,7 +498,7 @@ class Store:
 
     def get_meta(self, key: str) -> str:
         with self._lock:
-            row = self._con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
             raise GalleryFileError(f"gallery has no {key!r} record: the file is damaged")
         return str(row[0])
@@ -619,23 +630,27 @@ class Store:
     def has_identity(self, name: str) -> bool:
         with self._lock:
             return (
-                self._con.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone()
+                self._conn().execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone()
                 is not None
             )
 
     def identity_names(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._con.execute("SELECT name FROM identities ORDER BY id")]
+            return [r[0] for r in self._conn().execute("SELECT name FROM identities ORDER BY id")]
 
     def identity_record(self, name: str) -> dict[str, Any]:
         """Metadata, consent state and timestamps of one identity."""
         with self._lock:
-            row = self._con.execute(
-                "SELECT i.metadata, i.consent, i.consent_at, i.created_at, i.updated_at,"
-                " (SELECT count(*) FROM templates t WHERE t.identity = i.id)"
-                " FROM identities i WHERE name=?",
-                (name,),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT i.metadata, i.consent, i.consent_at, i.created_at, i.updated_at,"
+                    " (SELECT count(*) FROM templates t WHERE t.identity = i.id)"
+                    " FROM identities i WHERE name=?",
+                    (name,),
+                )
+                .fetchone()
+            )
         if row is None:
             raise UnknownIdentityError(f"identity {name!r} is not enrolled")
         return {
@@ -651,13 +666,13 @@ class Store:
         """(identities, templates) that are live: quarantined templates, and identities
         left with none but quarantined ones, are not counted."""
         with self._lock:
-            n_t = self._con.execute("SELECT count(*) FROM templates").fetchone()[0]
+            n_t = self._conn().execute("SELECT count(*) FROM templates").fetchone()[0]
             if not self._quarantined_tids:
-                n_id = self._con.execute("SELECT count(*) FROM identities").fetchone()[0]
+                n_id = self._conn().execute("SELECT count(*) FROM identities").fetchone()[0]
                 return int(n_id), int(n_t)
             live = [
                 r[0]
-                for r in self._con.execute("SELECT identity, tid FROM templates")
+                for r in self._conn().execute("SELECT identity, tid FROM templates")
                 if int(r[1]) not in self._quarantined_tids
             ]
         return len(set(live)), len(live)
@@ -689,12 +704,12 @@ class Store:
         bad: list[QuarantinedTemplate] = []
         try:
             with self._lock:
-                n = int(self._con.execute("SELECT count(*) FROM templates").fetchone()[0])
+                n = int(self._conn().execute("SELECT count(*) FROM templates").fetchone()[0])
                 tids = np.empty(n, np.int64)
                 masks = np.zeros(n, np.int64)
                 matrix = np.empty((n, self.dim), np.float32)
                 names: list[str] = []
-                cur = self._con.execute(
+                cur = self._conn().execute(
                     "SELECT t.tid, i.name, t.data, t.mask FROM templates t"
                     " JOIN identities i ON i.id = t.identity ORDER BY t.tid"
                 )
@@ -738,7 +753,7 @@ class Store:
             tids = np.array(
                 [
                     r[0]
-                    for r in self._con.execute("SELECT tid FROM templates ORDER BY tid")
+                    for r in self._conn().execute("SELECT tid FROM templates ORDER BY tid")
                     if r[0] not in self._quarantined_tids
                 ],
                 np.int64,
@@ -757,11 +772,15 @@ class Store:
 
     def get_threshold(self, name: str) -> ThresholdRecord | None:
         with self._lock:
-            row = self._con.execute(
-                "SELECT name, value, target, n_scores, gallery_size, created_at FROM thresholds"
-                " WHERE name=?",
-                (name,),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT name, value, target, n_scores, gallery_size, created_at FROM thresholds"
+                    " WHERE name=?",
+                    (name,),
+                )
+                .fetchone()
+            )
         return None if row is None else ThresholdRecord(*row)
 
     # ----------------------------------------------------------- checkpoints
@@ -775,11 +794,15 @@ class Store:
         caller's business: names, sizes and authentication are checked there.)
         """
         with self._lock:
-            row = self._con.execute(
-                "SELECT backend, file, sha256, generation, n_templates, digest, params"
-                " FROM checkpoints WHERE backend=?",
-                (backend,),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT backend, file, sha256, generation, n_templates, digest, params"
+                    " FROM checkpoints WHERE backend=?",
+                    (backend,),
+                )
+                .fetchone()
+            )
         if row is None:
             return None
         b, file, sha, gen, n_t, digest, text = row
@@ -809,7 +832,7 @@ class Store:
         open or using them.
         """
         with self._lock:
-            row = self._con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         params, why = parse_params(None if row is None else str(row[0]), self.dim)
         if why is not None:
             log.warning("stored %s parameters not used (%s): they are rebuilt", key, why)
@@ -872,14 +895,14 @@ class Store:
 
     def checkpoint_files(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._con.execute("SELECT file FROM checkpoints")]
+            return [r[0] for r in self._conn().execute("SELECT file FROM checkpoints")]
 
     def audit_log(self) -> list[tuple[float, str, str | None, str]]:
         """(timestamp, action, identity, detail) rows, oldest first."""
         with self._lock:
             return [
                 tuple(r)  # type: ignore[misc]
-                for r in self._con.execute(
+                for r in self._conn().execute(
                     "SELECT ts, action, identity, detail FROM audit ORDER BY seq"
                 )
             ]
