@@ -136,8 +136,8 @@ def check_rows(
     mat = np.frombuffer(b"".join(rows[i][2] for i in shaped), np.float32).reshape(-1, dim)
     a64 = mat.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        finite = np.isfinite(a64).all(axis=1)
-        norms = np.sqrt(np.einsum("ij,ij->i", a64, a64))
+        finite: np.ndarray = np.asarray(np.isfinite(a64).all(axis=1))
+        norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", a64, a64))
     ok = finite & (np.abs(norms - 1.0) <= NORM_TOLERANCE)
     for j in np.flatnonzero(~ok).tolist():
         tid, name = rows[int(idx[j])][0], rows[int(idx[j])][1]

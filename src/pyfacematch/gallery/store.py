@@ -76,7 +76,7 @@ from pyfacematch.gallery.quarantine import (
     check_templates,
     report_quarantine,
 )
-from pyfacematch.gallery.wal import scan_wal
+from pyfacematch.gallery.wal import check_left_wal
 
 __all__ = [
     "digest_tids",
@@ -341,33 +341,9 @@ class Store:
                 )
 
     def _check_wal(self, integrity_check: bool) -> bool:
-        """Scan a ``-wal`` left by a crash before SQLite recovers it; True when one was left."""
+        """A crash-left ``-wal`` is scanned before SQLite recovers it; True when one was left."""
         assert self.path is not None
-        wal = self.path.with_name(self.path.name + "-wal")
-        try:
-            left = wal.stat().st_size > 0
-        except OSError:
-            return False
-        if not left or not integrity_check:
-            return left
-        rep = scan_wal(wal)
-        if rep is not None and rep.lost_commits:
-            raise GalleryFileError(
-                f"the write-ahead log {os.fspath(wal)!r} of this gallery is damaged: "
-                f"{rep.lost_commits} committed transaction(s) lie after a corrupted frame "
-                f"(frame {rep.valid_frames + 1} of {rep.frames}) and SQLite would silently drop "
-                "them (an enrollment or removal would be undone). Nothing was changed. Restore "
-                "the gallery from a backup, or open it with integrity_check=False to accept the "
-                "loss and then repeat any recent enroll/remove"
-            )
-        if rep is not None and rep.header_damaged and rep.frames:
-            log.warning(
-                "gallery %s: the header of its write-ahead log is damaged, SQLite will ignore "
-                "its %d frame(s); recent commits may be lost",
-                os.fspath(self.path),
-                rep.frames,
-            )
-        return left
+        return check_left_wal(self.path, refuse_loss=integrity_check)
 
     def _read_shape(self) -> tuple[int, np.ndarray | None]:
         """The stored dimension and block offsets, checked (a crafted file could hold anything)."""

@@ -32,14 +32,20 @@ What cannot be detected here
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["WalReport", "scan_wal"]
+from pyfacematch.errors import GalleryFileError
+
+__all__ = ["WalReport", "check_left_wal", "scan_wal"]
+
+log = logging.getLogger("pyfacematch.gallery")
 
 _MAGIC_LE = 0x377F0682  # checksums over little-endian words
 _MAGIC_BE = 0x377F0683  # checksums over big-endian words
@@ -120,7 +126,24 @@ def _words(data: bytes, big: bool) -> np.ndarray:
 
 
 def scan_wal(path: str | os.PathLike[str], chunk_frames: int = 256) -> WalReport | None:
-    """Scan a ``-wal`` file (see :func:`_scan_once`), again if a writer reset it meanwhile."""
+    """Read a ``-wal`` file and report what SQLite's recovery would keep and drop.
+
+    The file is only read, never modified; it is scanned again (up to three
+    times) when its header changed meanwhile (a live writer reset the log).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``<database>-wal`` file.
+    chunk_frames : int
+        Frames checked per vectorised batch (bounds memory to about
+        ``chunk_frames × page size × 24`` bytes).
+
+    Returns
+    -------
+    WalReport or None
+        None when the file is missing or shorter than a header (nothing to recover).
+    """
     for _ in range(3):
         before = _header(path)
         rep = _scan_once(path, chunk_frames)
@@ -138,7 +161,7 @@ def _header(path: str | os.PathLike[str]) -> bytes:
 
 
 def _scan_once(path: str | os.PathLike[str], chunk_frames: int) -> WalReport | None:
-    """Read a ``-wal`` file and report what SQLite's recovery would keep and drop.
+    """One pass of :func:`scan_wal`.
 
     Parameters
     ----------
@@ -204,3 +227,53 @@ def _scan_once(path: str | os.PathLike[str], chunk_frames: int) -> WalReport | N
             if nf < chunk_frames:
                 break
     return WalReport(frames, valid, commits, lost, damaged)
+
+
+def check_left_wal(db: str | os.PathLike[str], *, refuse_loss: bool = True) -> bool:
+    """Check the ``-wal`` file of database ``db`` before SQLite opens (and recovers) it.
+
+    Parameters
+    ----------
+    db : str or os.PathLike
+        The database file; its log is ``<db>-wal``.
+    refuse_loss : bool
+        Raise when SQLite would silently drop committed transactions behind a
+        damaged frame (False: only report whether a log was left).
+
+    Returns
+    -------
+    bool
+        True when a non-empty log was left (a crash, or another process has
+        the database open): the caller should run a full integrity check.
+
+    Raises
+    ------
+    GalleryFileError
+        The log holds commits after a damaged frame (nothing was changed).
+    """
+    p = Path(db)
+    wal = p.with_name(p.name + "-wal")
+    try:
+        left = wal.stat().st_size > 0
+    except OSError:
+        return False
+    if not left or not refuse_loss:
+        return left
+    rep = scan_wal(wal)
+    if rep is not None and rep.lost_commits:
+        raise GalleryFileError(
+            f"the write-ahead log {os.fspath(wal)!r} of this gallery is damaged: "
+            f"{rep.lost_commits} committed transaction(s) lie after a corrupted frame "
+            f"(frame {rep.valid_frames + 1} of {rep.frames}) and SQLite would silently drop "
+            "them (an enrollment or removal would be undone). Nothing was changed. Restore "
+            "the gallery from a backup, or open it with integrity_check=False to accept the "
+            "loss and then repeat any recent enroll/remove"
+        )
+    if rep is not None and rep.header_damaged and rep.frames:
+        log.warning(
+            "gallery %s: the header of its write-ahead log is damaged, SQLite will ignore "
+            "its %d frame(s); recent commits may be lost",
+            os.fspath(p),
+            rep.frames,
+        )
+    return left
