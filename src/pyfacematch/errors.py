@@ -25,6 +25,7 @@ __all__ = [
     "GalleryLockedError",
     "GalleryReadOnlyError",
     "KeyFileError",
+    "GalleryClosedError",
     "IndexTrainingError",
     "BackendOptionError",
     "ModelError",
@@ -96,6 +97,10 @@ class GalleryReadOnlyError(GalleryFileError, PermissionError):
 
 class KeyFileError(GalleryFileError):
     """The gallery's secret key (key file or environment variable) cannot be trusted or read."""
+
+
+class GalleryClosedError(GalleryFileError):
+    """A gallery (or its store) was used after ``close()``: open it again."""
 
 
 class IndexTrainingError(InputError):

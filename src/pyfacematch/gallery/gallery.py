@@ -44,6 +44,7 @@ import numpy as np
 from pyfacematch.core import scoring
 from pyfacematch.errors import (
     DimensionError,
+    GalleryClosedError,
     GalleryFileError,
     GalleryReadOnlyError,
     InputError,
@@ -53,6 +54,7 @@ from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import WalEraser
 from pyfacematch.gallery.locking import RWLock, WriterLock
+from pyfacematch.gallery.quarantine import QuarantinedTemplate
 from pyfacematch.gallery.results import (
     Candidate,
     Decision,
@@ -62,16 +64,21 @@ from pyfacematch.gallery.results import (
 )
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
-from pyfacematch.gallery.store import Store, digest_tids
+from pyfacematch.gallery.store import Store, check_new_layout, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
 from pyfacematch.gallery.validation import (
     as_masks,
     as_templates,
+    check_backend_options,
     check_duplicate_option,
     check_id,
+    check_id_list,
     check_json,
+    check_min_fraction,
+    check_tune_probes,
     count_rows,
+    encodable,
 )
 from pyfacematch.index import (
     DEFAULT_BACKEND,
@@ -96,6 +103,16 @@ log = logging.getLogger("pyfacematch.gallery")
 
 #: Below this many templates every backend searches exactly (faster and exact).
 SMALL_GALLERY = 256
+
+
+def _in_range(
+    v: Any, lo: float, hi: float, low_open: bool = False, high_open: bool = False
+) -> bool:
+    """``v`` is a finite real number within [lo, hi] (ends excluded when open)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    f = float(v)
+    return (lo < f if low_open else lo <= f) and (f < hi if high_open else f <= hi)
 
 
 # --------------------------------------------------------------------------- gallery
@@ -134,7 +151,10 @@ class Gallery:
     seed : int
         Seed of the tuning sample.
     integrity_check : bool
-        Run SQLite's ``quick_check`` when opening a file.
+        Check the file when opening it: SQLite's ``quick_check`` (a full
+        ``integrity_check`` after a crash) and a crash-left WAL (see
+        :class:`~pyfacematch.gallery.store.Store`). Template rows are always
+        checked; bad ones are quarantined (:attr:`quarantined`).
     backend_options : mapping or None
         Keyword options of the backend (e.g. ``hnsw_m``).
     read_only : bool
@@ -152,6 +172,7 @@ class Gallery:
     ------
     GalleryFileError, GalleryLockedError, KeyFileError, FormatVersionError, DimensionError,
     InputError
+        Invalid options are refused before any file is created or written.
 
     Notes
     -----
@@ -178,18 +199,25 @@ class Gallery:
         read_only: bool = False,
         key_provider: KeyProvider | None = None,
     ) -> None:
+        # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
-        if not 0.0 < float(recall_target) <= 1.0:
-            raise InputError(f"recall_target must be in (0, 1], got {recall_target!r}")
-        if tune_similarity is not None and not 0.0 < float(tune_similarity) < 1.0:
-            raise InputError(f"tune_similarity must be in (0, 1), got {tune_similarity!r}")
+        if not _in_range(recall_target, 0.0, 1.0, low_open=True):
+            raise InputError(f"recall_target must be a number in (0, 1], got {recall_target!r}")
+        if tune_similarity is not None and not _in_range(tune_similarity, 0.0, 1.0, True, True):
+            raise InputError(f"tune_similarity must be a number in (0, 1), got {tune_similarity!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        opts = check_backend_options(backend_options)
         self.on_duplicate = on_duplicate
         self.recall_target = float(recall_target)
         self.tune_similarity = None if tune_similarity is None else float(tune_similarity)
         self._tune_sim_used: tuple[float, str] = (0.5, "default")
-        self.tune_probes = int(tune_probes)
-        self.min_fraction = float(min_fraction)
+        self.tune_probes = tune_probes
+        self.min_fraction = min_fraction
         self._seed = int(seed)
+        early: Backend | None = None
+        if backend is not None:  # an unknown name or bad option is refused before any file
+            early = make_backend(backend, **opts)
         self.read_only = bool(read_only)
         self._tuning_error: str | None = None
         self._lock: WriterLock | None = None
@@ -199,6 +227,8 @@ class Gallery:
                 "(read-only opens never create one)"
             )
         if path is not None and not self.read_only:
+            if not Path(path).exists():  # a bad layout leaves no file, not even the lock
+                check_new_layout(dim, blocks)
             self._lock = WriterLock(path)
             self._lock.acquire()
         try:
@@ -212,6 +242,7 @@ class Gallery:
         self.blocks = self._store.blocks
         self._rw = RWLock()
         self._wmutex = threading.RLock()
+        self._close_lock = threading.Lock()
         self._closed = False
         self._thr = Thresholds(self._store)
         self._eraser: WalEraser | None = None
@@ -230,7 +261,7 @@ class Gallery:
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
             name = backend or stored or DEFAULT_BACKEND
-            self._backend: Backend = make_backend(name, **dict(backend_options or {}))
+            self._backend: Backend = early or make_backend(name, **opts)
             if name != stored and not self.read_only:
                 self._store.set_meta("backend", name)
             self._data_version = self._store.data_version()
@@ -254,6 +285,34 @@ class Gallery:
     ) -> Gallery:
         """Open (or create) the gallery stored at ``path``; see :class:`Gallery`."""
         return cls(dim, path=path, backend=backend, **options)
+
+    @property
+    def tune_probes(self) -> int:
+        """Size of the tuning sample (a positive integer; checked when set)."""
+        return self._tune_probes
+
+    @tune_probes.setter
+    def tune_probes(self, v: int) -> None:
+        self._tune_probes = check_tune_probes(v)
+
+    @property
+    def min_fraction(self) -> float:
+        """Masked scoring: minimum share of dimensions shared, in [0, 1] (checked when set)."""
+        return self._min_fraction
+
+    @min_fraction.setter
+    def min_fraction(self, v: float) -> None:
+        self._min_fraction = check_min_fraction(v)
+
+    @property
+    def quarantined(self) -> list[QuarantinedTemplate]:
+        """Template rows of the file that failed their checks at load and are never searched.
+
+        Each names its template id, identity and the reason (see
+        :mod:`pyfacematch.gallery.quarantine`); ``remove()`` of the identity
+        deletes them. Empty for a healthy gallery.
+        """
+        return list(self._store.quarantined)
 
     # ------------------------------------------------------------------ loading
     @property
@@ -293,12 +352,9 @@ class Gallery:
         return f"tuning:{self._backend.name}"
 
     def _load_index(self) -> None:
-        import json
-
         b = self._backend
-        params: dict[str, Any] = {}
-        with contextlib.suppress(GalleryFileError):
-            params = json.loads(self._store.get_meta(self._tuning_key()))
+        # malformed or non-finite parameters come back as None: re-tuned below, never used
+        params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
         loaded = False
         if params and not b.checkpointable:
             b.load_params(
@@ -371,7 +427,10 @@ class Gallery:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise GalleryFileError("this gallery is closed: open it again")
+            where = "memory" if self.path is None else repr(os.fspath(self.path))
+            raise GalleryClosedError(
+                f"gallery {where} is closed: nothing was done; open it again to use it"
+            )
 
     def _check_writable(self, what: str) -> None:
         self._check_open()
@@ -449,8 +508,9 @@ class Gallery:
         check_duplicate_option(od)
         if not isinstance(consent, str) or not consent:
             raise InputError(f"consent must be a non-empty string, got {consent!r}")
+        encodable(consent, "consent")
+        ids = check_id_list(identity_ids)
         t = self._templates(templates, "templates")
-        ids = [check_id(i) for i in identity_ids]
         if len(ids) != t.shape[0]:
             raise DimensionError(
                 f"{len(ids)} identity ids for {t.shape[0]} template rows: give one id per row"
@@ -466,6 +526,7 @@ class Gallery:
                 check_json(meta)
             items.append((name, t[rows], None if mk is None else mk[rows], meta))
         with self._wmutex:
+            self._check_open()  # close() may have run while this call waited for the mutex
             tid_lists, _ = self._store.insert_identities(items, on_duplicate=od, consent=consent)
             with self._rw.write():
                 for (name, tm, mm, _), tids in zip(items, tid_lists):
@@ -505,6 +566,7 @@ class Gallery:
         self._check_writable("remove")
         name = check_id(identity_id)
         with self._wmutex:
+            self._check_open()  # close() may have run while this call waited for the mutex
             try:
                 tids, _ = self._store.delete_identity(name, truncate_wal=self._eraser is None)
             except UnknownIdentityError:
@@ -555,8 +617,6 @@ class Gallery:
 
     # ------------------------------------------------------------------ tuning
     def _tune(self) -> None:
-        import json
-
         b = self._backend
         n = self._m.n
         if not b.approximate or not b.active or n < SMALL_GALLERY:
@@ -570,7 +630,7 @@ class Gallery:
         if self.read_only:
             return
         try:
-            self._store.set_meta(self._tuning_key(), json.dumps(b.params()))
+            self._store.set_params(self._tuning_key(), b.params())
             self._tuning_error = None
         except Exception as exc:  # reported, not swallowed: a reopened gallery would re-tune
             self._tuning_error = f"{type(exc).__name__}: {exc}"
@@ -960,19 +1020,26 @@ class Gallery:
         return self._eraser is not None and self._eraser.pending
 
     def close(self) -> None:
-        """Checkpoint (writable file galleries), release the writer lock and close; idempotent."""
-        if self._closed:
-            return
-        try:
-            if self.path is not None and not self.read_only:
-                self.checkpoint()
-        finally:
-            self._closed = True
-            if self._eraser is not None:
-                self._eraser.stop()
-            self._store.close()
-            if self._lock is not None:
-                self._lock.release()
+        """Checkpoint (writable file galleries), release the writer lock and close.
+
+        Idempotent and safe to call from any thread: waits for a write in
+        progress to finish; writes that start afterwards raise
+        :class:`~pyfacematch.errors.GalleryClosedError` without writing.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            with self._wmutex:  # no enroll/remove is between its commit and its memory update
+                try:
+                    if self.path is not None and not self.read_only:
+                        self.checkpoint()
+                finally:
+                    self._closed = True
+                    if self._eraser is not None:
+                        self._eraser.stop()
+                    self._store.close()
+                    if self._lock is not None:
+                        self._lock.release()
 
     def __enter__(self) -> Gallery:
         return self

@@ -22,6 +22,22 @@ Settings and why
 
 One connection is shared by all threads of a gallery and serialised by a lock;
 searches never touch SQLite (they run on the in-memory copy).
+
+Trust nothing at load
+---------------------
+- Every template row is checked when loaded (length, finite, unit norm, mask):
+  a row that fails is quarantined (kept in the file, never searched, listed in
+  :attr:`Store.quarantined`, logged and warned about with
+  :class:`~pyfacematch.gallery.quarantine.TemplateQuarantineWarning`).
+- Derived data (tuning and checkpoint parameters) is validated and treated as
+  absent when malformed (:mod:`pyfacematch.gallery.derived`): the gallery
+  re-tunes or rebuilds instead of failing to open or using a NaN.
+- A ``-wal`` file left by a crash is read before SQLite recovers it: commits
+  that SQLite would silently drop behind a damaged frame are refused
+  (:mod:`pyfacematch.gallery.wal`, which also says what cannot be detected),
+  and a full ``PRAGMA integrity_check`` (not only ``quick_check``) runs then.
+- Files are created owner-only (0600) whatever the umask, the ``-wal`` and
+  ``-shm`` files too (:mod:`pyfacematch.gallery.filemodes`).
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -45,23 +62,42 @@ from pyfacematch.errors import (
     DimensionError,
     DuplicateIdentityError,
     FormatVersionError,
+    GalleryClosedError,
     GalleryFileError,
     InputError,
     UnknownIdentityError,
 )
+from pyfacematch.gallery import filemodes
 from pyfacematch.gallery.calibration import ThresholdRecord  # the record type is calibration's
+from pyfacematch.gallery.derived import parse_params
+from pyfacematch.gallery.quarantine import (
+    QuarantinedTemplate,
+    check_rows,
+    check_templates,
+    report_quarantine,
+)
+from pyfacematch.gallery.wal import check_left_wal
 
 __all__ = [
     "digest_tids",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_DIM",
+    "check_new_layout",
     "CheckpointRecord",
+    "QuarantinedTemplate",
     "Store",
     "ThresholdRecord",
 ]
 
+log = logging.getLogger("pyfacematch.gallery")
+
 FORMAT_NAME = "pyfacematch-gallery"
 FORMAT_VERSION = 1
+
+#: Largest template dimension a gallery accepts (256 KiB per float32 template):
+#: a larger ``dim`` is refused before any file is created.
+MAX_DIM = 1 << 16
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -125,6 +161,37 @@ class CheckpointRecord:
     params: dict[str, Any]
 
 
+def check_new_layout(dim: Any, blocks: Any) -> list[int] | None:
+    """Check the dimension and block offsets of a new store; return the offsets as a list.
+
+    Raises
+    ------
+    InputError
+        ``dim`` missing, not an integer in [1, MAX_DIM], or ``blocks`` not
+        strictly increasing from 0 to ``dim`` (at most 64 blocks).
+    """
+    if dim is None:
+        raise InputError("creating a new gallery needs the template dimension: pass dim=<int>")
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 < dim <= MAX_DIM:
+        raise InputError(
+            f"dim must be a positive integer of at most {MAX_DIM}, got {dim!r}: "
+            "pass the dimension of your templates"
+        )
+    if blocks is None:
+        return None
+    b = np.asarray(blocks)
+    if b.ndim != 1 or b.size < 2 or not np.issubdtype(b.dtype, np.integer):
+        raise InputError(
+            "blocks must be a 1-D integer array of offsets 0 … dim (length B+1, B ≥ 1)"
+        )
+    if b[0] != 0 or b[-1] != int(dim) or np.any(np.diff(b) <= 0) or b.size - 1 > 64:
+        raise InputError(
+            f"blocks must increase strictly from 0 to dim={int(dim)} with at most 64 "
+            f"blocks; got {b.size - 1} blocks from {int(b[0])} to {int(b[-1])}"
+        )
+    return [int(v) for v in b]
+
+
 def _u64_to_i64(mask: int) -> int:
     return mask - (1 << 64) if mask >= (1 << 63) else mask
 
@@ -143,14 +210,34 @@ class Store:
         Region-block offsets of masked templates (0 … dim), or ``None`` for
         templates without masks. Fixed at creation.
     integrity_check : bool
-        Run ``PRAGMA quick_check`` when opening an existing file.
+        When opening an existing file: run ``PRAGMA quick_check`` (a full
+        ``integrity_check`` when a ``-wal`` file was left by a crash) and
+        refuse a ``-wal`` file whose later commits SQLite would drop behind a
+        damaged frame. ``False`` skips both (and accepts that loss).
+
+    Attributes
+    ----------
+    quarantined : list of QuarantinedTemplate
+        Template rows that failed their checks in the last :meth:`load_all`
+        (never returned by it); rows of removed identities are dropped.
 
     Raises
     ------
     GalleryFileError
-        The file is not a SQLite database, not a gallery, empty, or corrupted.
+        The file is not a SQLite database, not a gallery, empty, or corrupted,
+        or its WAL lost commits behind a damaged frame.
     FormatVersionError
         The file was written by an unknown format version.
+    InputError
+        Creating a store with a missing or invalid ``dim`` or ``blocks``
+        (nothing is written then).
+
+    Notes
+    -----
+    A new database file is created ``0600`` (and its ``-wal`` / ``-shm`` files
+    are set to ``0600`` as soon as SQLite creates them), whatever the umask. An
+    existing file owned by this user that is readable by others is tightened
+    to owner-only, with a log line.
     """
 
     def __init__(
@@ -163,6 +250,8 @@ class Store:
     ) -> None:
         self.path: Path | None = None if path is None else Path(path)
         self._lock = threading.RLock()
+        self.quarantined: list[QuarantinedTemplate] = []
+        self._quarantined_tids: set[int] = set()
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
             raise GalleryFileError(f"{os.fspath(self.path)!r} is a folder, not a gallery file")
@@ -171,6 +260,20 @@ class Store:
                 f"{os.fspath(self.path)!r} is an empty file, not a gallery: "
                 "remove it or choose another path to create a new gallery"
             )
+        new_blocks = None if exists else check_new_layout(dim, blocks)  # before any file exists
+        wal_left = False
+        if self.path is not None and exists:
+            wal_left = self._check_wal(integrity_check)
+        created = False
+        if self.path is not None and not exists:
+            try:
+                filemodes.create_private_file(self.path)
+            except OSError as exc:
+                raise GalleryFileError(
+                    f"cannot create gallery file {os.fspath(self.path)!r}: "
+                    f"{exc.strerror or exc}; check that the folder exists and is writable"
+                ) from exc
+            created = True
         try:
             self._con = sqlite3.connect(
                 ":memory:" if self.path is None else os.fspath(self.path),
@@ -178,25 +281,27 @@ class Store:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
+            self._discard(created)
             raise GalleryFileError(f"cannot open gallery file {os.fspath(path)!r}: {exc}") from exc
         try:
             self._configure()
             if exists:
-                self._check_existing(integrity_check)
+                self._check_existing(integrity_check, wal_left)
             else:
-                self._create(dim, blocks)
-            self.dim = int(self.get_meta("dim"))
-            blk = json.loads(self.get_meta("blocks"))
-            self.blocks: np.ndarray | None = None if blk is None else np.asarray(blk, np.int64)
+                self._create(int(dim), new_blocks)  # type: ignore[arg-type]
+            self.dim, self.blocks = self._read_shape()
         except sqlite3.DatabaseError as exc:
             self._con.close()
+            self._discard(created)
             raise GalleryFileError(
                 f"{os.fspath(self.path)!r} is not a readable gallery ({exc}): "
                 "it is not a SQLite database or it is corrupted"
             ) from exc
         except BaseException:
             self._con.close()
+            self._discard(created)
             raise
+        self._make_private()
         if exists and dim is not None and int(dim) != self.dim:
             self._con.close()
             raise DimensionError(
@@ -217,24 +322,46 @@ class Store:
         c.execute("PRAGMA secure_delete=ON")
         c.execute("PRAGMA foreign_keys=ON")
 
-    def _create(self, dim: int | None, blocks: Any) -> None:
-        if dim is None:
-            raise InputError("creating a new gallery needs the template dimension: pass dim=<int>")
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or int(dim) <= 0:
-            raise InputError(f"dim must be a positive integer, got {dim!r}")
-        blk = None
-        if blocks is not None:
-            b = np.asarray(blocks)
-            if b.ndim != 1 or b.size < 2 or not np.issubdtype(b.dtype, np.integer):
-                raise InputError(
-                    "blocks must be a 1-D integer array of offsets 0 … dim (length B+1, B ≥ 1)"
+    def _discard(self, created: bool) -> None:
+        """Delete the files of a store whose creation failed (never an existing gallery)."""
+        if not created or self.path is None:
+            return
+        for f in filemodes.sqlite_files(self.path):
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+    def _make_private(self) -> None:
+        """Owner-only modes on the database and its ``-wal`` / ``-shm`` files."""
+        if self.path is None:
+            return
+        for f in filemodes.sqlite_files(self.path):
+            if filemodes.tighten(f):
+                log.warning(
+                    "gallery file %s was readable by other users: made owner-only (0600)",
+                    os.fspath(f),
                 )
-            if b[0] != 0 or b[-1] != int(dim) or np.any(np.diff(b) <= 0) or b.size - 1 > 64:
-                raise InputError(
-                    f"blocks must increase strictly from 0 to dim={int(dim)} with at most 64 "
-                    f"blocks; got {b.size - 1} blocks from {int(b[0])} to {int(b[-1])}"
-                )
-            blk = [int(v) for v in b]
+
+    def _check_wal(self, integrity_check: bool) -> bool:
+        """A crash-left ``-wal`` is scanned before SQLite recovers it; True when one was left."""
+        assert self.path is not None
+        return check_left_wal(self.path, refuse_loss=integrity_check)
+
+    def _read_shape(self) -> tuple[int, np.ndarray | None]:
+        """The stored dimension and block offsets, checked (a crafted file could hold anything)."""
+        where = repr(os.fspath(self.path)) if self.path is not None else "memory"
+        raw_dim, raw_blocks = self.get_meta("dim"), self.get_meta("blocks")
+        try:
+            dim = int(raw_dim)
+            blk = json.loads(raw_blocks)
+            blocks = check_new_layout(dim, blk)
+        except (ValueError, TypeError, InputError) as exc:
+            raise GalleryFileError(
+                f"gallery {where} records an invalid template dimension or block layout "
+                f"({str(exc)[:120]}): the file is damaged; restore it from a backup"
+            ) from exc
+        return dim, None if blocks is None else np.asarray(blocks, np.int64)
+
+    def _create(self, dim: int, blk: list[int] | None) -> None:
         now = time.time()
         with self.transaction():
             for stmt in _SCHEMA.split(";"):
@@ -251,7 +378,7 @@ class Store:
             ):
                 self._con.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (k, v))
 
-    def _check_existing(self, integrity_check: bool) -> None:
+    def _check_existing(self, integrity_check: bool, wal_left: bool = False) -> None:
         c = self._con
         has_meta = c.execute(
             "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'"
@@ -277,10 +404,12 @@ class Store:
                 f"{FORMAT_VERSION}: open it with the pyfacematch release that wrote it"
             )
         if integrity_check:
-            res = c.execute("PRAGMA quick_check").fetchall()
+            # after a crash (a WAL was left) check everything, indexes included
+            check = "integrity_check" if wal_left else "quick_check"
+            res = c.execute(f"PRAGMA {check}").fetchall()
             if res != [("ok",)]:
                 raise GalleryFileError(
-                    f"gallery {os.fspath(self.path)!r} is corrupted (SQLite quick_check: "
+                    f"gallery {os.fspath(self.path)!r} is corrupted (SQLite {check}: "
                     f"{res[0][0] if res else 'no answer'}); restore it from a backup"
                 )
 
@@ -291,33 +420,43 @@ class Store:
         where = "memory" if self.path is None else repr(os.fspath(self.path))
         with self._lock:
             try:
-                self._con.execute("BEGIN IMMEDIATE")
+                self._conn().execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise GalleryFileError(
                     f"cannot start a write on gallery {where} ({exc}): another process may be "
                     "writing to it, or the disk is read-only; retry or close the other writer"
                 ) from exc
             try:
-                yield self._con
-                self._con.execute("COMMIT")
+                yield self._conn()
+                self._conn().execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
-                    self._con.execute("ROLLBACK")
+                    self._conn().execute("ROLLBACK")
                 raise GalleryFileError(
                     f"write to gallery {where} failed and was rolled back ({exc}): nothing of "
                     "this call was stored; check free disk space and permissions"
                 ) from exc
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
-                    self._con.execute("ROLLBACK")
+                    self._conn().execute("ROLLBACK")
                 raise
+
+    def _conn(self) -> sqlite3.Connection:
+        """The open connection; :class:`GalleryClosedError` after :meth:`close`."""
+        con = self._con
+        if con is None:
+            where = "memory" if self.path is None else repr(os.fspath(self.path))
+            raise GalleryClosedError(
+                f"gallery {where} is closed: nothing was written; open it again to use it"
+            )
+        return con
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection (idempotent)."""
         with self._lock:
             if self._con is None:
                 return
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, GalleryFileError):
                 self.wal_checkpoint()
             self._con.close()
             self._con = None  # type: ignore[assignment]
@@ -327,7 +466,7 @@ class Store:
         if self.path is None:
             return
         with self._lock:
-            busy, _, _ = self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:  # pragma: no cover - only with foreign readers on the file
                 raise GalleryFileError(
                     f"could not truncate the WAL of {os.fspath(self.path)!r}: another process "
@@ -336,7 +475,7 @@ class Store:
 
     def get_meta(self, key: str) -> str:
         with self._lock:
-            row = self._con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
             raise GalleryFileError(f"gallery has no {key!r} record: the file is damaged")
         return str(row[0])
@@ -387,11 +526,22 @@ class Store:
             The new template ids of each item, in order.
         generation : int
             The store generation after the commit.
+
+        Raises
+        ------
+        DuplicateIdentityError
+        DTypeError, DimensionError, NonFiniteError, ZeroVectorError, InputError
+            A template is not a finite unit-norm float32 row of length ``dim``
+            (nothing is written).
         """
+        checked = [
+            (name, check_templates(tmpl, self.dim, f"templates of {name!r}"), masks, metadata)
+            for name, tmpl, masks, metadata in items
+        ]  # refused before anything is written: a bad row would be quarantined at load
         now = time.time()
         out: list[np.ndarray] = []
         with self.transaction() as c:
-            for name, tmpl, masks, metadata in items:
+            for name, tmpl, masks, metadata in checked:
                 row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
                 meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
                 if row is not None:
@@ -433,7 +583,9 @@ class Store:
     def delete_identity(self, name: str, *, truncate_wal: bool = True) -> tuple[np.ndarray, int]:
         """Delete an identity and its templates; checkpoint the WAL (TRUNCATE).
 
-        Returns the deleted template ids and the new generation. With
+        Returns the deleted template ids that were live (quarantined rows are
+        deleted too, and dropped from :attr:`quarantined`, but not returned:
+        they were never loaded) and the new generation. With
         ``truncate_wal=False`` the caller truncates the WAL itself (the delete
         is committed either way when this returns).
         """
@@ -451,6 +603,11 @@ class Store:
             c.execute("DELETE FROM identities WHERE id=?", (row[0],))
             self._audit(c, "remove", name, f"templates={tids.size}")
             gen = self._bump(c)
+        gone = {int(t) for t in tids.tolist()} & self._quarantined_tids
+        if gone:
+            self._quarantined_tids -= gone
+            self.quarantined = [q for q in self.quarantined if q.tid not in gone]
+            tids = tids[~np.isin(tids, np.fromiter(gone, np.int64))]
         if truncate_wal:
             self.wal_checkpoint()
         return tids, gen
@@ -458,23 +615,27 @@ class Store:
     def has_identity(self, name: str) -> bool:
         with self._lock:
             return (
-                self._con.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone()
+                self._conn().execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone()
                 is not None
             )
 
     def identity_names(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._con.execute("SELECT name FROM identities ORDER BY id")]
+            return [r[0] for r in self._conn().execute("SELECT name FROM identities ORDER BY id")]
 
     def identity_record(self, name: str) -> dict[str, Any]:
         """Metadata, consent state and timestamps of one identity."""
         with self._lock:
-            row = self._con.execute(
-                "SELECT i.metadata, i.consent, i.consent_at, i.created_at, i.updated_at,"
-                " (SELECT count(*) FROM templates t WHERE t.identity = i.id)"
-                " FROM identities i WHERE name=?",
-                (name,),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT i.metadata, i.consent, i.consent_at, i.created_at, i.updated_at,"
+                    " (SELECT count(*) FROM templates t WHERE t.identity = i.id)"
+                    " FROM identities i WHERE name=?",
+                    (name,),
+                )
+                .fetchone()
+            )
         if row is None:
             raise UnknownIdentityError(f"identity {name!r} is not enrolled")
         return {
@@ -487,14 +648,29 @@ class Store:
         }
 
     def counts(self) -> tuple[int, int]:
-        """(identities, templates)."""
+        """(identities, templates) that are live: quarantined templates, and identities
+        left with none but quarantined ones, are not counted."""
         with self._lock:
-            n_id = self._con.execute("SELECT count(*) FROM identities").fetchone()[0]
-            n_t = self._con.execute("SELECT count(*) FROM templates").fetchone()[0]
-        return int(n_id), int(n_t)
+            n_t = self._conn().execute("SELECT count(*) FROM templates").fetchone()[0]
+            if not self._quarantined_tids:
+                n_id = self._conn().execute("SELECT count(*) FROM identities").fetchone()[0]
+                return int(n_id), int(n_t)
+            live = [
+                r[0]
+                for r in self._conn().execute("SELECT identity, tid FROM templates")
+                if int(r[1]) not in self._quarantined_tids
+            ]
+        return len(set(live)), len(live)
 
     def load_all(self) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
-        """Every template, ordered by template id.
+        """Every template that passes its checks, ordered by template id.
+
+        Each row is checked (blob of ``dim`` float32 values, finite, unit norm
+        within :data:`~pyfacematch.gallery.quarantine.NORM_TOLERANCE`, a
+        non-zero mask of the gallery's blocks, a text identity). Rows that fail
+        are quarantined: not returned, listed in :attr:`quarantined`, logged,
+        and reported in one
+        :class:`~pyfacematch.gallery.quarantine.TemplateQuarantineWarning`.
 
         Returns
         -------
@@ -502,55 +678,69 @@ class Store:
         names : list of str, length N (the identity of each template)
         matrix : float32 (N, dim)
         masks : uint64 (N,) or None when the gallery has no blocks
+
+        Raises
+        ------
+        GalleryFileError
+            SQLite cannot read the table (the file is corrupted).
         """
         where = "memory" if self.path is None else repr(os.fspath(self.path))
-        nbytes = self.dim * 4
+        n_blocks = None if self.blocks is None else int(self.blocks.size - 1)
+        bad: list[QuarantinedTemplate] = []
         try:
             with self._lock:
-                n = int(self._con.execute("SELECT count(*) FROM templates").fetchone()[0])
+                n = int(self._conn().execute("SELECT count(*) FROM templates").fetchone()[0])
                 tids = np.empty(n, np.int64)
                 masks = np.zeros(n, np.int64)
                 matrix = np.empty((n, self.dim), np.float32)
                 names: list[str] = []
-                cur = self._con.execute(
+                cur = self._conn().execute(
                     "SELECT t.tid, i.name, t.data, t.mask FROM templates t"
                     " JOIN identities i ON i.id = t.identity ORDER BY t.tid"
                 )
-                i = 0
+                i = seen = 0
                 while True:
                     chunk = cur.fetchmany(8192)  # bounded memory: no list of every blob
                     if not chunk:
                         break
-                    if i + len(chunk) > n or any(len(r[2]) != nbytes for r in chunk):
+                    seen += len(chunk)
+                    if seen > n:
                         raise GalleryFileError(
-                            f"a template record of gallery {where} does not hold {self.dim} "
-                            "float32 values (or the template table changed size): the file is "
-                            "damaged; restore it from a backup"
+                            f"the template table of gallery {where} changed size while it was "
+                            "read: the file is damaged or being rewritten; open it again"
                         )
-                    j = i + len(chunk)
-                    tids[i:j] = [r[0] for r in chunk]
-                    names.extend(r[1] for r in chunk)
-                    matrix[i:j] = np.frombuffer(b"".join(r[2] for r in chunk), np.float32).reshape(
-                        -1, self.dim
-                    )
-                    masks[i:j] = [0 if r[3] is None else r[3] for r in chunk]
+                    good, mat, q = check_rows(chunk, self.dim, n_blocks)
+                    bad.extend(q)
+                    j = i + good.size
+                    tids[i:j] = [chunk[g][0] for g in good.tolist()]
+                    names.extend(chunk[g][1] for g in good.tolist())
+                    matrix[i:j] = mat
+                    masks[i:j] = [0 if chunk[g][3] is None else chunk[g][3] for g in good.tolist()]
                     i = j
         except sqlite3.DatabaseError as exc:
             raise GalleryFileError(
                 f"cannot read the templates of gallery {where} ({exc}): "
                 "the file is corrupted; restore it from a backup"
             ) from exc
-        if i != n:
+        if seen != n:
             raise GalleryFileError(
-                f"gallery {where} lists {n} templates but {i} could be read: the file is damaged"
+                f"gallery {where} lists {n} templates but {seen} could be read: the file is damaged"
             )
-        return tids, names, matrix, None if self.blocks is None else masks.view(np.uint64)
+        self.quarantined = bad
+        self._quarantined_tids = {q.tid for q in bad}
+        report_quarantine(bad, where)
+        masks_out = None if self.blocks is None else masks[:i].view(np.uint64)
+        return tids[:i], names, matrix[:i], masks_out
 
     def tid_digest(self) -> str:
-        """SHA-256 of the sorted template ids (identifies the index content)."""
+        """SHA-256 of the sorted live template ids (identifies the index content)."""
         with self._lock:
             tids = np.array(
-                [r[0] for r in self._con.execute("SELECT tid FROM templates ORDER BY tid")],
+                [
+                    r[0]
+                    for r in self._conn().execute("SELECT tid FROM templates ORDER BY tid")
+                    if r[0] not in self._quarantined_tids
+                ],
                 np.int64,
             )
         return digest_tids(tids)
@@ -567,26 +757,104 @@ class Store:
 
     def get_threshold(self, name: str) -> ThresholdRecord | None:
         with self._lock:
-            row = self._con.execute(
-                "SELECT name, value, target, n_scores, gallery_size, created_at FROM thresholds"
-                " WHERE name=?",
-                (name,),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT name, value, target, n_scores, gallery_size, created_at FROM thresholds"
+                    " WHERE name=?",
+                    (name,),
+                )
+                .fetchone()
+            )
         return None if row is None else ThresholdRecord(*row)
 
     # ----------------------------------------------------------- checkpoints
     def get_checkpoint(self, backend: str) -> CheckpointRecord | None:
+        """The checkpoint record of ``backend``, or None when absent or unusable.
+
+        A record whose fields have the wrong types or whose parameters are not
+        valid (:func:`~pyfacematch.gallery.derived.parse_params`) is treated as
+        absent, with a log line: the index is derived data and is rebuilt from
+        the templates. (Whether the file it names may be trusted is the
+        caller's business: names, sizes and authentication are checked there.)
+        """
         with self._lock:
-            row = self._con.execute(
-                "SELECT backend, file, sha256, generation, n_templates, digest, params"
-                " FROM checkpoints WHERE backend=?",
-                (backend,),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT backend, file, sha256, generation, n_templates, digest, params"
+                    " FROM checkpoints WHERE backend=?",
+                    (backend,),
+                )
+                .fetchone()
+            )
         if row is None:
             return None
-        return CheckpointRecord(*row[:6], params=json.loads(row[6]))
+        b, file, sha, gen, n_t, digest, text = row
+        why = None
+        if not all(isinstance(v, str) for v in (b, file, sha, digest)):
+            why = "a name or checksum field is not text"
+        elif any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in (gen, n_t)):
+            why = "its generation or template count is not a non-negative integer"
+        else:
+            params, why = parse_params(text if isinstance(text, str) else None, self.dim)
+            if params is None and why is None:
+                why = "its parameters are not text"
+        if why is not None:
+            log.warning(
+                "checkpoint record of backend %r not used (%s): the index is rebuilt", b, why
+            )
+            return None
+        return CheckpointRecord(b, file, sha, gen, n_t, digest, params=params)  # type: ignore[arg-type]
+
+    def get_params(self, key: str) -> dict[str, Any] | None:
+        """Index parameters stored under meta ``key`` (e.g. ``"tuning:binary"``), validated.
+
+        Returns None when absent, and when malformed (not JSON, NaN or
+        infinite values, a centre of the wrong length …; see
+        :func:`~pyfacematch.gallery.derived.parse_params`), with a log line:
+        they are derived data, so the caller re-tunes instead of failing to
+        open or using them.
+        """
+        with self._lock:
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        params, why = parse_params(None if row is None else str(row[0]), self.dim)
+        if why is not None:
+            log.warning("stored %s parameters not used (%s): they are rebuilt", key, why)
+        return params
+
+    def set_params(self, key: str, params: dict[str, Any]) -> None:
+        """Store index parameters under meta ``key`` as JSON.
+
+        Raises
+        ------
+        InputError
+            ``params`` holds NaN or infinite values, or is not JSON-serialisable
+            (nothing is written: such values would be refused when read back).
+        """
+        try:
+            text = json.dumps(params, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"index parameters {key!r} cannot be stored ({exc}): they hold a non-finite "
+                "or non-JSON value; re-tune the index (rebuild_index())"
+            ) from exc
+        self.set_meta(key, text)
 
     def set_checkpoint(self, rec: CheckpointRecord) -> None:
+        """Record a checkpoint file.
+
+        Raises
+        ------
+        InputError
+            Its parameters hold NaN or infinite values (nothing is written).
+        """
+        try:
+            params = json.dumps(rec.params, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"checkpoint parameters of backend {rec.backend!r} cannot be stored ({exc})"
+            ) from exc
         with self.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO checkpoints(backend, file, sha256, generation,"
@@ -598,7 +866,7 @@ class Store:
                     rec.generation,
                     rec.n_templates,
                     rec.digest,
-                    json.dumps(rec.params, sort_keys=True),
+                    params,
                     time.time(),
                 ),
             )
@@ -612,14 +880,14 @@ class Store:
 
     def checkpoint_files(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._con.execute("SELECT file FROM checkpoints")]
+            return [r[0] for r in self._conn().execute("SELECT file FROM checkpoints")]
 
     def audit_log(self) -> list[tuple[float, str, str | None, str]]:
         """(timestamp, action, identity, detail) rows, oldest first."""
         with self._lock:
             return [
                 tuple(r)  # type: ignore[misc]
-                for r in self._con.execute(
+                for r in self._conn().execute(
                     "SELECT ts, action, identity, detail FROM audit ORDER BY seq"
                 )
             ]

@@ -8,6 +8,7 @@ raises a typed error saying what was expected and what came.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +26,15 @@ from pyfacematch.errors import (
 __all__ = [
     "as_masks",
     "as_templates",
+    "check_backend_options",
     "check_duplicate_option",
     "check_id",
+    "check_id_list",
     "check_json",
+    "check_min_fraction",
+    "check_tune_probes",
     "count_rows",
+    "encodable",
 ]
 
 
@@ -105,10 +111,105 @@ def as_masks(masks: Any, n: int, blocks: np.ndarray | None, what: str) -> np.nda
 
 
 def check_id(identity_id: Any) -> str:
-    """An identity id: a non-empty str (else :class:`InputError`)."""
+    """An identity id: a non-empty str that UTF-8 can encode (else :class:`InputError`).
+
+    A str holding a lone surrogate (e.g. from ``os.fsdecode`` of a bad file
+    name) cannot be stored; it is refused here, before anything is written.
+    """
     if not isinstance(identity_id, str) or not identity_id:
         raise InputError(f"identity ids are non-empty strings, got {identity_id!r}")
-    return identity_id
+    return encodable(identity_id, "identity id")
+
+
+def encodable(text: str, what: str) -> str:
+    """``text`` itself when UTF-8 can encode it, else :class:`InputError` naming the position."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} {text!r} holds a character UTF-8 cannot encode at position {exc.start} "
+            "(a lone surrogate, often from a badly decoded file name): fix the id's encoding"
+        ) from None
+    return text
+
+
+def check_id_list(identity_ids: Any) -> list[str]:
+    """A sequence of identity ids, one per template row, each checked by :func:`check_id`.
+
+    A single str (or bytes) is refused: ``"xyz"`` would otherwise be read as
+    the three ids ``x``, ``y``, ``z``.
+    """
+    if isinstance(identity_ids, (str, bytes, bytearray)):
+        raise InputError(
+            f"identity_ids must be a sequence of ids (one per template row), got the single "
+            f"{type(identity_ids).__name__} {identity_ids!r}: pass [{identity_ids!r}] or use "
+            "enroll() for one identity"
+        )
+    try:
+        ids = list(identity_ids)
+    except TypeError:
+        raise InputError(
+            f"identity_ids must be a sequence of str, got {type(identity_ids).__name__}"
+        ) from None
+    return [check_id(i) for i in ids]
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise NonFiniteError(f"{what} must be finite, got {v!r}")
+    return f
+
+
+def check_min_fraction(v: Any) -> float:
+    """``min_fraction`` of masked scoring: a finite number in [0, 1]."""
+    f = _number(v, "min_fraction")
+    if not 0.0 <= f <= 1.0:
+        raise InputError(
+            f"min_fraction is the minimum share of dimensions two masked templates must share, "
+            f"within [0, 1]; got {v!r}"
+        )
+    return f
+
+
+def check_tune_probes(v: Any) -> int:
+    """``tune_probes``: a positive integer (the size of the tuning sample)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise InputError(
+            f"tune_probes is the number of tuning probes, a positive integer; got {v!r} "
+            "(1000 is the default)"
+        )
+    return int(v)
+
+
+def check_backend_options(opts: Any) -> dict[str, Any]:
+    """Backend options: a mapping of str names to values; numbers must be finite.
+
+    ``safety`` (the binary backend's shortlist margin) must be at least 1: a
+    smaller factor would cut the tuned shortlist below the recall target.
+    Names and ranges specific to a backend are checked by the backend itself.
+    """
+    if opts is None:
+        return {}
+    if not isinstance(opts, Mapping):
+        raise InputError(
+            f"backend_options must be a mapping of option names to values, got {opts!r}"
+        )
+    out: dict[str, Any] = {}
+    for k, v in opts.items():
+        if not isinstance(k, str):
+            raise InputError(f"backend option names are str, got {k!r}")
+        if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+            raise NonFiniteError(f"backend option {k}={v!r} must be finite")
+        out[k] = v
+    if "safety" in out and _number(out["safety"], "backend option safety") < 1.0:
+        raise InputError(
+            f"backend option safety multiplies the tuned shortlist and must be >= 1, "
+            f"got {out['safety']!r}"
+        )
+    return out
 
 
 def check_duplicate_option(v: Any) -> None:
