@@ -215,3 +215,17 @@ def test_parquet_column_names_that_are_not_utf8_are_an_input_error():
     p = Path(__file__).parent / "fuzz" / "corpus" / "parquet" / "crash-column-name-not-utf8"
     with pytest.raises(InputError, match="not a readable Parquet file"):
         RecordReader(p, fmt="parquet")
+
+
+def test_landmark_coordinates_beyond_float32_are_rejects(tmp_path):
+    """Regression (found by the fuzzer): 1e300 passed the float64 check and became inf in the
+    float32 chunk (with a RuntimeWarning) for landmarks; only templates were checked."""
+    lm = np.zeros((2, 3, 2))
+    lm[0] = [[0, 0], [1, 0], [0, 1]]
+    lm[1] = [[0, 0], [1e300, 0], [0, 1]]
+    np.save(tmp_path / "l.npy", lm)
+    ids, rejects = _read(tmp_path / "l.npy", kind="landmarks", points=3)
+    assert ids == ["0"]
+    assert [(x.row, x.reason) for x in rejects] == [
+        (2, "non-finite value: a number overflows float32")
+    ]
