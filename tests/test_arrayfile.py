@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import os
 import struct
-import zlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,58 +14,12 @@ import pytest
 from pyfacematch.core.arrayfile import MAX_HEADER_BYTES, SafeNpz, read_npy_header
 from pyfacematch.errors import GalleryFileError, InputError, PyFaceMatchError
 
-
-def _npy_bytes(a: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
-    """``a`` saved as .npy, with its header's shape replaced by ``shape`` when given."""
-    f = io.BytesIO()
-    hdr = np.lib.format.header_data_from_array_1_0(a)
-    if shape is not None:
-        hdr["shape"] = shape
-    np.lib.format.write_array_header_1_0(f, hdr)
-    f.write(np.ascontiguousarray(a).tobytes())
-    return f.getvalue()
-
-
-def _bomb_zip(path, member: str, shape: tuple[int, ...], *, lie: int | None = None) -> int:
-    """An .npz whose member ``member`` inflates to a float64 zero array of ``shape``.
-
-    Written by streaming zeros through deflate, so the file is small while the member is big.
-    ``lie`` replaces the member's declared uncompressed size. Returns the uncompressed size.
-    """
-    header = _npy_bytes(np.zeros((0,), np.float64), shape)
-    total = len(header) + int(np.prod(shape)) * 8
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    body = [comp.compress(header)]
-    block = bytes(1 << 20)
-    left = total - len(header)
-    crc = zlib.crc32(header)
-    while left > 0:
-        b = block[: min(left, len(block))]
-        body.append(comp.compress(b))
-        crc = zlib.crc32(b, crc)
-        left -= len(b)
-    body.append(comp.flush())
-    data = b"".join(body)
-    # written by hand: local header + data + central directory, with the sizes we say
-    size = total if lie is None else lie
-    name = (member + ".npy").encode()
-    local = struct.pack(
-        "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0
-    )
-    central = struct.pack(
-        "<4s6H3L5H2L",
-        b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0, 0, 0, 0, 0, 0,
-    )  # fmt: skip
-    cd_off = len(local) + len(name) + len(data)
-    cd = central + name
-    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), cd_off, 0)
-    with open(path, "wb") as fh:
-        fh.write(local + name + data + cd + end)
-    return total
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
+from harness import npy_bytes, zip_bomb  # noqa: E402
 
 
 def test_npy_header_is_checked_before_anything_is_allocated():
-    ok = read_npy_header(io.BytesIO(_npy_bytes(np.ones((3, 4), np.float32))), "x")
+    ok = read_npy_header(io.BytesIO(npy_bytes(np.ones((3, 4), np.float32))), "x")
     assert ok.shape == (3, 4) and ok.nbytes == 48 and ok.offset == 128
     for bad in (
         b"not an npy file at all",
@@ -76,7 +31,7 @@ def test_npy_header_is_checked_before_anything_is_allocated():
         with pytest.raises(InputError):
             read_npy_header(io.BytesIO(bad), "x")
     with pytest.raises(InputError, match="pickles never are"):
-        read_npy_header(io.BytesIO(_npy_bytes(np.array([None, 1], object))), "x")
+        read_npy_header(io.BytesIO(npy_bytes(np.array([None, 1], object))), "x")
     hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 4), }"
     raw = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode()
     with pytest.raises(InputError, match="invalid .npy shape"):
@@ -86,7 +41,7 @@ def test_npy_header_is_checked_before_anything_is_allocated():
 
 def test_npz_zip_bomb_is_refused_before_inflating(tmp_path):
     p = tmp_path / "bomb.npz"
-    total = _bomb_zip(p, "templates", (40_000, 512))  # 164 MB of zeros in a ~160 KB file
+    total = zip_bomb(p, "templates", (40_000, 512))  # 164 MB of zeros in a ~160 KB file
     assert os.path.getsize(p) < 1 << 20 and total > 150 << 20
     with SafeNpz(p) as z, pytest.raises(InputError, match="likely zip bomb"):
         z["templates"]
@@ -96,10 +51,10 @@ def test_npz_zip_bomb_is_refused_before_inflating(tmp_path):
 
 def test_npz_member_lying_about_its_size_is_refused(tmp_path):
     p = tmp_path / "liar.npz"
-    total = _bomb_zip(p, "templates", (1000, 512), lie=1000)  # declares 1000 of 4 MB
+    total = zip_bomb(p, "templates", (1000, 512), lie=1000)  # declares 1000 of 4 MB
     with SafeNpz(p) as z, pytest.raises(InputError, match="Bad CRC"):
         z["templates"]  # the stream stops at the declared size: never more is inflated
-    _bomb_zip(p, "templates", (1000, 512), lie=total + 4096)
+    zip_bomb(p, "templates", (1000, 512), lie=total + 4096)
     with SafeNpz(p) as z, pytest.raises(InputError, match="corrupted or crafted"):
         z["templates"]
 
@@ -131,7 +86,7 @@ def test_key_model_zip_bomb_is_a_gallery_file_error(tmp_path):
     from pyfacematch import KeyModel
 
     p = tmp_path / "model.npz"
-    _bomb_zip(p, "meta", (40_000, 512))
+    zip_bomb(p, "meta", (40_000, 512))
     with pytest.raises(GalleryFileError, match="zip bomb") as ei:
         KeyModel.load(p)
     assert isinstance(ei.value, PyFaceMatchError)

@@ -8,12 +8,16 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pyfacematch.errors import InputError
 from pyfacematch.io import RecordReader, write_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
+from harness import zip_bomb  # noqa: E402
 
 
 def _npy_claiming(shape: tuple[int, ...], rows: np.ndarray) -> bytes:
@@ -124,10 +128,8 @@ def test_npy_stream_claiming_more_rows_than_it_holds(tmp_path):
 
 
 def test_npz_zip_bomb_input_is_refused(tmp_path):
-    from tests.test_arrayfile import _bomb_zip
-
     p = tmp_path / "bomb.npz"
-    _bomb_zip(p, "templates", (40_000, 512))
+    zip_bomb(p, "templates", (40_000, 512))
     with pytest.raises(InputError, match="likely zip bomb"):
         RecordReader(p)
 
@@ -210,8 +212,20 @@ def test_parquet_ids_that_are_not_utf8_are_rejects(tmp_path):
 def test_parquet_column_names_that_are_not_utf8_are_an_input_error():
     """Regression (found by the fuzzer, input kept in the corpus): pyarrow raised
     UnicodeDecodeError from ParquetFile (exit 3)."""
-    from pathlib import Path
-
     p = Path(__file__).parent / "fuzz" / "corpus" / "parquet" / "crash-column-name-not-utf8"
     with pytest.raises(InputError, match="not a readable Parquet file"):
         RecordReader(p, fmt="parquet")
+
+
+def test_landmark_coordinates_beyond_float32_are_rejects(tmp_path):
+    """Regression (found by the fuzzer): 1e300 passed the float64 check and became inf in the
+    float32 chunk (with a RuntimeWarning) for landmarks; only templates were checked."""
+    lm = np.zeros((2, 3, 2))
+    lm[0] = [[0, 0], [1, 0], [0, 1]]
+    lm[1] = [[0, 0], [1e300, 0], [0, 1]]
+    np.save(tmp_path / "l.npy", lm)
+    ids, rejects = _read(tmp_path / "l.npy", kind="landmarks", points=3)
+    assert ids == ["0"]
+    assert [(x.row, x.reason) for x in rejects] == [
+        (2, "non-finite value: a number overflows float32")
+    ]

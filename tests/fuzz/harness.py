@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from pyfacematch.errors import PyFaceMatchError
 
-__all__ = ["CORPUS", "TARGETS", "run_one"]
+__all__ = ["CORPUS", "TARGETS", "npy_bytes", "run_one", "zip_bomb"]
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 _TMP = Path(tempfile.mkdtemp(prefix="pfm-fuzz-"))
@@ -114,3 +116,53 @@ def run_one(target: str, data: bytes) -> None:
 def cleanup() -> None:
     for f in _TMP.iterdir():
         os.unlink(f)
+
+
+# --------------------------------------------------------------------------- hostile files
+def npy_bytes(a: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
+    """``a`` saved as .npy, with its header's shape replaced by ``shape`` when given."""
+    f = io.BytesIO()
+    hdr = np.lib.format.header_data_from_array_1_0(a)
+    if shape is not None:
+        hdr["shape"] = shape
+    np.lib.format.write_array_header_1_0(f, hdr)
+    f.write(np.ascontiguousarray(a).tobytes())
+    return f.getvalue()
+
+
+def zip_bomb(path, member: str, shape: tuple[int, ...], *, lie: int | None = None) -> int:
+    """An .npz whose member ``member`` inflates to a float64 zero array of ``shape``.
+
+    Written by streaming zeros through deflate, so the file is small while the member is big.
+    ``lie`` replaces the member's declared uncompressed size. Returns the uncompressed size.
+    """
+    header = npy_bytes(np.zeros((0,), np.float64), shape)
+    total = len(header) + int(np.prod(shape)) * 8
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = [comp.compress(header)]
+    block = bytes(1 << 20)
+    left = total - len(header)
+    crc = zlib.crc32(header)
+    while left > 0:
+        b = block[: min(left, len(block))]
+        body.append(comp.compress(b))
+        crc = zlib.crc32(b, crc)
+        left -= len(b)
+    body.append(comp.flush())
+    data = b"".join(body)
+    # written by hand: local header + data + central directory, with the sizes we say
+    size = total if lie is None else lie
+    name = (member + ".npy").encode()
+    local = struct.pack(
+        "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0
+    )
+    central = struct.pack(
+        "<4s6H3L5H2L",
+        b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0, 0, 0, 0, 0, 0,
+    )  # fmt: skip
+    cd_off = len(local) + len(name) + len(data)
+    cd = central + name
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), cd_off, 0)
+    with open(path, "wb") as fh:
+        fh.write(local + name + data + cd + end)
+    return total

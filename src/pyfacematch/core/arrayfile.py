@@ -258,7 +258,9 @@ class SafeNpz:
                         "PYFACEMATCH_NPZ_MAX_BYTES if you trust the file"
                     )
                 out = np.empty(h.shape, h.dtype, order="F" if h.fortran_order else "C")
-                view = memoryview(out.reshape(-1, order="A").view(np.uint8)) if out.size else None
+                view = (
+                    memoryview(out.reshape(-1, order="A").view(np.uint8).data) if out.size else None
+                )
                 got = 0
                 while view is not None and got < h.nbytes:
                     block = fh.read(min(h.nbytes - got, 1 << 24))

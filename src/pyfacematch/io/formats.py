@@ -49,11 +49,11 @@ def detect_format(
             "reading standard input ('-') needs its format: pass --input-format csv|jsonl|npy"
         )
     suffix = Path(p).suffix.lower()
-    f = EXTENSIONS.get(suffix)
-    if f is None or f not in allowed:
+    found = EXTENSIONS.get(suffix)
+    if found is None or found not in allowed:
         raise InputError(
             f"cannot tell the format of {p!r} from its ending {suffix or '(none)'!r}: "
             f"use one of {', '.join(sorted(k for k, v in EXTENSIONS.items() if v in allowed))} "
             "or pass the format explicitly"
         )
-    return f
+    return found

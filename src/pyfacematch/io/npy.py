@@ -148,7 +148,7 @@ class ArraySource(RecordSource):
             return None
         self.pos = b
         vals = np.asarray(self.values[a:b], np.float64).reshape(b - a, -1)
-        ids = (
+        ids: list[str | None] = (
             [str(i) for i in range(a, b)]
             if self.ids is None
             else [id_text(x) for x in self.ids[a:b].tolist()]

@@ -307,20 +307,20 @@ class RecordReader:
                     mat[i] = v
         if self.kind == "templates" and self.dim is None and expect is not None:
             self.dim = expect
-        # finiteness, norm
+        # finiteness (in float32, where the values end up), norm
+        assert mat is not None
         with np.errstate(invalid="ignore", over="ignore"):
             fin = np.isfinite(mat).all(axis=1)
-            if self.kind == "templates":
-                nz = (mat != 0).any(axis=1)
-                big = (np.abs(mat) > np.finfo(np.float32).max).any(axis=1)
-        for i in np.flatnonzero(~fin):
+            big = (np.abs(mat) > np.finfo(np.float32).max).any(axis=1)
+            nz = (mat != 0).any(axis=1)
+        for i in np.flatnonzero(~fin).tolist():
             if reasons[i] is None:
                 reasons[i] = "non-finite value: NaN or Inf in the " + self.kind[:-1]
+        for i in np.flatnonzero(fin & big).tolist():  # landmarks too: found by the fuzzer
+            if reasons[i] is None:
+                reasons[i] = "non-finite value: a number overflows float32"
         if self.kind == "templates":
-            for i in np.flatnonzero(fin & big):
-                if reasons[i] is None:
-                    reasons[i] = "non-finite value: a number overflows float32"
-            for i in np.flatnonzero(fin & ~nz):
+            for i in np.flatnonzero(fin & ~nz).tolist():
                 if reasons[i] is None:
                     reasons[i] = "zero template: norm 0 cannot be normalised"
         masks = self._masks(raw, reasons)
