@@ -15,19 +15,27 @@ PY=${PYTHON:-python3}
 JOBS=${JOBS:-2}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pfm-sanitize.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
+# Configure and build quietly (the log is shown only when it fails).
+build() {
+  local dir=$1 target=$2
+  shift 2
+  if ! { cmake -S "$ROOT" -B "$dir" "$@" && cmake --build "$dir" -j "$JOBS" --target "$target"; } >"$dir.log" 2>&1; then
+    tail -60 "$dir.log"
+    echo "sanitize: building $target failed" >&2
+    exit 1
+  fi
+}
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 echo "== 1/3 core + kernel_oracle with ASan/UBSan (ctest)"
-cmake -S "$ROOT" -B "$TMP/core" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPFM_BUILD_TESTS=ON -DPFM_SANITIZE=ON >/dev/null
-cmake --build "$TMP/core" -j "$JOBS" --target kernel_oracle >/dev/null
+build "$TMP/core" kernel_oracle -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPFM_BUILD_TESTS=ON -DPFM_SANITIZE=ON
 (cd "$TMP/core" && ctest --output-on-failure)
 
 echo "== 2/3 Python extension with ASan/UBSan, pytest slice"
 PYBIND11_DIR=$("$PY" -c "import pybind11; print(pybind11.get_cmake_dir())")
-cmake -S "$ROOT" -B "$TMP/ext" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKBUILD=ON -DPFM_SANITIZE=ON \
-  -Dpybind11_DIR="$PYBIND11_DIR" -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null
-cmake --build "$TMP/ext" -j "$JOBS" --target _core >/dev/null
+build "$TMP/ext" _core -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKBUILD=ON -DPFM_SANITIZE=ON \
+  -Dpybind11_DIR="$PYBIND11_DIR" -DPython_EXECUTABLE="$(command -v "$PY")"
 mkdir -p "$TMP/pkg"
 cp -r "$ROOT/src/pyfacematch" "$TMP/pkg/"
 rm -f "$TMP"/pkg/pyfacematch/_core*.so
@@ -48,8 +56,7 @@ if [ "$SECONDS_FUZZ" = 0 ]; then
 elif ! command -v clang++ >/dev/null; then
   echo "skipped: clang++ is not installed (apt-get install clang)"
 else
-  cmake -S "$ROOT" -B "$TMP/fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DPFM_FUZZ=ON >/dev/null
-  cmake --build "$TMP/fuzz" -j "$JOBS" --target fuzz_core >/dev/null
+  build "$TMP/fuzz" fuzz_core -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DPFM_FUZZ=ON
   cp -r "$ROOT/cpp/tests/fuzz_corpus/core" "$TMP/corpus"
   "$TMP/fuzz/fuzz_core" -max_total_time="$SECONDS_FUZZ" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     "$TMP/corpus" 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==ERROR|SUMMARY)" || true

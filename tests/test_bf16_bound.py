@@ -136,3 +136,16 @@ def test_bf16_pass_agrees_with_float64_on_random_near_ties(bf16_on: None) -> Non
         np.testing.assert_allclose(s, ref_s, rtol=0, atol=tol)
         got = np.take_along_axis(exact, i, 1)  # exact scores of the rows returned
         np.testing.assert_allclose(got, ref_s, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("big", [1e20, 1e30, 3e38])
+def test_bf16_pass_with_a_huge_probe_and_zero_rows(bf16_on: None, big: float) -> None:
+    # |q|² overflows float32, the block's rows are all zero: the bound was inf × 0 = NaN and the
+    # pass admitted no row, so topk answered index -1 for finite inputs (found by fuzz_core).
+    rng = np.random.default_rng(3)
+    q = (rng.choice([-1.0, 1.0], (BATCH, 33)) * big).astype(np.float32)
+    assert np.isfinite(q).all()
+    g = np.zeros((40, 33), np.float32)
+    s, i = pf.topk(q, g, 3)
+    assert (i == [0, 1, 2]).all()
+    assert (s == 0).all()

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <vector>
 
@@ -333,7 +334,13 @@ PFM_BF16 static void topk_bf16(const std::uint32_t* QB, const float* qn, std::si
         std::size_t valid = r1 - r < nc ? r1 - r : nc;
         std::size_t rows = round_up(valid, NR);
         const float gmax = bf16_pack_block(G, r, rows, valid, d, pack, tmp.data());
-        for (std::size_t i = 0; i < m; ++i) e[i] = scale * qn[i] * gmax + 1e-30f;
+        for (std::size_t i = 0; i < m; ++i) {
+            e[i] = scale * qn[i] * gmax + 1e-30f;
+            // A norm that overflowed float (|q| >= ~1.8e19) times a block of zero rows is NaN, and a
+            // NaN bound admitted no row at all (found by cpp/tests/fuzz_core.cpp): no bound then,
+            // every row stays a candidate and the exact pass decides.
+            if (!(e[i] <= std::numeric_limits<float>::max())) e[i] = std::numeric_limits<float>::infinity();
+        }
         std::size_t i = 0;
         for (; i + MR_MAX <= m; i += MR_MAX) {
             const std::uint32_t* q[MR_MAX];
