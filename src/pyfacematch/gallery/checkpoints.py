@@ -29,6 +29,7 @@ Any mismatch means the file is not used: the index is rebuilt from the store
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import json
 import logging
@@ -65,6 +66,22 @@ def max_checkpoint_bytes(n_templates: int, dim: int) -> int:
     64 MiB plus 4·dim + 2 KiB per template.
     """
     return (64 << 20) + int(n_templates) * (4 * int(dim) + 2048)
+
+
+def _write_error(folder: Path | None, exc: OSError) -> GalleryFileError:
+    """A typed error for a checkpoint that could not be written (nothing committed is lost)."""
+    where = os.fspath(folder) if folder is not None else "the index folder"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = "the disk is full (or over quota / file-size limit): free disk space"
+    elif exc.errno == errno.EROFS:
+        what = "the file system is read-only: remount it read-write"
+    else:
+        what = "check the folder's permissions and free disk space"
+    return GalleryFileError(
+        f"could not write an index checkpoint in {where} ({exc.strerror or exc}): {what}. "
+        "Nothing enrolled was lost: the store is intact and the index is rebuilt from it at "
+        "the next open"
+    )
 
 
 class CheckpointFiles:
@@ -286,20 +303,25 @@ class CheckpointFiles:
             if dfd is None:
                 return None
             tmp = f"{fname}.tmp-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600, dir_fd=dfd)
             try:
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-                os.fsync(fd)
-            except BaseException:
+                fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600, dir_fd=dfd
+                )
+                try:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                    os.fsync(fd)
+                except BaseException:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dfd)
+                    raise
                 os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dfd)
-                raise
-            os.close(fd)
-            os.replace(tmp, fname, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
+                os.replace(tmp, fname, src_dir_fd=dfd, dst_dir_fd=dfd)
+                os.fsync(dfd)
+            except OSError as exc:
+                raise _write_error(self.index_dir, exc) from exc
             self.store.delete_checkpoints()
             self.store.set_checkpoint(
                 CheckpointRecord(

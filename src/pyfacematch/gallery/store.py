@@ -192,6 +192,15 @@ def check_new_layout(dim: Any, blocks: Any) -> list[int] | None:
     return [int(v) for v in b]
 
 
+def _on_read_only_fs(path: Any) -> bool:
+    """True when the folder holding ``path`` is on a file system mounted read-only."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(os.fspath(path))) or ".")
+    except (OSError, AttributeError, TypeError):  # no statvfs (Windows) or no path
+        return False
+    return bool(st.f_flag & os.ST_RDONLY)
+
+
 def _u64_to_i64(mask: int) -> int:
     return mask - (1 << 64) if mask >= (1 << 63) else mask
 
@@ -293,6 +302,12 @@ class Store:
         except sqlite3.DatabaseError as exc:
             self._con.close()
             self._discard(created)
+            if _on_read_only_fs(self.path):
+                raise GalleryFileError(
+                    f"cannot open gallery {os.fspath(self.path)!r}: its file system is mounted "
+                    "read-only (SQLite needs to write its -wal/-shm files beside it); remount it "
+                    "read-write or copy the gallery to a writable folder"
+                ) from exc
             raise GalleryFileError(
                 f"{os.fspath(self.path)!r} is not a readable gallery ({exc}): "
                 "it is not a SQLite database or it is corrupted"
