@@ -18,6 +18,8 @@ Scoring functions and the gallery types are importable from here (``pf.topk``, `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 try:
     from pyfacematch import _core  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only without a build
@@ -48,6 +50,17 @@ from pyfacematch.core.scoring import (
     topk,
 )
 from pyfacematch.errors import PyFaceMatchError
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from pyfacematch.gallery import (
+        Candidate,
+        Decision,
+        Gallery,
+        IdentifyArrays,
+        IdentifyResult,
+        VerifyResult,
+    )
+    from pyfacematch.keys import KeyModel
 
 __version__ = "0.1.0"
 

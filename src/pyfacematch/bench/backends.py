@@ -14,6 +14,7 @@ API only exposes the self-tuned point.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,10 @@ __all__ = [
     "rate",
     "section_backends",
 ]
+
+
+def _identify_top1(g: Any, p: np.ndarray) -> Any:
+    return g.identify_arrays(p, k=1)
 
 
 def rate(
@@ -219,7 +224,7 @@ def measure_backends(
                 {
                     "depth": dep,
                     "recall1": float(np.mean(rows == ref_s)),
-                    "probes_per_s": rate(lambda p, g=g: g.identify_arrays(p, k=1), sweep_p, 1024),
+                    "probes_per_s": rate(functools.partial(_identify_top1, g), sweep_p, 1024),
                 }
             )
             if index is not None:

@@ -153,7 +153,7 @@ def scan_files(
             if hit.any():
                 np.add.at(counts, sorted_owner[pos[hit]], 1)
         rel = os.fspath(path.relative_to(folder))
-        for i in np.flatnonzero(counts >= MIN_WORDS):
+        for i in (int(v) for v in np.flatnonzero(counts >= MIN_WORDS)):
             k = keys[int(i)]
             leaks.append(Leak(rel, k, int(counts[i]) * 8, data.find(patterns[k]) >= 0))
     return leaks, scanned

@@ -16,6 +16,7 @@ The measurements are functions (``measure_topk``, ``cosine_call_ns`` …) so tha
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import threading
 from collections.abc import Mapping
@@ -177,7 +178,7 @@ def measure_topk(
             if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
                 try:
                     times["simsimd"] = median_time(
-                        lambda q=q, g=g: simsimd_topk(q, g, K), repeat=max(1, rep // 2)
+                        functools.partial(simsimd_topk, q, g, K), repeat=max(1, rep // 2)
                     )
                 except ImportError:
                     pass

@@ -534,11 +534,11 @@ class Gallery:
                     if slot is None:
                         slot = self._new_slot(name)
                         self._n_identities += 1
-                    rows = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
+                    added = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
                     self._siblings.invalidate()
                     self._slot_tids[slot].extend(int(x) for x in tids)
                     self._max_templates = max(self._max_templates, len(self._slot_tids[slot]))
-                    self._backend.add(self._m, rows)
+                    self._backend.add(self._m, added)
                 self._maintain()
 
     def remove(self, identity_id: str) -> None:

@@ -51,7 +51,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,14 @@ def check_new_layout(dim: Any, blocks: Any) -> list[int] | None:
     return [int(v) for v in b]
 
 
+def _last_rowid(cur: sqlite3.Cursor) -> int:
+    """The row id an INSERT just made (SQLite always gives one after a successful INSERT)."""
+    rowid = cur.lastrowid
+    if rowid is None:  # pragma: no cover - an INSERT that inserted nothing
+        raise GalleryFileError("SQLite reported no row id after an INSERT: the store is unusable")
+    return int(rowid)
+
+
 def _on_read_only_fs(path: Any) -> bool:
     """True when the folder holding ``path`` is on a file system mounted read-only."""
     try:
@@ -249,6 +257,10 @@ class Store:
     to owner-only, with a log line.
     """
 
+    def _where(self) -> str:
+        """The database file for messages (``":memory:"`` for an in-memory store)."""
+        return ":memory:" if self.path is None else os.fspath(self.path)
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None,
@@ -263,10 +275,10 @@ class Store:
         self._quarantined_tids: set[int] = set()
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
-            raise GalleryFileError(f"{os.fspath(self.path)!r} is a folder, not a gallery file")
+            raise GalleryFileError(f"{self._where()!r} is a folder, not a gallery file")
         if self.path is not None and exists and self.path.stat().st_size == 0:
             raise GalleryFileError(
-                f"{os.fspath(self.path)!r} is an empty file, not a gallery: "
+                f"{self._where()!r} is an empty file, not a gallery: "
                 "remove it or choose another path to create a new gallery"
             )
         new_blocks = None if exists else check_new_layout(dim, blocks)  # before any file exists
@@ -279,19 +291,19 @@ class Store:
                 filemodes.create_private_file(self.path)
             except OSError as exc:
                 raise GalleryFileError(
-                    f"cannot create gallery file {os.fspath(self.path)!r}: "
+                    f"cannot create gallery file {self._where()!r}: "
                     f"{exc.strerror or exc}; check that the folder exists and is writable"
                 ) from exc
             created = True
         try:
             self._con = sqlite3.connect(
-                ":memory:" if self.path is None else os.fspath(self.path),
+                ":memory:" if self.path is None else self._where(),
                 isolation_level=None,
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
             self._discard(created)
-            raise GalleryFileError(f"cannot open gallery file {os.fspath(path)!r}: {exc}") from exc
+            raise GalleryFileError(f"cannot open gallery file {str(path)!r}: {exc}") from exc
         try:
             self._configure()
             if exists:
@@ -304,12 +316,12 @@ class Store:
             self._discard(created)
             if _on_read_only_fs(self.path):
                 raise GalleryFileError(
-                    f"cannot open gallery {os.fspath(self.path)!r}: its file system is mounted "
+                    f"cannot open gallery {self._where()!r}: its file system is mounted "
                     "read-only (SQLite needs to write its -wal/-shm files beside it); remount it "
                     "read-write or copy the gallery to a writable folder"
                 ) from exc
             raise GalleryFileError(
-                f"{os.fspath(self.path)!r} is not a readable gallery ({exc}): "
+                f"{self._where()!r} is not a readable gallery ({exc}): "
                 "it is not a SQLite database or it is corrupted"
             ) from exc
         except BaseException:
@@ -320,7 +332,7 @@ class Store:
         if exists and dim is not None and int(dim) != self.dim:
             self._con.close()
             raise DimensionError(
-                f"gallery {os.fspath(self.path)!r} holds templates of dimension {self.dim}, "
+                f"gallery {self._where()!r} holds templates of dimension {self.dim}, "
                 f"but dim={int(dim)} was requested: open it without dim or with dim={self.dim}"
             )
 
@@ -331,7 +343,7 @@ class Store:
             mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":  # pragma: no cover - e.g. network filesystems
                 raise GalleryFileError(
-                    f"cannot use WAL journaling on {os.fspath(self.path)!r} (got {mode!r})"
+                    f"cannot use WAL journaling on {self._where()!r} (got {mode!r})"
                 )
         c.execute("PRAGMA synchronous=FULL")
         c.execute("PRAGMA secure_delete=ON")
@@ -363,7 +375,7 @@ class Store:
 
     def _read_shape(self) -> tuple[int, np.ndarray | None]:
         """The stored dimension and block offsets, checked (a crafted file could hold anything)."""
-        where = repr(os.fspath(self.path)) if self.path is not None else "memory"
+        where = repr(self._where()) if self.path is not None else "memory"
         raw_dim, raw_blocks = self.get_meta("dim"), self.get_meta("blocks")
         try:
             dim = int(raw_dim)
@@ -404,7 +416,7 @@ class Store:
             fmt = None if row is None else row[0]
         if fmt != FORMAT_NAME:
             raise GalleryFileError(
-                f"{os.fspath(self.path)!r} is a SQLite database but not a pyfacematch gallery "
+                f"{self._where()!r} is a SQLite database but not a pyfacematch gallery "
                 "(no format record): choose a gallery file or a new path"
             )
         row = c.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
@@ -414,7 +426,7 @@ class Store:
             version = None
         if version != FORMAT_VERSION:
             raise FormatVersionError(
-                f"gallery {os.fspath(self.path)!r} has format version "
+                f"gallery {self._where()!r} has format version "
                 f"{row[0] if row else 'missing'!s}, this pyfacematch reads version "
                 f"{FORMAT_VERSION}: open it with the pyfacematch release that wrote it"
             )
@@ -424,7 +436,7 @@ class Store:
             res = c.execute(f"PRAGMA {check}").fetchall()
             if res != [("ok",)]:
                 raise GalleryFileError(
-                    f"gallery {os.fspath(self.path)!r} is corrupted (SQLite {check}: "
+                    f"gallery {self._where()!r} is corrupted (SQLite {check}: "
                     f"{res[0][0] if res else 'no answer'}); restore it from a backup"
                 )
 
@@ -432,7 +444,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error)."""
-        where = "memory" if self.path is None else repr(os.fspath(self.path))
+        where = "memory" if self.path is None else repr(self._where())
         with self._lock:
             try:
                 self._conn().execute("BEGIN IMMEDIATE")
@@ -460,7 +472,7 @@ class Store:
         """The open connection; :class:`GalleryClosedError` after :meth:`close`."""
         con = self._con
         if con is None:
-            where = "memory" if self.path is None else repr(os.fspath(self.path))
+            where = "memory" if self.path is None else repr(self._where())
             raise GalleryClosedError(
                 f"gallery {where} is closed: nothing was written; open it again to use it"
             )
@@ -484,7 +496,7 @@ class Store:
             busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:  # pragma: no cover - only with foreign readers on the file
                 raise GalleryFileError(
-                    f"could not truncate the WAL of {os.fspath(self.path)!r}: another process "
+                    f"could not truncate the WAL of {self._where()!r}: another process "
                     "holds a read transaction; close it and call remove() or checkpoint() again"
                 )
 
@@ -522,7 +534,7 @@ class Store:
     # ------------------------------------------------------------ identities
     def insert_identities(
         self,
-        items: Sequence[tuple[str, np.ndarray, np.ndarray | None, dict[str, Any] | None]],
+        items: Sequence[tuple[str, np.ndarray, np.ndarray | None, Mapping[str, Any] | None]],
         *,
         on_duplicate: str,
         consent: str = "granted",
@@ -580,7 +592,7 @@ class Store:
                         " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                         (name, meta_json, consent, now, now, now),
                     )
-                    ident = int(cur.lastrowid)
+                    ident = _last_rowid(cur)
                     action = "enroll"
                 tids = np.empty(tmpl.shape[0], np.int64)
                 for j in range(tmpl.shape[0]):
@@ -589,7 +601,7 @@ class Store:
                         "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
                         (ident, tmpl[j].tobytes(), m),
                     )
-                    tids[j] = cur.lastrowid
+                    tids[j] = _last_rowid(cur)
                 self._audit(c, action, name, f"templates={tmpl.shape[0]}")
                 out.append(tids)
             gen = self._bump(c)
@@ -699,7 +711,7 @@ class Store:
         GalleryFileError
             SQLite cannot read the table (the file is corrupted).
         """
-        where = "memory" if self.path is None else repr(os.fspath(self.path))
+        where = "memory" if self.path is None else repr(self._where())
         n_blocks = None if self.blocks is None else int(self.blocks.size - 1)
         bad: list[QuarantinedTemplate] = []
         try:

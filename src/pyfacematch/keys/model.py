@@ -218,7 +218,7 @@ class KeyModel:
             sv = np.sqrt(np.maximum(ev[order], 0.0))
             vt = evec[:, order].T
             energy = np.cumsum(sv**2) / max((sv**2).sum(), 1e-300)
-            k = int(min(np.searchsorted(energy, pca_energy) + 1, len(sv), len(fb) - 1))
+            k = min(int(np.searchsorted(energy, pca_energy)) + 1, len(sv), len(fb) - 1)
             k = max(k, 1)
             pcs = vt[:k].T  # (F_b, k)
             zp = z @ pcs
@@ -390,11 +390,14 @@ class KeyModel:
             "min_visible": self.min_visible,
             "scheme": self.scheme.to_dict(),
         }
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), "mu": self.mu}
+        arrays: dict[str, np.ndarray] = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+            "mu": self.mu,
+        }
         for b, w in enumerate(self.w_blocks):
             arrays[f"w{b}"] = w
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(buf.getvalue())
