@@ -16,6 +16,7 @@ import pytest
 
 import pyfacematch as pf
 from pyfacematch.errors import (
+    BackendOptionError,
     GalleryClosedError,
     InputError,
     NonFiniteError,
@@ -42,8 +43,8 @@ def _unit(rng: np.random.Generator, n: int, d: int = D) -> np.ndarray:
         ({"tune_probes": 0}, InputError),
         ({"tune_probes": -5}, InputError),
         ({"tune_probes": 2.5}, InputError),
-        ({"backend": "binary", "backend_options": {"safety": float("nan")}}, NonFiniteError),
-        ({"backend": "binary", "backend_options": {"safety": 0.25}}, InputError),
+        ({"backend": "binary", "backend_options": {"safety": float("nan")}}, BackendOptionError),
+        ({"backend": "binary", "backend_options": {"safety": 0.25}}, BackendOptionError),
         ({"backend_options": "hnsw_m=8"}, InputError),
         ({"recall_target": float("nan")}, InputError),
         ({"recall_target": "high"}, InputError),
