@@ -132,6 +132,7 @@ class Client:
         params = {k: v for k, v in params.items() if v is not None}
         if self.binary:
             body = np.ascontiguousarray(rows, dtype="<f4").tobytes()
+            params["dim"] = rows.shape[1]  # lets the service name a wrong width (422)
             r = self._http.post(
                 self._url(tail),
                 content=body,

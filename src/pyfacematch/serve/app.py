@@ -287,7 +287,14 @@ class _Service:
         src: Any = obj if obj is not None else q
         field = "probes" if obj is None or "probes" in obj else "probe"
         p = decode_templates(
-            body, ct, g.dim, field, field=field, obj=obj, max_rows=self.config.max_probes
+            body,
+            ct,
+            g.dim,
+            field,
+            field=field,
+            obj=obj,
+            max_rows=self.config.max_probes,
+            sent_dim=q.get("dim"),
         )
         k = opt_int(src.get("k"), "k", 1, 1, MAX_K)
         thr = opt_float(src.get("threshold"), "threshold")
@@ -306,7 +313,16 @@ class _Service:
             raise HTTPProblem(
                 400, "malformed-body", "Identity missing", "verify needs 'identity' (a string)"
             )
-        p = decode_templates(body, ct, g.dim, "probe", field="probe", obj=obj, max_rows=1)
+        p = decode_templates(
+            body,
+            ct,
+            g.dim,
+            "probe",
+            field="probe",
+            obj=obj,
+            max_rows=1,
+            sent_dim=request.query_params.get("dim"),
+        )
         thr = opt_float(src.get("threshold"), "threshold")
         assert self.batcher is not None
         res = await self.batcher.verify(name, g, ident, p, thr)

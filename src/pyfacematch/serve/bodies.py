@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pyfacematch.errors import DimensionError
 from pyfacematch.gallery.validation import as_templates
 from pyfacematch.serve.problems import HTTPProblem
 
@@ -90,6 +91,7 @@ def decode_templates(
     field: str | None = None,
     obj: Mapping[str, Any] | None = None,
     max_rows: int | None = None,
+    sent_dim: str | None = None,
 ) -> np.ndarray:
     """Templates of a request as float32 ``(n, dim)``, unit rows.
 
@@ -109,6 +111,10 @@ def decode_templates(
         The parsed JSON object (JSON bodies).
     max_rows : int or None
         Refuse more rows than this with 413.
+    sent_dim : str or None
+        The ``dim`` query parameter of a raw float32 body: the row width the caller meant, so
+        a wrong width is reported as the library's :class:`DimensionError` (422), not as bytes
+        that do not divide into rows (400).
 
     Raises
     ------
@@ -122,6 +128,13 @@ def decode_templates(
             raise _bad(f"JSON body needs the field {field!r}")
         arr: np.ndarray = _numbers(obj[field], what)
     elif ctype == OCTET:
+        if sent_dim is not None:
+            w = opt_int(sent_dim, "dim", dim, 1)
+            if w != dim:
+                raise DimensionError(
+                    f"expected {what} of dimension {dim} (this gallery), got {w}: was it made by "
+                    "another key model?"
+                )
         if len(body) == 0 or len(body) % (4 * dim):
             raise _bad(
                 f"{what}: {len(body)} bytes is not a whole number of float32 rows of dimension "
