@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -72,7 +74,12 @@ def _keys_toml(keys: dict[str, tuple[str, dict[str, list[str]], float, bool]]) -
 
 
 def _start(
-    tmp: Path, gallery: Path, keys: Path | None, extra: list[str], config: Path | None = None
+    tmp: Path,
+    gallery: Path,
+    keys: Path | None,
+    extra: list[str],
+    config: Path | None = None,
+    ca: Path | None = None,
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
     port = _free_port()
     log = tmp / f"server-{port}.log"
@@ -82,19 +89,24 @@ def _start(
     cmd += ["--config", str(config)] if config is not None else []
     with log.open("wb") as err:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd + extra, stdout=subprocess.DEVNULL, stderr=err)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'http' if ca is None else 'https'}://127.0.0.1:{port}"
+    verify: bool | ssl.SSLContext = True if ca is None else ssl.create_default_context(cafile=ca)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 30:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return url, proc, log
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not become ready in 30 s")
+    try:
+        while time.monotonic() - t0 < 30:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/readyz", timeout=1, verify=verify).status_code == 200:
+                    return url, proc, log
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready in 30 s")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
@@ -381,9 +393,10 @@ def test_removed_identity_never_returned_after_delete_answered(server, data):
     stop = threading.Event()
 
     def searcher(j: int) -> None:
+        r_j = np.random.default_rng(100 + j)  # one generator per thread
         with httpx.Client(headers=h) as c:
             while not stop.is_set():
-                i = int(rng.integers(6))  # probe = the victim's own template: top-1 while enrolled
+                i = int(r_j.integers(6))  # probe = the victim's own template: top-1 while enrolled
                 t0 = time.monotonic()
                 r = c.post(
                     g + "/identify?k=1", content=vt[i].astype("<f4").tobytes(), headers=OCTET
@@ -489,3 +502,29 @@ def test_second_writer_on_same_file_is_refused(server, tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert p.returncode != 0 and "GalleryLockedError" in p.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls(tmp_path, data):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    path = tmp_path / "g.db"
+    ids, t = data
+    with Gallery.open(path, dim=DIM) as g:
+        g.enroll_many(ids[:20], t[:20])
+    extra = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    url, proc, _ = _start(tmp_path, path, None, extra, ca=cert)
+    try:
+        with Client(url, "shop", verify_tls=str(cert)) as c:
+            assert c.identify(t[5])[0].candidates[0].identity == ids[5]
+        with pytest.raises(httpx.ConnectError):  # an unknown certificate is refused
+            httpx.get(url + "/healthz")
+        with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP is not served
+            httpx.get(url.replace("https", "http") + "/healthz")
+    finally:
+        _stop(proc)

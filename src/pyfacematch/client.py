@@ -13,6 +13,7 @@ same typed errors: a problem answer (RFC 9457) is turned back into the library e
 from __future__ import annotations
 
 import io
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,8 +83,9 @@ class Client:
         Send templates as ``application/octet-stream`` float32 rows (default) or JSON.
     timeout : float
         Seconds per request.
-    verify_tls : bool or str
-        httpx ``verify``: False, True, or a CA bundle path (self-signed service certificates).
+    verify_tls : bool, str or ssl.SSLContext
+        Check the service's certificate (True, default), not (False), or against this CA
+        bundle file (a self-signed service certificate) or SSL context.
     """
 
     def __init__(
@@ -94,10 +96,12 @@ class Client:
         api_key: str | None = None,
         binary: bool = True,
         timeout: float = 30.0,
-        verify_tls: bool | str = True,
+        verify_tls: bool | str | ssl.SSLContext = True,
     ) -> None:
         import httpx
 
+        if isinstance(verify_tls, str):
+            verify_tls = ssl.create_default_context(cafile=verify_tls)
         headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.gallery = gallery
         self.binary = bool(binary)
