@@ -140,6 +140,9 @@ def run_load(
         "max": float(ms.max()),
         "rows_per_call": rows / calls if calls else float("nan"),
         "server_cpu": (s1 - s0) / wall,
+        # CPU time the server spent per answered request: less sensitive than req/s to other
+        # processes on the machine (cores / this = the server's capacity if it had the machine)
+        "server_cpu_ms_per_request": 1000.0 * (s1 - s0) / max(1, len(lat)),
         "client_cpu": (c1 - c0) / wall,
     }
 
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs; gallery {a.n} x {a.dim}; "
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end; gallery {a.n} x {a.dim}; "
           f"{a.clients} keep-alive clients, one probe per request, {a.seconds:g} s per scenario\n")  # fmt: skip
     print(
         table(
