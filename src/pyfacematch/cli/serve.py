@@ -46,7 +46,13 @@ def add_serve(subs: Any) -> None:
     p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
     p.add_argument("--log-level", default=None, help="debug, info, warning (default info)")
     p.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads one core call may use (default: all cores); 1 leaves the other cores to "
+        "the HTTP side on small machines",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
