@@ -6,8 +6,9 @@ gathered, and runs them in a worker thread (the event loop never blocks on a sea
 requests sharing ``k`` and ``threshold`` are stacked into ONE
 :meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
 per probe than one probe at a time) and the result rows are handed back to each request; verify
-requests run in one thread dispatch (the gallery has no batched 1:1 call). While a batch runs,
-new requests queue up, so batches grow with the load by themselves. With batching off, every
+requests run in one thread dispatch (the gallery has no batched 1:1 call). At most
+``max_inflight`` batches per (gallery, kind) run at once; while they run, new requests queue
+up, so batches grow with the load by themselves. With batching off, every
 request is its own call in the thread pool (kept for measurement).
 """
 
@@ -79,6 +80,10 @@ class Batcher:
         Probe rows after which a batch is run without waiting.
     on_batch : callable (kind, rows) or None
         Called with each batch's kind and number of probe rows (metrics).
+    max_inflight : int
+        Batches of one (gallery, kind) that may run at once: with 2, the next batch is gathered
+        and started while the previous one is still in the core, so the CPU does not idle
+        between batches.
     """
 
     def __init__(
@@ -89,12 +94,15 @@ class Batcher:
         max_wait_ms: float = 1.5,
         max_batch: int = 256,
         on_batch: Callable[[str, int], None] | None = None,
+        max_inflight: int = 2,
     ) -> None:
         self.executor = executor
         self.enabled = bool(enabled)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_batch = int(max_batch)
         self.on_batch = on_batch
+        self.max_inflight = max(1, int(max_inflight))
+        self._running: set[asyncio.Task[None]] = set()
         self._queues: dict[tuple[str, str], asyncio.Queue[_Item]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._galleries: dict[str, Gallery] = {}
@@ -147,7 +155,9 @@ class Batcher:
 
     async def _gather(self, key: tuple[str, str], q: asyncio.Queue[_Item]) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.max_inflight)
         while True:
+            await slots.acquire()  # wait for a free slot before gathering: batches grow meanwhile
             first = await q.get()
             items = [first]
             rows = first.rows
@@ -165,7 +175,10 @@ class Batcher:
                         break
                 items.append(nxt)
                 rows += nxt.rows
-            await self._run(key, items)
+            task = asyncio.create_task(self._run(key, items))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _t: slots.release())
 
     async def _run(self, key: tuple[str, str], items: list[_Item]) -> None:
         name, kind = key
@@ -197,6 +210,8 @@ class Batcher:
 
     async def close(self) -> None:
         """Stop the gathering tasks (call after in-flight requests have finished)."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
