@@ -184,12 +184,6 @@ def test_two_writer_scenario_observes(two_writers):
     assert isinstance(f["second_writer_admitted"], bool)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 12 defect 1: no writer lock yet; a second writer is admitted and keeps "
-    "returning a person the first removed (remove this marker when locking lands)",
-)
 def test_second_writer_is_refused(two_writers):
     assert two_writers["violations"] == []
     assert not two_writers["facts"]["second_writer_admitted"]
@@ -201,12 +195,6 @@ def test_reader_scenario_observes(reader_remove):
     assert isinstance(f["in_store"], bool) and isinstance(f["identify_returns"], bool)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 12 defect 2: remove() with a foreign reader commits the delete, raises "
-    "GalleryFileError and leaves the person searchable (remove this marker when fixed)",
-)
 def test_remove_with_a_reader_is_all_or_nothing(reader_remove):
     assert reader_remove["violations"] == []
 
@@ -226,12 +214,6 @@ def test_checkpoint_leftover_scenario_observes(leftovers):
         assert f["leaks_after_close"] == []  # close's checkpoint sweeps the index folder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 12 defect 4: a *.faiss.tmp-PID left by a SIGKILL during checkpoint() "
-    "still holds a template after remove() returns (remove this marker when fixed)",
-)
 def test_checkpoint_leftover_does_not_outlive_remove(leftovers):
     if not leftovers["facts"]["leftover"]:
         pytest.skip("no temporary checkpoint file was caught by a kill: nothing to check")

@@ -226,12 +226,6 @@ def test_read_only_file_system_is_refused_typed_and_loses_nothing(small_fs):
     _assert_all_present(path, acked, ["q"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="found by this test: opening a gallery on a read-only file system says it is "
-    "'not a SQLite database or it is corrupted' instead of naming the read-only file system",
-)
 def test_read_only_file_system_error_names_the_cause(small_fs):
     _path, _acked, outcome = _read_only_open(small_fs)
     exc = outcome["open"] or outcome.get("enroll")
