@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
 from pyfacematch.jobs.calibrate import calibrate_gallery
 from pyfacematch.jobs.common import JobOutput, write_summary
@@ -225,4 +226,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "serve": cmd_serve,  # pyfacematch.cli.serve
 }

@@ -6,6 +6,8 @@ import argparse
 import textwrap
 from typing import Any
 
+from pyfacematch.cli.serve import add_serve
+
 __all__ = ["EXIT_CODES", "FORMATS_HELP", "SUBCOMMANDS", "build_parser"]
 
 EXIT_CODES = """\
@@ -438,6 +440,7 @@ SUBCOMMANDS = {
     "export": add_export,
     "demo": add_demo,
     "bench": add_bench,
+    "serve": add_serve,  # pyfacematch.cli.serve
 }
 
 

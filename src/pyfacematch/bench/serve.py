@@ -1,0 +1,238 @@
+"""Load benchmark of ``pyfacematch serve`` (issue 16): loopback, bounded in time.
+
+Protocol: build (or reuse) a gallery file of ``n`` random unit templates of dimension ``d`` with
+the default backend; start the real server (``python -m pyfacematch serve``) with batching on,
+then again with ``--no-batching``, in the same run; against each, ``clients`` concurrent
+keep-alive clients each send one probe per request, back to back, for ``seconds``: identify with
+a binary body (float32 rows), identify with a JSON body, verify (binary). Reported per scenario:
+requests/s, p50 / p90 / p99 / max latency (client side, ms), achieved probe rows per gallery call
+(from the server's ``pfm_batch_rows`` histogram), the server's and the load generator's CPU use.
+
+The load generator is a bounded asyncio client (``clients`` coroutines on one event loop, one
+keep-alive connection each, a minimal HTTP/1.1 writer/reader on asyncio streams; httpx's
+AsyncClient was measured to spend several times the server's CPU per request), not a C tool
+such as wrk: it runs on the same two cores as the
+server, so its CPU share is reported next to every figure, and the requests/s it reaches are a
+lower bound on what the server can answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.bench.util import cpu_model, table, unit_rows
+from pyfacematch.gallery import Gallery
+
+__all__ = ["build_gallery", "main", "run_load"]
+
+
+def build_gallery(path: Path, n: int, d: int, log: Any = print) -> None:
+    """Create ``path`` with ``n`` identities of dimension ``d`` unless it already holds them."""
+    if path.exists():
+        with Gallery.open(path, read_only=True) as g:
+            if len(g) == n and g.dim == d:
+                return
+        raise SystemExit(f"{path} exists with another size: remove it or choose another --folder")
+    t0 = time.perf_counter()
+    with Gallery.open(path, dim=d) as g:
+        step = 50_000
+        for s in range(0, n, step):
+            m = min(step, n - s)
+            g.enroll_many([f"id{i}" for i in range(s, s + m)], unit_rows(m, d, seed=s))
+            log(f"  enrolled {s + m}/{n}")
+    log(f"built {path} ({n} x {d}) in {time.perf_counter() - t0:.1f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc/<pid>/stat``)."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batch_stats(text: str, kind: str) -> tuple[float, float]:
+    out = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for k in out:
+            if line.startswith(f'pfm_batch_rows_{k}{{kind="{kind}"}}'):
+                out[k] = float(line.split()[-1])
+    return out["count"], out["sum"]
+
+
+def _request(kind: str, body_kind: str, p: np.ndarray, ident: str, port: int) -> bytes:
+    """The bytes of one HTTP/1.1 keep-alive request."""
+    if kind == "identify" and body_kind == "binary":
+        path, ctype, body = "/v1/galleries/bench/identify", "application/octet-stream", p.tobytes()
+    elif kind == "identify":
+        path, ctype = "/v1/galleries/bench/identify", "application/json"
+        body = json.dumps({"probes": [p.tolist()]}).encode()
+    else:
+        path, ctype = f"/v1/galleries/bench/verify?identity={ident}", "application/octet-stream"
+        body = p.tobytes()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _load(
+    port: int, reqs: list[bytes], clients: int, seconds: float
+) -> tuple[list[float], int]:
+    """``clients`` keep-alive connections on one asyncio loop, each sending requests back to back.
+
+    A minimal HTTP/1.1 client on asyncio streams (status line, Content-Length body): much less
+    CPU per request than a general client, so more of the two cores is left to the server.
+    """
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(j: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = j
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                writer.write(reqs[i % len(reqs)])
+                i += clients
+                head = await reader.readuntil(b"\r\n\r\n")
+                n = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        n = int(line[15:])
+                await reader.readexactly(n)
+                lat.append(time.perf_counter() - t0)
+                if head[9:12] != b"200":
+                    errors += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(j) for j in range(clients)))
+    return lat, errors
+
+
+def run_load(
+    url: str, pid: int, kind: str, body_kind: str, probes: np.ndarray, ids: list[str],
+    clients: int, seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """One scenario against a running server; figures as a dict."""
+    import httpx
+
+    before = _batch_stats(httpx.get(url + "/metrics").text, kind)
+    s0, c0, w0 = _cpu_seconds(pid), time.process_time(), time.perf_counter()
+    port = int(url.rsplit(":", 1)[1])
+    reqs = [_request(kind, body_kind, p, ids[n], port) for n, p in enumerate(probes)]
+    lat, errors = asyncio.run(_load(port, reqs, clients, seconds))
+    wall = time.perf_counter() - w0
+    s1, c1 = _cpu_seconds(pid), time.process_time()
+    after = _batch_stats(httpx.get(url + "/metrics").text, kind)
+    calls, rows = after[0] - before[0], after[1] - before[1]
+    ms = np.asarray(lat) * 1000.0
+    return {
+        "scenario": f"{kind} {body_kind}",
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / wall,
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "max": float(ms.max()),
+        "rows_per_call": rows / calls if calls else float("nan"),
+        "server_cpu": (s1 - s0) / wall,
+        # CPU time the server spent per answered request: less sensitive than req/s to other
+        # processes on the machine (cores / this = the server's capacity if it had the machine)
+        "server_cpu_ms_per_request": 1000.0 * (s1 - s0) / max(1, len(lat)),
+        "client_cpu": (c1 - c0) / wall,
+    }
+
+
+def _serve(path: Path, batching: bool, extra: list[str]) -> tuple[str, subprocess.Popen[bytes]]:
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "pyfacematch", "serve", "--gallery", f"bench={path}",
+           "--port", str(port), "--log-level", "warning", *extra]  # fmt: skip
+    if not batching:
+        cmd.append("--no-batching")
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 600:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return url, proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server not ready after 600 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of ``bench/serve.py``; prints a Markdown table and writes JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="identities (default 100000)")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=10.0, help="per scenario")
+    ap.add_argument("--folder", default="/tmp/pfm-bench-serve", help="gallery files are kept here")
+    ap.add_argument("--out", default=None, help="JSON results file")
+    ap.add_argument("--server-args", default="", help="extra serve flags, space separated")
+    a = ap.parse_args(argv)
+    folder = Path(a.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"g{a.n}x{a.dim}.db"
+    build_gallery(path, a.n, a.dim)
+    rng = np.random.default_rng(7)
+    probes = unit_rows(2048, a.dim, seed=10**9)
+    ids = [f"id{int(i)}" for i in rng.integers(0, a.n, 2048)]
+    rows = []
+    for batching in (True, False):
+        url, proc = _serve(path, batching, a.server_args.split())
+        try:
+            for kind, body in (("identify", "binary"), ("identify", "json"), ("verify", "binary")):
+                r = run_load(url, proc.pid, kind, body, probes, ids, a.clients, a.seconds)
+                r["batching"] = "on" if batching else "off"
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end; gallery {a.n} x {a.dim}; "
+          f"{a.clients} keep-alive clients, one probe per request, {a.seconds:g} s per scenario\n")  # fmt: skip
+    heads: list[str] = ["batching", "scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+    heads += ["rows/call", "server CPU", "server CPU ms/req", "client CPU", "errors"]
+    cells: list[list[Any]] = []
+    for r in rows:
+        cells.append(
+            [r["batching"], r["scenario"], f"{r['rps']:.0f}"]
+            + [f"{r[k]:.1f}" for k in ("p50", "p90", "p99", "max", "rows_per_call")]
+            + [f"{r['server_cpu']:.2f}", f"{r['server_cpu_ms_per_request']:.2f}"]
+            + [f"{r['client_cpu']:.2f}", r["errors"]]
+        )
+    print(table(heads, cells))
+    if a.out:
+        Path(a.out).write_text(json.dumps({"n": a.n, "dim": a.dim, "rows": rows}, indent=1))
+    return 0

@@ -1,0 +1,221 @@
+"""Dynamic batching: concurrent identify / verify requests become one gallery call.
+
+Each (gallery, kind) has a queue and one gathering task. The task takes the first waiting
+request, then gathers more for at most ``max_wait_ms`` or until ``max_batch`` probe rows are
+gathered, and runs them in a worker thread (the event loop never blocks on a search): identify
+requests sharing ``k`` and ``threshold`` are stacked into ONE
+:meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
+per probe than one probe at a time) and the result rows are handed back to each request; verify
+requests run in one thread dispatch (the gallery has no batched 1:1 call). At most
+``max_inflight`` batches per (gallery, kind) run at once; while they run, new requests queue
+up, so batches grow with the load by themselves. With batching off, every
+request is its own call in the thread pool (kept for measurement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.gallery import Gallery, IdentifyResult, VerifyResult
+
+__all__ = ["Batcher"]
+
+
+@dataclass
+class _Item:
+    kind: str  # "identify" or "verify"
+    params: tuple[Any, ...]  # identify: (k, threshold); verify: (identity, threshold)
+    probes: np.ndarray  # (n, d) float32, already validated
+    future: asyncio.Future[Any] = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return int(self.probes.shape[0])
+
+
+def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
+    """One gallery call for requests sharing (k, threshold); results split per request."""
+    k, thr = group[0].params
+    probes = group[0].probes if len(group) == 1 else np.concatenate([g.probes for g in group])
+    res = gallery.identify_arrays(probes, k=k, threshold=thr).results()
+    out: list[Any] = []
+    start = 0
+    for g in group:
+        out.append(res[start : start + g.rows])
+        start += g.rows
+    return out
+
+
+def _run_verify(gallery: Gallery, group: list[_Item]) -> list[Any]:
+    """Each verify of the group in one thread dispatch; an error belongs to its request only."""
+    out: list[Any] = []
+    for g in group:
+        ident, thr = g.params
+        try:
+            out.append(gallery.verify(ident, g.probes[0], threshold=thr))
+        except Exception as exc:  # returned, set on that request's future
+            out.append(exc)
+    return out
+
+
+class Batcher:
+    """Gathers concurrent identify / verify requests into gallery batches.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor
+        Worker threads that run the gallery calls.
+    enabled : bool
+        False: one gallery call per request (no gathering).
+    max_wait_ms : float
+        Longest wait for more requests after the first one of a batch arrived.
+    max_batch : int
+        Probe rows after which a batch is run without waiting.
+    on_batch : callable (kind, rows) or None
+        Called with each batch's kind and number of probe rows (metrics).
+    max_inflight : int
+        Batches of one (gallery, kind) that may run at once: with 2, the next batch is gathered
+        and started while the previous one is still in the core, so the CPU does not idle
+        between batches.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        enabled: bool = True,
+        max_wait_ms: float = 1.5,
+        max_batch: int = 256,
+        on_batch: Callable[[str, int], None] | None = None,
+        max_inflight: int = 2,
+    ) -> None:
+        self.executor = executor
+        self.enabled = bool(enabled)
+        self.max_wait = float(max_wait_ms) / 1000.0
+        self.max_batch = int(max_batch)
+        self.on_batch = on_batch
+        self.max_inflight = max(1, int(max_inflight))
+        self._running: set[asyncio.Task[None]] = set()
+        self._queues: dict[tuple[str, str], asyncio.Queue[_Item]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._galleries: dict[str, Gallery] = {}
+
+    async def identify(
+        self, name: str, gallery: Gallery, probes: np.ndarray, k: int, threshold: float | None
+    ) -> list[IdentifyResult]:
+        """Identify validated ``probes`` (n, d) float32 on ``gallery``; one result per row."""
+        res: list[IdentifyResult] = await self._submit(
+            name, gallery, "identify", (k, threshold), probes
+        )
+        return res
+
+    async def verify(
+        self,
+        name: str,
+        gallery: Gallery,
+        identity: str,
+        probe: np.ndarray,
+        threshold: float | None,
+    ) -> VerifyResult:
+        """Verify one validated probe (1, d) float32 against ``identity``."""
+        res: VerifyResult = await self._submit(
+            name, gallery, "verify", (identity, threshold), probe
+        )
+        return res
+
+    async def _submit(
+        self, name: str, gallery: Gallery, kind: str, params: tuple[Any, ...], probes: np.ndarray
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            item = _Item(kind, params, probes, loop.create_future())
+            run = _run_identify if kind == "identify" else _run_verify
+            (res,) = await loop.run_in_executor(self.executor, run, gallery, [item])
+            if self.on_batch is not None:
+                self.on_batch(kind, item.rows)
+            if isinstance(res, Exception):
+                raise res
+            return res
+        key = (name, kind)
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = asyncio.Queue()
+            self._galleries[name] = gallery
+            self._tasks.append(asyncio.create_task(self._gather(key, q)))
+        fut: asyncio.Future[Any] = loop.create_future()
+        q.put_nowait(_Item(kind, params, probes, fut))
+        return await fut
+
+    async def _gather(self, key: tuple[str, str], q: asyncio.Queue[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.max_inflight)
+        while True:
+            await slots.acquire()  # wait for a free slot before gathering: batches grow meanwhile
+            first = await q.get()
+            items = [first]
+            rows = first.rows
+            deadline = loop.time() + self.max_wait
+            while rows < self.max_batch:
+                try:
+                    nxt = q.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(q.get(), left)
+                    except asyncio.TimeoutError:
+                        break
+                items.append(nxt)
+                rows += nxt.rows
+            task = asyncio.create_task(self._run(key, items))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _t: slots.release())
+
+    async def _run(self, key: tuple[str, str], items: list[_Item]) -> None:
+        name, kind = key
+        gallery = self._galleries[name]
+        groups: dict[tuple[Any, ...], list[_Item]] = {}
+        for it in items:
+            if it.future.cancelled():  # the client went away
+                continue
+            groups.setdefault(it.params if kind == "identify" else (), []).append(it)
+        run = _run_identify if kind == "identify" else _run_verify
+        loop = asyncio.get_running_loop()
+        for group in groups.values():
+            try:
+                results = await loop.run_in_executor(self.executor, run, gallery, group)
+            except Exception as exc:  # a fault: every request of the group gets it
+                for it in group:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(kind, sum(it.rows for it in group))
+            for it, r in zip(group, results):
+                if it.future.done():
+                    continue
+                if isinstance(r, Exception):
+                    it.future.set_exception(r)
+                else:
+                    it.future.set_result(r)
+
+    async def close(self) -> None:
+        """Stop the gathering tasks (call after in-flight requests have finished)."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        self._queues.clear()
