@@ -32,6 +32,7 @@ echo "== 1/3 core + kernel_oracle with ASan/UBSan (ctest)"
 build "$TMP/core" kernel_oracle -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPFM_BUILD_TESTS=ON -DPFM_SANITIZE=ON
 (cd "$TMP/core" && ctest --output-on-failure)
 
+if [ "${PFM_SANITIZE_PYTHON:-0}" = 1 ]; then
 echo "== 2/3 Python extension with ASan/UBSan, pytest slice"
 PYBIND11_DIR=$("$PY" -c "import pybind11; print(pybind11.get_cmake_dir())")
 build "$TMP/ext" _core -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKBUILD=ON -DPFM_SANITIZE=ON \
@@ -48,6 +49,10 @@ sys.exit(0 if c.__file__.startswith('$TMP/pkg') else 'imported ' + c.__file__ + 
 (cd "$TMP" && PYTHONPATH="$TMP/pkg" LD_PRELOAD="$LIBASAN" "$PY" -m pytest -q -x -p no:cacheprovider \
   --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
   "$ROOT/tests/test_scoring.py" "$ROOT/tests/test_simd.py" "$ROOT/tests/test_core_hardening.py")
+
+else
+  echo "== 2/3 Python extension with ASan/UBSan: skipped (set PFM_SANITIZE_PYTHON=1; a sanitized build of the extension takes several minutes)"
+fi
 
 echo "== 3/3 libFuzzer harness (clang)"
 SECONDS_FUZZ=${PFM_FUZZ_SECONDS:-60}
