@@ -198,6 +198,22 @@ def test_bad_input_is_typed_and_commits_nothing(tmp_path):
     assert len(gm) == 0
 
 
+def test_template_masks_follow_templates_and_are_typed():
+    rng = np.random.default_rng(3)
+    gm = Gallery(dim=8, blocks=[0, 4, 8])
+    gm.enroll("a", unit(rng, 3, 8), masks=[1, 3, 2])
+    gm.enroll("b", unit(rng, 1, 8), masks=[2])
+    gm.enroll("a", unit(rng, 1, 8), masks=[3], on_duplicate="append")
+    got = gm.template_masks("a")
+    assert got is not None and got.dtype == np.uint64 and got.tolist() == [1, 3, 2, 3]
+    assert len(got) == len(gm.templates("a"))
+    with pytest.raises(UnknownIdentityError):
+        gm.template_masks("nobody")
+    plain = Gallery(dim=8)
+    plain.enroll("a", unit(rng, 1, 8))
+    assert plain.template_masks("a") is None
+
+
 # ----------------------------------------------------------------------------- model-based
 OPS = st.lists(
     st.one_of(

@@ -886,6 +886,20 @@ class Gallery:
             rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
             return self._m.data[rows].copy()
 
+    def template_masks(self, identity_id: str) -> np.ndarray | None:
+        """uint64 (T,) block masks of an identity's templates (same order as :meth:`templates`);
+        None for a gallery without blocks (plain cosine)."""
+        name = check_id(identity_id)
+        self._refresh()
+        with self._rw.read():
+            slot = self._name_to_slot.get(name)
+            if slot is None:
+                raise UnknownIdentityError(f"identity {name!r} is not enrolled")
+            if self.blocks is None or self._m.masks is None:
+                return None
+            rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
+            return self._m.masks[rows].copy()
+
     def audit_log(self) -> list[tuple[float, str, str | None, str]]:
         """(timestamp, action, identity, detail) rows; never biometric data."""
         return self._store.audit_log()

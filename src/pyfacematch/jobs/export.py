@@ -48,17 +48,13 @@ def gallery_info(gallery: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _template_masks(g: Gallery, identities: list[str]) -> np.ndarray | None:
-    """uint64 masks of every template, in the order of ``templates(i) for i in identities``.
-
-    Gallery has no public accessor for masks yet, so this reads its template matrix.
-    """
-    m = getattr(g, "_m", None)
-    if g.blocks is None or m is None or m.masks is None:
+    """uint64 masks of every template, in the order of ``templates(i) for i in identities``."""
+    if g.blocks is None:
         return None
     if not identities:
         return np.zeros(0, np.uint64)
-    slots = [g._slot_tids[g._name_to_slot[i]] for i in identities]
-    return np.concatenate([m.masks[m.tid_to_row[np.asarray(t)]] for t in slots])
+    parts = [g.template_masks(i) for i in identities]
+    return np.concatenate([m for m in parts if m is not None])
 
 
 def export_templates(

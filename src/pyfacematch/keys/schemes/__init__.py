@@ -62,6 +62,7 @@ __all__ = [
     "load_scheme",
     "register_scheme",
     "default_distance_pairs",
+    "mirror_name",
 ]
 
 _HERE = Path(__file__).resolve().parent
@@ -201,7 +202,8 @@ def default_distance_pairs(
     return [list(p) for p in sorted(out)]
 
 
-def _mirror_name(name: str) -> str:
+def mirror_name(name: str) -> str:
+    """The name of the mirror-image region or point: ``left`` and ``right`` swapped (``"left_eye"`` → ``"right_eye"``)."""
     return re.sub(r"left|right", lambda m: "right" if m.group(0) == "left" else "left", name)
 
 
@@ -302,7 +304,7 @@ def _validate(d: dict) -> Scheme:
                 )
             seen[q] = k
         ri, rj = regions[pr[i]], regions[pr[j]]
-        if ri != rj and _mirror_name(ri) != rj:
+        if ri != rj and mirror_name(ri) != rj:
             raise SchemeError(
                 f"scheme {name!r}: pair {k} = [{i}, {j}] joins regions {ri!r} and {rj!r}; "
                 "partners must share a region or lie in mirror regions (left/right)"

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pyfacematch._similarity import similarity_fit
-from pyfacematch.keys.schemes import _mirror_name, default_distance_pairs
+from pyfacematch.keys.schemes import default_distance_pairs, mirror_name
 
 HERE = Path(__file__).resolve().parent
 
@@ -289,7 +289,7 @@ def build(npz: str, wheel: str) -> None:
     # decides, its partner takes the mirrored region
     for a, b in pairs:
         right, left = (a, b) if mean478[a, 0] < mean478[b, 0] else (b, a)
-        pr478[left] = regions.index(_mirror_name(regions[pr478[right]]))
+        pr478[left] = regions.index(mirror_name(regions[pr478[right]]))
     d478 = _scheme_dict(
         "mediapipe478",
         "MediaPipe Face Mesh: 468 mesh points + 10 iris points (468-472 right iris, 468 its "
