@@ -20,6 +20,7 @@ __all__ = [
     "DuplicateIdentityError",
     "SchemeError",
     "LandmarkError",
+    "GalleryDamagedError",
     "GalleryFileError",
     "FormatVersionError",
     "GalleryLockedError",
@@ -81,6 +82,11 @@ class LandmarkError(InputError):
 
 class GalleryFileError(PyFaceMatchError, OSError):
     """A gallery file is missing, corrupted, truncated or not a gallery."""
+
+
+class GalleryDamagedError(GalleryFileError):
+    """A read met a damaged or altered gallery database (SQLite found a corrupt page, or text
+    that is not UTF-8): nothing was changed; restore the file from a backup."""
 
 
 class FormatVersionError(GalleryFileError):

@@ -98,6 +98,42 @@ def fuzz_keymodel(data: bytes) -> None:
     assert km.dim > 0
 
 
+def fuzz_gallery(data: bytes) -> None:
+    """The gallery database file itself (SQLite bytes from anywhere): open it read-only, list,
+    search and verify. A crafted file must give a typed error or a consistent gallery."""
+    from pyfacematch.gallery import Gallery
+
+    d = _TMP / "gallery"
+    d.mkdir(exist_ok=True)
+    for f in d.iterdir():  # the previous input's database, WAL, shm, index folder
+        if f.is_dir():
+            for g in f.iterdir():
+                g.unlink()
+            f.rmdir()
+        else:
+            f.unlink()
+    p = d / "g.db"
+    p.write_bytes(data)
+    os.chmod(p, 0o600)
+    try:
+        g = Gallery.open(p, read_only=True)
+    except PyFaceMatchError:
+        return
+    try:
+        ids = g.identities()
+        assert len(ids) == len(g) and len(set(ids)) == len(ids)
+        if g.dim and ids:
+            probe = np.ones(g.dim, np.float32) / np.sqrt(g.dim)
+            for r in g.identify(probe, k=min(3, len(ids))):
+                assert all(c.identity in set(ids) for c in r.candidates)
+            g.verify(ids[0], probe)
+            g.info()
+    except PyFaceMatchError:
+        pass
+    finally:
+        g.close()
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "npy": _stdin_target("npy", _file_target("npy", ".npy")),
     "npz": _file_target("npz", ".npz"),
@@ -105,6 +141,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "jsonl": _stdin_target("jsonl", _file_target("jsonl", ".jsonl")),
     "parquet": _file_target("parquet", ".parquet"),
     "keymodel": fuzz_keymodel,
+    "gallery": fuzz_gallery,
 }
 
 

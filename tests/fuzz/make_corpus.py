@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,6 +29,30 @@ def _npy(a: np.ndarray, shape=None) -> bytes:
     return f.getvalue()
 
 
+def _galleries(d: Path, rng: np.random.Generator) -> dict[str, bytes]:
+    """Small gallery databases: plain and masked, with a removal and a calibration."""
+    import sqlite3
+
+    from pyfacematch.gallery import Gallery
+
+    out = {}
+    for name, blocks in (("plain", None), ("masked", [0, 4, 8])):
+        p = d / f"{name}.db"
+        g = Gallery.open(p, dim=8, blocks=blocks)
+        x = rng.standard_normal((6, 8)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        for i in range(3):
+            g.enroll(f"p{i}", x[2 * i : 2 * i + 2])
+        g.remove("p1")
+        g.close()
+        con = sqlite3.connect(p)  # one self-contained file: no WAL beside it
+        con.execute("PRAGMA journal_mode=DELETE")
+        con.execute("VACUUM")
+        con.close()
+        out[name] = p.read_bytes()
+    return out
+
+
 def main() -> None:
     from pyfacematch import KeyModel
     from pyfacematch.io import write_table
@@ -40,7 +63,7 @@ def main() -> None:
     lm = rng.standard_normal((2, 3, 2)).astype(np.float32)
     masks = np.array([1, 3, 7], np.uint64)
     seeds: dict[str, dict[str, bytes]] = {
-        k: {} for k in ("npy", "npz", "csv", "jsonl", "parquet", "keymodel")
+        k: {} for k in ("npy", "npz", "csv", "jsonl", "parquet", "keymodel", "gallery")
     }
     with tempfile.TemporaryDirectory() as d:
         for fmt in ("npz", "csv", "jsonl", "parquet"):
@@ -56,6 +79,7 @@ def main() -> None:
         )
         km.save(Path(d) / "km.npz")
         seeds["keymodel"]["small"] = (Path(d) / "km.npz").read_bytes()
+        seeds["gallery"].update(_galleries(Path(d), rng))
     seeds["npy"]["templates"] = _npy(t)
     seeds["npy"]["landmarks"] = _npy(lm)
     seeds["npy"]["fortran"] = _npy(np.asfortranarray(t.astype(np.float64)))
@@ -77,10 +101,9 @@ def main() -> None:
     f = io.BytesIO()
     pq.write_table(pa.table({"id": [1, 2], "template": [[1.0, 2.0], None]}), f)
     seeds["parquet"]["nulls"] = f.getvalue()
-    if CORPUS.exists():
-        shutil.rmtree(CORPUS)
+    # Seeds are overwritten, never deleted: inputs the fuzzers found (``crash-*``) stay.
     for target, files in seeds.items():
-        (CORPUS / target).mkdir(parents=True)
+        (CORPUS / target).mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             (CORPUS / target / name).write_bytes(data)
 

@@ -43,6 +43,7 @@ Trust nothing at load
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -63,6 +64,7 @@ from pyfacematch.errors import (
     DuplicateIdentityError,
     FormatVersionError,
     GalleryClosedError,
+    GalleryDamagedError,
     GalleryFileError,
     InputError,
     UnknownIdentityError,
@@ -146,6 +148,115 @@ CREATE TABLE audit (
     detail    TEXT
 );
 """
+
+
+# SQLite's result codes for a damaged file (https://www.sqlite.org/rescode.html): SQLITE_CORRUPT
+# and SQLITE_NOTADB. SQLite finds damage lazily, on the page a query touches, so any read can
+# meet it; it is reported as a typed GalleryFileError, never as the driver's DatabaseError.
+_DAMAGED_CODES = (11, 26)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    if isinstance(exc, UnicodeDecodeError):  # text that is not UTF-8 where SQLite returns text
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
+        exc, (sqlite3.OperationalError, sqlite3.IntegrityError)
+    ):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    return code in _DAMAGED_CODES or (
+        code is None and ("malformed" in str(exc) or "not a database" in str(exc))
+    )
+
+
+def _damaged(exc: BaseException) -> GalleryDamagedError:
+    return GalleryDamagedError(
+        f"the gallery file is damaged or was altered ({type(exc).__name__}: {exc}); "
+        "nothing was changed: restore it from a backup"
+    )
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose fetches report file damage as :class:`GalleryDamagedError`."""
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if _is_damage(exc):
+                raise _damaged(exc) from exc
+            raise
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if _is_damage(exc):
+                raise _damaged(exc) from exc
+            raise
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        try:
+            return super().fetchmany(size)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if _is_damage(exc):
+                raise _damaged(exc) from exc
+            raise
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if _is_damage(exc):
+                raise _damaged(exc) from exc
+            raise
+
+
+class _Connection(sqlite3.Connection):
+    """The store's connection: statements and fetches report file damage as a typed error."""
+
+    def cursor(self, factory: Any = _Cursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
+        try:
+            return super().execute(sql, parameters)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if _is_damage(exc):
+                raise _damaged(exc) from exc
+            raise
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:  # type: ignore[override]
+        try:
+            return super().executemany(sql, parameters)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if _is_damage(exc):
+                raise _damaged(exc) from exc
+            raise
+
+
+def _columns(con: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
+    """Each table's (column, declared type), from the file's own catalogue."""
+    names = [
+        r[0]
+        for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return {
+        n: [(str(r[1]), str(r[2]).upper()) for r in con.execute(f"PRAGMA table_info({n!r})")]
+        for n in names
+    }
+
+
+@functools.cache
+def _expected_columns() -> dict[str, list[tuple[str, str]]]:
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(_SCHEMA)
+        return _columns(con)
+    finally:
+        con.close()
 
 
 @dataclass(frozen=True)
@@ -300,6 +411,7 @@ class Store:
                 ":memory:" if self.path is None else self._where(),
                 isolation_level=None,
                 check_same_thread=False,
+                factory=_Connection,
             )
         except sqlite3.Error as exc:
             self._discard(created)
@@ -311,7 +423,8 @@ class Store:
             else:
                 self._create(int(dim), new_blocks)  # type: ignore[arg-type]
             self.dim, self.blocks = self._read_shape()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError, GalleryDamagedError) as exc:
+            # a crafted file can hold text that is not UTF-8 where SQLite returns text
             self._con.close()
             self._discard(created)
             if _on_read_only_fs(self.path):
@@ -430,6 +543,18 @@ class Store:
                 f"{row[0] if row else 'missing'!s}, this pyfacematch reads version "
                 f"{FORMAT_VERSION}: open it with the pyfacematch release that wrote it"
             )
+        # A crafted file can carry the format record over other tables: every table this
+        # version reads must have exactly its columns, or queries fail later in odd places.
+        have = _columns(c)
+        for table, cols in _expected_columns().items():
+            if have.get(table) != cols:
+                got = "missing" if table not in have else [n for n, _ in have[table]]
+                raise GalleryFileError(
+                    f"gallery {self._where()!r} has the format record of version "
+                    f"{FORMAT_VERSION} but its table {table!r} is not that version's "
+                    f"(columns {got}, expected {[n for n, _ in cols]}): the file was altered or "
+                    "corrupted; restore it from a backup"
+                )
         if integrity_check:
             # after a crash (a WAL was left) check everything, indexes included
             check = "integrity_check" if wal_left else "quick_check"
