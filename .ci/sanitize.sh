@@ -3,7 +3,8 @@
 # build folder, in about five minutes on two cores:
 #   1. the core and kernel_oracle built with -fsanitize=address,undefined, run through ctest;
 #   2. the Python extension built the same way and a slice of pytest (tests/test_scoring.py,
-#      tests/test_simd.py, tests/test_core_hardening.py) run against it with libasan preloaded;
+#      tests/test_simd.py, tests/test_core_hardening.py, tests/test_bf16_bound.py) run against it
+#      with libasan and libstdc++ preloaded (PFM_SANITIZE_PYTHON=0 skips it);
 #   3. where clang is installed, the libFuzzer harness cpp/tests/fuzz_core.cpp run for
 #      PFM_FUZZ_SECONDS (default 60; 0 skips it) over a copy of its seed corpus.
 # Any sanitizer report fails the run (halt_on_error; UBSan does not recover).
@@ -32,8 +33,10 @@ echo "== 1/3 core + kernel_oracle with ASan/UBSan (ctest)"
 build "$TMP/core" kernel_oracle -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPFM_BUILD_TESTS=ON -DPFM_SANITIZE=ON
 (cd "$TMP/core" && ctest --output-on-failure)
 
-if [ "${PFM_SANITIZE_PYTHON:-0}" = 1 ]; then
+if [ "${PFM_SANITIZE_PYTHON:-1}" = 1 ]; then
 echo "== 2/3 Python extension with ASan/UBSan, pytest slice"
+# pybind11 is a build requirement, not installed in the environment by a normal install
+"$PY" -c "import pybind11" 2>/dev/null || "$PY" -m pip install -q "pybind11>=3.0,<3.2"
 PYBIND11_DIR=$("$PY" -c "import pybind11; print(pybind11.get_cmake_dir())")
 build "$TMP/ext" _core -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKBUILD=ON -DPFM_SANITIZE=ON \
   -Dpybind11_DIR="$PYBIND11_DIR" -DPython_EXECUTABLE="$(command -v "$PY")"
@@ -42,16 +45,20 @@ cp -r "$ROOT/src/pyfacematch" "$TMP/pkg/"
 rm -f "$TMP"/pkg/pyfacematch/_core*.so
 cp "$TMP"/ext/_core*.so "$TMP/pkg/pyfacematch/"
 LIBASAN=$(${CXX:-c++} -print-file-name=libasan.so)
+# libstdc++ preloaded too: python is not linked against it, and ASan's __cxa_throw interceptor
+# must find the real one at start-up, or the first C++ exception aborts ("real___cxa_throw")
+LIBSTDCXX=$(${CXX:-c++} -print-file-name=libstdc++.so)
 # the copy must be the package imported (not an installed or editable one)
-PYTHONPATH="$TMP/pkg" LD_PRELOAD="$LIBASAN" "$PY" -c "
+PYTHONPATH="$TMP/pkg" LD_PRELOAD="$LIBASAN $LIBSTDCXX" "$PY" -c "
 import sys, pyfacematch._core as c
 sys.exit(0 if c.__file__.startswith('$TMP/pkg') else 'imported ' + c.__file__ + ', not the sanitized build')"
-(cd "$TMP" && PYTHONPATH="$TMP/pkg" LD_PRELOAD="$LIBASAN" "$PY" -m pytest -q -x -p no:cacheprovider \
+(cd "$TMP" && PYTHONPATH="$TMP/pkg" LD_PRELOAD="$LIBASAN $LIBSTDCXX" "$PY" -m pytest -q -x -p no:cacheprovider \
   --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
-  "$ROOT/tests/test_scoring.py" "$ROOT/tests/test_simd.py" "$ROOT/tests/test_core_hardening.py")
+  "$ROOT/tests/test_scoring.py" "$ROOT/tests/test_simd.py" "$ROOT/tests/test_core_hardening.py" \
+  "$ROOT/tests/test_bf16_bound.py")
 
 else
-  echo "== 2/3 Python extension with ASan/UBSan: skipped (set PFM_SANITIZE_PYTHON=1; a sanitized build of the extension takes several minutes)"
+  echo "== 2/3 Python extension with ASan/UBSan: skipped (PFM_SANITIZE_PYTHON=0)"
 fi
 
 echo "== 3/3 libFuzzer harness (clang)"

@@ -184,6 +184,8 @@ class DurabilityReport:
 
     def violate(self, cycle: int, kind: str, detail: str) -> None:
         self.violations.append(Violation(cycle, kind, detail))
+        # as it happens: a long run's first violation should not wait for the summary
+        print(f"  VIOLATION cycle {cycle}: {kind}: {detail}", file=sys.stderr, flush=True)
 
     @property
     def leaked_files(self) -> int:
@@ -447,7 +449,11 @@ def scan_gallery(
             cycle,
             "leak",
             f"{len(leaks)} removed templates ({len(ids)} ids, e.g. "
-            f"{ids[:3]}) in {files} ({'final scan' if final else 'after kill'})",
+            f"{ids[:3]}) in {files} ({'final scan' if final else 'after kill'}): "
+            + ", ".join(
+                f"{lk.key} {lk.matched_bytes} B{' whole' if lk.whole else ''} in {lk.file}"
+                for lk in leaks[:3]
+            ),
         )
 
 
