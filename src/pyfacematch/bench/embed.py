@@ -32,6 +32,7 @@ __all__ = [
     "fusion_report",
     "synthetic_onnx_model",
     "measure_embed",
+    "compare_pipelines",
 ]
 
 
@@ -64,6 +65,83 @@ def measure_throughput(emb: Any, paths: list[str], repeat: int) -> tuple[dict[st
         "failures": len(batch.failures),
     }
     return out, batch
+
+
+def _run_once(emb: Any, paths: list[str]) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds (this process, or the workers for a ParallelEmbedder), batch."""
+    cpu_attr = hasattr(emb, "cpu_seconds")
+    c0 = emb.cpu_seconds if cpu_attr else time.process_time()
+    t0 = time.perf_counter()
+    batch = emb.embed(paths)
+    wall = time.perf_counter() - t0
+    c1 = emb.cpu_seconds if cpu_attr else time.process_time()
+    return wall, c1 - c0, batch
+
+
+def compare_pipelines(
+    paths: list[str], *, n_images: int = 216, rounds: int = 3, workers: int = 2
+) -> dict[str, Any]:
+    """Today's pipeline against the parallel one, in the same run, rounds interleaved.
+
+    ``today``: one :class:`~pyfacematch.embed.dlib.DlibEmbedder` in this process, HOG with one
+    upsampling (the defaults). ``parallel``: :class:`~pyfacematch.embed.parallel.ParallelEmbedder`
+    with ``workers`` processes and ``upsample="auto"``. Each round embeds the photo set repeated to
+    ``n_images`` with each pipeline (order alternating); the report gives the median images/s, the
+    CPU seconds per image (user + system of the process doing the work: robust to other load), the
+    speed-up ratio of the medians and the load average before and after (the machine is shared).
+    """
+    from pyfacematch.embed.dlib import DlibEmbedder
+    from pyfacematch.embed.parallel import ParallelEmbedder
+
+    work = (paths * (-(-n_images // len(paths))))[:n_images]
+    load0 = os.getloadavg()
+    today = DlibEmbedder("hog", upsample=1)
+    today.embed(paths[:2])  # models loaded before timing, as in the parallel workers
+    par = ParallelEmbedder("dlib", workers=workers, upsample="auto")
+    t0 = time.perf_counter()
+    par.embed(paths[: 2 * workers])  # start the workers and load their models
+    start_s = time.perf_counter() - t0
+    rates: dict[str, list[float]] = {"today": [], "parallel": []}
+    cpus: dict[str, list[float]] = {"today": [], "parallel": []}
+    batches: dict[str, Any] = {}
+    try:
+        for r in range(rounds):
+            order = [("today", today), ("parallel", par)]
+            for name, emb in order if r % 2 == 0 else order[::-1]:
+                wall, cpu, batch = _run_once(emb, work)
+                rates[name].append(n_images / wall)
+                cpus[name].append(cpu / n_images)
+                batches[name] = batch
+    finally:
+        par.close()
+    out: dict[str, Any] = {
+        "n_images": n_images,
+        "rounds": rounds,
+        "workers": workers,
+        "load_average_before": [round(x, 2) for x in load0],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "parallel_start_s": start_s,
+    }
+    for name in rates:
+        out[name] = {
+            "images_per_s_median": float(np.median(rates[name])),
+            "images_per_s_rounds": [round(x, 2) for x in rates[name]],
+            "cpu_s_per_image_median": float(np.median(cpus[name])),
+            "failures": len(batches[name].failures),
+        }
+    out["speedup_median"] = (
+        out["parallel"]["images_per_s_median"] / out["today"]["images_per_s_median"]
+    )
+    out["cpu_per_image_ratio"] = (
+        out["parallel"]["cpu_s_per_image_median"] / out["today"]["cpu_s_per_image_median"]
+    )
+    stage = par.timings
+    out["parallel_stage_ms_per_image"] = {
+        k: 1e3 * getattr(stage, k) / max(stage.images, 1)
+        for k in ("load", "detect", "align", "embed")
+    }
+    out["_templates"] = {k: b.templates() for k, b in batches.items() if not b.failures}
+    return out
 
 
 def landmark_key_scores(landmarks: np.ndarray) -> np.ndarray:
@@ -171,6 +249,9 @@ def measure_embed(
     onnx_config: Path | None = None,
     onnx_synthetic: bool = False,
     threads: int | None = None,
+    compare_images: int = 0,
+    compare_rounds: int = 3,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Run the protocol on the photo set in ``data`` (``faces_johns.npz`` + ``faces/``).
 
@@ -188,6 +269,8 @@ def measure_embed(
         Time the ONNX path on :func:`synthetic_onnx_model`.
     threads : int or None
         onnxruntime intra-op threads.
+    compare_images, compare_rounds, workers :
+        When ``compare_images`` > 0, :func:`compare_pipelines` over that many images.
 
     Returns
     -------
@@ -214,6 +297,18 @@ def measure_embed(
             )
         else:
             results["dlib_failures"] = [(r.source, r.reason) for r in batch.failures]
+        if compare_images > 0:
+            cmp = compare_pipelines(
+                paths, n_images=compare_images, rounds=compare_rounds, workers=workers
+            )
+            tmpl = cmp.pop("_templates")
+            if "parallel" in tmpl:
+                tp_ = tmpl["parallel"][: len(paths)]
+                acc = photo_accuracy(tp_, labels, stored["embeddings"])
+                cmp["parallel_accuracy"] = {
+                    k: acc[k] for k in ("loo_rank1", "enrol1_identify_rank1", "cos_to_stored_min")
+                }
+            results["compare"] = cmp
     else:
         results["dlib"] = "not installed: pip install 'pyfacematch[dlib]'"
 

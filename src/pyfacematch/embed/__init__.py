@@ -507,11 +507,19 @@ def create_embedder(spec: str, **options: object) -> Embedder:
     **options
         Passed to the embedder's constructor (e.g. ``upsample``,
         ``batch_size``, ``config``, ``intra_op_threads``, ``max_pixels``).
+        ``workers=N`` (N > 1, or 0 for one per core) runs it in N processes
+        (:class:`~pyfacematch.embed.parallel.ParallelEmbedder`, same interface).
 
     Returns
     -------
     Embedder
     """
+    workers = options.pop("workers", None)
+    if workers is not None and int(workers) != 1:  # type: ignore[call-overload]
+        from pyfacematch.embed.parallel import ParallelEmbedder
+
+        n = int(workers)  # type: ignore[call-overload]
+        return ParallelEmbedder(spec, workers=n or None, **options)  # type: ignore[arg-type, return-value]
     kind, _, arg = str(spec).partition(":")
     if kind == "dlib":
         from pyfacematch.embed.dlib import DlibEmbedder

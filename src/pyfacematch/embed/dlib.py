@@ -18,6 +18,7 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,9 +110,12 @@ class DlibDetector(Detector):
     detector : {"hog", "cnn"}
         HOG + linear SVM (fast, frontal faces) or the MMOD CNN (slower on CPU,
         more poses).
-    upsample : int
+    upsample : int or "auto"
         Times the image is upsampled before detection (1 finds faces down to
-        about 40 px wide; 0 is faster, about 80 px).
+        about 40 px wide; 0 is four times faster, about 80 px). ``"auto"``
+        detects without upsampling and upsamples once only when that finds no
+        face: the speed of 0 on photos whose faces are large enough, the reach
+        of 1 on the others.
     adjust_threshold : float
         Added to the HOG detector's threshold (negative finds more faces).
     model_dir : path, optional
@@ -130,7 +134,7 @@ class DlibDetector(Detector):
         self,
         detector: str = "hog",
         *,
-        upsample: int = 1,
+        upsample: int | str = 1,
         adjust_threshold: float = 0.0,
         model_dir: str | os.PathLike | None = None,
         max_side: int | None = 1600,
@@ -140,8 +144,11 @@ class DlibDetector(Detector):
         self.max_side = None if max_side is None else int(max_side)
         if detector not in ("hog", "cnn"):
             raise InputError(f"expected detector 'hog' or 'cnn', got {detector!r}")
-        if int(upsample) < 0:
-            raise InputError(f"expected upsample >= 0, got {upsample}")
+        self.auto_upsample = upsample == "auto"
+        if self.auto_upsample:
+            upsample = 0
+        elif isinstance(upsample, str) or int(upsample) < 0:
+            raise InputError(f"expected upsample >= 0 or 'auto', got {upsample!r}")
         dlib = _import_dlib()
         self._dlib = dlib
         self.kind = detector
@@ -166,15 +173,19 @@ class DlibDetector(Detector):
             scale = self.max_side / float(max(h, w))
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        if self.kind == "hog":
-            rects, scores, _ = self._det.run(small, self.upsample, self.adjust_threshold)
-            found = list(zip(rects, (float(s) for s in scores)))
-        else:
-            found = [(d.rect, float(d.confidence)) for d in self._det(small, self.upsample)]
+        found = self._run(small, self.upsample)
+        if not found and self.auto_upsample:
+            found = self._run(small, self.upsample + 1)
         return [
             (np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / scale, sc)
             for r, sc in found
         ]
+
+    def _run(self, image: np.ndarray, upsample: int) -> list[tuple[Any, float]]:
+        if self.kind == "hog":
+            rects, scores, _ = self._det.run(image, upsample, self.adjust_threshold)
+            return list(zip(rects, (float(s) for s in scores)))
+        return [(d.rect, float(d.confidence)) for d in self._det(image, upsample)]
 
     def landmarks(self, image: np.ndarray, box: Sequence[float] | np.ndarray) -> np.ndarray:
         """68 iBUG landmarks inside a given box: (68, 2) float32 pixels."""
@@ -233,7 +244,7 @@ class DlibEmbedder(Embedder):
         self,
         detector: str | DlibDetector = "hog",
         *,
-        upsample: int = 1,
+        upsample: int | str = 1,
         num_jitters: int = 0,
         padding: float = 0.25,
         model_dir: str | os.PathLike | None = None,
