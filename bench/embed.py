@@ -22,11 +22,14 @@ What it prints
    at FMR = 1%. The landmark score is the cosine of 68-point landmark keys
    from the untrained ``KeyModel.default("ibug68")`` (no labels, so no leakage
    between folds).
-4. Today's pipeline (one process, HOG upsample 1) against the parallel one
-   (``ParallelEmbedder``, ``--workers`` processes, upsample "auto") in the same
-   run, rounds interleaved: median images/s, CPU seconds per image, the
-   speed-up, the load average (the machine may be shared), and the parallel
-   templates' rank-1 and cosine to the stored descriptors.
+4. dlib's descriptor against the same network on onnxruntime, on the chips of
+   every photo: minimum cosine and CPU ms per face.
+5. Today's pipeline (one process, HOG upsample 1, dlib's descriptor) against
+   the new ones in the same run, rounds interleaved: ``onnx_1proc`` (one
+   process, upsample "auto", descriptor on onnxruntime) and ``parallel``
+   (``ParallelEmbedder``, ``--workers`` processes of it): median images/s,
+   CPU ms per image, the speed-ups, the load average (the machine may be
+   shared), and each one's rank-1 and cosine to the stored descriptors.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def test_parallel_bad_arguments():
 def test_create_embedder_workers():
     pe = create_embedder("dlib", workers=2, upsample="auto")
     assert isinstance(pe, ParallelEmbedder) and pe.workers == 2
-    assert pe.options == {"upsample": "auto"}
+    assert pe.options == {"upsample": "auto", "threads": 1}  # one onnxruntime thread per worker
     pe.close()
     assert isinstance(create_embedder("dlib", workers=1), DlibEmbedder)
 

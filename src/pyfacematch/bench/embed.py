@@ -33,6 +33,7 @@ __all__ = [
     "synthetic_onnx_model",
     "measure_embed",
     "compare_pipelines",
+    "descriptor_agreement",
 ]
 
 
@@ -81,67 +82,100 @@ def _run_once(emb: Any, paths: list[str]) -> tuple[float, float, Any]:
 def compare_pipelines(
     paths: list[str], *, n_images: int = 216, rounds: int = 3, workers: int = 2
 ) -> dict[str, Any]:
-    """Today's pipeline against the parallel one, in the same run, rounds interleaved.
+    """Today's pipeline against the new ones, in the same run, rounds interleaved.
 
-    ``today``: one :class:`~pyfacematch.embed.dlib.DlibEmbedder` in this process, HOG with one
-    upsampling (the defaults). ``parallel``: :class:`~pyfacematch.embed.parallel.ParallelEmbedder`
-    with ``workers`` processes and ``upsample="auto"``. Each round embeds the photo set repeated to
-    ``n_images`` with each pipeline (order alternating); the report gives the median images/s, the
-    CPU seconds per image (user + system of the process doing the work: robust to other load), the
-    speed-up ratio of the medians and the load average before and after (the machine is shared).
+    ``today``: one :class:`~pyfacematch.embed.dlib.DlibEmbedder` in this process as it ran before
+    (HOG with one upsampling, dlib's own descriptor). ``onnx_1proc``: the same in this process
+    with ``upsample="auto"`` and the descriptor on onnxruntime. ``parallel``:
+    :class:`~pyfacematch.embed.parallel.ParallelEmbedder`, ``workers`` processes of the latter
+    (one onnxruntime thread each). Each round embeds the photo set repeated to ``n_images`` with
+    each pipeline (order rotating); the report gives the median images/s, the CPU seconds per
+    image (user + system of the processes doing the work: robust to other load), the speed-up
+    of the medians over ``today`` and the load average before and after (the machine is shared).
     """
     from pyfacematch.embed.dlib import DlibEmbedder
     from pyfacematch.embed.parallel import ParallelEmbedder
 
     work = (paths * (-(-n_images // len(paths))))[:n_images]
     load0 = os.getloadavg()
-    today = DlibEmbedder("hog", upsample=1)
-    today.embed(paths[:2])  # models loaded before timing, as in the parallel workers
-    par = ParallelEmbedder("dlib", workers=workers, upsample="auto")
+    pipes: dict[str, Any] = {
+        "today": DlibEmbedder("hog", upsample=1, descriptor="dlib"),
+        "onnx_1proc": DlibEmbedder("hog", upsample="auto", descriptor="onnx"),
+        "parallel": ParallelEmbedder("dlib", workers=workers, upsample="auto"),
+    }
     t0 = time.perf_counter()
-    par.embed(paths[: 2 * workers])  # start the workers and load their models
+    for emb in pipes.values():  # models loaded (and workers started) before timing
+        emb.embed(paths[: 2 * workers])
     start_s = time.perf_counter() - t0
-    rates: dict[str, list[float]] = {"today": [], "parallel": []}
-    cpus: dict[str, list[float]] = {"today": [], "parallel": []}
+    rates: dict[str, list[float]] = {k: [] for k in pipes}
+    cpus: dict[str, list[float]] = {k: [] for k in pipes}
     batches: dict[str, Any] = {}
     try:
         for r in range(rounds):
-            order = [("today", today), ("parallel", par)]
-            for name, emb in order if r % 2 == 0 else order[::-1]:
+            names = list(pipes)
+            names = names[r % len(names) :] + names[: r % len(names)]
+            for name in names:
+                emb = pipes[name]
+                emb.timings.reset()
                 wall, cpu, batch = _run_once(emb, work)
                 rates[name].append(n_images / wall)
                 cpus[name].append(cpu / n_images)
                 batches[name] = batch
     finally:
-        par.close()
+        pipes["parallel"].close()
     out: dict[str, Any] = {
         "n_images": n_images,
         "rounds": rounds,
         "workers": workers,
         "load_average_before": [round(x, 2) for x in load0],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "parallel_start_s": start_s,
+        "models_load_and_start_s": start_s,
     }
-    for name in rates:
+    for name, emb in pipes.items():
+        st = emb.timings
         out[name] = {
             "images_per_s_median": float(np.median(rates[name])),
             "images_per_s_rounds": [round(x, 2) for x in rates[name]],
-            "cpu_s_per_image_median": float(np.median(cpus[name])),
+            "cpu_ms_per_image_median": 1e3 * float(np.median(cpus[name])),
+            "stage_ms_per_image_last_round": {
+                k: round(1e3 * getattr(st, k) / max(st.images, 1), 2)
+                for k in ("load", "detect", "align", "embed")
+            },
             "failures": len(batches[name].failures),
         }
-    out["speedup_median"] = (
-        out["parallel"]["images_per_s_median"] / out["today"]["images_per_s_median"]
-    )
-    out["cpu_per_image_ratio"] = (
-        out["parallel"]["cpu_s_per_image_median"] / out["today"]["cpu_s_per_image_median"]
-    )
-    stage = par.timings
-    out["parallel_stage_ms_per_image"] = {
-        k: 1e3 * getattr(stage, k) / max(stage.images, 1)
-        for k in ("load", "detect", "align", "embed")
-    }
+    for name in ("onnx_1proc", "parallel"):
+        out[f"speedup_{name}_vs_today"] = (
+            out[name]["images_per_s_median"] / out["today"]["images_per_s_median"]
+        )
+        out[f"cpu_ratio_{name}_vs_today"] = (
+            out[name]["cpu_ms_per_image_median"] / out["today"]["cpu_ms_per_image_median"]
+        )
     out["_templates"] = {k: b.templates() for k, b in batches.items() if not b.failures}
     return out
+
+
+def descriptor_agreement(paths: list[str]) -> dict[str, Any]:
+    """dlib's descriptor and the onnxruntime one on the same chips of every photo: cosine and CPU."""
+    from pyfacematch.embed.dlib import DlibEmbedder
+    from pyfacematch.embed.images import load_image
+
+    d = DlibEmbedder(descriptor="dlib")
+    o = DlibEmbedder(descriptor="onnx", threads=1)
+    imgs = [load_image(p) for p in paths]
+    chips = [d.align(im, d.detect(im)[0]) for im in imgs]
+    o.embed_crops(chips[:2])
+    c0 = time.process_time()
+    a = d.embed_crops(chips).astype(np.float64)
+    c1 = time.process_time()
+    b = o.embed_crops(chips).astype(np.float64)
+    c2 = time.process_time()
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return {
+        "faces": len(chips),
+        "cosine_min": float(cos.min()),
+        "dlib_cpu_ms_per_face": 1e3 * (c1 - c0) / len(chips),
+        "onnx_1thread_cpu_ms_per_face": 1e3 * (c2 - c1) / len(chips),
+    }
 
 
 def landmark_key_scores(landmarks: np.ndarray) -> np.ndarray:
@@ -284,7 +318,7 @@ def measure_embed(
     results: dict[str, Any] = {"n_photos": len(paths), "cpu_count": os.cpu_count()}
 
     if dlib_available():
-        emb = DlibEmbedder(detector, upsample=upsample)
+        emb = DlibEmbedder(detector, upsample=upsample, descriptor="dlib")
         tp, batch = measure_throughput(emb, paths, repeat)
         results["dlib_throughput"] = tp
         t = batch.templates()
@@ -297,15 +331,15 @@ def measure_embed(
             )
         else:
             results["dlib_failures"] = [(r.source, r.reason) for r in batch.failures]
+        results["descriptor_agreement"] = descriptor_agreement(paths)
         if compare_images > 0:
             cmp = compare_pipelines(
                 paths, n_images=compare_images, rounds=compare_rounds, workers=workers
             )
             tmpl = cmp.pop("_templates")
-            if "parallel" in tmpl:
-                tp_ = tmpl["parallel"][: len(paths)]
-                acc = photo_accuracy(tp_, labels, stored["embeddings"])
-                cmp["parallel_accuracy"] = {
+            for name, tm in tmpl.items():
+                acc = photo_accuracy(tm[: len(paths)], labels, stored["embeddings"])
+                cmp[name]["accuracy"] = {
                     k: acc[k] for k in ("loo_rank1", "enrol1_identify_rank1", "cos_to_stored_min")
                 }
             results["compare"] = cmp

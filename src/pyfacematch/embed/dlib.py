@@ -46,6 +46,10 @@ def _import_dlib():  # noqa: ANN202 - returns the module
     return dlib
 
 
+def _onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
 def dlib_available() -> bool:
     """True when ``dlib`` imports and its model files are found."""
     try:
@@ -233,6 +237,14 @@ class DlibEmbedder(Embedder):
         Folder with the ``.dat`` files.
     max_side : int or None
         Longest side the detector works at (see :class:`DlibDetector`).
+    descriptor : {"auto", "onnx", "dlib"}
+        Where the ResNet runs: ``"onnx"``, the same network rebuilt from the same weights on
+        onnxruntime (:mod:`pyfacematch.embed.dlib_onnx`; cosine ≥ 0.999 to dlib's descriptor,
+        about 18 times less CPU per face); ``"dlib"``, dlib's own code (no BLAS in the wheel:
+        one core, about 80 ms a face); ``"auto"``: onnx when ``onnx`` and ``onnxruntime`` import.
+        Jitters (``num_jitters > 1``) always run in dlib.
+    threads : int or None
+        onnxruntime intra-op threads (None: one per core).
     max_pixels, max_bytes, batch_size
         See :class:`~pyfacematch.embed.Embedder`.
     """
@@ -249,9 +261,13 @@ class DlibEmbedder(Embedder):
         padding: float = 0.25,
         model_dir: str | os.PathLike | None = None,
         max_side: int | None = 1600,
+        descriptor: str = "auto",
+        threads: int | None = None,
         **kwargs: int,
     ) -> None:
         super().__init__(**kwargs)
+        if descriptor not in ("auto", "onnx", "dlib"):
+            raise InputError(f"expected descriptor 'auto', 'onnx' or 'dlib', got {descriptor!r}")
         dlib = _import_dlib()
         self._dlib = dlib
         if isinstance(detector, DlibDetector):
@@ -265,6 +281,14 @@ class DlibEmbedder(Embedder):
         self.chip_size = 150
         mdir = dlib_model_dir(model_dir)
         self._fr = _load(dlib, dlib.face_recognition_model_v1, mdir / _FILES["resnet"])
+        self._onnx = None
+        if descriptor == "auto":
+            descriptor = "onnx" if _onnx_available() else "dlib"
+        if descriptor == "onnx":
+            from pyfacematch.embed.dlib_onnx import DlibOnnxDescriptor
+
+            self._onnx = DlibOnnxDescriptor(mdir / _FILES["resnet"], threads=threads)
+        self.descriptor = descriptor
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detector.detect(image)
@@ -299,5 +323,7 @@ class DlibEmbedder(Embedder):
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
         batch = [np.ascontiguousarray(c, dtype=np.uint8) for c in crops]
+        if self._onnx is not None and self.num_jitters <= 1:
+            return self._onnx(batch)
         vecs = self._fr.compute_face_descriptor(batch, self.num_jitters)
         return np.array([np.asarray(v) for v in vecs], dtype=np.float32).reshape(-1, self.dim)
