@@ -92,7 +92,7 @@ def _eye_distance(landmarks: np.ndarray, scheme: Any) -> float:
         span = landmarks.max(0) - landmarks.min(0)
         return max(float(span.max()) / 2.5, 1.0)
     a, b = (landmarks[scheme.region_points(r)].mean(0) for r in eyes)
-    return float(max(np.linalg.norm(a - b), 1.0))
+    return max(float(np.linalg.norm(a - b)), 1.0)
 
 
 def _hull_mask(points: np.ndarray, shape: tuple[int, int], widen: float) -> np.ndarray:
