@@ -77,3 +77,14 @@ def test_weights_reader_refuses_other_files(tmp_path):
         load_dlib_resnet(tmp_path / "missing.dat")
     with pytest.raises(InputError, match="descriptor"):
         DlibEmbedder(descriptor="gpu")
+
+
+def test_hand_written_onnx_is_valid():
+    onnx = pytest.importorskip("onnx", reason="onnx (test extra) checks the hand-written model")
+    from pyfacematch.embed.dlib_onnx import build_dlib_resnet_onnx
+
+    model = build_dlib_resnet_onnx(load_dlib_resnet(dlib_model_dir() / MODEL))
+    m = onnx.load_from_string(model)
+    onnx.checker.check_model(m, full_check=True)
+    assert m.opset_import[0].version == 13 and m.ir_version == 8
+    assert [o.name for o in m.graph.output] == ["descriptor"]

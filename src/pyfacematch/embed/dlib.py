@@ -47,7 +47,7 @@ def _import_dlib():  # noqa: ANN202 - returns the module
 
 
 def _onnx_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def dlib_available() -> bool:
@@ -241,7 +241,7 @@ class DlibEmbedder(Embedder):
         Where the ResNet runs: ``"onnx"``, the same network rebuilt from the same weights on
         onnxruntime (:mod:`pyfacematch.embed.dlib_onnx`; cosine ≥ 0.999 to dlib's descriptor,
         about 18 times less CPU per face); ``"dlib"``, dlib's own code (no BLAS in the wheel:
-        one core, about 80 ms a face); ``"auto"``: onnx when ``onnx`` and ``onnxruntime`` import.
+        one core, about 80 ms a face); ``"auto"``: onnx when ``onnxruntime`` is installed.
         Jitters (``num_jitters > 1``) always run in dlib.
     threads : int or None
         onnxruntime intra-op threads (None: one per core).
@@ -280,15 +280,26 @@ class DlibEmbedder(Embedder):
         self.padding = float(padding)
         self.chip_size = 150
         mdir = dlib_model_dir(model_dir)
-        self._fr = _load(dlib, dlib.face_recognition_model_v1, mdir / _FILES["resnet"])
+        self._resnet_path = mdir / _FILES["resnet"]
+        self._fr_model = None  # dlib's own network: loaded on first use (jitters, or no onnx)
         self._onnx = None
         if descriptor == "auto":
             descriptor = "onnx" if _onnx_available() else "dlib"
         if descriptor == "onnx":
             from pyfacematch.embed.dlib_onnx import DlibOnnxDescriptor
 
-            self._onnx = DlibOnnxDescriptor(mdir / _FILES["resnet"], threads=threads)
+            self._onnx = DlibOnnxDescriptor(self._resnet_path, threads=threads)
+        else:
+            self._fr_model = self._fr
         self.descriptor = descriptor
+
+    @property
+    def _fr(self):  # noqa: ANN202 - dlib.face_recognition_model_v1
+        if self._fr_model is None:
+            self._fr_model = _load(
+                self._dlib, self._dlib.face_recognition_model_v1, self._resnet_path
+            )
+        return self._fr_model
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detector.detect(image)

@@ -138,18 +138,73 @@ def load_dlib_resnet(path: str | os.PathLike[str]) -> DlibResNetWeights:
     return w
 
 
-def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
-    """The ONNX model (opset 13): input ``data`` (N, 3, 150, 150) float32, already normalised as
-    dlib's input layer does; output ``descriptor`` (N, 128) float32. Needs the ``onnx`` package."""
-    try:
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError as exc:  # pragma: no cover - the dlib-onnx extra brings it
-        raise ImportError(
-            "building dlib's network for onnxruntime needs onnx: pip install 'pyfacematch[dlib]'"
-        ) from exc
+# -- a minimal ONNX writer ----------------------------------------------------------------------
+# The graph is serialised here directly in protobuf's wire format (field numbers of onnx.proto3,
+# IR version 8, opset 13) instead of through the ``onnx`` package: importing ``onnx`` costs about
+# a second of start-up, more than building and loading the whole model. ``tests`` check the bytes
+# with ``onnx.checker`` where onnx is installed.
 
-    nodes: list[Any] = []
-    inits: list[Any] = []
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1  # negative int64 as two's complement, as protobuf does
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field_int(num: int, v: int) -> bytes:
+    return _varint(num << 3) + _varint(int(v))
+
+
+def _field_bytes(num: int, v: bytes | str) -> bytes:
+    b = v.encode() if isinstance(v, str) else v
+    return _varint((num << 3) | 2) + _varint(len(b)) + b
+
+
+def _tensor(name: str, arr: np.ndarray) -> bytes:
+    a = np.ascontiguousarray(arr)
+    dtype = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}[a.dtype]
+    body = b"".join(_field_int(1, d) for d in a.shape)
+    body += _field_int(2, dtype) + _field_bytes(8, name)
+    return body + _field_bytes(9, a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def _attr(name: str, value: Any) -> bytes:
+    if isinstance(value, str):
+        return _field_bytes(1, name) + _field_bytes(4, value) + _field_int(20, 3)
+    if isinstance(value, int):
+        return _field_bytes(1, name) + _field_int(3, value) + _field_int(20, 2)
+    ints = b"".join(_field_int(8, int(v)) for v in value)
+    return _field_bytes(1, name) + ints + _field_int(20, 7)
+
+
+def _node(op: str, inputs: list[str], outputs: list[str], **attrs: Any) -> bytes:
+    body = b"".join(_field_bytes(1, x) for x in inputs)
+    body += b"".join(_field_bytes(2, y) for y in outputs)
+    body += _field_bytes(3, outputs[0]) + _field_bytes(4, op)
+    return body + b"".join(_field_bytes(5, _attr(k, v)) for k, v in attrs.items())
+
+
+def _value_info(name: str, dims: list[int | str]) -> bytes:
+    shape = b"".join(
+        _field_bytes(1, _field_bytes(2, d) if isinstance(d, str) else _field_int(1, d))
+        for d in dims
+    )
+    tensor_type = _field_int(1, 1) + _field_bytes(2, shape)  # elem_type FLOAT
+    return _field_bytes(1, name) + _field_bytes(2, _field_bytes(1, tensor_type))
+
+
+def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
+    """The ONNX model (IR 8, opset 13) as bytes: input ``data`` (N, 3, 150, 150) float32, already
+    normalised as dlib's input layer does; output ``descriptor`` (N, 128) float32."""
+    nodes: list[bytes] = []
+    inits: list[bytes] = []
     counter = [0]
 
     def name(prefix: str) -> str:
@@ -158,7 +213,7 @@ def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
 
     def const(arr: np.ndarray, prefix: str) -> str:
         n = name(prefix)
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n))
+        inits.append(_tensor(n, arr))
         return n
 
     def conv(x: str, shape: tuple[int, int, int], i: int, stride: int) -> tuple[str, tuple]:
@@ -167,7 +222,7 @@ def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
         pad = 0 if stride != 1 else k // 2  # dlib's default padding
         y = name("conv")
         nodes.append(
-            helper.make_node(
+            _node(
                 "Conv",
                 [x, const(wt, "W"), const(b, "B")],
                 [y],
@@ -182,13 +237,13 @@ def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
     def affine(x: str, i: int) -> str:
         g, b = weights.affines[i]
         m, y = name("mul"), name("aff")
-        nodes.append(helper.make_node("Mul", [x, const(g.reshape(1, -1, 1, 1), "G")], [m]))
-        nodes.append(helper.make_node("Add", [m, const(b.reshape(1, -1, 1, 1), "Be")], [y]))
+        nodes.append(_node("Mul", [x, const(g.reshape(1, -1, 1, 1), "G")], [m]))
+        nodes.append(_node("Add", [m, const(b.reshape(1, -1, 1, 1), "Be")], [y]))
         return y
 
     def relu(x: str) -> str:
         y = name("relu")
-        nodes.append(helper.make_node("Relu", [x], [y]))
+        nodes.append(_node("Relu", [x], [y]))
         return y
 
     def pad_to(x: str, shape: tuple, target: tuple) -> str:
@@ -197,20 +252,20 @@ def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
             return x
         pads = np.array([0, 0, 0, 0, 0, *extra], np.int64)
         y = name("pad")
-        nodes.append(helper.make_node("Pad", [x, const(pads, "P")], [y], mode="constant"))
+        nodes.append(_node("Pad", [x, const(pads, "P")], [y], mode="constant"))
         return y
 
     def add(a: str, sa: tuple, b: str, sb: tuple) -> tuple[str, tuple]:
         # dlib's add_prev: both zero-padded to the larger shape, then added
         t = tuple(max(u, v) for u, v in zip(sa, sb))
         y = name("add")
-        nodes.append(helper.make_node("Add", [pad_to(a, sa, t), pad_to(b, sb, t)], [y]))
+        nodes.append(_node("Add", [pad_to(a, sa, t), pad_to(b, sb, t)], [y]))
         return y, t
 
     x, shape = conv("data", (3, 150, 150), 0, 2)
     x = relu(affine(x, 0))
     mp = name("maxpool")
-    nodes.append(helper.make_node("MaxPool", [x], [mp], kernel_shape=[3, 3], strides=[2, 2]))
+    nodes.append(_node("MaxPool", [x], [mp], kernel_shape=[3, 3], strides=[2, 2]))
     x, shape = mp, (shape[0], (shape[1] - 3) // 2 + 1, (shape[2] - 3) // 2 + 1)
     ci = 1
     for _cout, down in _LEVELS:
@@ -221,28 +276,28 @@ def build_dlib_resnet_onnx(weights: DlibResNetWeights) -> bytes:
         ci += 2
         if down:
             ap = name("avgpool")
-            nodes.append(
-                helper.make_node("AveragePool", [x], [ap], kernel_shape=[2, 2], strides=[2, 2])
-            )
+            nodes.append(_node("AveragePool", [x], [ap], kernel_shape=[2, 2], strides=[2, 2]))
             sp = (shape[0], (shape[1] - 2) // 2 + 1, (shape[2] - 2) // 2 + 1)
             x, shape = add(ap, sp, y, s2)
         else:
             x, shape = add(y, s2, x, shape)
         x = relu(x)
     gp, fl = name("gap"), name("flat")
-    nodes.append(helper.make_node("GlobalAveragePool", [x], [gp]))
-    nodes.append(helper.make_node("Flatten", [gp], [fl], axis=1))
-    nodes.append(helper.make_node("MatMul", [fl, const(weights.fc, "FC")], ["descriptor"]))
-    graph = helper.make_graph(
-        nodes,
-        "dlib_face_recognition_resnet_model_v1",
-        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 150, 150])],
-        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", 128])],
-        inits,
+    nodes.append(_node("GlobalAveragePool", [x], [gp]))
+    nodes.append(_node("Flatten", [gp], [fl], axis=1))
+    nodes.append(_node("MatMul", [fl, const(weights.fc, "FC")], ["descriptor"]))
+    graph = b"".join(_field_bytes(1, n) for n in nodes)
+    graph += _field_bytes(2, "dlib_face_recognition_resnet_model_v1")
+    graph += b"".join(_field_bytes(5, t) for t in inits)
+    graph += _field_bytes(11, _value_info("data", ["N", 3, 150, 150]))
+    graph += _field_bytes(12, _value_info("descriptor", ["N", 128]))
+    opset = _field_bytes(1, "") + _field_int(2, 13)
+    return (
+        _field_int(1, 8)
+        + _field_bytes(2, "pyfacematch")
+        + _field_bytes(7, graph)
+        + _field_bytes(8, opset)
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
 
 
 class DlibOnnxDescriptor:
@@ -270,8 +325,7 @@ class DlibOnnxDescriptor:
             import onnxruntime as ort
         except ImportError as exc:
             raise ImportError(
-                "dlib's descriptor on onnxruntime needs onnxruntime and onnx: "
-                "pip install 'pyfacematch[dlib]'"
+                "dlib's descriptor on onnxruntime needs onnxruntime: pip install 'pyfacematch[dlib]'"
             ) from exc
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

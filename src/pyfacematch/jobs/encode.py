@@ -24,6 +24,7 @@ from pyfacematch.keys import KeyModel
 __all__ = [
     "Source",
     "check_key_model",
+    "default_threshold",
     "encode_chunk",
     "input_fingerprint",
     "load_key_model",
@@ -201,6 +202,22 @@ def _landmarker(source: Source, km: KeyModel) -> Any:
                 "(--landmarker mediapipe)"
             )
     return create_landmarker(spec)
+
+
+def default_threshold(
+    reader: Any, resolved: tuple[float | None, str, float | None], kind: str
+) -> tuple[float | None, str, float | None]:
+    """The threshold of a job: ``resolved`` (explicit or calibrated), else, for images read with
+    an embedder that has one, its default operating point (source ``"default-<model>"``, target
+    the FMR it stands for; for 1:N the FPIR grows about with the gallery size times that FMR)."""
+    if resolved[1] != "none" or getattr(reader, "embedder", None) is None:
+        return resolved
+    from pyfacematch.embed import default_operating_point
+
+    op = default_operating_point(reader.embedder.name)
+    if op is None:
+        return resolved
+    return op.threshold, f"default-{reader.embedder.name}", op.fmr
 
 
 def input_fingerprint(source: Source, reader: Any) -> dict[str, Any]:
