@@ -7,6 +7,7 @@ Usage::
     python bench/embed.py --repeat 3 --detector hog --upsample 1
     python bench/embed.py --onnx-model model.onnx [--onnx-config cfg.json]
     python bench/embed.py --onnx-synthetic      # ONNX path with a built linear model (plumbing cost only)
+    python bench/embed.py --compare-images 2160 --workers 2   # today's vs the parallel pipeline
 
 What it prints
 --------------
@@ -21,6 +22,14 @@ What it prints
    at FMR = 1%. The landmark score is the cosine of 68-point landmark keys
    from the untrained ``KeyModel.default("ibug68")`` (no labels, so no leakage
    between folds).
+4. dlib's descriptor against the same network on onnxruntime, on the chips of
+   every photo: minimum cosine and CPU ms per face.
+5. Today's pipeline (one process, HOG upsample 1, dlib's descriptor) against
+   the new ones in the same run, rounds interleaved: ``onnx_1proc`` (one
+   process, upsample "auto", descriptor on onnxruntime) and ``parallel``
+   (``ParallelEmbedder``, ``--workers`` processes of it): median images/s,
+   CPU ms per image, the speed-ups, the load average (the machine may be
+   shared), and each one's rank-1 and cosine to the stored descriptors.
 """
 
 from __future__ import annotations
@@ -49,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         "--onnx-synthetic", action="store_true", help="time the ONNX path on a built linear model"
     )
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument(
+        "--compare-images",
+        type=int,
+        default=216,
+        help="today's pipeline vs the parallel one over this many images (0: skip)",
+    )
+    ap.add_argument("--compare-rounds", type=int, default=3, help="interleaved rounds (median)")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes of the parallel one")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -66,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         onnx_config=args.onnx_config,
         onnx_synthetic=args.onnx_synthetic,
         threads=args.threads,
+        compare_images=args.compare_images,
+        compare_rounds=args.compare_rounds,
+        workers=args.workers,
     )
     results["machine"] = info
     text = json.dumps(results, indent=2, default=float)

@@ -37,6 +37,8 @@ def _source(args: argparse.Namespace) -> Source:
         input=args.input,
         images=args.images,
         embedder=args.embedder,
+        landmarker=getattr(args, "landmarker", None),
+        workers=getattr(args, "workers", 1),
         input_format=args.input_format,
         id_field=args.id_field,
         chunk_size=args.chunk_size,

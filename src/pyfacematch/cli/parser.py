@@ -68,6 +68,20 @@ def _input_opts(p: argparse.ArgumentParser, required: bool = True, what: str = "
         help="image embedder: dlib, dlib:cnn or onnx:<model.onnx> (default dlib)",
     )
     g.add_argument(
+        "--landmarker",
+        choices=("mediapipe", "dlib"),
+        help="--images with --key-model: find the landmarks with MediaPipe Face Mesh (478 points "
+        "with irises; schemes mediapipe478, dense200) or dlib (68; ibug68); default: the one the "
+        "key model's scheme takes",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="--images with an embedder: embed in N processes (0: one per core; default 1)",
+    )
+    g.add_argument(
         "--input-format",
         choices=("npy", "npz", "parquet", "csv", "jsonl"),
         help="input format (default: from the file ending)",
@@ -76,7 +90,8 @@ def _input_opts(p: argparse.ArgumentParser, required: bool = True, what: str = "
     g.add_argument(
         "--key-model",
         metavar="PATH",
-        help="input holds landmarks: make keys with this key model (.npz from KeyModel.save)",
+        help="input holds landmarks (or --images: find them with --landmarker): make keys with "
+        "this key model (.npz from KeyModel.save)",
     )
     g.add_argument(
         "--chunk-size",

@@ -1,4 +1,5 @@
-"""Folders of face images read like a table of templates: each image embedded by ``embed``.
+"""Folders of face images read like a table of templates: each image embedded by ``embed``,
+or like a table of landmarks: each image's points found by a landmarker (keys are made above).
 
 ``io`` owns the listing order, ids, chunking and rejects; decoding images, finding faces and
 embedding them belong to :mod:`pyfacematch.embed`, which this module only calls.
@@ -40,9 +41,13 @@ class ImageFolderReader:
     on_error : {"stop", "skip"}
     policy : str
         Face policy of the embedder (``"largest"``).
+    landmarker : pyfacematch.embed.landmarks.Landmarker or None
+        Read landmarks instead of templates (``embedder`` is then None): the points of the largest
+        face, in the layout of ``scheme``.
+    scheme : Scheme or None
+        The key model's scheme (with ``landmarker``): the landmarker's own, or a subset of it.
     """
 
-    kind = "templates"
     fmt = "images"
 
     def __init__(
@@ -54,6 +59,8 @@ class ImageFolderReader:
         chunk_size: int = 256,
         on_error: str = "stop",
         policy: str = "largest",
+        landmarker: Any = None,
+        scheme: Any = None,
     ) -> None:
         from pyfacematch.embed import list_images  # lazily: embedding pulls in image libraries
 
@@ -65,13 +72,20 @@ class ImageFolderReader:
             raise InputError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
         self.path = os.fspath(folder)
         self.name = self.path
+        if (embedder is None) == (landmarker is None):
+            raise InputError("an image folder is read with an embedder or with a landmarker")
+        if landmarker is not None and scheme is None:
+            raise InputError("reading landmarks from images needs the key model's scheme")
         self.embedder = embedder
+        self.landmarker = landmarker
+        self.scheme = scheme
+        self.kind = "templates" if landmarker is None else "landmarks"
         self.role = role
         self.chunk_size = int(chunk_size)
         self.on_error = on_error
         self.policy = policy
         self.entries = list_images(folder)
-        self.dim = int(embedder.dim)
+        self.dim = int(embedder.dim) if embedder is not None else 0
         self.has_masks = False
         self.total = len(self.entries)
 
@@ -102,22 +116,39 @@ class ImageFolderReader:
     def close(self) -> None:
         pass
 
+    def _results(self, paths: list[Any]) -> list[Any]:
+        if self.landmarker is None:
+            return self.embedder.embed(paths, policy=self.policy).images
+        from pyfacematch.embed.landmarks import landmarks_for_scheme
+
+        out = self.landmarker.landmarks(paths, policy=self.policy)
+        for r in out:
+            if r.ok:
+                r.landmarks = landmarks_for_scheme(r.landmarks, self.landmarker.scheme, self.scheme)
+        return out
+
+    def _empty(self) -> np.ndarray:
+        if self.landmarker is None:
+            return np.zeros((0, self.dim), np.float32)
+        return np.zeros((0, self.scheme.n_points, self.scheme.dims), np.float32)
+
     def chunks(self, skip_chunks: int = 0) -> Iterator[Chunk]:
         base = Path(self.path)
         for ci in range(skip_chunks, -(-len(self.entries) // self.chunk_size)):
             a = ci * self.chunk_size
             part = self.entries[a : a + self.chunk_size]
-            batch = self.embedder.embed([p for _, p in part], policy=self.policy)
+            batch = self._results([p for _, p in part])
             ids: list[str] = []
             rows: list[int] = []
             vals: list[np.ndarray] = []
             rejects: list[Reject] = []
-            for j, ((ident, p), res) in enumerate(zip(part, batch.images)):
+            for j, ((ident, p), res) in enumerate(zip(part, batch)):
                 rid = ident if self.role == "enroll" else Path(p).relative_to(base).as_posix()
-                if res.ok and len(res.templates):
+                got = res.templates if self.landmarker is None else res.landmarks
+                if res.ok and len(got):
                     ids.append(rid)
                     rows.append(a + j + 1)
-                    vals.append(np.asarray(res.templates[0], np.float32))
+                    vals.append(np.asarray(got[0], np.float32))
                 else:
                     rej = Reject(a + j + 1, None, rid, f"{res.reason}: {res.message}".rstrip(": "))
                     if self.on_error == "stop":
@@ -129,7 +160,7 @@ class ImageFolderReader:
                 len(part),
                 ids,
                 np.asarray(rows, np.int64),
-                np.stack(vals) if vals else np.zeros((0, self.dim), np.float32),
+                np.stack(vals) if vals else self._empty(),
                 None,
                 None,
                 {},

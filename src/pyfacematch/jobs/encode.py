@@ -24,6 +24,7 @@ from pyfacematch.keys import KeyModel
 __all__ = [
     "Source",
     "check_key_model",
+    "default_threshold",
     "encode_chunk",
     "input_fingerprint",
     "load_key_model",
@@ -48,6 +49,11 @@ class Source:
         Folder of face images instead of ``input``.
     embedder : str
         Image embedder spec (``"dlib"``, ``"dlib:cnn"``, ``"onnx:<model.onnx>"``).
+    landmarker : str or None
+        Images with a key model: the landmarker that finds their points (``"mediapipe"``,
+        ``"dlib"``); None picks the one whose points the key model's scheme takes.
+    workers : int
+        Images with an embedder: worker processes (1: in this process; 0: one per core).
     input_format : str or None
         ``npy``, ``npz``, ``parquet``, ``csv`` or ``jsonl``; None: from the file ending.
     id_field : str
@@ -61,6 +67,8 @@ class Source:
     input: str | None = None
     images: str | None = None
     embedder: str = "dlib"
+    landmarker: str | None = None
+    workers: int = 1
     input_format: str | None = None
     id_field: str = "id"
     chunk_size: int = 10_000
@@ -129,13 +137,25 @@ def open_reader(
     if (source.input is None) == (source.images is None):
         raise InputError("give exactly one of --input FILE or --images FOLDER")
     if source.images is not None:
-        if key_model is not None:
-            raise InputError("--images makes templates with an embedder: drop --key-model")
         if fields:
             raise InputError("image folders carry no claim field: use --identity ID")
+        if key_model is not None:
+            return ImageFolderReader(
+                source.images,
+                None,
+                role=role,
+                chunk_size=min(source.chunk_size, IMAGE_CHUNK),
+                on_error=source.on_error,
+                landmarker=_landmarker(source, key_model),
+                scheme=key_model.scheme,
+            )
+        if source.landmarker is not None:
+            raise InputError(
+                "--landmarker makes landmark keys: give the key model with --key-model"
+            )
         from pyfacematch.embed import create_embedder
 
-        emb = create_embedder(source.embedder)
+        emb = create_embedder(source.embedder, workers=source.workers)
         if gallery is not None and int(emb.dim) != gallery.dim:
             raise InputError(
                 f"the embedder {source.embedder!r} makes templates of dimension {emb.dim}, the "
@@ -167,11 +187,46 @@ def open_reader(
     )
 
 
+def _landmarker(source: Source, km: KeyModel) -> Any:
+    """The landmarker for a key model: the one asked for, or the one its scheme's points come from."""
+    from pyfacematch.embed.landmarks import create_landmarker
+
+    spec = source.landmarker
+    if spec is None:
+        s = km.scheme
+        spec = "mediapipe" if "mediapipe478" in (s.name, s.subset_of) else "dlib"
+        if spec == "dlib" and s.name != "ibug68":
+            raise InputError(
+                f"no landmarker gives the points of scheme {s.name!r}: images can make keys for "
+                "the schemes ibug68 (--landmarker dlib), mediapipe478 and dense200 "
+                "(--landmarker mediapipe)"
+            )
+    return create_landmarker(spec)
+
+
+def default_threshold(
+    reader: Any, resolved: tuple[float | None, str, float | None], kind: str
+) -> tuple[float | None, str, float | None]:
+    """The threshold of a job: ``resolved`` (explicit or calibrated), else, for images read with
+    an embedder that has one, its default operating point (source ``"default-<model>"``, target
+    the FMR it stands for; for 1:N the FPIR grows about with the gallery size times that FMR)."""
+    if resolved[1] != "none" or getattr(reader, "embedder", None) is None:
+        return resolved
+    from pyfacematch.embed import default_operating_point
+
+    op = default_operating_point(reader.embedder.name)
+    if op is None:
+        return resolved
+    return op.threshold, f"default-{reader.embedder.name}", op.fmr
+
+
 def input_fingerprint(source: Source, reader: Any) -> dict[str, Any]:
     """What identifies a job's input (file size and time; image list and embedder)."""
     from pyfacematch.jobs.runner import file_fingerprint
 
     if hasattr(reader, "fingerprint"):
+        if getattr(reader, "landmarker", None) is not None:
+            return {**reader.fingerprint(), "landmarker": reader.landmarker.scheme}
         return {**reader.fingerprint(), "embedder": source.embedder}
     return file_fingerprint(str(source.input))
 

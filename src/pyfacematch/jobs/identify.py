@@ -19,6 +19,7 @@ from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, open_gallery
 from pyfacematch.jobs.encode import (
     Source,
     check_key_model,
+    default_threshold,
     input_fingerprint,
     load_key_model,
     open_reader,
@@ -128,7 +129,9 @@ def identify_job(
         check_key_model(km, g)
         reader = open_reader(source, gallery=g, key_model=km)
         try:
-            thr, src, target = g.resolve_threshold(threshold, "fpir")
+            thr, src, target = default_threshold(
+                reader, g.resolve_threshold(threshold, "fpir"), "fpir"
+            )
             spec = JobSpec(
                 "identify",
                 output.path,

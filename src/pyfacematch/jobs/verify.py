@@ -20,6 +20,7 @@ from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, open_gallery
 from pyfacematch.jobs.encode import (
     Source,
     check_key_model,
+    default_threshold,
     input_fingerprint,
     load_key_model,
     open_reader,
@@ -146,7 +147,9 @@ def verify_job(
         fields = () if identity else (claim_field,)
         reader = open_reader(source, gallery=g, key_model=km, fields=fields)
         try:
-            thr, src, target = g.resolve_threshold(threshold, "fmr")
+            thr, src, target = default_threshold(
+                reader, g.resolve_threshold(threshold, "fmr"), "fmr"
+            )
             if identity is not None and identity not in g:
                 raise InputError(f"identity {identity!r} is not enrolled in {os.fspath(gallery)}")
             spec = JobSpec(
