@@ -178,46 +178,55 @@ Probes prepare(const CompactView& g, const float* Q, std::size_t m) {
     return P;
 }
 
-// Approximate scores and bounds of probes [i0, i0 + mi) on rows [r0, r1); calls emit(i, row, a, e).
-template <class Emit>
+// Approximate scores and bounds of probes [i0, i0 + mi) on rows [r0, r1); calls emit(i, row, a, e)
+// for the rows whose upper bound a + e reaches thr(i) (a bound that only rises as rows are taken).
+// Scores and bounds of a block are computed in a loop of their own, which the compiler vectorises.
+template <class Thr, class Emit>
 void scan(const CompactKernels& CK, const CompactView& g, const Probes& P, std::size_t i0, std::size_t mi,
-          std::size_t r0, std::size_t r1, Emit&& emit) {
+          std::size_t r0, std::size_t r1, Thr&& thr, Emit&& emit) {
     const std::size_t step = std::min(kRowsPerStep, r1 - r0);
     std::vector<std::int32_t> idot(g.kind == CompactKind::int8 ? mi * step : 0);
     std::vector<float> fdot(g.kind == CompactKind::bf16 ? mi * step : 0);
+    std::vector<float> av(step), ev(step);
     for (std::size_t b0 = r0; b0 < r1; b0 += step) {
-        const std::size_t b1 = std::min(r1, b0 + step);
-        if (g.kind == CompactKind::int8) {
+        const std::size_t b1 = std::min(r1, b0 + step), cnt = b1 - b0;
+        if (g.kind == CompactKind::int8)
             CK.int8_dots(P.q8.data() + i0 * P.stride, mi, static_cast<const std::int8_t*>(g.codes), g.gsum, b0, b1,
                          g.stride, idot.data(), step);
-            for (std::size_t i = 0; i < mi; ++i) {
-                const std::size_t q = i0 + i;
-                const float sq = P.sq[q], c1 = P.c1[q], c2 = P.c2[q], qn = P.qn[q];
-                const std::int32_t* row = idot.data() + i * step;
-                for (std::size_t r = b0; r < b1; ++r) {
-                    const float a = (float)row[r - b0] * (sq * g.scale[r]);
-                    const float e = (c1 * g.norm[r] + c2 * g.resid[r]) * kInflate + kRel * std::fabs(a) +
-                                    kAbs * (1.0f + qn + g.norm[r]);
-                    emit(q, r, a, e);
-                }
-            }
-        } else {
+        else
             CK.bf16_dots(P.qb.data() + i0 * P.stride, mi, static_cast<const std::uint16_t*>(g.codes), b0, b1,
                          g.stride, fdot.data(), step);
-            for (std::size_t i = 0; i < mi; ++i) {
-                const std::size_t q = i0 + i;
-                const float c1 = P.c1[q], qn = P.qn[q];
+        const float* nr = g.norm + b0;
+        for (std::size_t i = 0; i < mi; ++i) {
+            const std::size_t q = i0 + i;
+            const float c1 = P.c1[q], c2 = P.c2[q], qn1 = 1.0f + P.qn[q];
+            float* a = av.data();
+            float* e = ev.data();
+            if (g.kind == CompactKind::int8) {
+                const float sq = P.sq[q];
+                const std::int32_t* row = idot.data() + i * step;
+                const float* sc = g.scale + b0;
+                const float* rs = g.resid + b0;
+                for (std::size_t j = 0; j < cnt; ++j) {
+                    a[j] = (float)row[j] * (sq * sc[j]);
+                    e[j] = (c1 * nr[j] + c2 * rs[j]) * kInflate + kRel * std::fabs(a[j]) + kAbs * (qn1 + nr[j]);
+                }
+            } else {
                 const float* row = fdot.data() + i * step;
-                for (std::size_t r = b0; r < b1; ++r) {
-                    const float a = row[r - b0];
-                    const float e = (c1 * g.norm[r]) * kInflate + kRel * std::fabs(a) + kAbs * (1.0f + qn + g.norm[r]);
-                    emit(q, r, a, e);
+                for (std::size_t j = 0; j < cnt; ++j) {
+                    a[j] = row[j];
+                    e[j] = (c1 * nr[j]) * kInflate + kRel * std::fabs(a[j]) + kAbs * (qn1 + nr[j]);
                 }
             }
+            float t = thr(q);
+            for (std::size_t j = 0; j < cnt; ++j)
+                if (a[j] + e[j] >= t) {
+                    emit(q, b0 + j, a[j], e[j]);
+                    t = thr(q);
+                }
         }
     }
 }
-
 
 // Sorted output of one heap: best first, ties → lower row; pads with (pad, -1).
 void emit_sorted(const TopKHeap& h, std::size_t k, float* out_s, std::int64_t* out_i, float pad) {
@@ -299,6 +308,7 @@ void compact_scores(const CompactView& g, const float* Q, std::size_t m, float* 
     const std::size_t parts = std::max<std::size_t>(1, std::min(get_num_threads(), g.n / 4096));
     parallel_for(parts, [&](std::size_t p) {
         scan(CK, g, P, 0, m, g.n * p / parts, g.n * (p + 1) / parts,
+             [](std::size_t) { return -std::numeric_limits<float>::infinity(); },
              [&](std::size_t q, std::size_t r, float a, float e) {
                  out[q * g.n + r] = a;
                  bound[q * g.n + r] = e;
@@ -323,7 +333,9 @@ bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const flo
         for (std::size_t c = 0; c < parts * m; ++c) heaps[c] = TopKHeap{hs.data() + c * k, hi.data() + c * k, (int)k, 0};
         parallel_for(parts, [&](std::size_t p) {
             TopKHeap* h = heaps.data() + p * m;
-            scan(CK, g, P, 0, m, n * p / parts, n * (p + 1) / parts, [&](std::size_t q, std::size_t r, float a, float) {
+            scan(CK, g, P, 0, m, n * p / parts, n * (p + 1) / parts,
+                 [&](std::size_t q) { return ck::heap_thresh(h[q]); },
+                 [&](std::size_t q, std::size_t r, float a, float) {
                 if (a > ck::heap_thresh(h[q])) ck::heap_push(h[q], a, (std::int64_t)r);
             });
         });
@@ -352,6 +364,7 @@ bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const flo
         parallel_for(parts, [&](std::size_t p) {
             ApproxSel* s = S.s.data() + p * mi;
             scan(CK, g, P, q0, mi, n * p / parts, n * (p + 1) / parts,
+                 [&](std::size_t q) { return ck::heap_thresh(s[q - q0].lower); },
                  [&](std::size_t q, std::size_t r, float a, float e) { ck::approx_push(s[q - q0], a, e, (std::int64_t)r); });
         });
         const std::size_t mt = std::min(threads, mi);
@@ -368,7 +381,7 @@ bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const flo
                     // Again alone, one part, a larger buffer until nothing overflows (cap = n cannot).
                     for (std::size_t c2 = std::min(n, cap * 4);; c2 = std::min(n, c2 * 4)) {
                         Sels one(1, k, c2);
-                        scan(CK, g, P, q, 1, 0, n,
+                        scan(CK, g, P, q, 1, 0, n, [&](std::size_t) { return ck::heap_thresh(one.s[0].lower); },
                              [&](std::size_t, std::size_t r, float a, float e) { ck::approx_push(one.s[0], a, e, (std::int64_t)r); });
                         if (!one.s[0].overflow || c2 == n) {
                             const ApproxSel* p0 = &one.s[0];
@@ -410,6 +423,7 @@ bool compact_rerank(const CompactView& g, const float* Q, std::size_t m, const f
                 std::size_t b = a + 1;
                 while (b < rows.size() && rows[b] == rows[b - 1] + 1) ++b;
                 scan(CK, g, P, q, 1, (std::size_t)rows[a], (std::size_t)rows[b - 1] + 1,
+                     [&](std::size_t) { return ck::heap_thresh(one.s[0].lower); },
                      [&](std::size_t, std::size_t r, float x, float e) { ck::approx_push(one.s[0], x, e, (std::int64_t)r); });
                 a = b;
             }

@@ -10,6 +10,26 @@
 namespace pfm {
 namespace compact_avx512_k {
 
+// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
+static inline __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+    __m256i y0 = _mm256_add_epi32(_mm512_castsi512_si256(a0), _mm512_extracti64x4_epi64(a0, 1));
+    __m256i y1 = _mm256_add_epi32(_mm512_castsi512_si256(a1), _mm512_extracti64x4_epi64(a1, 1));
+    __m256i y2 = _mm256_add_epi32(_mm512_castsi512_si256(a2), _mm512_extracti64x4_epi64(a2, 1));
+    __m256i y3 = _mm256_add_epi32(_mm512_castsi512_si256(a3), _mm512_extracti64x4_epi64(a3, 1));
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(y0, y1), _mm256_hadd_epi32(y2, y3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
+static inline __m128 hsum4_ps(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m256 y0 = _mm256_add_ps(_mm512_castps512_ps256(a0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a0), 1)));
+    __m256 y1 = _mm256_add_ps(_mm512_castps512_ps256(a1), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a1), 1)));
+    __m256 y2 = _mm256_add_ps(_mm512_castps512_ps256(a2), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a2), 1)));
+    __m256 y3 = _mm256_add_ps(_mm512_castps512_ps256(a3), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a3), 1)));
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(y0, y1), _mm256_hadd_ps(y2, y3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 static inline __m512i w16(const std::int8_t* p) {
     return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -32,10 +52,7 @@ static inline void i8dot4(const std::int8_t* q, const std::int8_t* g, const std:
         a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(x, w16(g2 + j)));
         a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(x, w16(g3 + j)));
     }
-    out[0] = _mm512_reduce_add_epi32(a0);
-    out[1] = _mm512_reduce_add_epi32(a1);
-    out[2] = _mm512_reduce_add_epi32(a2);
-    out[3] = _mm512_reduce_add_epi32(a3);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), hsum4_epi32(a0, a1, a2, a3));
 }
 static inline __m512 bf16x16(const std::uint16_t* p) {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -59,10 +76,7 @@ static inline void bfdot4(const std::uint16_t* q, const std::uint16_t* g, std::s
         a2 = _mm512_fmadd_ps(x, bf16x16(g2 + j), a2);
         a3 = _mm512_fmadd_ps(x, bf16x16(g3 + j), a3);
     }
-    out[0] = _mm512_reduce_add_ps(a0);
-    out[1] = _mm512_reduce_add_ps(a1);
-    out[2] = _mm512_reduce_add_ps(a2);
-    out[3] = _mm512_reduce_add_ps(a3);
+    _mm_storeu_ps(out, hsum4_ps(a0, a1, a2, a3));
 }
 
 #include "compact_impl.inc"

@@ -10,6 +10,16 @@
 namespace pfm {
 namespace compact_bf16_k {
 
+// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
+static inline __m128 hsum4_ps(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m256 y0 = _mm256_add_ps(_mm512_castps512_ps256(a0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a0), 1)));
+    __m256 y1 = _mm256_add_ps(_mm512_castps512_ps256(a1), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a1), 1)));
+    __m256 y2 = _mm256_add_ps(_mm512_castps512_ps256(a2), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a2), 1)));
+    __m256 y3 = _mm256_add_ps(_mm512_castps512_ps256(a3), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a3), 1)));
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(y0, y1), _mm256_hadd_ps(y2, y3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 static inline __m512bh ld(const std::uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
 static inline float bfdot1(const std::uint16_t* q, const std::uint16_t* g, std::size_t stride) {
     __m512 a0 = _mm512_setzero_ps();
@@ -31,10 +41,7 @@ static inline void bfdot4(const std::uint16_t* q, const std::uint16_t* g, std::s
         a2 = _mm512_dpbf16_ps(a2, x, ld(g2 + j));
         a3 = _mm512_dpbf16_ps(a3, x, ld(g3 + j));
     }
-    out[0] = _mm512_reduce_add_ps(a0);
-    out[1] = _mm512_reduce_add_ps(a1);
-    out[2] = _mm512_reduce_add_ps(a2);
-    out[3] = _mm512_reduce_add_ps(a3);
+    _mm_storeu_ps(out, hsum4_ps(a0, a1, a2, a3));
 }
 static inline void i8dot4(const std::int8_t*, const std::int8_t*, const std::int32_t*, std::size_t, std::int32_t*) {}
 static inline std::int32_t i8dot1(const std::int8_t*, const std::int8_t*, std::int32_t, std::size_t) { return 0; }

@@ -11,6 +11,16 @@
 namespace pfm {
 namespace compact_vnni_k {
 
+// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
+static inline __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+    __m256i y0 = _mm256_add_epi32(_mm512_castsi512_si256(a0), _mm512_extracti64x4_epi64(a0, 1));
+    __m256i y1 = _mm256_add_epi32(_mm512_castsi512_si256(a1), _mm512_extracti64x4_epi64(a1, 1));
+    __m256i y2 = _mm256_add_epi32(_mm512_castsi512_si256(a2), _mm512_extracti64x4_epi64(a2, 1));
+    __m256i y3 = _mm256_add_epi32(_mm512_castsi512_si256(a3), _mm512_extracti64x4_epi64(a3, 1));
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(y0, y1), _mm256_hadd_epi32(y2, y3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 static inline __m512i ld(const std::int8_t* p) { return _mm512_loadu_si512(p); }
 static inline std::int32_t i8dot1(const std::int8_t* q, const std::int8_t* g, std::int32_t gs, std::size_t stride) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
@@ -37,10 +47,8 @@ static inline void i8dot4(const std::int8_t* q, const std::int8_t* g, const std:
         a2 = _mm512_dpbusd_epi32(a2, x, ld(g2 + j));
         a3 = _mm512_dpbusd_epi32(a3, x, ld(g3 + j));
     }
-    out[0] = _mm512_reduce_add_epi32(a0) - 128 * gs[0];
-    out[1] = _mm512_reduce_add_epi32(a1) - 128 * gs[1];
-    out[2] = _mm512_reduce_add_epi32(a2) - 128 * gs[2];
-    out[3] = _mm512_reduce_add_epi32(a3) - 128 * gs[3];
+    const __m128i bias4 = _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(gs)), 7);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_sub_epi32(hsum4_epi32(a0, a1, a2, a3), bias4));
 }
 
 static inline void bfdot4(const std::uint16_t*, const std::uint16_t*, std::size_t, float*) {}
