@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -251,8 +252,17 @@ class ServingFolder:
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], verify: str = "background") -> ServingFolder:
-        """Map a folder. ``verify``: ``"background"`` (default), ``"full"`` or ``"none"``."""
+    def open(
+        cls, path: str | os.PathLike[str], verify: str = "background", load_compact: bool = True
+    ) -> ServingFolder:
+        """Open a folder. ``verify``: ``"background"`` (default), ``"full"`` or ``"none"``.
+
+        The float32 templates (and ids, codes) are memory-mapped with read-ahead off
+        (``MADV_RANDOM``): a search reads only the pages of the few rows it re-scores. The compact
+        arrays are read into memory when ``load_compact`` (default): every search scans all of them,
+        so they are resident either way, and anonymous memory (transparent huge pages) scans
+        faster than a file mapping of 4 KiB pages; ``load_compact=False`` maps them too.
+        """
         if verify not in ("background", "full", "none"):
             raise InputError(f"verify must be 'background', 'full' or 'none', got {verify!r}")
         folder = Path(path)
@@ -285,9 +295,16 @@ class ServingFolder:
                     f"serving file {f} is truncated or missing ({max(have, 0)} of {need} bytes): "
                     f"{rebuild}"
                 )
-            arrays[name] = (
-                np.memmap(f, dtype=dt, mode="r", shape=shape) if need else np.zeros(shape, dt)
-            )
+            if not need:
+                arrays[name] = np.zeros(shape, dt)
+            elif load_compact and name.startswith("compact_"):
+                arrays[name] = np.fromfile(f, dtype=dt, count=int(np.prod(shape))).reshape(shape)
+            else:
+                mm = np.memmap(f, dtype=dt, mode="r", shape=shape)
+                madvise = getattr(getattr(mm, "_mmap", None), "madvise", None)
+                if madvise is not None and hasattr(mmap, "MADV_RANDOM"):
+                    madvise(mmap.MADV_RANDOM)
+                arrays[name] = mm
         out = cls(folder, manifest, arrays)
         if verify == "full":
             out._verify()
@@ -302,19 +319,18 @@ class ServingFolder:
         return out
 
     def _verify(self) -> None:
+        # Reads the files (not the mappings), so the pass does not make every page resident in
+        # this process: only what searches touch is.
         try:
-            for name, e in self.manifest["arrays"].items():
-                arr = self.arrays[name]
-                raw = (
-                    memoryview(cast(Any, np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
-                    if arr.size
-                    else b""
-                )
+            for e in self.manifest["arrays"].values():
+                f = self.path / e["file"]
+                dt = np.dtype(e["dtype"])
+                nbytes = self.n * dt.itemsize * int(np.prod(e["row_shape"] or [1]))
+                got = _block_digests(f, nbytes)
                 for b, want in enumerate(e["blocks"]):
-                    got = _digest(raw[b * BLOCK_BYTES : (b + 1) * BLOCK_BYTES])
-                    if got != want:
+                    if b >= len(got) or got[b] != want:
                         self._bad.append(f"{e['file']} block {b}")
-        except Exception as exc:  # an unreadable page (I/O error) is a failed check, not a crash
+        except Exception as exc:  # an unreadable file (I/O error) is a failed check, not a crash
             self._bad.append(f"verification failed: {exc}")
         finally:
             self._done.set()
