@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
 #include <string>
 
 #include "common.hpp"
@@ -157,6 +158,25 @@ void bind_compact(py::module_& m) {
         }
         return py::make_tuple(s, i, nc, ok);
     }, py::arg("gallery"), py::arg("probes").noconvert(), py::arg("exact"), py::arg("k"));
+
+    m.def("compact_candidates", [](const py::tuple& g, const f32arr& q, long k) {
+        Held h = view_of(g);
+        check_probes(q, h.v);
+        require(k >= 1, pfm::ErrorKind::input, "k must be >= 1, got " + std::to_string(k));
+        const std::size_t M = q.shape(0), kk = std::min<std::size_t>((std::size_t)k, h.v.n);
+        std::vector<std::vector<std::int64_t>> rows;
+        {
+            py::gil_scoped_release nogil;
+            pfm::compact_candidates(h.v, q.data(), M, kk, rows);
+        }
+        py::list out;
+        for (auto& r : rows) {
+            i64arr a((py::ssize_t)r.size());
+            if (!r.empty()) std::memcpy(a.mutable_data(), r.data(), r.size() * sizeof(std::int64_t));
+            out.append(a);
+        }
+        return out;
+    }, py::arg("gallery"), py::arg("probes").noconvert(), py::arg("k"));
 
     m.def("compact_rerank", [](const py::tuple& g, const f32arr& q, const py::object& G, const i64arr& cand, long k) {
         Held h = view_of(g);

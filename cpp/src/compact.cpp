@@ -256,11 +256,10 @@ struct Sels {
 
 // The candidates of probe q over its parts' selections, re-scored exactly into out (k columns).
 // Returns false on a non-finite exact score.
-bool finish_exact(const KernelTable& K, const ApproxSel* const* sel, std::size_t parts, const float* x,
-                  const float* G, std::size_t d, std::size_t k, float* out_s, std::int64_t* out_i,
-                  std::int64_t* cand_out, float pad) {
-    std::vector<float> ls(k), hs(k);
-    std::vector<std::int64_t> li(k), hi(k), rows;
+// The rows of probe q that its parts' selections cannot rule out, increasing.
+std::vector<std::int64_t> kept_rows(const ApproxSel* const* sel, std::size_t parts, std::size_t k) {
+    std::vector<float> ls(k);
+    std::vector<std::int64_t> li(k), rows;
     TopKHeap L{ls.data(), li.data(), (int)k, 0};
     for (std::size_t p = 0; p < parts; ++p)
         for (int j = 0; j < sel[p]->lower.size; ++j) ck::heap_push(L, sel[p]->lower.s[j], sel[p]->lower.i[j]);
@@ -270,6 +269,19 @@ bool finish_exact(const KernelTable& K, const ApproxSel* const* sel, std::size_t
             if (sel[p]->cu[j] >= thr) rows.push_back(sel[p]->ci[j]);
     std::sort(rows.begin(), rows.end());  // increasing rows: the heap's tie rule, as in rerank
     rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    return rows;
+}
+
+bool finish_exact(const KernelTable& K, const ApproxSel* const* sel, std::size_t parts, const float* x,
+                  const float* G, std::size_t d, std::size_t k, float* out_s, std::int64_t* out_i,
+                  std::int64_t* cand_out, float pad, std::vector<std::int64_t>* rows_out = nullptr) {
+    const std::vector<std::int64_t> rows = kept_rows(sel, parts, k);
+    if (rows_out) {  // the caller re-scores them itself (rows read from a file)
+        *rows_out = rows;
+        return true;
+    }
+    std::vector<float> hs(k);
+    std::vector<std::int64_t> hi(k);
     TopKHeap h{hs.data(), hi.data(), (int)k, 0};
     bool fine = true;
     for (std::int64_t r : rows) {
@@ -316,8 +328,27 @@ void compact_scores(const CompactView& g, const float* Q, std::size_t m, float* 
     });
 }
 
+namespace {
+bool topk_impl(const CompactView& g, const float* Q, std::size_t m, const float* G, std::size_t k, float* out_s,
+               std::int64_t* out_i, std::int64_t* cand_out, std::vector<std::vector<std::int64_t>>* rows_out);
+}  // namespace
+
 bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const float* G, std::size_t k,
                   float* out_s, std::int64_t* out_i, std::int64_t* cand_out) {
+    return topk_impl(g, Q, m, G, k, out_s, out_i, cand_out, nullptr);
+}
+
+void compact_candidates(const CompactView& g, const float* Q, std::size_t m, std::size_t k,
+                        std::vector<std::vector<std::int64_t>>& rows) {
+    rows.assign(m, {});
+    std::vector<float> s(m * k);  // unused: no pointer arithmetic on null outputs
+    std::vector<std::int64_t> i(m * k);
+    topk_impl(g, Q, m, nullptr, k, s.data(), i.data(), nullptr, &rows);
+}
+
+namespace {
+bool topk_impl(const CompactView& g, const float* Q, std::size_t m, const float* G, std::size_t k, float* out_s,
+               std::int64_t* out_i, std::int64_t* cand_out, std::vector<std::vector<std::int64_t>>* rows_out) {
     const KernelTable& K = kernels();
     const CompactKernels& CK = *compact_kernels_for(K.level);
     const Probes P = prepare(g, Q, m);
@@ -326,7 +357,7 @@ bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const flo
     // Contiguous row parts, several per thread (claimed dynamically on a shared machine).
     const std::size_t parts = std::max<std::size_t>(1, std::min(threads * 4, n / 16384));
     const float ninf = -std::numeric_limits<float>::infinity();
-    if (!G) {  // the k best approximate scores
+    if (!G && !rows_out) {  // the k best approximate scores
         std::vector<float> hs(parts * m * k);
         std::vector<std::int64_t> hi(parts * m * k);
         std::vector<TopKHeap> heaps(parts * m);
@@ -386,19 +417,22 @@ bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const flo
                         if (!one.s[0].overflow || c2 == n) {
                             const ApproxSel* p0 = &one.s[0];
                             fine[q] = finish_exact(K, &p0, 1, Q + q * g.d, G, g.d, k, out_s + q * k, out_i + q * k,
-                                                   cand_out ? cand_out + q : nullptr, ninf);
+                                                   cand_out ? cand_out + q : nullptr, ninf,
+                                                   rows_out ? &(*rows_out)[q] : nullptr);
                             break;
                         }
                     }
                 } else {
                     fine[q] = finish_exact(K, sel.data(), parts, Q + q * g.d, G, g.d, k, out_s + q * k, out_i + q * k,
-                                           cand_out ? cand_out + q : nullptr, ninf);
+                                           cand_out ? cand_out + q : nullptr, ninf,
+                                           rows_out ? &(*rows_out)[q] : nullptr);
                 }
             }
         });
     }
     return std::all_of(fine.begin(), fine.end(), [](int v) { return v != 0; });
 }
+}  // namespace
 
 bool compact_rerank(const CompactView& g, const float* Q, std::size_t m, const float* G,
                     const std::int64_t* cand, std::size_t c, std::size_t k, float* out_s, std::int64_t* out_i,

@@ -11,6 +11,7 @@
  */
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace pfm {
 
@@ -48,6 +49,11 @@ void compact_scores(const CompactView& g, const float* Q, std::size_t m, float* 
  *  probe. Returns false if a non-finite score was seen. */
 bool compact_topk(const CompactView& g, const float* Q, std::size_t m, const float* G, std::size_t k,
                   float* out_s, std::int64_t* out_i, std::int64_t* cand_out);
+
+/** @brief The rows compact_topk would re-score for each probe (increasing), for a caller that reads
+ *  them from a file itself and re-scores them with pfm::rerank (the same answer). */
+void compact_candidates(const CompactView& g, const float* Q, std::size_t m, std::size_t k,
+                        std::vector<std::vector<std::int64_t>>& rows);
 
 /** @brief As compact_topk, restricted to candidate rows cand (m × c, -1 = padding, duplicates
  *  ignored, each in [0, n)): the binary backend's re-rank store. Rows with fewer than k candidates

@@ -90,9 +90,7 @@ def child(mode: str, folder: str, probes_file: str, single: int) -> dict[str, An
     t0 = time.perf_counter()
     if mode == "mapped":
         sf = ServingFolder.open(folder)  # checksums verified by a background pass
-        c = sf.compact()
-        assert c is not None
-        search = c.topk
+        search = sf.search  # compact scan in memory, the kept float32 rows read with pread
     elif mode == "rebuild":
         sf = ServingFolder.open(folder, verify="none")
         x = np.fromfile(Path(folder) / "float32.bin", np.float32).reshape(sf.n, sf.dim)

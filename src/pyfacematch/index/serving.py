@@ -118,6 +118,50 @@ class ServingFolder:
         }
         return CompactMatrix.from_arrays(kind, self.dim, a, exact=self.float32)
 
+    def search(self, probes: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact float32 top-k of the probes: compact scan, then the rows its bound keeps read from
+        ``float32.bin`` with ``pread`` (never mapped, so they add no resident memory) and re-scored
+        by :func:`pyfacematch.rerank` — the same answer as ``compact().topk`` (same rows, bytes)."""
+        from pyfacematch import _core
+        from pyfacematch.core.scoring import _check_k, _probes, rerank
+
+        c = self.compact()
+        if c is None:
+            raise InputError(f"serving folder {self.path} holds no compact templates to scan")
+        q, single = _probes(probes)
+        if q.shape[1] != self.dim:
+            raise InputError(f"probes have dimension {q.shape[1]}, the folder {self.dim}")
+        kk = _check_k(k, self.n)
+        lists = _core.compact_candidates(c._t(), q, kk)
+        rows = np.unique(np.concatenate(lists)) if lists else np.zeros(0, np.int64)
+        data = self._read_rows(rows)
+        width = max(len(r) for r in lists)
+        local = np.full((len(lists), width), -1, np.int64)
+        for i, r in enumerate(lists):
+            local[i, : len(r)] = np.searchsorted(rows, r)  # increasing, as the rows: same ties
+        s, li = rerank(q, data, local, kk)
+        gi = np.where(li >= 0, rows[np.maximum(li, 0)], -1)
+        return (s[0], gi[0]) if single else (s, gi)
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        e = self.manifest["arrays"]["float32"]
+        row_bytes = 4 * self.dim
+        out = np.empty((len(rows), self.dim), np.float32)
+        buf = out.reshape(-1).view(np.uint8)
+        fd = os.open(self.path / e["file"], os.O_RDONLY)
+        try:
+            for j, r in enumerate(rows.tolist()):
+                got = os.preadv(
+                    fd, [memoryview(buf[j * row_bytes : (j + 1) * row_bytes])], r * row_bytes
+                )  # type: ignore[arg-type]
+                if got != row_bytes:
+                    raise GalleryFileError(
+                        f"serving file {e['file']} ended early: rebuild it from the store"
+                    )
+        finally:
+            os.close(fd)
+        return out
+
     # -- writing --------------------------------------------------------------------------------
     @staticmethod
     def _parts(
