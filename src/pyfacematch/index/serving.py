@@ -151,9 +151,8 @@ class ServingFolder:
         fd = os.open(self.path / e["file"], os.O_RDONLY)
         try:
             for j, r in enumerate(rows.tolist()):
-                got = os.preadv(
-                    fd, [memoryview(buf[j * row_bytes : (j + 1) * row_bytes])], r * row_bytes
-                )  # type: ignore[arg-type]
+                piece: Any = buf[j * row_bytes : (j + 1) * row_bytes]
+                got = os.preadv(fd, [piece], r * row_bytes)
                 if got != row_bytes:
                     raise GalleryFileError(
                         f"serving file {e['file']} ended early: rebuild it from the store"
