@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
         const std::size_t n = 1 + rng() % 3000, m = 1 + rng() % 9, k = 1 + rng() % std::min<std::size_t>(n, 30);
         const std::size_t pool = t % 2 ? 1 << 20 : 2 + rng() % 6;
         pfm::set_num_threads(1 + rng() % 3);
-        const std::vector<float> G = rows(rng, n, d, std::min<std::size_t>(pool, n + 1)), Q = rows(rng, m, d, 1 << 20);
+        const std::vector<float> G = rows(rng, n, d, std::min<std::size_t>(pool, n + 17)), Q = rows(rng, m, d, 17 + m);
         std::vector<std::int32_t> first_int8;
         for (int kind = 0; kind < 2; ++kind) {
             const auto K = kind == 0 ? pfm::CompactKind::int8 : pfm::CompactKind::bf16;
