@@ -42,10 +42,8 @@ def write_synthetic(
     t0 = time.perf_counter()
     sf = None
     for start in range(0, n, chunk):
-        part = SyntheticIdentities(min(chunk, n - start), d, seed=seed, chunk=8192)
-        # rows of this chunk: the protocol's generator, chunk by chunk (same centres per seed)
-        part.n = min(chunk, n - start)
-        x = _rows(s, start, part.n)
+        # rows [start, start + count) of the protocol's gallery (same centres and noise per seed)
+        x = _rows(s, start, min(chunk, n - start))
         c = pf.CompactMatrix.from_float32(x, kind)
         ids = np.arange(start, start + len(x), dtype=np.int64)
         if sf is None:
