@@ -10,6 +10,7 @@ namespace pfm_py {
 void bind_simd(py::module_& m);
 void bind_scoring(py::module_& m);
 void bind_codes(py::module_& m);
+void bind_compact(py::module_& m);
 void bind_geometry(py::module_& m);
 PyObject* error_class(pfm::ErrorKind kind);
 }  // namespace pfm_py
@@ -26,5 +27,6 @@ PYBIND11_MODULE(_core, m) {
     pfm_py::bind_simd(m);
     pfm_py::bind_scoring(m);
     pfm_py::bind_codes(m);
+    pfm_py::bind_compact(m);
     pfm_py::bind_geometry(m);
 }

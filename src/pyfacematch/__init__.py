@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
 
 from pyfacematch import errors
 from pyfacematch.core import simd
+from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.core.scoring import (
     as_templates,
     cosine,
@@ -112,6 +113,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Candidate",
+    "CompactMatrix",
     "Decision",
     "Gallery",
     "IdentifyArrays",

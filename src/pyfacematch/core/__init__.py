@@ -7,6 +7,6 @@ set the kernels run on. Nothing here knows about galleries, files or the command
 
 from __future__ import annotations
 
-from pyfacematch.core import scoring, simd
+from pyfacematch.core import compact, scoring, simd
 
-__all__ = ["scoring", "simd"]
+__all__ = ["compact", "scoring", "simd"]

@@ -229,8 +229,10 @@ def scores(probes: Any, gallery: np.ndarray) -> np.ndarray:
     return out[0] if single else out
 
 
-def topk(probes: Any, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk(probes: Any, gallery: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best gallery rows of each probe, without materialising the m×n score matrix.
+
+    ``gallery`` may also be a :class:`pyfacematch.CompactMatrix` (int8 / bf16): see its ``topk``.
 
     Parameters
     ----------
@@ -245,6 +247,11 @@ def topk(probes: Any, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     indices : numpy.ndarray, int64, shape (m, min(k, n)) — ties broken by the lower index
     (1-D arrays of length min(k, n) for a 1-D probe.)
     """
+    from pyfacematch.core.compact import CompactMatrix  # noqa: PLC0415 (compact imports this module)
+
+    if isinstance(gallery, CompactMatrix):
+        out: tuple[np.ndarray, np.ndarray] = gallery.topk(probes, k)
+        return out
     q, single = _probes(probes)
     g = _gallery(gallery)
     _check_dims(q, g)

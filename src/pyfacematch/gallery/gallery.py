@@ -645,7 +645,7 @@ class Gallery:
     def _exact(
         self, probes: np.ndarray, k: int, pm: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return exact_search(self._m, probes, k, pm, self.blocks, self.min_fraction)
+        return exact_search(self._m, probes, k, pm, self.blocks, self.min_fraction, self._backend)
 
     def _approx(
         self, probes: np.ndarray, k: int, pm: np.ndarray | None

@@ -25,8 +25,17 @@ def exact_search(
     pm: np.ndarray | None,
     blocks: np.ndarray | None,
     min_fraction: float,
+    backend: Backend | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` template rows: (scores float32 (M, k), rows int64 (M, k))."""
+    """Exact top-``k`` template rows: (scores float32 (M, k), rows int64 (M, k)).
+
+    An exact backend with a compact ``store`` scans it (unmasked galleries): compact scan, then the
+    float32 re-score of the rows its error bound keeps — the same rows, exact float32 scores.
+    """
+    if blocks is None and backend is not None and backend.name == "exact" and backend.compact_store:
+        if m.n:
+            out: tuple[np.ndarray, np.ndarray] = backend.compact_store.topk(m, probes, k)
+            return out
     return exact_topk(probes, m.view, k, pm, m.mask_view, blocks, min_fraction)
 
 
@@ -44,6 +53,9 @@ def approx_search(
     cand = backend.shortlist(m, probes, k)
     if siblings is not None:
         cand = siblings.expand(m, cand)
+    if blocks is None and backend.compact_store is not None and cand.shape[1]:
+        out: tuple[np.ndarray, np.ndarray] = backend.compact_store.rerank(m, probes, cand, k)
+        return out
     return rank_shortlist(probes, m.view, cand, k, pm, m.mask_view, blocks, min_fraction)
 
 

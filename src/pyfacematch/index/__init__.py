@@ -18,7 +18,7 @@ from typing import Any
 from pyfacematch.errors import InputError
 from pyfacematch.index.base import Backend, complete_shortlist
 from pyfacematch.index.binary import BINARY_OPTIONS, BinaryBackend
-from pyfacematch.index.exact import ExactBackend, exact_topk, rank_shortlist
+from pyfacematch.index.exact import EXACT_OPTIONS, ExactBackend, exact_topk, rank_shortlist
 from pyfacematch.index.faiss import (
     FAISS_KINDS,
     FAISS_OPTIONS,
@@ -53,7 +53,7 @@ DEFAULT_BACKEND = "binary"
 
 #: Options each backend accepts (``make_backend(name, **options)``, ``Gallery(backend_options=…)``).
 BACKEND_OPTIONS: dict[str, tuple[Option, ...]] = {
-    "exact": (),
+    "exact": EXACT_OPTIONS,
     "binary": BINARY_OPTIONS,
     **FAISS_OPTIONS,
 }
@@ -84,8 +84,7 @@ def make_backend(name: str, **options: Any) -> Backend:
     if not isinstance(name, str) or name not in BACKENDS:
         raise InputError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     if name == "exact":
-        check_options(name, BACKEND_OPTIONS[name], options)
-        return ExactBackend()
+        return ExactBackend(**options)
     if name == "binary":
         return BinaryBackend(**options)
     return FaissBackend(name, **options)

@@ -245,6 +245,10 @@ class Backend:
         """Bytes the structure keeps per template (0 when it keeps none)."""
         return 0.0
 
+    #: A compact copy of the templates the search scans or re-ranks with (exact ``store`` /
+    #: binary ``rerank_store``), or None for float32 only.
+    compact_store: Any = None
+
     # tuning ----------------------------------------------------------------
     def tune(
         self,

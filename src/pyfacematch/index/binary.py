@@ -20,6 +20,7 @@ import numpy as np
 
 from pyfacematch.core import scoring
 from pyfacematch.index.base import MAX_DEPTH, Backend
+from pyfacematch.index.compactstore import STORES, CompactStore
 from pyfacematch.index.matrix import TemplateMatrix
 from pyfacematch.index.options import Option, check_options, checked_int
 
@@ -32,6 +33,15 @@ BINARY_OPTIONS = (
     Option("min_shortlist", "int", 1, 65536, 32, "floor of the exactly ranked shortlist"),
     Option("min_scan", "int", 1, 1 << 20, 64, "floor of the first plane's admission rank"),
     Option("safety", "float", 1.0, 64.0, 2.0, "factor on the shortest passing shortlist"),
+    Option(
+        "rerank_store",
+        "choice",
+        0,
+        0,
+        "float32",
+        "shortlist re-ranked from float32, or pruned on int8 / bf16 first (same answer)",
+        STORES,
+    ),
 )
 
 
@@ -73,6 +83,10 @@ class BinaryBackend(Backend):
         self.min_shortlist: int = opts["min_shortlist"]
         self.min_scan: int = opts["min_scan"]
         self.safety: float = opts["safety"]
+        self.rerank_store: str = opts["rerank_store"]
+        self.compact_store: CompactStore | None = (
+            None if self.rerank_store == "float32" else CompactStore(self.rerank_store)
+        )
         self._n = 0
         self.depth = 64
         self.scan_depth = 256
@@ -119,6 +133,8 @@ class BinaryBackend(Backend):
         if m.n:
             for plane, part in zip(self.planes, self._pack(m.view)):
                 plane[: m.n] = part
+        if self.compact_store is not None:
+            self.compact_store.rebuild(m)
         self._n = m.n
 
     def refresh(self, m: TemplateMatrix) -> None:
@@ -143,6 +159,8 @@ class BinaryBackend(Backend):
         self._reserve(m)
         for plane, part in zip(self.planes, self._pack(m.data[rows])):
             plane[rows] = part
+        if self.compact_store is not None:
+            self.compact_store.add(m, rows)
         self._n = m.n
 
     def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
@@ -150,6 +168,8 @@ class BinaryBackend(Backend):
             for src, dst in moves:
                 plane[dst] = plane[src]
             plane[m.n : m.n + len(tids)] = 0
+        if self.compact_store is not None:
+            self.compact_store.remove(m, moves, len(tids))
         self._n = m.n
 
     @property

@@ -14,9 +14,24 @@ import numpy as np
 
 from pyfacematch.core import scoring
 from pyfacematch.index.base import Backend
+from pyfacematch.index.compactstore import STORES, CompactStore
 from pyfacematch.index.matrix import TemplateMatrix
+from pyfacematch.index.options import Option, check_options
 
-__all__ = ["ExactBackend", "exact_topk", "rank_shortlist"]
+__all__ = ["EXACT_OPTIONS", "ExactBackend", "exact_topk", "rank_shortlist"]
+
+#: Options of the exact backend (``Gallery(backend="exact", backend_options={"store": "int8"})``).
+EXACT_OPTIONS = (
+    Option(
+        "store",
+        "choice",
+        0,
+        0,
+        "float32",
+        "templates scanned: float32, or int8 / bf16 with an exact float32 re-score",
+        STORES,
+    ),
+)
 
 
 def exact_topk(
@@ -103,30 +118,57 @@ class ExactBackend(Backend):
 
     The gallery scans with :func:`exact_topk` itself (masked when it has region blocks); through
     the interface, :meth:`candidates` is the exact top-k on plain cosine.
+
+    With ``store="int8"`` or ``"bf16"`` it keeps a compact copy of the templates and scans that
+    instead (:class:`~pyfacematch.index.compactstore.CompactStore`): the rows the proven error bound
+    cannot rule out are re-scored in float32, so the answer is still the exact top-k.
     """
 
     name = "exact"
     approximate = False
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
+        opts = check_options(self.name, EXACT_OPTIONS, options)
+        self.store: str = opts["store"]
+        self.compact_store: CompactStore | None = (
+            None if self.store == "float32" else CompactStore(self.store)
+        )
         self._n = 0
 
     def rebuild(self, m: TemplateMatrix) -> None:
+        if self.compact_store is not None:
+            self.compact_store.rebuild(m)
         self._n = m.n
 
     def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
+        if self.compact_store is not None:
+            self.compact_store.add(m, rows)
         self._n = m.n
 
     def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
+        if self.compact_store is not None:
+            self.compact_store.remove(m, moves, len(tids))
         self._n = m.n
+
+    def code_bytes_per_template(self) -> float:
+        return 0.0 if self.compact_store is None else self.compact_store.bytes_per_template()
 
     @property
     def size(self) -> int:
         return self._n
 
     def candidates(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
-        return scoring.topk(np.ascontiguousarray(probes, np.float32), m.view, min(k, m.n))[1]
+        q = np.ascontiguousarray(probes, np.float32)
+        if self.compact_store is not None:
+            return self.compact_store.topk(m, q, min(k, m.n))[1]
+        return scoring.topk(q, m.view, min(k, m.n))[1]
 
     def info(self, m: TemplateMatrix) -> dict[str, Any]:
-        return {"backend": self.name, "templates": m.n, "measured_recall_at_1": 1.0}
+        return {
+            "backend": self.name,
+            "templates": m.n,
+            "measured_recall_at_1": 1.0,
+            "store": self.store,
+            "store_bytes_per_template": self.code_bytes_per_template() or 4.0 * m.dim,
+        }

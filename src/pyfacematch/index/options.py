@@ -33,9 +33,9 @@ class Option:
     Attributes
     ----------
     name : str
-    kind : {"int", "float"}
+    kind : {"int", "float", "choice"}
         Integers accept Python and NumPy integers (not ``bool``); floats accept any finite real
-        number (not ``bool``).
+        number (not ``bool``); a choice one of the strings in ``choices``.
     low, high : float
         Inclusive range.
     default : int or float
@@ -47,21 +47,26 @@ class Option:
     kind: str
     low: float
     high: float
-    default: int | float
+    default: int | float | str
     doc: str
+    choices: tuple[str, ...] = ()
 
     def allowed(self) -> str:
         """The allowed values in words, e.g. ``"an integer in [2, 256]"``."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
         what = "an integer" if self.kind == "int" else "a finite number"
         return f"{what} in [{_num(self.low)}, {_num(self.high)}]"
 
-    def check(self, backend: str, value: Any) -> int | float:
+    def check(self, backend: str, value: Any) -> int | float | str:
         """``value`` as this option's type, or raise :class:`BackendOptionError`."""
-        got = (
-            checked_int(value, self.low, self.high)
-            if self.kind == "int"
-            else checked_float(value, self.low, self.high)
-        )
+        got: int | float | str | None
+        if self.kind == "choice":
+            got = value if isinstance(value, str) and value in self.choices else None
+        elif self.kind == "int":
+            got = checked_int(value, self.low, self.high)
+        else:
+            got = checked_float(value, self.low, self.high)
         if got is None:
             raise BackendOptionError(
                 f"backend {backend!r}: option {self.name!r} ({self.doc}) must be "

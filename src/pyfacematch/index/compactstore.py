@@ -1,0 +1,112 @@
+"""Compact (int8 / bf16) copies of the gallery's templates, kept in step with its TemplateMatrix.
+
+The ``exact`` backend with ``store="int8"|"bf16"`` scans this copy instead of the float32 matrix
+and re-scores, exactly in float32, only the rows its proven error bound cannot rule out (see
+:class:`pyfacematch.CompactMatrix`): the answer is the float32 top-k (same rows and scores as an
+exact re-rank over every row) for a quarter (int8) or half (bf16) of the bytes read per probe. The
+``binary`` backend with ``rerank_store=…`` prunes its shortlist the same way before the float32
+re-score. Only unmasked cosine is served this way (masked galleries keep the float32 paths).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pyfacematch.core.compact import CompactMatrix, _stride
+from pyfacematch.index.matrix import TemplateMatrix
+
+__all__ = ["STORES", "CompactStore"]
+
+#: Template stores a backend can scan: float32 (the matrix itself) or a compact copy.
+STORES = ("float32", "int8", "bf16")
+
+
+class CompactStore:
+    """A compact copy of a :class:`TemplateMatrix`'s rows (capacity grows by doubling)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._n = 0
+        self._dim = 0
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def _alloc(self, cap: int, dim: int) -> dict[str, np.ndarray]:
+        dt = np.int8 if self.kind == "int8" else np.uint16
+        return {
+            "codes": np.zeros((cap, _stride(self.kind, dim)), dt),
+            "scale": np.zeros(cap, np.float32),
+            "norm": np.zeros(cap, np.float32),
+            "resid": np.zeros(cap, np.float32),
+            "gsum": np.zeros(cap, np.int32),
+        }
+
+    def _put(self, rows: np.ndarray, x: np.ndarray) -> None:
+        c = CompactMatrix.from_float32(x, self.kind)
+        for name, arr in c.arrays().items():
+            if arr.shape[0]:
+                self._arrays[name][rows] = arr
+
+    def rebuild(self, m: TemplateMatrix) -> None:
+        self._dim = m.dim
+        self._arrays = self._alloc(max(m.data.shape[0], 1), m.dim)
+        if m.n:
+            self._put(np.arange(m.n), m.view)
+        self._n = m.n
+
+    def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
+        if not self._arrays or self._dim != m.dim:
+            self.rebuild(m)
+            return
+        cap = m.data.shape[0]
+        if self._arrays["codes"].shape[0] < cap:
+            grown = self._alloc(cap, m.dim)
+            for name, arr in self._arrays.items():
+                grown[name][: arr.shape[0]] = arr
+            self._arrays = grown
+        rows = np.asarray(rows, np.int64)
+        if rows.size:
+            self._put(rows, m.data[rows])
+        self._n = m.n
+
+    def remove(self, m: TemplateMatrix, moves: list[tuple[int, int]], removed: int) -> None:
+        for arr in self._arrays.values():
+            for src, dst in moves:
+                arr[dst] = arr[src]
+            arr[m.n : m.n + removed] = 0  # nothing of a removed template stays behind
+        self._n = m.n
+
+    def matrix(self, m: TemplateMatrix) -> CompactMatrix:
+        """The rows in use as a :class:`CompactMatrix` re-scoring from ``m``'s float32 rows."""
+        if self._n != m.n or self._dim != m.dim:  # never scan a copy out of step with the matrix
+            self.rebuild(m)
+        n = m.n
+        a = self._arrays
+        return CompactMatrix(
+            self.kind,
+            m.dim,
+            a["codes"][:n],
+            a["scale"][:n],
+            a["norm"][:n],
+            a["resid"][:n],
+            a["gsum"][:n],
+            exact=m.view,
+        )
+
+    @property
+    def size(self) -> int:
+        return self._n
+
+    def bytes_per_template(self) -> float:
+        if not self._arrays:
+            return 0.0
+        meta = 16 if self.kind == "int8" else 4
+        return float(self._arrays["codes"].shape[1] * self._arrays["codes"].itemsize + meta)
+
+    def topk(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        out: tuple[np.ndarray, np.ndarray] = self.matrix(m).topk(probes, min(k, m.n))
+        return out
+
+    def rerank(
+        self, m: TemplateMatrix, probes: np.ndarray, cand: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.matrix(m).rerank(probes, cand, k)

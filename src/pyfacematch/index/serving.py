@@ -1,0 +1,393 @@
+"""The serving format: a gallery's search arrays in one versioned folder, laid out to be memory-mapped.
+
+A serving folder holds raw little-endian arrays, one file each, and ``manifest.json``::
+
+    manifest.json        format, version, rows, dimension, compact kind, tuned parameters, and per
+                         array: file, dtype, row shape, BLAKE2b-128 of every 16 MiB block
+    float32.bin          the float32 templates (n × d): the exact re-score reads only a few rows
+    compact_codes.bin    int8 (n × stride) or bf16 codes; compact_scale/norm/resid/gsum.bin metadata
+    ids.bin              row → identity (int64; the caller's ids, e.g. store template ids)
+    codes.bin            optional 1-bit codes (n × d/8) of the binary backend
+
+Opening maps the files (``numpy.memmap``, read-only) instead of reading and rebuilding anything:
+only the pages a search touches are read. Integrity: a file shorter than the manifest says is
+refused at once (:class:`~pyfacematch.errors.GalleryFileError`, saying to rebuild from the store);
+the block checksums are verified by a background pass (``verify="background"``, the default; or
+``"full"`` before returning, or ``"none"``) and :meth:`ServingFolder.check` raises on any altered
+block. Appends write the new rows after the committed ones, fsync, then replace the manifest
+atomically: the manifest is the commit point, so a process killed during an append leaves the
+folder at its last acknowledged state (bytes past the committed rows are ignored, then cut off by
+the next append). Encryption is not applied here: a gallery configured for encryption at rest must
+not write a serving folder until the security layer covers it (see README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.core.compact import CompactMatrix
+from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError
+
+__all__ = ["FORMAT", "VERSION", "BLOCK_BYTES", "ServingFolder"]
+
+FORMAT = "pyfacematch-serving"
+VERSION = 1
+#: Bytes per checksummed block.
+BLOCK_BYTES = 16 << 20
+_COMPACT = ("codes", "scale", "norm", "resid", "gsum")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest(buf: memoryview | bytes) -> str:
+    return hashlib.blake2b(buf, digest_size=16).hexdigest()
+
+
+def _block_digests(path: Path, nbytes: int, start_block: int = 0) -> list[str]:
+    out = []
+    with open(path, "rb") as fh:
+        fh.seek(start_block * BLOCK_BYTES)
+        pos = start_block * BLOCK_BYTES
+        while pos < nbytes:
+            chunk = fh.read(min(BLOCK_BYTES, nbytes - pos))
+            if not chunk:
+                break
+            out.append(_digest(chunk))
+            pos += len(chunk)
+    return out
+
+
+class ServingFolder:
+    """A serving folder opened for search (memory-mapped), verified in the background."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.arrays = arrays
+        self._bad: list[str] = []
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Tuned parameters stored with the arrays (reused until the gallery changes enough)."""
+        p: dict[str, Any] = self.manifest.get("params") or {}
+        return p
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.arrays["ids"]
+
+    @property
+    def float32(self) -> np.ndarray:
+        return self.arrays["float32"]
+
+    def compact(self) -> CompactMatrix | None:
+        """The compact templates, re-scoring exactly from the mapped float32 file."""
+        kind = self.manifest.get("kind")
+        if not kind:
+            return None
+        none = {"gsum": np.zeros(0, np.int32)}
+        a = {
+            k: self.arrays.get("compact_" + k, none.get(k, np.zeros(0, np.float32)))
+            for k in _COMPACT
+        }
+        return CompactMatrix.from_arrays(kind, self.dim, a, exact=self.float32)
+
+    def search(self, probes: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact float32 top-k of the probes: compact scan, then the rows its bound keeps read from
+        ``float32.bin`` with ``pread`` (never mapped, so they add no resident memory) and re-scored
+        by :func:`pyfacematch.rerank` — the same answer as ``compact().topk`` (same rows, bytes)."""
+        from pyfacematch import _core
+        from pyfacematch.core.scoring import _check_k, _probes, rerank
+
+        c = self.compact()
+        if c is None:
+            raise InputError(f"serving folder {self.path} holds no compact templates to scan")
+        q, single = _probes(probes)
+        if q.shape[1] != self.dim:
+            raise InputError(f"probes have dimension {q.shape[1]}, the folder {self.dim}")
+        kk = _check_k(k, self.n)
+        lists = _core.compact_candidates(c._t(), q, kk)
+        rows = np.unique(np.concatenate(lists)) if lists else np.zeros(0, np.int64)
+        data = self._read_rows(rows)
+        width = max(len(r) for r in lists)
+        local = np.full((len(lists), width), -1, np.int64)
+        for i, r in enumerate(lists):
+            local[i, : len(r)] = np.searchsorted(rows, r)  # increasing, as the rows: same ties
+        s, li = rerank(q, data, local, kk)
+        gi = np.where(li >= 0, rows[np.maximum(li, 0)], -1)
+        return (s[0], gi[0]) if single else (s, gi)
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        e = self.manifest["arrays"]["float32"]
+        row_bytes = 4 * self.dim
+        out = np.empty((len(rows), self.dim), np.float32)
+        buf = out.reshape(-1).view(np.uint8)
+        fd = os.open(self.path / e["file"], os.O_RDONLY)
+        try:
+            for j, r in enumerate(rows.tolist()):
+                piece: Any = buf[j * row_bytes : (j + 1) * row_bytes]
+                got = os.preadv(fd, [piece], r * row_bytes)
+                if got != row_bytes:
+                    raise GalleryFileError(
+                        f"serving file {e['file']} ended early: rebuild it from the store"
+                    )
+        finally:
+            os.close(fd)
+        return out
+
+    # -- writing --------------------------------------------------------------------------------
+    @staticmethod
+    def _parts(
+        exact: np.ndarray,
+        ids: np.ndarray,
+        compact: CompactMatrix | None,
+        codes: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(exact, np.float32)
+        if x.ndim != 2:
+            raise InputError(f"templates must be 2-D (rows × dimension), got {x.ndim}-D")
+        n = x.shape[0]
+        i = np.ascontiguousarray(ids, np.int64).reshape(-1)
+        if i.shape[0] != n:
+            raise InputError(f"ids must hold one id per row ({n}), got {i.shape[0]}")
+        parts: dict[str, np.ndarray] = {"float32": x, "ids": i}
+        if compact is not None:
+            if compact.shape != x.shape:
+                raise InputError(f"compact templates are {compact.shape}, float32 {x.shape}")
+            for k, arr in compact.arrays().items():
+                if arr.shape[0] == n:  # bf16 has no scale / resid / gsum
+                    parts["compact_" + k] = np.ascontiguousarray(arr)
+        if codes is not None:
+            c = np.ascontiguousarray(codes, np.uint8)
+            if c.ndim != 2 or c.shape[0] != n:
+                raise InputError(f"codes must be (rows × bytes) with {n} rows, got {c.shape}")
+            parts["codes"] = c
+        return parts
+
+    @classmethod
+    def write(
+        cls,
+        path: str | os.PathLike[str],
+        exact: np.ndarray,
+        ids: np.ndarray,
+        *,
+        compact: CompactMatrix | None = None,
+        codes: np.ndarray | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> ServingFolder:
+        """Write a complete folder atomically (a temporary folder renamed into place)."""
+        dest = Path(path)
+        parts = cls._parts(exact, ids, compact, codes)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        entries = {}
+        for name, arr in parts.items():
+            f = tmp / f"{name}.bin"
+            with open(f, "wb") as fh:
+                arr.tofile(fh) if arr.size else None
+                fh.flush()
+                os.fsync(fh.fileno())
+            entries[name] = {
+                "file": f.name,
+                "dtype": arr.dtype.str,
+                "row_shape": list(arr.shape[1:]),
+                "blocks": _block_digests(f, arr.nbytes),
+            }
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "rows": int(parts["float32"].shape[0]),
+            "dim": int(parts["float32"].shape[1]),
+            "kind": None if compact is None else compact.kind,
+            "block_bytes": BLOCK_BYTES,
+            "arrays": entries,
+            "params": params or {},
+        }
+        cls._write_manifest(tmp, manifest)
+        _fsync_dir(tmp)
+        old = dest.with_name(dest.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return cls.open(dest, verify="none")
+
+    @staticmethod
+    def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+        tmp = folder / "manifest.json.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / "manifest.json")
+        _fsync_dir(folder)
+
+    def append(
+        self,
+        exact: np.ndarray,
+        ids: np.ndarray,
+        *,
+        compact: CompactMatrix | None = None,
+        codes: np.ndarray | None = None,
+    ) -> None:
+        """Append rows; when this returns they are committed (durable across a crash or SIGKILL)."""
+        parts = self._parts(exact, ids, compact, codes)
+        if set(parts) != set(self.manifest["arrays"]):
+            raise InputError(
+                f"append must give the folder's arrays {sorted(self.manifest['arrays'])}, "
+                f"got {sorted(parts)}"
+            )
+        if parts["float32"].shape[1] != self.dim:
+            raise InputError(
+                f"rows have dimension {parts['float32'].shape[1]}, the folder {self.dim}"
+            )
+        n0 = self.n
+        manifest = json.loads(json.dumps(self.manifest))
+        for name, arr in parts.items():
+            e = manifest["arrays"][name]
+            f = self.path / e["file"]
+            row_bytes = int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
+            if list(arr.shape[1:]) != e["row_shape"] or arr.dtype.str != e["dtype"]:
+                raise InputError(f"{name}: rows of {arr.dtype} {arr.shape[1:]}, folder has {e}")
+            committed = n0 * row_bytes
+            with open(f, "r+b") as fh:
+                fh.truncate(committed)  # drop bytes of an append that never committed
+                fh.seek(committed)
+                arr.tofile(fh) if arr.size else None
+                fh.flush()
+                os.fsync(fh.fileno())
+            total = committed + arr.nbytes
+            first = committed // BLOCK_BYTES  # the last partial block is hashed again
+            e["blocks"] = e["blocks"][:first] + _block_digests(f, total, first)
+        manifest["rows"] = n0 + int(parts["float32"].shape[0])
+        self._write_manifest(self.path, manifest)
+        fresh = ServingFolder.open(self.path, verify="none")
+        self.manifest, self.arrays = fresh.manifest, fresh.arrays
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], verify: str = "background", load_compact: bool = True
+    ) -> ServingFolder:
+        """Open a folder. ``verify``: ``"background"`` (default), ``"full"`` or ``"none"``.
+
+        The float32 templates (and ids, codes) are memory-mapped with read-ahead off
+        (``MADV_RANDOM``): a search reads only the pages of the few rows it re-scores. The compact
+        arrays are read into memory when ``load_compact`` (default): every search scans all of them,
+        so they are resident either way, and anonymous memory (transparent huge pages) scans
+        faster than a file mapping of 4 KiB pages; ``load_compact=False`` maps them too.
+        """
+        if verify not in ("background", "full", "none"):
+            raise InputError(f"verify must be 'background', 'full' or 'none', got {verify!r}")
+        folder = Path(path)
+        rebuild = "rebuild it from the store (Gallery.rebuild_index(), or write it again)"
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GalleryFileError(f"{folder} is not a serving folder (no manifest.json)") from None
+        except (OSError, ValueError) as exc:
+            raise GalleryFileError(
+                f"{folder}/manifest.json cannot be read ({exc}): {rebuild}"
+            ) from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise GalleryFileError(f"{folder}/manifest.json is not a {FORMAT} manifest: {rebuild}")
+        if manifest.get("version") != VERSION:
+            raise FormatVersionError(
+                f"{folder} is serving format version {manifest.get('version')!r}; this pyfacematch "
+                f"reads version {VERSION}: {rebuild}"
+            )
+        n = int(manifest["rows"])
+        arrays: dict[str, np.ndarray] = {}
+        for name, e in manifest["arrays"].items():
+            f = folder / e["file"]
+            dt = np.dtype(e["dtype"])
+            shape = (n, *[int(v) for v in e["row_shape"]])
+            need = dt.itemsize * int(np.prod(shape))
+            have = f.stat().st_size if f.exists() else -1
+            if have < need:
+                raise GalleryFileError(
+                    f"serving file {f} is truncated or missing ({max(have, 0)} of {need} bytes): "
+                    f"{rebuild}"
+                )
+            if not need:
+                arrays[name] = np.zeros(shape, dt)
+            elif load_compact and name.startswith("compact_"):
+                arrays[name] = np.fromfile(f, dtype=dt, count=int(np.prod(shape))).reshape(shape)
+            else:
+                mm = np.memmap(f, dtype=dt, mode="r", shape=shape)
+                madvise = getattr(getattr(mm, "_mmap", None), "madvise", None)
+                if madvise is not None and hasattr(mmap, "MADV_RANDOM"):
+                    madvise(mmap.MADV_RANDOM)
+                arrays[name] = mm
+        out = cls(folder, manifest, arrays)
+        if verify == "full":
+            out._verify()
+            out.check()
+        elif verify == "background":
+            out._thread = threading.Thread(
+                target=out._verify, name="pfm-serving-verify", daemon=True
+            )
+            out._thread.start()
+        else:
+            out._done.set()
+        return out
+
+    def _verify(self) -> None:
+        # Reads the files (not the mappings), so the pass does not make every page resident in
+        # this process: only what searches touch is.
+        try:
+            for e in self.manifest["arrays"].values():
+                f = self.path / e["file"]
+                dt = np.dtype(e["dtype"])
+                nbytes = self.n * dt.itemsize * int(np.prod(e["row_shape"] or [1]))
+                got = _block_digests(f, nbytes)
+                for b, want in enumerate(e["blocks"]):
+                    if b >= len(got) or got[b] != want:
+                        self._bad.append(f"{e['file']} block {b}")
+        except Exception as exc:  # an unreadable file (I/O error) is a failed check, not a crash
+            self._bad.append(f"verification failed: {exc}")
+        finally:
+            self._done.set()
+
+    def check(self, wait: bool = True) -> bool:
+        """Raise :class:`GalleryFileError` if a block failed its checksum; True once all passed.
+
+        With ``wait=False`` returns False while the background pass is still running.
+        """
+        if wait:
+            self._done.wait()
+        if self._bad:
+            raise GalleryFileError(
+                f"serving folder {self.path} was altered ({', '.join(self._bad[:3])}): rebuild it "
+                "from the store (Gallery.rebuild_index(), or write it again)"
+            )
+        return self._done.is_set()
