@@ -114,6 +114,9 @@ class DurabilityConfig:
     verify_sample : int
         Older removed identities re-checked with ``verify`` each cycle (those
         removed in the cycle are always checked).
+    evidence : str or None
+        Folder to keep a copy of the gallery folder and the acknowledgement log in, each time a
+        scan finds a leak (for forensics: which file, page and offset).
     nice : int
         Niceness added to the worker processes (the machine may be shared).
     spawn : {"forkserver", "exec"}
@@ -133,6 +136,7 @@ class DurabilityConfig:
     verify_sample: int = 50
     nice: int = 0
     spawn: str = "forkserver"
+    evidence: str | None = None
 
     @property
     def gallery_dir(self) -> Path:
@@ -442,6 +446,12 @@ def scan_gallery(
     report.leak_scans += 1
     report.scanned_bytes += scanned
     if leaks:
+        if cfg.evidence:
+            import shutil
+
+            dst = Path(cfg.evidence) / f"leak-cycle-{cycle}"
+            shutil.copytree(cfg.gallery_dir, dst / "gallery", dirs_exist_ok=True)
+            shutil.copy2(cfg.log_path, dst / "acks.log")
         report.leaks.extend(leaks)
         files = sorted({lk.file for lk in leaks})
         ids = sorted({lk.key.split("#")[0] for lk in leaks})
@@ -775,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-delay", type=float, default=1.0)
     ap.add_argument("--early-kill", type=float, default=0.1)
     ap.add_argument("--scan-every", type=int, default=10)
+    ap.add_argument(
+        "--evidence", default=None, help="keep a copy of the folder here whenever a leak is found"
+    )
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--spawn", choices=["forkserver", "exec"], default="forkserver")
     ap.add_argument("--folder", default=None, help="working folder (default: a new temp folder)")
@@ -797,6 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_delay=a.max_delay,
         early_kill=a.early_kill,
         scan_every=a.scan_every,
+        evidence=a.evidence,
         nice=a.nice,
         spawn=a.spawn,
     )
