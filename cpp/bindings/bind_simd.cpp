@@ -23,6 +23,10 @@ void bind_simd(py::module_& m) {
     m.def("simd_set", [](const std::string& name) { pfm::set_simd_level(pfm::parse_level(name)); },
           py::arg("level"), "Forces a SIMD level (serial, neon, avx2, avx512).");
     m.def("cpu_features", &pfm::cpu_features, "CPU features detected, for reports.");
+    m.def("cpu_vendor", &pfm::cpu_vendor, "CPU vendor string from cpuid ('' off x86).");
+    m.def("cpu_family_model", &pfm::cpu_family_model, "x86 display family and model from cpuid.");
+    m.def("stream_prefetch", [] { return std::string(pfm::stream_prefetch_name()); },
+          "The one-probe scans' software prefetch chosen for this CPU: 'none' or 'nta'.");
     m.def("set_num_threads", [](long long n) {
         require(n >= 1 && (unsigned long long)n <= pfm::max_threads(), pfm::ErrorKind::input,
                 "number of threads must be within [1, " + std::to_string(pfm::max_threads()) + "], got " +

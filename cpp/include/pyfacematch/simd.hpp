@@ -4,6 +4,7 @@
  *         the core (cpp/src/simd/table.hpp).
  */
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pyfacematch/types.hpp"
@@ -26,6 +27,13 @@ void set_simd_level(SimdLevel level);
 const char* level_name(SimdLevel level);
 /** @brief Parses a level name; throws pfm::Error on an unknown name. */
 SimdLevel parse_level(const std::string& name);
+/** @brief CPU vendor string from cpuid ("GenuineIntel", "AuthenticAMD", …; "" off x86). */
+std::string cpu_vendor();
+/** @brief x86 display family and model (cpuid leaf 1), {0, 0} off x86. */
+std::pair<unsigned, unsigned> cpu_family_model();
+/** @brief The one-probe scans' software prefetch in use: "none" or "nta" (see detect.cpp). */
+const char* stream_prefetch_name();
+
 /** @brief CPU feature flags detected (for reports), e.g. {"avx2", "fma", "avx512f", "avx512vpopcntdq"}. */
 std::vector<std::string> cpu_features();
 

@@ -73,6 +73,12 @@ bool level_available(SimdLevel level);
 /** @brief True when the CPU has AVX-512 VPOPCNTDQ (detect.cpp; the AVX-512 Hamming scans use it). */
 bool cpu_has_avx512_vpopcntdq();
 
+/** @brief Software prefetch of the one-probe streaming scans (dot_1x4 in kernels_body.inc). */
+enum class StreamPrefetch { none, nta };
+/** @brief The streaming scans' prefetch, chosen once from the CPU class (detect.cpp;
+ *  PYFACEMATCH_PREFETCH=none|nta overrides). */
+StreamPrefetch stream_prefetch();
+
 /** @brief Each compiled level's table, defined in its kernel file. */
 extern const KernelTable kernel_table_serial;
 #ifdef PFM_HAVE_AVX2
