@@ -38,6 +38,12 @@ void bind_simd(py::module_& m) {
     m.def("get_num_threads", [] { return pfm::get_num_threads(); });
     m.def("set_bf16_prefilter", &pfm::set_bf16_prefilter, py::arg("on"),
           "Turns the bf16 first pass of large-batch topk on or off (results are the same).");
+    m.def("set_amx", &pfm::set_amx, py::arg("on"),
+          "Turns the AMX tiles of the bf16 first pass on or off (results are the same).");
+    m.def("amx_active", &pfm::amx_active, "True when topk of a large batch runs its bf16 first pass on AMX.");
+    m.def("amx_compiled", &pfm::amx_compiled, "True when this build contains the AMX kernels.");
+    m.def("cpu_has_amx_bf16", &pfm::cpu_has_amx_bf16,
+          "True when the CPU, the OS (XCR0) and Linux's tile permission allow AMX-BF16.");
     m.def("bf16_prefilter_active", &pfm::bf16_prefilter_active,
           "True when topk of a large batch uses the bf16 first pass.");
 }

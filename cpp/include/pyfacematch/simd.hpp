@@ -15,6 +15,18 @@ namespace pfm {
 /** @brief True when the CPU and OS run AVX-512 BF16 (VDPBF16PS). */
 bool cpu_has_avx512_bf16();
 
+/** @brief True when the CPU has AMX-BF16 tiles, the OS enables them (XCR0) and Linux granted this
+ *  process the tile data permission (requested at the first call). */
+bool cpu_has_amx_bf16();
+/** @brief True when this build contains the AMX kernels (the compiler knew them). */
+bool amx_compiled();
+/** @brief Use (default) or not the AMX tiles for the bf16 first pass of large-batch top-k
+ *  (PYFACEMATCH_AMX=0 turns them off for a process; the result is the same either way). */
+void set_amx(bool on);
+/** @brief True when large-batch top-k runs its bf16 first pass on AMX tiles: compiled, the CPU and
+ *  OS allow it, the active level is avx512, the bf16 first pass and AMX are on. */
+bool amx_active();
+
 /** @brief Levels compiled into this build, lowest first. */
 std::vector<SimdLevel> compiled_levels();
 /** @brief Levels this CPU and operating system can run, lowest first. */

@@ -11,6 +11,10 @@
 #include <cpuid.h>
 #define PFM_X86 1
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace pfm {
 
@@ -20,6 +24,7 @@ struct Features {
     bool avx2 = false, fma = false, popcnt = false;
     bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, vpopcntdq = false;
     bool avx512bf16 = false;
+    bool amx_tile = false, amx_bf16 = false, amx_int8 = false;  // CPU has them and XCR0 enables tiles
     bool neon = false;
     char vendor[13] = {0};
     unsigned family = 0, model = 0;
@@ -64,6 +69,12 @@ Features detect() {
         f.avx512bw = (b >> 30) & 1;
         f.avx512vl = (b >> 31) & 1;
         f.vpopcntdq = (c >> 14) & 1;
+        // AMX: cpuid 7.0 EDX bits 24 (AMX-TILE), 22 (AMX-BF16), 25 (AMX-INT8); the OS must enable
+        // XTILECFG and XTILEDATA in XCR0 (bits 17, 18). Intel SDM vol. 1, 13.2 and 18.
+        const bool os_tiles = (xcr0 & 0x60000) == 0x60000;
+        f.amx_tile = os_tiles && ((d >> 24) & 1);
+        f.amx_bf16 = f.amx_tile && ((d >> 22) & 1);
+        f.amx_int8 = f.amx_tile && ((d >> 25) & 1);
         unsigned a1, b1, c1, d1;
         if (a >= 1 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) f.avx512bf16 = (a1 >> 5) & 1;
     }
@@ -116,6 +127,31 @@ StreamPrefetch stream_prefetch() {
 
 const char* stream_prefetch_name() { return stream_prefetch() == StreamPrefetch::nta ? "nta" : "none"; }
 
+namespace {
+
+// Linux keeps the 8 KB tile data state off by default for each process: it must be requested with
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) before the first tile instruction, or that
+// instruction faults (Documentation/arch/x86/xstate.rst). The permission is per process and
+// inherited by every thread. Other systems: no AMX here.
+bool request_tile_permission() {
+#if defined(__linux__) && defined(__x86_64__)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+
+bool cpu_has_amx_bf16() {
+    static const bool ok = [] {
+        const Features& f = features();
+        return f.amx_bf16 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512bf16 && request_tile_permission();
+    }();
+    return ok;
+}
+
 bool cpu_has_avx512_vpopcntdq() { return features().avx512f && features().vpopcntdq; }
 
 bool cpu_has_avx512_bf16() {
@@ -150,6 +186,9 @@ std::vector<std::string> cpu_features() {
     add(f.avx512vl, "avx512vl");
     add(f.vpopcntdq, "avx512vpopcntdq");
     add(f.avx512bf16, "avx512bf16");
+    add(f.amx_tile, "amx_tile");
+    add(f.amx_bf16, "amx_bf16");
+    add(f.amx_int8, "amx_int8");
     add(f.neon, "neon");
     return out;
 }
