@@ -119,3 +119,18 @@ def test_both_stream_prefetch_modes_give_the_serial_answer(mode: str) -> None:
     used, out = json.loads(res.stdout)
     assert used == mode
     assert out and all(all(v) for v in out.values()), out
+
+
+def test_machine_line_names_the_cpu_the_kernels_and_the_load() -> None:
+    from pyfacematch.bench.util import machine, machine_line
+
+    info = machine()
+    line = machine_line(info)
+    assert line.startswith("# machine: ")
+    assert str(info["cpu_vendor"]) in line and str(info["cpu"]) in line
+    simd = pf.simd.info()
+    assert f"pyfacematch SIMD {simd['active']}" in line
+    assert f"scan prefetch {simd['stream_prefetch']}" in line
+    if simd["bf16_prefilter"]:
+        assert ("on AMX" in line) is bool(simd["amx"]["active"])  # type: ignore[index]
+    assert "load average " in line
