@@ -364,7 +364,8 @@ bool bf16_wanted() {
     return v == 1;
 }
 
-// Exact top-k of a large batch through a bf16 first pass (see topk_bf16 in kernels_avx512.cpp):
+// Exact top-k of a large batch through a bf16 first pass (see topk_bf16 in kernels_avx512.cpp, or
+// topk_bf16_amx in kernels_amx.cpp on AMX tiles where amx_active()):
 // every part keeps, per probe, the k best lower bounds and the rows whose upper bound reaches the
 // k-th of them; the candidates of all parts that reach the merged k-th lower bound are scored
 // again in float32 and the k best kept. A probe whose candidates overflowed is answered by the
@@ -402,18 +403,18 @@ bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const f
     } else
 #endif
     {
-    const std::size_t pf = K.pack_floats(d);
-    parallel_for(sp.parts, [&](std::size_t p) {
-        AlignedBuf pack = aligned_floats(pf);
-        if (sp.split_rows) {
-            std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
-            K.topk_bf16(QB.data(), qn.data(), m, G, r0, r1, d, sels.data() + p * m, &bad[p], pack.get());
-        } else {
-            std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
-            K.topk_bf16(QB.data() + q0 * dp, qn.data() + q0, q1 - q0, G, 0, n, d, sels.data() + q0, &bad[p],
-                        pack.get());
-        }
-    });
+        const std::size_t pf = K.pack_floats(d);
+        parallel_for(sp.parts, [&](std::size_t p) {
+            AlignedBuf pack = aligned_floats(pf);
+            if (sp.split_rows) {
+                std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
+                K.topk_bf16(QB.data(), qn.data(), m, G, r0, r1, d, sels.data() + p * m, &bad[p], pack.get());
+            } else {
+                std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
+                K.topk_bf16(QB.data() + q0 * dp, qn.data() + q0, q1 - q0, G, 0, n, d, sels.data() + q0, &bad[p],
+                            pack.get());
+            }
+        });
     }
     for (int b : bad)
         if (b) return false;

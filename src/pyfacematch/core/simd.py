@@ -3,6 +3,10 @@
 The core detects the CPU once (including the operating system's support for the wide register
 state) and picks the best level; ``PYFACEMATCH_SIMD=serial|avx2|avx512|neon`` or :func:`set_level`
 forces one. The serial level is the precise reference every other level is tested against.
+Within a level, two choices follow the CPU at run time: the one-probe scans' software prefetch
+(``prefetchnta`` on AMD, none on Intel; ``PYFACEMATCH_PREFETCH=none|nta`` overrides) and, on Intel
+CPUs with AMX-BF16, AMX tiles for the bf16 first pass of large batches (``PYFACEMATCH_AMX=0`` or
+:func:`set_amx` turns them off). :func:`info` reports both.
 """
 
 from __future__ import annotations
