@@ -75,18 +75,25 @@ def adversarial(
     return probes.astype(np.float32), gallery.astype(np.float32), ia, ic
 
 
-@pytest.fixture
-def bf16_on() -> Iterator[None]:
+@pytest.fixture(params=["avx512_bf16", "amx"])
+def bf16_on(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The bf16 first pass on AVX-512 BF16, then on AMX tiles (the same bound must hold on both)."""
     if "avx512" not in pf.simd.available():
         pytest.skip("the bf16 first pass needs the AVX-512 level")
+    amx = request.param == "amx"
+    if amx and not (_core.amx_compiled() and _core.cpu_has_amx_bf16()):
+        pytest.skip("no AMX-BF16 here (build, CPU, OS or tile permission): its pass cannot run")
     before = pf.simd.active()
     pf.simd.set_level("avx512")
     pf.simd.set_bf16_prefilter(True)
+    pf.simd.set_amx(amx)
     try:
         if not _core.bf16_prefilter_active():
             pytest.skip("this CPU has no AVX512_BF16: the bf16 first pass does not run here")
+        assert _core.amx_active() is amx
         yield
     finally:
+        pf.simd.set_amx(True)
         pf.simd.set_level(before)
 
 

@@ -59,3 +59,43 @@ def test_bf16_env_turns_the_first_pass_off_and_the_call_turns_it_back_on():
         # the first pass never changes the answer: the float32 top-k either way
         assert cut["idx"] == on["idx"]
         np.testing.assert_allclose(cut["scores"], on["scores"], rtol=1e-6)
+
+
+_AMX_PROBE = """
+import json, numpy as np, pyfacematch as pf
+rng = np.random.default_rng(0)
+q = rng.standard_normal((64, 96)).astype(np.float32)
+g = rng.standard_normal((3000, 96)).astype(np.float32)
+s, i = pf.topk(q, g, 5)
+amx = pf.simd.info()["amx"]
+print(json.dumps({"active": amx["active"], "cpu": amx["cpu"], "compiled": amx["compiled"],
+                  "idx": i.tolist()}))
+"""
+
+
+def test_amx_env_and_simd_level_turn_the_tiles_off():
+    def run(extra: dict[str, str]) -> dict:
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PYFACEMATCH_AMX", "PYFACEMATCH_SIMD")
+        }
+        env.update(extra)
+        r = subprocess.run(
+            [sys.executable, "-c", _AMX_PROBE],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(r.stdout)
+
+    default = run({})
+    can = default["compiled"] and default["cpu"] and _capable()
+    assert default["active"] is bool(can)
+    for extra in (
+        {"PYFACEMATCH_AMX": "0"},
+        {"PYFACEMATCH_AMX": "off"},
+        {"PYFACEMATCH_SIMD": "avx2"},
+    ):
+        cut = run(extra)
+        assert cut["active"] is False, extra
+        assert cut["idx"] == default["idx"]  # the same float32 top-k either way

@@ -269,13 +269,42 @@ def test_topk_works_in_forked_worker_processes(rng) -> None:
 
 
 # ------------------------------------------------------------------ bf16 first pass of large batches
-@pytest.fixture
-def bf16_on() -> Iterator[None]:
-    """The bf16 first pass is on (it is used from 48 probes on where the CPU has AVX512_BF16)."""
+@pytest.fixture(params=["avx512_bf16", "amx"])
+def bf16_on(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The bf16 first pass is on (it is used from 48 probes on where the CPU has AVX512_BF16),
+    once on AVX-512 BF16 and once on AMX tiles (where the build and CPU have them)."""
     if not pf.simd.info()["bf16_prefilter"]:
         pytest.skip("this CPU has no AVX512_BF16: topk uses float32 only")
-    yield
-    pf.simd.set_bf16_prefilter(True)
+    amx = request.param == "amx"
+    if amx and not (pf.simd.info()["amx"]["compiled"] and pf.simd.info()["amx"]["cpu"]):  # type: ignore[index]
+        pytest.skip("no AMX-BF16 here (build, CPU, OS or tile permission): its pass cannot run")
+    pf.simd.set_amx(amx)
+    assert pf.simd.info()["amx"]["active"] is amx  # type: ignore[index]
+    try:
+        yield
+    finally:
+        pf.simd.set_bf16_prefilter(True)
+        pf.simd.set_amx(True)
+
+
+@pytest.mark.parametrize("m", [48, 49, 77])
+@pytest.mark.parametrize("n", [47, 1003])
+@pytest.mark.parametrize("d", [33, 97, 515])
+def test_bf16_first_pass_at_awkward_sizes(bf16_on, rng, m: int, n: int, d: int) -> None:
+    # m, n not multiples of 16 or 32 (tiles, panels), d not a multiple of 32 (tile steps) or odd
+    q, g = unit(rng, m, d), unit(rng, n, d)
+    s, i = pf.topk(q, g, 7)
+    rs, ri = ref_topk(q, g, 7)
+    np.testing.assert_array_equal(i, ri)
+    assert np.abs(s - rs).max() <= 1e-5
+    before = pf.simd.active()
+    pf.simd.set_level("serial")
+    try:
+        ss, si = pf.topk(q, g, 7)
+    finally:
+        pf.simd.set_level(before)
+    np.testing.assert_array_equal(i, si)
+    assert np.abs(s - ss).max() <= 1e-5
 
 
 @pytest.mark.parametrize("d", [7, 97, 512, 515])

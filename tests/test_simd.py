@@ -82,3 +82,55 @@ def test_num_threads() -> None:
         pf.set_num_threads(0)
     with pytest.raises(InputError, match="integer"):
         pf.set_num_threads(2.5)  # type: ignore[arg-type]
+
+
+def test_stream_prefetch_is_chosen_from_the_cpu_vendor() -> None:
+    info = pf.simd.info()
+    vendor = info["cpu_vendor"]
+    want = os.environ.get("PYFACEMATCH_PREFETCH")
+    if want in ("none", "nta"):
+        assert info["stream_prefetch"] == want
+    elif vendor in ("AuthenticAMD", "HygonGenuine") or not vendor:
+        assert info["stream_prefetch"] == "nta"
+    else:
+        assert info["stream_prefetch"] == "none"
+
+
+@pytest.mark.parametrize("mode", ["none", "nta"])
+def test_both_stream_prefetch_modes_give_the_serial_answer(mode: str) -> None:
+    # Each mode in its own process (chosen once per process), every available level, against the
+    # serial oracle: batch 1 and 3 (the streaming form), rows not a multiple of 4, d not of 16.
+    code = (
+        "import json, numpy as np, pyfacematch as pf\n"
+        "rng = np.random.default_rng(5)\n"
+        "g = rng.standard_normal((1003, 77)).astype(np.float32)\n"
+        "q = rng.standard_normal((3, 77)).astype(np.float32)\n"
+        "pf.simd.set_level('serial'); ref = pf.topk(q, g, 7)[1].tolist()\n"
+        "out = {}\n"
+        "for lvl in pf.simd.available():\n"
+        "    pf.simd.set_level(lvl)\n"
+        "    out[lvl] = [pf.topk(q[:1], g, 7)[1].tolist() == ref[:1], pf.topk(q, g, 7)[1].tolist() == ref]\n"
+        "print(json.dumps([pf.simd.info()['stream_prefetch'], out]))\n"
+    )
+    env = dict(os.environ, PYFACEMATCH_PREFETCH=mode)
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    used, out = json.loads(res.stdout)
+    assert used == mode
+    assert out and all(all(v) for v in out.values()), out
+
+
+def test_machine_line_names_the_cpu_the_kernels_and_the_load() -> None:
+    from pyfacematch.bench.util import machine, machine_line
+
+    info = machine()
+    line = machine_line(info)
+    assert line.startswith("# machine: ")
+    assert str(info["cpu_vendor"]) in line and str(info["cpu"]) in line
+    simd = pf.simd.info()
+    assert f"pyfacematch SIMD {simd['active']}" in line
+    assert f"scan prefetch {simd['stream_prefetch']}" in line
+    if simd["bf16_prefilter"]:
+        assert ("on AMX" in line) is bool(simd["amx"]["active"])  # type: ignore[index]
+    assert "load average " in line

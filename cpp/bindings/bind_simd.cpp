@@ -23,6 +23,10 @@ void bind_simd(py::module_& m) {
     m.def("simd_set", [](const std::string& name) { pfm::set_simd_level(pfm::parse_level(name)); },
           py::arg("level"), "Forces a SIMD level (serial, neon, avx2, avx512).");
     m.def("cpu_features", &pfm::cpu_features, "CPU features detected, for reports.");
+    m.def("cpu_vendor", &pfm::cpu_vendor, "CPU vendor string from cpuid ('' off x86).");
+    m.def("cpu_family_model", &pfm::cpu_family_model, "x86 display family and model from cpuid.");
+    m.def("stream_prefetch", [] { return std::string(pfm::stream_prefetch_name()); },
+          "The one-probe scans' software prefetch chosen for this CPU: 'none' or 'nta'.");
     m.def("set_num_threads", [](long long n) {
         require(n >= 1 && (unsigned long long)n <= pfm::max_threads(), pfm::ErrorKind::input,
                 "number of threads must be within [1, " + std::to_string(pfm::max_threads()) + "], got " +
@@ -34,6 +38,12 @@ void bind_simd(py::module_& m) {
     m.def("get_num_threads", [] { return pfm::get_num_threads(); });
     m.def("set_bf16_prefilter", &pfm::set_bf16_prefilter, py::arg("on"),
           "Turns the bf16 first pass of large-batch topk on or off (results are the same).");
+    m.def("set_amx", &pfm::set_amx, py::arg("on"),
+          "Turns the AMX tiles of the bf16 first pass on or off (results are the same).");
+    m.def("amx_active", &pfm::amx_active, "True when topk of a large batch runs its bf16 first pass on AMX.");
+    m.def("amx_compiled", &pfm::amx_compiled, "True when this build contains the AMX kernels.");
+    m.def("cpu_has_amx_bf16", &pfm::cpu_has_amx_bf16,
+          "True when the CPU, the OS (XCR0) and Linux's tile permission allow AMX-BF16.");
     m.def("bf16_prefilter_active", &pfm::bf16_prefilter_active,
           "True when topk of a large batch uses the bf16 first pass.");
 }

@@ -338,6 +338,21 @@ bool scores(const float* Q, std::size_t m, const float* G, std::size_t n, std::s
 namespace {
 
 std::atomic<int> g_bf16{-1};  // -1: not decided yet (PYFACEMATCH_BF16), 0 off, 1 on
+std::atomic<int> g_amx{-1};   // -1: not decided yet (PYFACEMATCH_AMX), 0 off, 1 on
+
+bool env_off(const char* name) {
+    const char* env = std::getenv(name);
+    return env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "off") == 0);
+}
+
+bool amx_wanted() {
+    int v = g_amx.load(std::memory_order_relaxed);
+    if (v < 0) {
+        v = env_off("PYFACEMATCH_AMX") ? 0 : 1;
+        g_amx.store(v, std::memory_order_relaxed);
+    }
+    return v == 1;
+}
 
 bool bf16_wanted() {
     int v = g_bf16.load(std::memory_order_relaxed);
@@ -349,7 +364,8 @@ bool bf16_wanted() {
     return v == 1;
 }
 
-// Exact top-k of a large batch through a bf16 first pass (see topk_bf16 in kernels_avx512.cpp):
+// Exact top-k of a large batch through a bf16 first pass (see topk_bf16 in kernels_avx512.cpp, or
+// topk_bf16_amx in kernels_amx.cpp on AMX tiles where amx_active()):
 // every part keeps, per probe, the k best lower bounds and the rows whose upper bound reaches the
 // k-th of them; the candidates of all parts that reach the merged k-th lower bound are scored
 // again in float32 and the k best kept. A probe whose candidates overflowed is answered by the
@@ -373,18 +389,33 @@ bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const f
     for (std::size_t c = 0; c < count; ++c)
         sels[c] = ApproxSel{lower.h[c], cu.data() + c * cap, ci.data() + c * cap, (int)cap, 0, 0};
     std::vector<int> bad(sp.parts, 0);
-    const std::size_t pf = K.pack_floats(d);
-    parallel_for(sp.parts, [&](std::size_t p) {
-        AlignedBuf pack = aligned_floats(pf);
-        if (sp.split_rows) {
-            std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
-            K.topk_bf16(QB.data(), qn.data(), m, G, r0, r1, d, sels.data() + p * m, &bad[p], pack.get());
-        } else {
-            std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
-            K.topk_bf16(QB.data() + q0 * dp, qn.data() + q0, q1 - q0, G, 0, n, d, sels.data() + q0, &bad[p],
-                        pack.get());
-        }
-    });
+#ifdef PFM_HAVE_AMX
+    if (amx_active()) {  // the same first pass on AMX tiles (kernels_amx.cpp), its own scratch
+        parallel_for(sp.parts, [&](std::size_t p) {
+            if (sp.split_rows) {
+                std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
+                topk_bf16_amx(QB.data(), qn.data(), m, G, r0, r1, d, sels.data() + p * m, &bad[p]);
+            } else {
+                std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
+                topk_bf16_amx(QB.data() + q0 * dp, qn.data() + q0, q1 - q0, G, 0, n, d, sels.data() + q0, &bad[p]);
+            }
+        });
+    } else
+#endif
+    {
+        const std::size_t pf = K.pack_floats(d);
+        parallel_for(sp.parts, [&](std::size_t p) {
+            AlignedBuf pack = aligned_floats(pf);
+            if (sp.split_rows) {
+                std::size_t r0 = part_begin(n, parts, p), r1 = part_begin(n, parts, p + 1);
+                K.topk_bf16(QB.data(), qn.data(), m, G, r0, r1, d, sels.data() + p * m, &bad[p], pack.get());
+            } else {
+                std::size_t q0 = part_begin(m, sp.parts, p), q1 = part_begin(m, sp.parts, p + 1);
+                K.topk_bf16(QB.data() + q0 * dp, qn.data() + q0, q1 - q0, G, 0, n, d, sels.data() + q0, &bad[p],
+                            pack.get());
+            }
+        });
+    }
     for (int b : bad)
         if (b) return false;
     const std::size_t threads = std::min<std::size_t>(get_num_threads(), m);
@@ -430,6 +461,21 @@ bool topk_bf16_path(const KernelTable& K, const float* Q, std::size_t m, const f
 }
 
 }  // namespace
+
+bool amx_compiled() {
+#ifdef PFM_HAVE_AMX
+    return true;
+#else
+    return false;
+#endif
+}
+
+void set_amx(bool on) { g_amx.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+bool amx_active() {
+    return amx_compiled() && amx_wanted() && kernels().level == SimdLevel::avx512 && bf16_prefilter_active() &&
+           cpu_has_amx_bf16();
+}
 
 void set_bf16_prefilter(bool on) { g_bf16.store(on ? 1 : 0, std::memory_order_relaxed); }
 

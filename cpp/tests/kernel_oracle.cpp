@@ -3,7 +3,7 @@
 // lower index), sharing no code with the library (not its drivers, threads, heaps, merges or
 // *_impl.inc files). Random sizes, k and thread counts from a fixed seed; awkward dimensions
 // (1, 7, 97, 128, 512, 515 and random ones); batches of 48 probes and more take the bf16 first pass
-// on CPUs with AVX512_BF16. Half of the trials draw rows from a small pool of small-integer vectors,
+// on CPUs with AVX512_BF16 (on AMX tiles and on AVX-512 BF16 where the CPU has AMX). Half of the trials draw rows from a small pool of small-integer vectors,
 // so scores are exact in float32 and equal scores are frequent: which of the tied rows enter the
 // top k is then checked exactly. Covers scores, topk, cosine, masked_scores, masked_topk, rerank
 // (plain and masked), hamming_topk and hamming_topk2. Run by ctest (cmake -DPFM_BUILD_TESTS=ON)
@@ -281,7 +281,18 @@ int main(int argc, char** argv) {
             ok = true;
             for (std::size_t i = 0; i < m; ++i)
                 ok &= same_ranking(ts.data() + i * k, ti.data() + i * k, rtop[i], k, rs[i], tol);
-            check(ok, label(m >= 48 ? "topk (large batch)" : "topk", L, m, n, d, k, exact));
+            const bool amx = m >= 48 && pfm::amx_active();
+            check(ok, label(m >= 48 ? (amx ? "topk (large batch, AMX)" : "topk (large batch)") : "topk", L, m, n,
+                            d, k, exact));
+            if (amx) {  // the same batch once more with the AVX-512 BF16 first pass instead of the tiles
+                pfm::set_amx(false);
+                pfm::topk(q, m, g, n, d, k, ts.data(), ti.data());
+                pfm::set_amx(true);
+                ok = true;
+                for (std::size_t i = 0; i < m; ++i)
+                    ok &= same_ranking(ts.data() + i * k, ti.data() + i * k, rtop[i], k, rs[i], tol);
+                check(ok, label("topk (large batch, AVX-512 BF16)", L, m, n, d, k, exact));
+            }
             // cosine
             const double cref = rs[0][0] / std::sqrt(ref_dot(q, q, d) * ref_dot(g, g, d));
             check(std::fabs(pfm::cosine(q, g, d) - cref) <= 2e-6, label("cosine", L, m, n, d, k, exact));

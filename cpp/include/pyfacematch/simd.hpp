@@ -4,6 +4,7 @@
  *         the core (cpp/src/simd/table.hpp).
  */
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pyfacematch/types.hpp"
@@ -13,6 +14,18 @@ namespace pfm {
 
 /** @brief True when the CPU and OS run AVX-512 BF16 (VDPBF16PS). */
 bool cpu_has_avx512_bf16();
+
+/** @brief True when the CPU has AMX-BF16 tiles, the OS enables them (XCR0) and Linux granted this
+ *  process the tile data permission (requested at the first call). */
+bool cpu_has_amx_bf16();
+/** @brief True when this build contains the AMX kernels (the compiler knew them). */
+bool amx_compiled();
+/** @brief Use (default) or not the AMX tiles for the bf16 first pass of large-batch top-k
+ *  (PYFACEMATCH_AMX=0 turns them off for a process; the result is the same either way). */
+void set_amx(bool on);
+/** @brief True when large-batch top-k runs its bf16 first pass on AMX tiles: compiled, the CPU and
+ *  OS allow it, the active level is avx512, the bf16 first pass and AMX are on. */
+bool amx_active();
 
 /** @brief Levels compiled into this build, lowest first. */
 std::vector<SimdLevel> compiled_levels();
@@ -26,6 +39,13 @@ void set_simd_level(SimdLevel level);
 const char* level_name(SimdLevel level);
 /** @brief Parses a level name; throws pfm::Error on an unknown name. */
 SimdLevel parse_level(const std::string& name);
+/** @brief CPU vendor string from cpuid ("GenuineIntel", "AuthenticAMD", …; "" off x86). */
+std::string cpu_vendor();
+/** @brief x86 display family and model (cpuid leaf 1), {0, 0} off x86. */
+std::pair<unsigned, unsigned> cpu_family_model();
+/** @brief The one-probe scans' software prefetch in use: "none" or "nta" (see detect.cpp). */
+const char* stream_prefetch_name();
+
 /** @brief CPU feature flags detected (for reports), e.g. {"avx2", "fma", "avx512f", "avx512vpopcntdq"}. */
 std::vector<std::string> cpu_features();
 

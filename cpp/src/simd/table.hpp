@@ -73,6 +73,19 @@ bool level_available(SimdLevel level);
 /** @brief True when the CPU has AVX-512 VPOPCNTDQ (detect.cpp; the AVX-512 Hamming scans use it). */
 bool cpu_has_avx512_vpopcntdq();
 
+/** @brief Software prefetch of the one-probe streaming scans (dot_1x4 in kernels_body.inc). */
+enum class StreamPrefetch { none, nta };
+/** @brief The streaming scans' prefetch, chosen once from the CPU class (detect.cpp;
+ *  PYFACEMATCH_PREFETCH=none|nta overrides). */
+StreamPrefetch stream_prefetch();
+
+#ifdef PFM_HAVE_AMX
+/** @brief The bf16 first pass of topk_bf16 on AMX tiles (kernels_amx.cpp; call only when
+ *  cpu_has_amx_bf16()): same inputs, same candidates' contract and error bound; its own scratch. */
+void topk_bf16_amx(const std::uint32_t* QB, const float* qn, std::size_t m, const float* G, std::size_t r0,
+                   std::size_t r1, std::size_t d, ApproxSel* sels, int* bad);
+#endif
+
 /** @brief Each compiled level's table, defined in its kernel file. */
 extern const KernelTable kernel_table_serial;
 #ifdef PFM_HAVE_AVX2

@@ -414,6 +414,7 @@ def main() -> None:
     print(machine_line(info) + f", simsimd {info['simsimd']}")
     results, rows = measure_topk(args.n, args.dims, args.batches, tuple(args.skip))
     print()
+    print(machine_line(info))  # again above the table: the load average at its end
     print(
         f"top-{K} over N = {args.n:,} unit templates, time per probe (µs, median); 'x' = speed-up of pyfacematch"
     )

@@ -82,6 +82,8 @@ SIMD_FLAGS = (
     "avx512_vpopcntdq",
     "avx512_fp16",
     "amx_tile",
+    "amx_bf16",
+    "amx_int8",
     "asimd",
     "sve",
 )
@@ -173,13 +175,26 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
         if m.get("cpu_family") is not None
         else ""
     )
-    level = m["simd"].get("active") if isinstance(m.get("simd"), dict) else m.get("simd")
-    threads = m["simd"].get("num_threads") if isinstance(m.get("simd"), dict) else None
+    sd = m["simd"] if isinstance(m.get("simd"), dict) else {}
+    level = sd.get("active") if sd else m.get("simd")
+    threads = sd.get("num_threads")
+    amx = sd.get("amx")
+    kernels = ""
+    if sd:
+        kernels = f", scan prefetch {sd.get('stream_prefetch', '?')}, " + (
+            f"bf16 first pass {'on AMX' if amx.get('active') else 'AVX-512 BF16'}"
+            if isinstance(amx, dict) and sd.get("bf16_prefilter")
+            else f"bf16 first pass {'on' if sd.get('bf16_prefilter') else 'off'}"
+        )
+    try:
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "?"
     return (
         f"# machine: {m.get('cpu_vendor')} {m.get('cpu')}{fam}, {m.get('cores')} cores; "
         f"flags {' '.join(simd) or '(no SIMD flag listed)'}; "
-        f"pyfacematch SIMD {level}, {threads} threads; numpy {m.get('numpy')}, "
-        f"faiss {m.get('faiss')}"
+        f"pyfacematch SIMD {level}, {threads} threads{kernels}; numpy {m.get('numpy')}, "
+        f"faiss {m.get('faiss')}; load average {load}"
     )
 
 

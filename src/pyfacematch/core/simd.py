@@ -3,6 +3,10 @@
 The core detects the CPU once (including the operating system's support for the wide register
 state) and picks the best level; ``PYFACEMATCH_SIMD=serial|avx2|avx512|neon`` or :func:`set_level`
 forces one. The serial level is the precise reference every other level is tested against.
+Within a level, two choices follow the CPU at run time: the one-probe scans' software prefetch
+(``prefetchnta`` on AMD, none on Intel; ``PYFACEMATCH_PREFETCH=none|nta`` overrides) and, on Intel
+CPUs with AMX-BF16, AMX tiles for the bf16 first pass of large batches (``PYFACEMATCH_AMX=0`` or
+:func:`set_amx` turns them off). :func:`info` reports both.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ __all__ = [
     "compiled",
     "cpu_features",
     "set_bf16_prefilter",
+    "set_amx",
 ]
 
 
@@ -73,6 +78,19 @@ def set_bf16_prefilter(on: bool) -> None:
     _core.set_bf16_prefilter(bool(on))
 
 
+def set_amx(on: bool) -> None:
+    """Use (default) or not Intel AMX tiles for the bf16 first pass of large-batch top-k.
+
+    Where the build has the AMX kernels, the CPU has AMX-BF16, the operating system enables the
+    tile state and Linux grants the process the tile permission (requested at first use), the bf16
+    first pass of :func:`pyfacematch.topk` (batches of 48 probes or more, active level ``avx512``)
+    runs on AMX tiles, with the same proven error bound and exact float32 re-score: the result is
+    the float32 top-k either way. ``PYFACEMATCH_AMX=0`` turns it off for a process (as does any
+    ``PYFACEMATCH_SIMD`` below ``avx512``); this call for later calls.
+    """
+    _core.set_amx(bool(on))
+
+
 def info() -> dict[str, object]:
     """Levels compiled, available and active, the CPU features seen and the thread count."""
     return {
@@ -80,7 +98,15 @@ def info() -> dict[str, object]:
         "available": available(),
         "active": active(),
         "cpu_features": cpu_features(),
+        "cpu_vendor": str(_core.cpu_vendor()),
+        "cpu_family_model": tuple(_core.cpu_family_model()),
+        "stream_prefetch": str(_core.stream_prefetch()),
         "bf16_prefilter": bool(_core.bf16_prefilter_active()),
+        "amx": {
+            "compiled": bool(_core.amx_compiled()),
+            "cpu": bool(_core.cpu_has_amx_bf16()),
+            "active": bool(_core.amx_active()),
+        },
         "num_threads": int(_core.get_num_threads()),
         "env": os.environ.get("PYFACEMATCH_SIMD"),
     }
