@@ -29,6 +29,8 @@ __all__ = [
     "IndexTrainingError",
     "BackendOptionError",
     "ModelError",
+    "WrongKeyError",
+    "TamperedRecordError",
 ]
 
 
@@ -126,3 +128,11 @@ class BackendOptionError(InputError):
 
 class ModelError(PyFaceMatchError, RuntimeError):
     """A face model cannot be loaded or run."""
+
+
+class WrongKeyError(KeyFileError):
+    """An encrypted gallery was opened with a master key it is not encrypted under."""
+
+
+class TamperedRecordError(GalleryFileError):
+    """An encrypted or authenticated record fails its check: the file was altered."""

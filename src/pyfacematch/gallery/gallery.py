@@ -50,6 +50,7 @@ from pyfacematch.errors import (
     InputError,
     UnknownIdentityError,
 )
+from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import WalEraser
@@ -166,7 +167,14 @@ class Gallery:
     key_provider : KeyProvider or None
         Source of the secret that authenticates index checkpoint files
         (default: ``PYFACEMATCH_GALLERY_KEY`` if set, else the key file
-        ``<path>.key``, created with mode 0600). See :mod:`.secret`.
+        ``<path>.key``, created with mode 0600). See :mod:`.secret`. For an
+        encrypted gallery it is also the master key that wraps the data key.
+    encrypt : bool or None
+        Encrypt templates, masks and index checkpoints at rest (AES-256-GCM,
+        envelope keys; see :mod:`pyfacematch.security.envelope`). Chosen when
+        the gallery is created; None (default) keeps what the file is (a new
+        gallery is then unencrypted, and opening an unencrypted file gallery
+        logs a warning once). No effect on an in-memory gallery.
 
     Raises
     ------
@@ -198,6 +206,7 @@ class Gallery:
         backend_options: Mapping[str, Any] | None = None,
         read_only: bool = False,
         key_provider: KeyProvider | None = None,
+        encrypt: bool | None = None,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
@@ -226,6 +235,7 @@ class Gallery:
                 f"cannot open {os.fspath(path)!r} read-only: no gallery file there "
                 "(read-only opens never create one)"
             )
+        new_file = path is not None and not Path(path).exists()
         if path is not None and not self.read_only:
             if not Path(path).exists():  # a bad layout leaves no file, not even the lock
                 check_new_layout(dim, blocks)
@@ -246,12 +256,22 @@ class Gallery:
         self._closed = False
         self._thr = Thresholds(self._store)
         self._eraser: WalEraser | None = None
+        self._ring: encryption.KeyRing | None = None
         try:
             keys = None
             if self.path is not None:
                 keys = key_provider or key_provider_for(self.path)
+                # an encrypted gallery without its key is refused before anything is created
+                self._ring = encryption.open_ring(
+                    self._store,
+                    keys,
+                    encrypt=encrypt,
+                    new_file=new_file,
+                    writable=not self.read_only,
+                )
                 if not self.read_only:
                     keys.key(create=True)  # made at creation; refused if others can read it
+            self._keys = keys
             self._ckpt = CheckpointFiles(
                 self._store, self.index_dir, keys, writable=not self.read_only
             )
@@ -378,6 +398,12 @@ class Gallery:
             return False
         rec, data = got
         why = None
+        if self._ring is not None:
+            plain = self._ring.open_blob(data, self._ckpt_context(rec.backend, rec.generation))
+            if plain is None:
+                self._ckpt.reject(rec.file, "it cannot be decrypted with the gallery's data key")
+                return False
+            data = plain
         try:
             b.load_params(rec.params)
             b.deserialize(data, self._m)
@@ -951,8 +977,67 @@ class Gallery:
                     digest = digest_tids(self._m.tids[:n])
                     params = b.params()
                 gen = self._store.generation
+                if self._ring is not None:  # encrypted at rest like the store's rows
+                    data = self._ring.seal_blob(data, self._ckpt_context(b.name, gen))
                 self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.wal_checkpoint()
+
+    def _ckpt_context(self, backend: str, generation: int) -> bytes:
+        return f"checkpoint:{backend}:{int(generation)}".encode()
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether templates, masks and index checkpoints are encrypted at rest."""
+        return self._ring is not None
+
+    def _check_encrypted(self, what: str) -> encryption.KeyRing:
+        self._check_writable(what)
+        if self._ring is None or self._keys is None:
+            raise InputError(
+                f"{what}: gallery {os.fspath(self.path or ':memory:')!r} is not encrypted "
+                "at rest; create it with encrypt=True"
+            )
+        return self._ring
+
+    def rotate_master_key(self, new_key_provider: KeyProvider | None = None) -> None:
+        """Rewrap the data key under a new master key (templates are not rewritten).
+
+        Parameters
+        ----------
+        new_key_provider : KeyProvider or None
+            Supplies the new master key. None: the gallery's key file is
+            replaced by a new random key (atomically). With another provider
+            (e.g. a key service) switch the gallery to it before the next open.
+
+        A crash at any step leaves the gallery openable with the old or the
+        new key (the next writable open finishes or rolls back the rotation).
+        Index checkpoints are re-authenticated under the new key.
+        """
+        ring = self._check_encrypted("rotate_master_key")
+        with self._wmutex:
+            assert self._keys is not None
+            self._keys = encryption.rotate_master(self._store, ring, self._keys, new_key_provider)
+            self._ckpt.keys = self._keys
+            self._ckpt_file = None
+            self._drop_checkpoints()
+            self.checkpoint()
+
+    def rotate_data_key(self) -> int:
+        """Re-encrypt every template row and checkpoint under a new random data key.
+
+        Rows move in batches, each batch one transaction; both keys stay in
+        the key ring until every row has moved, so a crash at any point leaves
+        a gallery that opens and answers exactly as before (the next writable
+        open finishes the rotation). Returns the number of rows re-encrypted.
+        """
+        ring = self._check_encrypted("rotate_data_key")
+        with self._wmutex:
+            assert self._keys is not None
+            n = encryption.rotate_data(self._store, ring, self._keys)
+            self._ckpt_file = None
+            self._drop_checkpoints()
+            self.checkpoint()
+        return n
 
     def verify_integrity(self) -> dict[str, Any]:
         """Check that memory and index match the store; raise if not.

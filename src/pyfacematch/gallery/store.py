@@ -77,6 +77,7 @@ from pyfacematch.gallery.quarantine import (
     report_quarantine,
 )
 from pyfacematch.gallery.wal import check_left_wal
+from pyfacematch.security.envelope import KeyRing
 
 __all__ = [
     "digest_tids",
@@ -273,6 +274,8 @@ class Store:
         self._lock = threading.RLock()
         self.quarantined: list[QuarantinedTemplate] = []
         self._quarantined_tids: set[int] = set()
+        #: Key ring of an encrypted gallery (set by the Gallery after opening), else None.
+        self.cipher: KeyRing | None = None
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
             raise GalleryFileError(f"{self._where()!r} is a folder, not a gallery file")
@@ -595,17 +598,51 @@ class Store:
                     ident = _last_rowid(cur)
                     action = "enroll"
                 tids = np.empty(tmpl.shape[0], np.int64)
+                ring = self.cipher
                 for j in range(tmpl.shape[0]):
                     m = None if masks is None else _u64_to_i64(int(masks[j]))
-                    cur = c.execute(
-                        "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
-                        (ident, tmpl[j].tobytes(), m),
-                    )
-                    tids[j] = _last_rowid(cur)
+                    if ring is None:
+                        cur = c.execute(
+                            "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
+                            (ident, tmpl[j].tobytes(), m),
+                        )
+                        tids[j] = _last_rowid(cur)
+                    else:  # the template id is bound into the ciphertext: chosen first
+                        tid = self._next_tid(c)
+                        blob = ring.seal_row(name, tid, tmpl[j].tobytes(), m)
+                        c.execute(
+                            "INSERT INTO templates(tid, identity, data, mask) VALUES (?, ?, ?, NULL)",
+                            (tid, ident, blob),
+                        )
+                        tids[j] = tid
                 self._audit(c, action, name, f"templates={tmpl.shape[0]}")
                 out.append(tids)
             gen = self._bump(c)
         return out, gen
+
+    @staticmethod
+    def _next_tid(c: sqlite3.Connection) -> int:
+        """The id AUTOINCREMENT would give the next template (inside the write transaction)."""
+        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name='templates'").fetchone()
+        top = c.execute("SELECT max(tid) FROM templates").fetchone()[0]
+        return max(int(row[0]) if row else 0, int(top or 0)) + 1
+
+    def get_meta_opt(self, key: str) -> str | None:
+        """The ``meta`` value under ``key``, or None when absent."""
+        with self._lock:
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def decrypt_rows(self, chunk: list[Any], where: str) -> list[Any]:
+        """(tid, name, blob, mask) rows of an encrypted gallery, decrypted (plain when not)."""
+        ring = self.cipher
+        if ring is None:
+            return chunk
+        out = []
+        for tid, name, blob, _mask in chunk:
+            data, mask = ring.open_row(str(name), int(tid), blob, where)
+            out.append((tid, name, data, mask))
+        return out
 
     def delete_identity(self, name: str, *, truncate_wal: bool = True) -> tuple[np.ndarray, int]:
         """Delete an identity and its templates; checkpoint the WAL (TRUNCATE).
@@ -736,6 +773,7 @@ class Store:
                             f"the template table of gallery {where} changed size while it was "
                             "read: the file is damaged or being rewritten; open it again"
                         )
+                    chunk = self.decrypt_rows(chunk, where)
                     good, mat, q = check_rows(chunk, self.dim, n_blocks)
                     bad.extend(q)
                     j = i + good.size
