@@ -31,6 +31,8 @@ __all__ = [
     "ModelError",
     "WrongKeyError",
     "TamperedRecordError",
+    "ConsentError",
+    "NoConsentError",
 ]
 
 
@@ -136,3 +138,11 @@ class WrongKeyError(KeyFileError):
 
 class TamperedRecordError(GalleryFileError):
     """An encrypted or authenticated record fails its check: the file was altered."""
+
+
+class ConsentError(InputError):
+    """An operation needs consent that the person has not given (or has withdrawn)."""
+
+
+class NoConsentError(UnknownIdentityError):
+    """An identity has no current consent for the purpose of a request (treated as unknown)."""

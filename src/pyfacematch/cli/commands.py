@@ -17,6 +17,7 @@ from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
 from pyfacematch.jobs.calibrate import calibrate_gallery
 from pyfacematch.jobs.common import JobOutput, write_summary
+from pyfacematch.jobs.consent import consent_action
 from pyfacematch.jobs.encode import Source
 from pyfacematch.jobs.enroll import enroll_records
 from pyfacematch.jobs.export import export_templates, gallery_info
@@ -76,6 +77,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         on_duplicate=args.on_duplicate,
         rejects=args.rejects,
         quiet=args.quiet,
+        purpose=args.purpose,
+        encrypt=True if args.encrypt else None,
     )
     write_summary(args.summary, s)
     _say(
@@ -98,6 +101,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         key_model=args.key_model,
         quiet=args.quiet,
+        purpose=args.purpose,
     )
     thr = s["threshold"]
     _say(
@@ -125,6 +129,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         key_model=args.key_model,
         quiet=args.quiet,
+        purpose=args.purpose,
     )
     _say(
         args,
@@ -165,6 +170,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"from {s['n_scores']:,} impostor scores (stored in {args.gallery})",
     )
     return int(s["exit_code"])
+
+
+def cmd_consent(args: argparse.Namespace) -> int:
+    s = consent_action(
+        args.gallery,
+        args.action,
+        args.identity,
+        purpose=args.purpose,
+        source=args.source,
+        expires=args.expires,
+    )
+    write_summary(args.summary, s)
+    print(json.dumps(s, indent=2))
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -223,6 +242,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "remove": cmd_remove,
     "calibrate": cmd_calibrate,
     "info": cmd_info,
+    "consent": cmd_consent,
     "export": cmd_export,
     "demo": cmd_demo,
     "bench": cmd_bench,

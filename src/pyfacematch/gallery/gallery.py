@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ from pyfacematch.errors import (
     GalleryFileError,
     GalleryReadOnlyError,
     InputError,
+    NoConsentError,
     UnknownIdentityError,
 )
+from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
@@ -88,6 +91,7 @@ from pyfacematch.index import (
     exact_topk,
     make_backend,
 )
+from pyfacematch.security.consent import ConsentRecord, ConsentView, check_purpose
 
 __all__ = [
     "SMALL_GALLERY",
@@ -104,6 +108,28 @@ log = logging.getLogger("pyfacematch.gallery")
 
 #: Below this many templates every backend searches exactly (faster and exact).
 SMALL_GALLERY = 256
+
+
+def _check_time(t: Any, what: str) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be seconds since the epoch (a number), got {t!r}")
+    if not np.isfinite(t) or t < 0:
+        raise InputError(f"{what} must be a finite, non-negative time, got {t!r}")
+    return float(t)
+
+
+def _check_expiry(t: Any) -> float | None:
+    return None if t is None else _check_time(t, "consent expiry")
+
+
+def _check_source(source: Any) -> str:
+    if not isinstance(source, str) or not source.strip() or len(source) > 200:
+        raise InputError(
+            f"a consent source must be a non-empty string of at most 200 characters "
+            f"(a form id, an app screen …), got {source!r}"
+        )
+    encodable(source, "consent source")
+    return source
 
 
 def _in_range(
@@ -175,6 +201,12 @@ class Gallery:
         the gallery is created; None (default) keeps what the file is (a new
         gallery is then unencrypted, and opening an unencrypted file gallery
         logs a warning once). No effect on an in-memory gallery.
+    purpose : str or None
+        Default purpose of the gallery, recorded when it is created (or the
+        first time it is given): :meth:`enroll` grants consent for it unless
+        told otherwise, and :meth:`identify` / :meth:`verify` search for it
+        when the request names none. A gallery without one (the default) does
+        not filter requests that name no purpose.
 
     Raises
     ------
@@ -207,6 +239,7 @@ class Gallery:
         read_only: bool = False,
         key_provider: KeyProvider | None = None,
         encrypt: bool | None = None,
+        purpose: str | None = None,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
@@ -217,6 +250,8 @@ class Gallery:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         opts = check_backend_options(backend_options)
+        if purpose is not None:
+            check_purpose(purpose)
         self.on_duplicate = on_duplicate
         self.recall_target = float(recall_target)
         self.tune_similarity = None if tune_similarity is None else float(tune_similarity)
@@ -272,6 +307,7 @@ class Gallery:
                 if not self.read_only:
                     keys.key(create=True)  # made at creation; refused if others can read it
             self._keys = keys
+            self._init_consent(purpose)
             self._ckpt = CheckpointFiles(
                 self._store, self.index_dir, keys, writable=not self.read_only
             )
@@ -341,6 +377,7 @@ class Gallery:
         return None if self.path is None else self.path.with_name(self.path.name + ".index")
 
     def _load(self) -> None:
+        self._slot_layout = getattr(self, "_slot_layout", 0) + 1  # consent masks are per layout
         self._loaded_generation = self._store.generation
         tids, names, matrix, masks = self._store.load_all()
         self._m = TemplateMatrix(self.dim, masked=self.blocks is not None, capacity=len(tids))
@@ -360,6 +397,21 @@ class Gallery:
         self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
         self._n_identities = len(self._name_to_slot)
         self._load_index()
+
+    def _init_consent(self, purpose: str | None) -> None:
+        if not self.read_only:
+            consent_store.ensure_tables(self._store)
+        stored = self._store.get_meta_opt(consent_store.DEFAULT_PURPOSE_KEY)
+        if purpose is not None and stored is not None and purpose != stored:
+            raise InputError(
+                f"gallery {os.fspath(self.path or ':memory:')!r} has default purpose "
+                f"{stored!r}, not {purpose!r}: open it without purpose= or with purpose={stored!r}"
+            )
+        if purpose is not None and stored is None and not self.read_only:
+            self._store.set_meta(consent_store.DEFAULT_PURPOSE_KEY, purpose)
+            stored = purpose
+        self.default_purpose: str | None = stored
+        self._consent = ConsentView(consent_store.load_records(self._store))
 
     def _new_slot(self, name: str) -> int:
         slot = len(self._slot_names)
@@ -439,6 +491,7 @@ class Gallery:
                 return
             self._data_version = dv
             self._thr.clear()
+            self._consent = ConsentView(consent_store.load_records(self._store))
             if self._store.generation == self._loaded_generation:
                 return  # thresholds, tuning or checkpoint records only
             with self._rw.write():
@@ -476,6 +529,9 @@ class Gallery:
         *,
         on_duplicate: str | None = None,
         consent: str = "granted",
+        purpose: str | Sequence[str] | None = None,
+        consent_source: str = "enroll",
+        consent_expires: float | None = None,
     ) -> None:
         """Enroll an identity with one or more templates (one transaction).
 
@@ -492,11 +548,22 @@ class Gallery:
         on_duplicate : {"refuse", "append"} or None
             Override of the gallery's default for an id already enrolled.
         consent : str
-            Consent state recorded with the identity.
+            Consent state recorded with the identity (free text, kept for
+            compatibility; purposes below are what searches filter on).
+        purpose : str, sequence of str, or None
+            Purposes the person consented to, recorded with the enrollment
+            (time, ``consent_source``, ``consent_expires``) in the same
+            transaction. None: the gallery's default purpose, if any.
+        consent_source : str
+            Where the consent comes from (a form id, a screen …).
+        consent_expires : float or None
+            Expiry of that consent (seconds since the epoch); None: none.
 
         Raises
         ------
         DuplicateIdentityError, DimensionError, NonFiniteError, ZeroVectorError, InputError
+        ConsentError
+            The id opted out earlier (tombstone) and no new consent was recorded.
         """
         self.enroll_many(
             [identity_id] * count_rows(templates),
@@ -505,6 +572,9 @@ class Gallery:
             metadata=None if metadata is None else {identity_id: metadata},
             on_duplicate=on_duplicate,
             consent=consent,
+            purpose=purpose,
+            consent_source=consent_source,
+            consent_expires=consent_expires,
         )
 
     def enroll_many(
@@ -516,6 +586,9 @@ class Gallery:
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         on_duplicate: str | None = None,
         consent: str = "granted",
+        purpose: str | Sequence[str] | None = None,
+        consent_source: str = "enroll",
+        consent_expires: float | None = None,
     ) -> None:
         """Enroll many templates in one transaction (all or nothing).
 
@@ -526,7 +599,7 @@ class Gallery:
         templates : array_like, (N, d)
         masks : array_like of uint64, (N,), or None
         metadata : mapping id -> mapping, or None
-        on_duplicate, consent
+        on_duplicate, consent, purpose, consent_source, consent_expires
             As in :meth:`enroll`.
         """
         self._check_writable("enroll")
@@ -551,9 +624,21 @@ class Gallery:
             if meta is not None:
                 check_json(meta)
             items.append((name, t[rows], None if mk is None else mk[rows], meta))
+        grants = self._enroll_grants(list(groups), purpose, consent_source, consent_expires)
+
+        def in_txn(c: Any) -> None:
+            # consent implied by an enrollment never lifts an opt-out: grant_consent() does
+            consent_store.refuse_tombstoned(c, list(groups))
+            for g in grants:
+                consent_store.put_in(c, g)
+
         with self._wmutex:
             self._check_open()  # close() may have run while this call waited for the mutex
-            tid_lists, _ = self._store.insert_identities(items, on_duplicate=od, consent=consent)
+            tid_lists, _ = self._store.insert_identities(
+                items, on_duplicate=od, consent=consent, in_txn=in_txn
+            )
+            for g in grants:
+                self._consent.put(g)
             with self._rw.write():
                 for (name, tm, mm, _), tids in zip(items, tid_lists):
                     slot = self._name_to_slot.get(name)
@@ -589,12 +674,20 @@ class Gallery:
         GalleryReadOnlyError
             The gallery was opened read-only.
         """
+        self._remove(check_id(identity_id), tombstone=False)
+
+    def _remove(self, name: str, *, tombstone: bool) -> None:
         self._check_writable("remove")
-        name = check_id(identity_id)
+
+        def in_txn(c: Any) -> None:
+            consent_store.erase_in(c, name, tombstone=tombstone)
+
         with self._wmutex:
             self._check_open()  # close() may have run while this call waited for the mutex
             try:
-                tids, _ = self._store.delete_identity(name, truncate_wal=self._eraser is None)
+                tids, _ = self._store.delete_identity(
+                    name, truncate_wal=self._eraser is None, in_txn=in_txn
+                )
             except UnknownIdentityError:
                 raise
             except GalleryFileError as exc:
@@ -603,6 +696,7 @@ class Gallery:
                     f"enrolled: {exc}"
                 ) from exc
             # committed: from here on nothing may leave the person searchable
+            self._consent.drop(name)
             try:
                 with self._rw.write():
                     slot = self._name_to_slot.pop(name, None)
@@ -621,6 +715,110 @@ class Gallery:
             self._drop_checkpoints()
             if self._eraser is not None:
                 self._eraser.erase()
+
+    # ------------------------------------------------------------------ consent
+    def _purposes(self, purpose: str | Sequence[str] | None) -> list[str]:
+        if purpose is None:
+            return [] if self.default_purpose is None else [self.default_purpose]
+        if isinstance(purpose, str):
+            return [check_purpose(purpose)]
+        return [check_purpose(p) for p in purpose]
+
+    def _enroll_grants(
+        self,
+        names: list[str],
+        purpose: str | Sequence[str] | None,
+        source: str,
+        expires: float | None,
+    ) -> list[ConsentRecord]:
+        purposes = self._purposes(purpose)
+        if not purposes:
+            return []
+        src, exp = _check_source(source), _check_expiry(expires)
+        now = time.time()
+        return [ConsentRecord(n, p, now, src, exp) for n in names for p in purposes]
+
+    def grant_consent(
+        self,
+        identity_id: str,
+        purpose: str,
+        *,
+        source: str,
+        expires_at: float | None = None,
+        granted_at: float | None = None,
+    ) -> ConsentRecord:
+        """Record (or renew) consent of ``identity_id`` for ``purpose``.
+
+        The identity need not be enrolled yet. New consent lifts an opt-out
+        tombstone, so the person can be enrolled again. Audited.
+
+        Parameters
+        ----------
+        identity_id : str
+        purpose : str
+            e.g. ``"payment"``, ``"access"``, ``"marketing"``.
+        source : str
+            Where the consent comes from (form id, app screen, …); required.
+        expires_at : float or None
+            Seconds since the epoch after which the consent no longer counts.
+        granted_at : float or None
+            When it was given (default: now).
+        """
+        self._check_writable("grant_consent")
+        rec = ConsentRecord(
+            check_id(identity_id),
+            check_purpose(purpose),
+            time.time() if granted_at is None else _check_time(granted_at, "granted_at"),
+            _check_source(source),
+            _check_expiry(expires_at),
+        )
+        with self._wmutex:
+            self._check_open()
+            consent_store.grant(self._store, rec)
+            self._consent.put(rec)
+        return rec
+
+    def withdraw_consent(self, identity_id: str, purpose: str | None = None) -> list[str]:
+        """Withdraw consent for ``purpose``, or for every purpose (``None``).
+
+        When no purpose is left, this is an opt-out: the identity is erased
+        as by :meth:`remove` and a tombstone (a salted hash of the id and the
+        time; no biometric data) refuses re-enrollment until new consent is
+        granted. Erasure, consent rows and tombstone are one transaction.
+        Returns the purposes still consented to (empty after an opt-out).
+        """
+        self._check_writable("withdraw_consent")
+        name = check_id(identity_id)
+        p = None if purpose is None else check_purpose(purpose)
+        with self._wmutex:
+            self._check_open()
+            left = [
+                r.purpose for r in self.consent_records(name) if p is not None and r.purpose != p
+            ]
+            if left:
+                left = consent_store.withdraw(self._store, name, p)
+                self._consent.drop(name, p)
+                return left
+            if name in self._name_to_slot or self._store.has_identity(name):
+                self._remove(name, tombstone=True)
+            else:  # consent given before any enrollment: withdrawn, tombstoned
+                consent_store.withdraw_all(self._store, name)
+                self._consent.drop(name)
+            return []
+
+    def consent_records(self, identity_id: str) -> list[ConsentRecord]:
+        """Consent records of an identity (expired ones included; see ``active()``)."""
+        name = check_id(identity_id)
+        return [r for r in consent_store.load_records(self._store, name)]
+
+    def _allowed(self, purpose: str | None) -> np.ndarray | None:
+        """bool per identity slot for the request's purpose; None: no filtering."""
+        p = self.default_purpose if purpose is None else check_purpose(purpose)
+        if p is None:
+            return None
+        return self._consent.allowed(
+            p, self._name_to_slot, len(self._slot_names), self._slot_layout
+        )
 
     def _drop_checkpoints(self) -> None:
         """Delete every checkpoint and temporary file (never raises: problems are logged)."""
@@ -689,6 +887,47 @@ class Gallery:
             return self._exact(probes, k, pm)
         return self._approx(probes, k, pm)
 
+    def _search_allowed(
+        self, p: np.ndarray, k: int, pm: np.ndarray | None, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top rows among consenting identities only: (scores (M, K), slots (M, K), -1 padded).
+
+        Few consenting identities (at most 1/8 of the rows): an exact scan of
+        their rows alone. Otherwise the usual search, widened (×4 at a time)
+        until every probe has ``k`` consenting identities or the whole gallery
+        was searched, so the result is the best ``k`` among them, not what is
+        left of an unfiltered top-k.
+        """
+        m = self._m
+        n = m.n
+        owner = m.owner[:n]
+        row_ok = allowed[owner]
+        na = int(row_ok.sum())
+        mt = max(1, self._max_templates)
+        if na == 0:
+            return np.zeros((p.shape[0], 0), np.float32), np.zeros((p.shape[0], 0), np.int64)
+        if na * 8 <= n:
+            rows_a = np.flatnonzero(row_ok)
+            sub = np.ascontiguousarray(m.data[rows_a])
+            sub_m = None if m.masks is None else np.ascontiguousarray(m.masks[rows_a])
+            sc, r = exact_topk(p, sub, min(na, k * mt), pm, sub_m, self.blocks, self.min_fraction)
+            return sc, np.where(r >= 0, owner[rows_a[np.maximum(r, 0)]], -1)
+        kt = min(n, k * mt)
+        while True:
+            sc, rows = self._search_rows(p, kt, pm)
+            slots = np.where(rows >= 0, owner[np.maximum(rows, 0)], -1)
+            ok = (slots >= 0) & allowed[np.maximum(slots, 0)]
+            order = np.argsort(~ok, axis=1, kind="stable")
+            ok = np.take_along_axis(ok, order, 1)
+            sc = np.where(ok, np.take_along_axis(sc, order, 1), np.nan).astype(np.float32)
+            slots = np.where(ok, np.take_along_axis(slots, order, 1), -1)
+            if kt >= n:
+                return sc, slots
+            _, fs = fuse(sc, slots, k)
+            if fs.shape[1] >= k and bool((fs[:, k - 1] >= 0).all()):
+                return sc, slots
+            kt = min(n, kt * 4)
+
     def resolve_threshold(
         self, threshold: float | None, kind: str
     ) -> tuple[float | None, str, float | None]:
@@ -707,6 +946,8 @@ class Gallery:
         k: int = 1,
         threshold: float | None = None,
         masks: Any = None,
+        *,
+        purpose: str | None = None,
     ) -> IdentifyArrays:
         """Identify a batch of probes; results as arrays (for bulk jobs).
 
@@ -720,6 +961,11 @@ class Gallery:
             calibrated FPIR threshold stored in the gallery, if any.
         masks : array_like of uint64, (M,), or None
             Probe block masks (galleries with blocks).
+        purpose : str or None
+            Purpose of the request: only identities with current (granted,
+            unexpired) consent for it are considered, inside the search, so
+            the k returned are the best k among them. None: the gallery's
+            default purpose; no filtering when the gallery has none.
 
         Returns
         -------
@@ -739,9 +985,15 @@ class Gallery:
                 slots = np.full((m_rows, 0), -1, np.int64)
                 sc = np.zeros((m_rows, 0), np.float32)
             else:
-                kt = min(n, int(k) * max(1, self._max_templates))
-                sc, rows = self._search_rows(p, kt, pm)
-                slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
+                allowed = self._allowed(purpose)
+                if allowed is not None and int(allowed.sum()) >= self._n_identities:
+                    allowed = None  # every enrolled identity consents: nothing to filter
+                if allowed is None:
+                    kt = min(n, int(k) * max(1, self._max_templates))
+                    sc, rows = self._search_rows(p, kt, pm)
+                    slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
+                else:
+                    sc, slots = self._search_allowed(p, int(k), pm, allowed)
             names = self._slot_names
             if self._max_templates == 1:  # one template per identity: nothing to fuse
                 ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
@@ -762,13 +1014,15 @@ class Gallery:
         k: int = 1,
         threshold: float | None = None,
         masks: Any = None,
+        *,
+        purpose: str | None = None,
     ) -> list[IdentifyResult]:
         """Identify probes (1:N): ranked identities fused by best template score.
 
         Same parameters as :meth:`identify_arrays`; returns one
         :class:`IdentifyResult` per probe.
         """
-        return self.identify_arrays(probes, k, threshold, masks).results()
+        return self.identify_arrays(probes, k, threshold, masks, purpose=purpose).results()
 
     def verify(
         self,
@@ -776,6 +1030,8 @@ class Gallery:
         probe: Any,
         threshold: float | None = None,
         mask: Any = None,
+        *,
+        purpose: str | None = None,
     ) -> VerifyResult:
         """Compare a probe with one identity (1:1): best score over its templates.
 
@@ -787,10 +1043,15 @@ class Gallery:
             None: the calibrated FMR threshold stored in the gallery, if any.
         mask : int or None
             Probe block mask (galleries with blocks).
+        purpose : str or None
+            Purpose of the request (None: the gallery's default, if any).
 
         Raises
         ------
         UnknownIdentityError
+        NoConsentError
+            The identity has no current consent for the purpose (a subclass
+            of UnknownIdentityError: for this purpose it is not enrolled).
         """
         self._check_open()
         self._refresh()
@@ -804,6 +1065,13 @@ class Gallery:
             slot = self._name_to_slot.get(name)
             if slot is None:
                 raise UnknownIdentityError(f"identity {name!r} is not enrolled")
+            allowed = self._allowed(purpose)
+            if allowed is not None and not allowed[slot]:
+                raise NoConsentError(
+                    f"identity {name!r} has no current consent for purpose "
+                    f"{purpose or self.default_purpose!r}: it cannot be verified for it "
+                    "(grant_consent() records consent)"
+                )
             rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
             sub = np.ascontiguousarray(self._m.data[rows])
             sub_m = None if self._m.masks is None else np.ascontiguousarray(self._m.masks[rows])

@@ -51,7 +51,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,6 +541,7 @@ class Store:
         *,
         on_duplicate: str,
         consent: str = "granted",
+        in_txn: Callable[[sqlite3.Connection], None] | None = None,
     ) -> tuple[list[np.ndarray], int]:
         """Insert identities and their templates in one transaction.
 
@@ -571,6 +572,8 @@ class Store:
         now = time.time()
         out: list[np.ndarray] = []
         with self.transaction() as c:
+            if in_txn is not None:  # e.g. consent checks and records, committed with the rows
+                in_txn(c)
             for name, tmpl, masks, metadata in checked:
                 row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
                 meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
@@ -644,7 +647,13 @@ class Store:
             out.append((tid, name, data, mask))
         return out
 
-    def delete_identity(self, name: str, *, truncate_wal: bool = True) -> tuple[np.ndarray, int]:
+    def delete_identity(
+        self,
+        name: str,
+        *,
+        truncate_wal: bool = True,
+        in_txn: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> tuple[np.ndarray, int]:
         """Delete an identity and its templates; checkpoint the WAL (TRUNCATE).
 
         Returns the deleted template ids that were live (quarantined rows are
@@ -665,6 +674,8 @@ class Store:
                 np.int64,
             )
             c.execute("DELETE FROM identities WHERE id=?", (row[0],))
+            if in_txn is not None:  # e.g. consent rows and an opt-out tombstone
+                in_txn(c)
             self._audit(c, "remove", name, f"templates={tids.size}")
             gen = self._bump(c)
         gone = {int(t) for t in tids.tolist()} & self._quarantined_tids
