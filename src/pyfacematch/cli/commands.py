@@ -15,6 +15,7 @@ import numpy as np
 
 from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
+from pyfacematch.jobs.audit import audit_export, audit_prune, audit_verify
 from pyfacematch.jobs.calibrate import calibrate_gallery
 from pyfacematch.jobs.common import JobOutput, write_summary
 from pyfacematch.jobs.consent import consent_action
@@ -186,6 +187,43 @@ def cmd_consent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        s = audit_verify(args.gallery, args.expect_head)
+        write_summary(args.summary, s)
+        print(json.dumps(s, indent=2))
+        if s["ok"]:
+            _say(
+                args,
+                f"audit verify: {s['records']} records OK; head {s['head']['seq']}:"
+                f"{s['head']['hash']} (anchor it elsewhere to detect deletion of newer records)",
+            )
+            return 0
+        bad = s["first_bad"]
+        print(
+            f"pyfacematch audit: first bad record: {bad['seq']}: {bad['reason']}", file=sys.stderr
+        )
+        return 1
+    if args.action == "export":
+        if not args.output:
+            raise InputError("audit export needs -o/--output FILE.jsonl")
+        s = audit_export(args.gallery, args.output)
+        _say(args, f"audit export: {s['records']} records written to {args.output}")
+    elif args.action == "prune":
+        if not args.before:
+            raise InputError("audit prune needs --before DATE (ISO 8601)")
+        s = audit_prune(args.gallery, args.before)
+        _say(args, f"audit prune: {s['pruned']} records before {args.before} pruned")
+    else:
+        return cmd_audit_leaks(args)
+    write_summary(args.summary, s)
+    return 0
+
+
+def cmd_audit_leaks(args: argparse.Namespace) -> int:
+    raise InputError("audit leaks is not available in this build")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = gallery_info(args.gallery)
     write_summary(args.summary, info)
@@ -243,6 +281,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "calibrate": cmd_calibrate,
     "info": cmd_info,
     "consent": cmd_consent,
+    "audit": cmd_audit,
     "export": cmd_export,
     "demo": cmd_demo,
     "bench": cmd_bench,

@@ -460,6 +460,45 @@ def add_consent(subs: Any) -> None:
     _common(p)
 
 
+def add_audit(subs: Any) -> None:
+    """The ``audit`` subcommand and its arguments."""
+    p = _sub(
+        subs,
+        "audit",
+        "verify or export the tamper-evident audit trail; prune it; look for data leaks",
+        """
+        verify: recompute the hash chain and the signed checkpoints of the gallery's audit
+        trail; name the first edited, inserted, deleted or reordered record (exit 1). Prints
+        the head SEQ:HASH: keep it elsewhere (write-once log, ticket) and pass it back with
+        --expect-head to detect deletion of the newest records too.
+        export: write the trail as JSON Lines for an outside auditor (no biometric data).
+        prune: delete records older than --before; a signed anchor stands for them.
+        leaks: examine every file of the gallery and its jobs for leaks (exit 1 if any).
+        The audit key is PYFACEMATCH_AUDIT_KEY or the file GALLERY.audit.key.
+        """,
+        """
+        pyfacematch audit verify -g people.db
+        pyfacematch audit verify -g people.db --expect-head 1200:3f…
+        pyfacematch audit export -g people.db -o trail.jsonl
+        pyfacematch audit prune -g people.db --before 2026-01-01
+        pyfacematch audit leaks -g people.db -o leaks.json
+        """,
+    )
+    p.add_argument("action", choices=("verify", "export", "prune", "leaks"))
+    _gallery_opt(p)
+    p.add_argument("-o", "--output", metavar="PATH", help="export: JSONL file; leaks: JSON report")
+    p.add_argument("--before", metavar="DATE", help="prune: records older than this date")
+    p.add_argument("--expect-head", metavar="SEQ:HASH", help="verify: an anchored head")
+    p.add_argument(
+        "--scan",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="leaks: also examine these job outputs, rejects or log files/folders",
+    )
+    _common(p)
+
+
 def add_bench(subs: Any) -> None:
     """The ``bench`` subcommand and its arguments."""
     p = _sub(
@@ -491,6 +530,7 @@ SUBCOMMANDS = {
     "calibrate": add_calibrate,
     "info": add_info,
     "consent": add_consent,
+    "audit": add_audit,
     "export": add_export,
     "demo": add_demo,
     "bench": add_bench,

@@ -52,6 +52,7 @@ from pyfacematch.errors import (
     NoConsentError,
     UnknownIdentityError,
 )
+from pyfacematch.gallery import audit as audit_store
 from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
@@ -207,6 +208,9 @@ class Gallery:
         told otherwise, and :meth:`identify` / :meth:`verify` search for it
         when the request names none. A gallery without one (the default) does
         not filter requests that name no purpose.
+    actor : str or None
+        Who uses this gallery object, recorded in the audit trail with each
+        change and search (identify/verify may name another per call).
 
     Raises
     ------
@@ -240,6 +244,7 @@ class Gallery:
         key_provider: KeyProvider | None = None,
         encrypt: bool | None = None,
         purpose: str | None = None,
+        actor: str | None = None,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
@@ -307,6 +312,8 @@ class Gallery:
                 if not self.read_only:
                     keys.key(create=True)  # made at creation; refused if others can read it
             self._keys = keys
+            self.actor = actor
+            self._init_audit()
             self._init_consent(purpose)
             self._ckpt = CheckpointFiles(
                 self._store, self.index_dir, keys, writable=not self.read_only
@@ -397,6 +404,23 @@ class Gallery:
         self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
         self._n_identities = len(self._name_to_slot)
         self._load_index()
+
+    def _init_audit(self) -> None:
+        if not self.read_only:
+            audit_store.ensure_chain(self._store)
+        self._audit = audit_store.AuditTrail(
+            self._store, audit_store.audit_key_provider(self.path), writable=not self.read_only
+        )
+        if not self.read_only:
+            trail = self._audit
+
+            def hook(c: Any, action: str, identity: str | None, detail: str) -> None:
+                trail.append_in(c, action, identity, detail, actor=self.actor)
+
+            self._store.audit_hook = hook
+
+    def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
+        self._audit.queue(actor if actor is not None else self.actor, action, detail)
 
     def _init_consent(self, purpose: str | None) -> None:
         if not self.read_only:
@@ -820,6 +844,36 @@ class Gallery:
             p, self._name_to_slot, len(self._slot_names), self._slot_layout
         )
 
+    # ------------------------------------------------------------------ audit trail
+    def audit_flush(self) -> int:
+        """Write queued identify/verify audit records now (normally within 0.5 s); how many."""
+        self._check_open()
+        return self._audit.flush()
+
+    def audit_verify(self, expect_head: tuple[int, str] | None = None) -> dict[str, Any]:
+        """Check the hash chain and signed checkpoints of the audit trail.
+
+        Returns a report: ``ok``, ``records``, ``head``, ``first_bad`` (the
+        first bad record's seq and why), ``warnings``. See
+        :mod:`pyfacematch.security.audit` for what it can and cannot detect.
+        """
+        self._check_open()
+        if not self.read_only:
+            self._audit.flush()
+        return audit_store.verify_store(self._store, self._audit.keys, expect_head)
+
+    def audit_prune(self, before: float) -> int:
+        """Delete audit records older than ``before`` (seconds since the epoch).
+
+        A signed anchor (HMAC under the audit key) stands for the pruned
+        records, so the rest of the chain stays verifiable. Returns how many
+        were deleted; the pruning itself is recorded.
+        """
+        self._check_writable("audit_prune")
+        with self._wmutex:
+            self._audit.flush()
+            return audit_store.prune(self._store, self._audit, float(before))
+
     def _drop_checkpoints(self) -> None:
         """Delete every checkpoint and temporary file (never raises: problems are logged)."""
         self._ckpt_file = None
@@ -948,6 +1002,7 @@ class Gallery:
         masks: Any = None,
         *,
         purpose: str | None = None,
+        actor: str | None = None,
     ) -> IdentifyArrays:
         """Identify a batch of probes; results as arrays (for bulk jobs).
 
@@ -966,6 +1021,10 @@ class Gallery:
             unexpired) consent for it are considered, inside the search, so
             the k returned are the best k among them. None: the gallery's
             default purpose; no filtering when the gallery has none.
+        actor : str or None
+            Who asks, for the audit trail (default: the gallery's ``actor``).
+            The trail records the count of probes, k, the purpose and the
+            identities accepted above threshold, never a template.
 
         Returns
         -------
@@ -1006,6 +1065,18 @@ class Gallery:
         if thr is not None:
             top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
             acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr  # not in float32
+        self._audit_search(
+            "identify",
+            actor,
+            {
+                "probes": int(m_rows),
+                "k": int(k),
+                "purpose": purpose or self.default_purpose,
+                "accepted": []
+                if acc is None or ident.size == 0
+                else sorted({str(x) for x in ident[acc, 0].tolist() if x is not None}),
+            },
+        )
         return IdentifyArrays(ident, ids_sc, acc, thr, src, target)
 
     def identify(
@@ -1016,13 +1087,16 @@ class Gallery:
         masks: Any = None,
         *,
         purpose: str | None = None,
+        actor: str | None = None,
     ) -> list[IdentifyResult]:
         """Identify probes (1:N): ranked identities fused by best template score.
 
         Same parameters as :meth:`identify_arrays`; returns one
         :class:`IdentifyResult` per probe.
         """
-        return self.identify_arrays(probes, k, threshold, masks, purpose=purpose).results()
+        return self.identify_arrays(
+            probes, k, threshold, masks, purpose=purpose, actor=actor
+        ).results()
 
     def verify(
         self,
@@ -1032,6 +1106,7 @@ class Gallery:
         mask: Any = None,
         *,
         purpose: str | None = None,
+        actor: str | None = None,
     ) -> VerifyResult:
         """Compare a probe with one identity (1:1): best score over its templates.
 
@@ -1078,6 +1153,15 @@ class Gallery:
         s, _ = exact_topk(p, sub, 1, pm, sub_m, self.blocks, self.min_fraction)
         score = float(s[0, 0])
         acc = None if thr is None else bool(np.isfinite(score) and score >= thr)
+        self._audit_search(
+            "verify",
+            actor,
+            {
+                "identity": name,
+                "purpose": purpose or self.default_purpose,
+                "accepted": acc,
+            },
+        )
         return VerifyResult(name, score, Decision(acc, thr, src, target))
 
     # ------------------------------------------------------------------ thresholds
@@ -1390,6 +1474,9 @@ class Gallery:
                     self._closed = True
                     if self._eraser is not None:
                         self._eraser.stop()
+                    audit = getattr(self, "_audit", None)
+                    if audit is not None:
+                        audit.close()  # queued search records, then a signed head
                     self._store.close()
                     if self._lock is not None:
                         self._lock.release()

@@ -276,6 +276,9 @@ class Store:
         self._quarantined_tids: set[int] = set()
         #: Key ring of an encrypted gallery (set by the Gallery after opening), else None.
         self.cipher: KeyRing | None = None
+        #: Appends a chained audit record in the caller's transaction (set by the Gallery):
+        #: ``hook(conn, action, identity, detail)``; None: plain rows.
+        self.audit_hook: Callable[[sqlite3.Connection, str, str | None, str], None] | None = None
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
             raise GalleryFileError(f"{self._where()!r} is a folder, not a gallery file")
@@ -529,6 +532,9 @@ class Store:
         return int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
 
     def _audit(self, c: sqlite3.Connection, action: str, identity: str | None, detail: str) -> None:
+        if self.audit_hook is not None:
+            self.audit_hook(c, action, identity, detail)
+            return
         c.execute(
             "INSERT INTO audit(ts, action, identity, detail) VALUES (?, ?, ?, ?)",
             (time.time(), action, identity, detail),
