@@ -53,6 +53,7 @@ from pyfacematch.errors import (
     UnknownIdentityError,
 )
 from pyfacematch.gallery import audit as audit_store
+from pyfacematch.gallery import cancelable as cancel_store
 from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
@@ -211,6 +212,12 @@ class Gallery:
     actor : str or None
         Who uses this gallery object, recorded in the audit trail with each
         change and search (identify/verify may name another per call).
+    cancelable : bool or None
+        Store and search templates through a keyed random orthonormal
+        transform (:mod:`pyfacematch.security.cancelable`): scores unchanged,
+        templates unlinkable to other galleries, revocable with
+        :meth:`revoke_templates`. Chosen at creation; None keeps what the
+        file is. :meth:`templates` then returns transformed templates.
 
     Raises
     ------
@@ -245,6 +252,7 @@ class Gallery:
         encrypt: bool | None = None,
         purpose: str | None = None,
         actor: str | None = None,
+        cancelable: bool | None = None,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
@@ -312,6 +320,14 @@ class Gallery:
                 if not self.read_only:
                     keys.key(create=True)  # made at creation; refused if others can read it
             self._keys = keys
+            self._xf, self._xf_secret = cancel_store.open_transform(
+                self._store,
+                self._ring,
+                keys,
+                cancelable=cancelable,
+                new_file=new_file or self.path is None,
+                writable=not self.read_only,
+            )
             self.actor = actor
             self._init_audit()
             self._init_consent(purpose)
@@ -639,6 +655,8 @@ class Gallery:
                 f"{len(ids)} identity ids for {t.shape[0]} template rows: give one id per row"
             )
         mk = self._masks(masks, t.shape[0], "masks")
+        if self._xf is not None:  # cancelable: only the transformed template is ever stored
+            t = self._xf.apply(t)
         groups: dict[str, list[int]] = {}
         for r, i in enumerate(ids):
             groups.setdefault(i, []).append(r)
@@ -1036,6 +1054,8 @@ class Gallery:
             raise InputError(f"k must be a positive integer, got {k!r}")
         p = self._templates(probes, "probes")
         pm = self._masks(masks, p.shape[0], "probe masks")
+        if self._xf is not None:  # once per probe batch
+            p = self._xf.apply(p)
         thr, src, target = self.resolve_threshold(threshold, "fpir")
         m_rows = p.shape[0]
         with self._rw.read():
@@ -1135,6 +1155,8 @@ class Gallery:
         if p.shape[0] != 1:
             raise DimensionError(f"verify takes one probe of shape ({self.dim},), got {p.shape}")
         pm = self._masks(None if mask is None else [mask], 1, "probe mask")
+        if self._xf is not None:
+            p = self._xf.apply(p)
         thr, src, target = self.resolve_threshold(threshold, "fmr")
         with self._rw.read():
             slot = self._name_to_slot.get(name)
@@ -1341,6 +1363,40 @@ class Gallery:
     def encrypted(self) -> bool:
         """Whether templates, masks and index checkpoints are encrypted at rest."""
         return self._ring is not None
+
+    @property
+    def cancelable(self) -> bool:
+        """Whether templates are stored and searched through a keyed transform."""
+        return self._xf is not None
+
+    def revoke_templates(self) -> int:
+        """Revocation: re-key the cancelable templates in place under a new secret.
+
+        Every stored template ``x Q_old`` becomes ``x Q_new`` (no photos
+        needed) in one transaction with the new secret; the old secret is
+        deleted, so templates leaked before cannot be linked to the new ones.
+        Searches answer exactly as before (scores to float rounding). Returns
+        the number of templates rewritten.
+        """
+        self._check_writable("revoke_templates")
+        if self._xf is None:
+            raise InputError(
+                "revoke_templates: this gallery's templates are not cancelable; create it "
+                "with cancelable=True"
+            )
+        with self._wmutex:
+            self._check_open()
+            new, secret, n = cancel_store.revoke(self._store, self._ring, self._keys, self._xf)
+            with self._rw.write():
+                self._xf = new
+                self._xf_secret = secret if self.path is None else None
+                self._load()
+            self._ckpt_file = None
+            self._drop_checkpoints()
+            if self.path is not None:
+                self._store.wal_checkpoint()
+                self.checkpoint()
+        return n
 
     def _check_encrypted(self, what: str) -> encryption.KeyRing:
         self._check_writable(what)

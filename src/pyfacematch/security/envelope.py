@@ -120,6 +120,8 @@ class KeyRing:
     wraps: dict[str, dict[str, str]]
     master_fp: str
     pending_master: str | None = None
+    #: Key id under which the cancelable-template secret is kept (wrapped like a data key).
+    transform: str | None = None
     _aead: dict[str, AESGCM] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ lifecycle
@@ -153,6 +155,7 @@ class KeyRing:
                 str(fp): {str(k): str(v) for k, v in d.items()} for fp, d in doc["wraps"].items()
             }
             pending = doc.get("pending_master")
+            transform = doc.get("transform")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TamperedRecordError(
                 f"the key ring of encrypted gallery {where} is malformed ({exc}): the file was "
@@ -177,12 +180,20 @@ class KeyRing:
                     f"the wrapped data key {kid!r} of gallery {where} fails authentication: the "
                     "key ring or the gallery id was altered; restore it from a backup"
                 ) from exc
-        if active not in keys:
+        if active not in keys or (transform is not None and transform not in keys):
             raise TamperedRecordError(
                 f"the active data key of gallery {where} is missing from its key ring: the "
                 "file was altered; restore it from a backup"
             )
-        return cls(gallery_id, active, keys, wraps, fp, None if pending is None else str(pending))
+        return cls(
+            gallery_id,
+            active,
+            keys,
+            wraps,
+            fp,
+            None if pending is None else str(pending),
+            None if transform is None else str(transform),
+        )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -192,6 +203,7 @@ class KeyRing:
                 "active": self.active,
                 "wraps": self.wraps,
                 "pending_master": self.pending_master,
+                "transform": self.transform,
             },
             sort_keys=True,
         )
@@ -232,10 +244,24 @@ class KeyRing:
 
     def retire_data_keys(self) -> None:
         """Forget every data key but the active one (all rows re-encrypted)."""
-        self.keys = {self.active: self.keys[self.active]}
+        keep = {self.active, self.transform}
+        self.keys = {k: v for k, v in self.keys.items() if k in keep}
         self._aead = {}
         for fp in self.wraps:
-            self.wraps[fp] = {k: v for k, v in self.wraps[fp].items() if k == self.active}
+            self.wraps[fp] = {k: v for k, v in self.wraps[fp].items() if k in keep}
+
+    def set_transform_secret(self, master: bytes, secret: bytes) -> None:
+        """Keep ``secret`` (cancelable templates) wrapped under ``master``; drop the old one."""
+        old = self.transform
+        kid = "x" + secrets.token_hex(4)[:7]
+        self.keys[kid] = secret
+        for fp in self.wraps:
+            if old is not None:
+                self.wraps[fp].pop(old, None)
+        self.wraps.setdefault(self.master_fp, {})[kid] = self._wrap(master, kid, secret)
+        if old is not None:
+            self.keys.pop(old, None)
+        self.transform = kid
 
     # ------------------------------------------------------------ template rows
     def seal_row(self, identity: str, tid: int, data: bytes, mask: int | None) -> bytes:
