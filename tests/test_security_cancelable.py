@@ -119,6 +119,8 @@ def test_revocation_rekeys_in_place_and_answers_as_before(tmp_path: Path) -> Non
             [c.score for c in a.candidates], [c.score for c in b.candidates], atol=1e-5
         )
     assert abs(float(leaked[0] @ now[0])) < 0.5  # the leaked one no longer matches its owner
+    with Gallery.open(db) as g:  # data-key rotation carries the transform secret along
+        assert g.rotate_data_key() == len(ids)
     with Gallery.open(db) as g:  # reopened: the new secret (in the key ring) is used
         again = g.identify(probes, k=5)
         assert [c.identity for c in again[0].candidates] == [

@@ -105,7 +105,7 @@ def open_ring(
             where,
             "finished (the new key is in use)" if finished else "rolled back (old key in use)",
         )
-    if writable and len(ring.keys) > 1:
+    if writable and len([k for k in ring.keys if k != ring.transform]) > 1:
         log.warning("gallery %s: finishing an interrupted data-key rotation", where)
         _reencrypt(store, ring, master)
     return ring
