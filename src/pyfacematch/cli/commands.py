@@ -23,6 +23,7 @@ from pyfacematch.jobs.encode import Source
 from pyfacematch.jobs.enroll import enroll_records
 from pyfacematch.jobs.export import export_templates, gallery_info
 from pyfacematch.jobs.identify import identify_job
+from pyfacematch.jobs.leaks import leak_report
 from pyfacematch.jobs.remove import read_ids, remove_identities
 from pyfacematch.jobs.verify import verify_job
 
@@ -221,7 +222,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_leaks(args: argparse.Namespace) -> int:
-    raise InputError("audit leaks is not available in this build")
+    rep, md = leak_report(args.gallery, extra=args.scan, output=args.output)
+    write_summary(args.summary, rep)
+    if not args.quiet:
+        print(md)
+    return 0 if rep["clean"] else 1
 
 
 def cmd_info(args: argparse.Namespace) -> int:

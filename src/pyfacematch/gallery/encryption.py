@@ -29,11 +29,23 @@ from pyfacematch.gallery.store import Store
 from pyfacematch.security import envelope
 from pyfacematch.security.envelope import META_KEY, KeyRing, check_master
 
-__all__ = ["KeyRing", "open_ring", "rotate_data", "rotate_master", "warn_unencrypted"]
+__all__ = [
+    "checkpoint_context",
+    "KeyRing",
+    "open_ring",
+    "rotate_data",
+    "rotate_master",
+    "warn_unencrypted",
+]
 
 log = logging.getLogger("pyfacematch.gallery")
 _warned: set[str] = set()
 _BATCH = 512
+
+
+def checkpoint_context(backend: str, generation: int) -> bytes:
+    """What an encrypted checkpoint file is bound to (associated data)."""
+    return f"checkpoint:{backend}:{int(generation)}".encode()
 
 
 def warn_unencrypted(where: str) -> None:

@@ -1357,7 +1357,29 @@ class Gallery:
             self._store.wal_checkpoint()
 
     def _ckpt_context(self, backend: str, generation: int) -> bytes:
-        return f"checkpoint:{backend}:{int(generation)}".encode()
+        return encryption.checkpoint_context(backend, generation)
+
+    def leak_audit(self, extra: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Any]:
+        """Examine every file of this gallery (and ``extra`` job outputs, rejects, logs) for leaks.
+
+        Returns the report (``clean``, ``findings`` …); see
+        :mod:`pyfacematch.gallery.leaks`. File galleries only.
+        """
+        self._check_open()
+        if self.path is None:
+            raise InputError("leak_audit: an in-memory gallery has no files to examine")
+        from pyfacematch.gallery import leaks
+
+        with self._rw.read():
+            live = {hash(r.tobytes()) for r in self._m.data[: self._m.n]}
+        return leaks.leak_audit(
+            self._store,
+            self._ring,
+            self._keys,
+            live,
+            cancelable=self._xf is not None,
+            extra=list(extra),
+        )
 
     @property
     def encrypted(self) -> bool:
