@@ -212,6 +212,10 @@ class Gallery:
     actor : str or None
         Who uses this gallery object, recorded in the audit trail with each
         change and search (identify/verify may name another per call).
+    audit_searches : bool
+        Record identify and verify calls in the audit trail (batched, off the
+        search path). Changes (enroll, remove, consent, keys) are always
+        recorded. Read-only galleries write nothing, searches included.
     cancelable : bool or None
         Store and search templates through a keyed random orthonormal
         transform (:mod:`pyfacematch.security.cancelable`): scores unchanged,
@@ -253,6 +257,7 @@ class Gallery:
         purpose: str | None = None,
         actor: str | None = None,
         cancelable: bool | None = None,
+        audit_searches: bool = True,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
@@ -329,6 +334,7 @@ class Gallery:
                 writable=not self.read_only,
             )
             self.actor = actor
+            self.audit_searches = bool(audit_searches)
             self._init_audit()
             self._init_consent(purpose)
             self._ckpt = CheckpointFiles(
@@ -436,7 +442,8 @@ class Gallery:
             self._store.audit_hook = hook
 
     def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
-        self._audit.queue(actor if actor is not None else self.actor, action, detail)
+        if self.audit_searches:
+            self._audit.queue(actor if actor is not None else self.actor, action, detail)
 
     def _init_consent(self, purpose: str | None) -> None:
         if not self.read_only:
