@@ -181,3 +181,33 @@ def test_cli_audit_verify_export(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 1
     assert b"first bad record: 3" in r.stderr
+
+
+def test_search_records_are_written_in_the_background_and_the_writer_stops_when_idle(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    db = tmp_path / "g.db"
+    x = _unit(np.random.default_rng(2), 4)
+    g = Gallery(DIM, path=db, backend="exact")
+    g.enroll_many(["a", "b", "c", "d"], x)
+    for _ in range(3):
+        g.identify(x[:2], k=1, actor="bg")
+    deadline = time.time() + 10
+    n = 0
+    while time.time() < deadline:
+        con = sqlite3.connect(db)
+        n = con.execute("SELECT count(*) FROM audit WHERE action='identify'").fetchone()[0]
+        con.close()
+        if n == 3:
+            break
+        time.sleep(0.2)
+    assert n == 3  # written without close(), by the writer thread
+    while time.time() < deadline and any(
+        t.name == "pyfacematch-audit" for t in threading.enumerate()
+    ):
+        time.sleep(0.1)
+    assert not any(t.name == "pyfacematch-audit" for t in threading.enumerate())
+    g.close()
+    assert _verify(db)[0] == 0

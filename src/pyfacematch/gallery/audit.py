@@ -160,7 +160,6 @@ class AuditTrail:
         self.uid = store.get_meta("uuid")
         self._q: list[tuple[float, str | None, str, str | None, str]] = []
         self._qlock = threading.Lock()
-        self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         if writable:
@@ -232,15 +231,17 @@ class AuditTrail:
                     target=self._run, name="pyfacematch-audit", daemon=True
                 )
                 self._thread.start()
-        self._wake.set()
 
     def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
+        """Flush every :attr:`flush_seconds` while records keep coming; exit when idle."""
+        while True:
             time.sleep(self.flush_seconds)  # gather a batch
             with contextlib.suppress(Exception):
                 self.flush()
+            with self._qlock:
+                if self._stop or not self._q:
+                    self._thread = None
+                    return
 
     def flush(self) -> int:
         """Write the queued records in one transaction; how many."""
@@ -261,9 +262,9 @@ class AuditTrail:
 
     def close(self) -> None:
         """Stop the writer thread, flush, sign the head."""
-        self._stop = True
-        self._wake.set()
-        t = self._thread
+        with self._qlock:
+            self._stop = True
+            t = self._thread
         if t is not None:
             t.join(timeout=10)
         if self.writable:
