@@ -66,3 +66,22 @@ def test_consent_and_encryption_from_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["erased"] is True
     r = run("enroll", "-g", "g.db", "-i", "gal.jsonl", "--on-error", "skip", cwd=tmp_path)
     assert b"withdrew consent" in r.stderr, r.stderr.decode()
+
+
+def test_readme_security_example_runs(tmp_path: Path, monkeypatch: object) -> None:
+    import re
+
+    readme = Path(__file__).parent.parent / "README.md"
+    if not readme.exists():
+        import pytest
+
+        pytest.skip("README.md is not next to the tests (installed copy)")
+    code = re.search(r"## Security and privacy\n.*?```python\n(.*?)```", readme.read_text(), re.S)
+    assert code, "the README's security section has no Python example"
+    monkeypatch.chdir(tmp_path)  # type: ignore[attr-defined]
+    monkeypatch.delenv("PYFACEMATCH_GALLERY_KEY", raising=False)  # type: ignore[attr-defined]
+    scope: dict[str, object] = {}
+    exec(compile(code.group(1), "README security example", "exec"), scope)
+    assert scope["res"][0].candidates[0].identity == "alice"  # type: ignore[index]
+    assert scope["report"]["ok"]  # type: ignore[index]
+    assert (tmp_path / "secure.db").exists()
