@@ -1553,15 +1553,15 @@ class Gallery:
                 return
             with self._wmutex:  # no enroll/remove is between its commit and its memory update
                 try:
+                    audit = getattr(self, "_audit", None)
+                    if audit is not None:  # queued search records and a signed head, before
+                        audit.close()  # the WAL is truncated (no commit races the truncation)
                     if self.path is not None and not self.read_only:
                         self.checkpoint()
                 finally:
                     self._closed = True
                     if self._eraser is not None:
                         self._eraser.stop()
-                    audit = getattr(self, "_audit", None)
-                    if audit is not None:
-                        audit.close()  # queued search records, then a signed head
                     self._store.close()
                     if self._lock is not None:
                         self._lock.release()
