@@ -137,3 +137,43 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     (db.parent / "people.db.tmp").write_bytes(x[3].tobytes())
     r = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
     assert r.returncode == 1 and b"plaintext-template" in r.stdout
+
+
+def test_logs_and_error_messages_hold_no_template(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everything a gallery logs or raises on the paths of this issue, at DEBUG: no template
+    bytes and no run of template values written as numbers."""
+    import logging
+    import re
+    import sqlite3
+
+    caplog.set_level(logging.DEBUG)
+    db, x = _build(tmp_path)
+    messages: list[str] = []
+    with Gallery.open(db, purpose="access") as g:
+        g.identify(x[:5], k=3, purpose="access")
+        g.grant_consent("p1", "payment", source="s")
+        g.withdraw_consent("p2")
+        try:
+            g.verify("p3", x[3], purpose="payment")
+        except Exception as exc:  # NoConsentError
+            messages.append(str(exc))
+        g.rotate_data_key()
+        assert g.info()["security"]["encrypted"]
+    con = sqlite3.connect(db)
+    (tid, blob) = con.execute("SELECT tid, data FROM templates LIMIT 1").fetchone()
+    con.execute("UPDATE templates SET data=? WHERE tid=?", (blob[:-1] + bytes([blob[-1] ^ 1]), tid))
+    con.commit()
+    con.close()
+    try:
+        Gallery.open(db)
+    except Exception as exc:  # TamperedRecordError
+        messages.append(str(exc))
+    messages += [r.getMessage() for r in caplog.records]
+    text = "\n".join(messages)
+    assert len(messages) >= 2  # the two error messages, and whatever was logged
+    numbers = re.compile(r"(-?\d\.\d{3,}[,\s]+){6,}")  # six or more decimals in a row
+    assert not numbers.search(text)
+    for v in x[:10]:
+        assert v.tobytes()[:8].hex() not in text and repr(float(v[0]))[:8] not in text

@@ -1534,6 +1534,13 @@ class Gallery:
             "tuning_saved": self._tuning_error is None,
             "tuning_error": self._tuning_error,
             "checkpoint": {"file": self._ckpt_file, "not_used_because": self._ckpt.last_rejection},
+            "security": {
+                "encrypted": self._ring is not None,
+                "cancelable": self._xf is not None,
+                "default_purpose": self.default_purpose,
+                "purposes": self._consent.purposes(),
+                "audit_searches": self.audit_searches,
+            },
         }
 
     @property
