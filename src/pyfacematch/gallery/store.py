@@ -580,6 +580,7 @@ class Store:
         with self.transaction() as c:
             if in_txn is not None:  # e.g. consent checks and records, committed with the rows
                 in_txn(c)
+            next_tid: int | None = None
             for name, tmpl, masks, metadata in checked:
                 row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
                 meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
@@ -617,7 +618,9 @@ class Store:
                         )
                         tids[j] = _last_rowid(cur)
                     else:  # the template id is bound into the ciphertext: chosen first
-                        tid = self._next_tid(c)
+                        if next_tid is None:  # once per transaction (we are the only writer)
+                            next_tid = self._next_tid(c)
+                        tid, next_tid = next_tid, next_tid + 1
                         blob = ring.seal_row(name, tid, tmpl[j].tobytes(), m)
                         c.execute(
                             "INSERT INTO templates(tid, identity, data, mask) VALUES (?, ?, ?, NULL)",
