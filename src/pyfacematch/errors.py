@@ -30,6 +30,10 @@ __all__ = [
     "IndexTrainingError",
     "BackendOptionError",
     "ModelError",
+    "WrongKeyError",
+    "TamperedRecordError",
+    "ConsentError",
+    "NoConsentError",
 ]
 
 
@@ -132,3 +136,19 @@ class BackendOptionError(InputError):
 
 class ModelError(PyFaceMatchError, RuntimeError):
     """A face model cannot be loaded or run."""
+
+
+class WrongKeyError(KeyFileError):
+    """An encrypted gallery was opened with a master key it is not encrypted under."""
+
+
+class TamperedRecordError(GalleryFileError):
+    """An encrypted or authenticated record fails its check: the file was altered."""
+
+
+class ConsentError(InputError):
+    """An operation needs consent that the person has not given (or has withdrawn)."""
+
+
+class NoConsentError(UnknownIdentityError):
+    """An identity has no current consent for the purpose of a request (treated as unknown)."""

@@ -15,12 +15,15 @@ import numpy as np
 
 from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
+from pyfacematch.jobs.audit import audit_export, audit_prune, audit_verify
 from pyfacematch.jobs.calibrate import calibrate_gallery
 from pyfacematch.jobs.common import JobOutput, write_summary
+from pyfacematch.jobs.consent import consent_action
 from pyfacematch.jobs.encode import Source
 from pyfacematch.jobs.enroll import enroll_records
 from pyfacematch.jobs.export import export_templates, gallery_info
 from pyfacematch.jobs.identify import identify_job
+from pyfacematch.jobs.leaks import leak_report
 from pyfacematch.jobs.remove import read_ids, remove_identities
 from pyfacematch.jobs.verify import verify_job
 
@@ -78,6 +81,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         on_duplicate=args.on_duplicate,
         rejects=args.rejects,
         quiet=args.quiet,
+        purpose=args.purpose,
+        encrypt=True if args.encrypt else None,
     )
     write_summary(args.summary, s)
     _say(
@@ -100,6 +105,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         key_model=args.key_model,
         quiet=args.quiet,
+        purpose=args.purpose,
     )
     thr = s["threshold"]
     _say(
@@ -127,6 +133,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         key_model=args.key_model,
         quiet=args.quiet,
+        purpose=args.purpose,
     )
     _say(
         args,
@@ -167,6 +174,61 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"from {s['n_scores']:,} impostor scores (stored in {args.gallery})",
     )
     return int(s["exit_code"])
+
+
+def cmd_consent(args: argparse.Namespace) -> int:
+    s = consent_action(
+        args.gallery,
+        args.action,
+        args.identity,
+        purpose=args.purpose,
+        source=args.source,
+        expires=args.expires,
+    )
+    write_summary(args.summary, s)
+    print(json.dumps(s, indent=2))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        s = audit_verify(args.gallery, args.expect_head)
+        write_summary(args.summary, s)
+        print(json.dumps(s, indent=2))
+        if s["ok"]:
+            _say(
+                args,
+                f"audit verify: {s['records']} records OK; head {s['head']['seq']}:"
+                f"{s['head']['hash']} (anchor it elsewhere to detect deletion of newer records)",
+            )
+            return 0
+        bad = s["first_bad"]
+        print(
+            f"pyfacematch audit: first bad record: {bad['seq']}: {bad['reason']}", file=sys.stderr
+        )
+        return 1
+    if args.action == "export":
+        if not args.output:
+            raise InputError("audit export needs -o/--output FILE.jsonl")
+        s = audit_export(args.gallery, args.output)
+        _say(args, f"audit export: {s['records']} records written to {args.output}")
+    elif args.action == "prune":
+        if not args.before:
+            raise InputError("audit prune needs --before DATE (ISO 8601)")
+        s = audit_prune(args.gallery, args.before)
+        _say(args, f"audit prune: {s['pruned']} records before {args.before} pruned")
+    else:
+        return cmd_audit_leaks(args)
+    write_summary(args.summary, s)
+    return 0
+
+
+def cmd_audit_leaks(args: argparse.Namespace) -> int:
+    rep, md = leak_report(args.gallery, extra=args.scan, output=args.output)
+    write_summary(args.summary, rep)
+    if not args.quiet:
+        print(md)
+    return 0 if rep["clean"] else 1
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -225,6 +287,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "remove": cmd_remove,
     "calibrate": cmd_calibrate,
     "info": cmd_info,
+    "consent": cmd_consent,
+    "audit": cmd_audit,
     "export": cmd_export,
     "demo": cmd_demo,
     "bench": cmd_bench,

@@ -137,6 +137,10 @@ def _output_opts(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _purpose_opt(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--purpose", metavar="PURPOSE", help=what)
+
+
 def _threshold_opt(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument(
         "--threshold",
@@ -198,6 +202,17 @@ def add_enroll(subs: Any) -> None:
         metavar="OFFSETS",
         help="new gallery of masked templates: region-block offsets 0,a,b,…,d",
     )
+    _purpose_opt(
+        p,
+        "consent purpose recorded with each identity (source: the input's name); a new "
+        "gallery takes it as its default purpose",
+    )
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="create the gallery encrypted at rest (AES-256-GCM; key in PATH.key or "
+        "PYFACEMATCH_GALLERY_KEY)",
+    )
     _common(p)
 
 
@@ -233,6 +248,9 @@ def add_identify(subs: Any) -> None:
         "-k", "--top-k", type=int, default=1, metavar="K", help="identities per probe (default 1)"
     )
     _threshold_opt(p, "FPIR")
+    _purpose_opt(
+        p, "purpose of the search: only identities consenting to it (default: the gallery's)"
+    )
     _common(p)
 
 
@@ -261,6 +279,9 @@ def add_verify(subs: Any) -> None:
     )
     p.add_argument("--identity", metavar="ID", help="verify every probe against this identity")
     _threshold_opt(p, "FMR")
+    _purpose_opt(
+        p, "purpose of the check: claims without consent for it are rejects (default: gallery's)"
+    )
     _common(p)
 
 
@@ -422,6 +443,77 @@ def add_demo(subs: Any) -> None:
     _common(p)
 
 
+def add_consent(subs: Any) -> None:
+    """The ``consent`` subcommand and its arguments."""
+    p = _sub(
+        subs,
+        "consent",
+        "grant, withdraw or show an identity's consent per purpose",
+        """
+        Consent per purpose (GDPR art. 7): identify and verify for a purpose only consider
+        identities whose consent covers it and has not expired. 'withdraw' without --purpose
+        withdraws every purpose: the identity is erased (as by 'remove') and a tombstone (a
+        salted hash of the id, no biometric data) refuses its re-enrollment until new consent
+        is granted. Prints the identity's consent records as JSON.
+        """,
+        """
+        pyfacematch consent grant -g people.db --id alice --purpose payment --source form-17
+        pyfacematch consent grant -g people.db --id bob --purpose access --source app --expires 2027-12-31
+        pyfacematch consent withdraw -g people.db --id alice --purpose marketing
+        pyfacematch consent withdraw -g people.db --id alice       # opt-out of everything
+        pyfacematch consent show -g people.db --id alice
+        """,
+    )
+    p.add_argument("action", choices=("grant", "withdraw", "show"))
+    _gallery_opt(p)
+    p.add_argument("--id", dest="identity", required=True, metavar="ID", help="identity id")
+    _purpose_opt(p, "purpose (grant: required; withdraw: omit to withdraw every purpose)")
+    p.add_argument("--source", metavar="TEXT", help="grant: where the consent comes from")
+    p.add_argument(
+        "--expires", metavar="DATE", help="grant: ISO 8601 date or date-time it expires (UTC)"
+    )
+    _common(p)
+
+
+def add_audit(subs: Any) -> None:
+    """The ``audit`` subcommand and its arguments."""
+    p = _sub(
+        subs,
+        "audit",
+        "verify or export the tamper-evident audit trail; prune it; look for data leaks",
+        """
+        verify: recompute the hash chain and the signed checkpoints of the gallery's audit
+        trail; name the first edited, inserted, deleted or reordered record (exit 1). Prints
+        the head SEQ:HASH: keep it elsewhere (write-once log, ticket) and pass it back with
+        --expect-head to detect deletion of the newest records too.
+        export: write the trail as JSON Lines for an outside auditor (no biometric data).
+        prune: delete records older than --before; a signed anchor stands for them.
+        leaks: examine every file of the gallery and its jobs for leaks (exit 1 if any).
+        The audit key is PYFACEMATCH_AUDIT_KEY or the file GALLERY.audit.key.
+        """,
+        """
+        pyfacematch audit verify -g people.db
+        pyfacematch audit verify -g people.db --expect-head 1200:3f…
+        pyfacematch audit export -g people.db -o trail.jsonl
+        pyfacematch audit prune -g people.db --before 2026-01-01
+        pyfacematch audit leaks -g people.db -o leaks.json
+        """,
+    )
+    p.add_argument("action", choices=("verify", "export", "prune", "leaks"))
+    _gallery_opt(p)
+    p.add_argument("-o", "--output", metavar="PATH", help="export: JSONL file; leaks: JSON report")
+    p.add_argument("--before", metavar="DATE", help="prune: records older than this date")
+    p.add_argument("--expect-head", metavar="SEQ:HASH", help="verify: an anchored head")
+    p.add_argument(
+        "--scan",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="leaks: also examine these job outputs, rejects or log files/folders",
+    )
+    _common(p)
+
+
 def add_bench(subs: Any) -> None:
     """The ``bench`` subcommand and its arguments."""
     p = _sub(
@@ -452,6 +544,8 @@ SUBCOMMANDS = {
     "remove": add_remove,
     "calibrate": add_calibrate,
     "info": add_info,
+    "consent": add_consent,
+    "audit": add_audit,
     "export": add_export,
     "demo": add_demo,
     "bench": add_bench,

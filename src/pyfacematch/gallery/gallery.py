@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,13 @@ from pyfacematch.errors import (
     GalleryFileError,
     GalleryReadOnlyError,
     InputError,
+    NoConsentError,
     UnknownIdentityError,
 )
+from pyfacematch.gallery import audit as audit_store
+from pyfacematch.gallery import cancelable as cancel_store
+from pyfacematch.gallery import consent as consent_store
+from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import WalEraser
@@ -87,6 +93,7 @@ from pyfacematch.index import (
     exact_topk,
     make_backend,
 )
+from pyfacematch.security.consent import ConsentRecord, ConsentView, check_purpose
 
 __all__ = [
     "SMALL_GALLERY",
@@ -103,6 +110,28 @@ log = logging.getLogger("pyfacematch.gallery")
 
 #: Below this many templates every backend searches exactly (faster and exact).
 SMALL_GALLERY = 256
+
+
+def _check_time(t: Any, what: str) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be seconds since the epoch (a number), got {t!r}")
+    if not np.isfinite(t) or t < 0:
+        raise InputError(f"{what} must be a finite, non-negative time, got {t!r}")
+    return float(t)
+
+
+def _check_expiry(t: Any) -> float | None:
+    return None if t is None else _check_time(t, "consent expiry")
+
+
+def _check_source(source: Any) -> str:
+    if not isinstance(source, str) or not source.strip() or len(source) > 200:
+        raise InputError(
+            f"a consent source must be a non-empty string of at most 200 characters "
+            f"(a form id, an app screen …), got {source!r}"
+        )
+    encodable(source, "consent source")
+    return source
 
 
 def _in_range(
@@ -166,7 +195,33 @@ class Gallery:
     key_provider : KeyProvider or None
         Source of the secret that authenticates index checkpoint files
         (default: ``PYFACEMATCH_GALLERY_KEY`` if set, else the key file
-        ``<path>.key``, created with mode 0600). See :mod:`.secret`.
+        ``<path>.key``, created with mode 0600). See :mod:`.secret`. For an
+        encrypted gallery it is also the master key that wraps the data key.
+    encrypt : bool or None
+        Encrypt templates, masks and index checkpoints at rest (AES-256-GCM,
+        envelope keys; see :mod:`pyfacematch.security.envelope`). Chosen when
+        the gallery is created; None (default) keeps what the file is (a new
+        gallery is then unencrypted, and opening an unencrypted file gallery
+        logs a warning once). No effect on an in-memory gallery.
+    purpose : str or None
+        Default purpose of the gallery, recorded when it is created (or the
+        first time it is given): :meth:`enroll` grants consent for it unless
+        told otherwise, and :meth:`identify` / :meth:`verify` search for it
+        when the request names none. A gallery without one (the default) does
+        not filter requests that name no purpose.
+    actor : str or None
+        Who uses this gallery object, recorded in the audit trail with each
+        change and search (identify/verify may name another per call).
+    audit_searches : bool
+        Record identify and verify calls in the audit trail (batched, off the
+        search path). Changes (enroll, remove, consent, keys) are always
+        recorded. Read-only galleries write nothing, searches included.
+    cancelable : bool or None
+        Store and search templates through a keyed random orthonormal
+        transform (:mod:`pyfacematch.security.cancelable`): scores unchanged,
+        templates unlinkable to other galleries, revocable with
+        :meth:`revoke_templates`. Chosen at creation; None keeps what the
+        file is. :meth:`templates` then returns transformed templates.
 
     Raises
     ------
@@ -198,6 +253,11 @@ class Gallery:
         backend_options: Mapping[str, Any] | None = None,
         read_only: bool = False,
         key_provider: KeyProvider | None = None,
+        encrypt: bool | None = None,
+        purpose: str | None = None,
+        actor: str | None = None,
+        cancelable: bool | None = None,
+        audit_searches: bool = True,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
@@ -208,6 +268,8 @@ class Gallery:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         opts = check_backend_options(backend_options)
+        if purpose is not None:
+            check_purpose(purpose)
         self.on_duplicate = on_duplicate
         self.recall_target = float(recall_target)
         self.tune_similarity = None if tune_similarity is None else float(tune_similarity)
@@ -226,6 +288,7 @@ class Gallery:
                 f"cannot open {os.fspath(path)!r} read-only: no gallery file there "
                 "(read-only opens never create one)"
             )
+        new_file = path is not None and not Path(path).exists()
         if path is not None and not self.read_only:
             if not Path(path).exists():  # a bad layout leaves no file, not even the lock
                 check_new_layout(dim, blocks)
@@ -246,12 +309,34 @@ class Gallery:
         self._closed = False
         self._thr = Thresholds(self._store)
         self._eraser: WalEraser | None = None
+        self._ring: encryption.KeyRing | None = None
         try:
             keys = None
             if self.path is not None:
                 keys = key_provider or key_provider_for(self.path)
+                # an encrypted gallery without its key is refused before anything is created
+                self._ring = encryption.open_ring(
+                    self._store,
+                    keys,
+                    encrypt=encrypt,
+                    new_file=new_file,
+                    writable=not self.read_only,
+                )
                 if not self.read_only:
                     keys.key(create=True)  # made at creation; refused if others can read it
+            self._keys = keys
+            self._xf, self._xf_secret = cancel_store.open_transform(
+                self._store,
+                self._ring,
+                keys,
+                cancelable=cancelable,
+                new_file=new_file or self.path is None,
+                writable=not self.read_only,
+            )
+            self.actor = actor
+            self.audit_searches = bool(audit_searches)
+            self._init_audit()
+            self._init_consent(purpose)
             self._ckpt = CheckpointFiles(
                 self._store, self.index_dir, keys, writable=not self.read_only
             )
@@ -321,6 +406,7 @@ class Gallery:
         return None if self.path is None else self.path.with_name(self.path.name + ".index")
 
     def _load(self) -> None:
+        self._slot_layout = getattr(self, "_slot_layout", 0) + 1  # consent masks are per layout
         self._loaded_generation = self._store.generation
         tids, names, matrix, masks = self._store.load_all()
         self._m = TemplateMatrix(self.dim, masked=self.blocks is not None, capacity=len(tids))
@@ -340,6 +426,39 @@ class Gallery:
         self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
         self._n_identities = len(self._name_to_slot)
         self._load_index()
+
+    def _init_audit(self) -> None:
+        if not self.read_only:
+            audit_store.ensure_chain(self._store)
+        self._audit = audit_store.AuditTrail(
+            self._store, audit_store.audit_key_provider(self.path), writable=not self.read_only
+        )
+        if not self.read_only:
+            trail = self._audit
+
+            def hook(c: Any, action: str, identity: str | None, detail: str) -> None:
+                trail.append_in(c, action, identity, detail, actor=self.actor)
+
+            self._store.audit_hook = hook
+
+    def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
+        if self.audit_searches:
+            self._audit.queue(actor if actor is not None else self.actor, action, detail)
+
+    def _init_consent(self, purpose: str | None) -> None:
+        if not self.read_only:
+            consent_store.ensure_tables(self._store)
+        stored = self._store.get_meta_opt(consent_store.DEFAULT_PURPOSE_KEY)
+        if purpose is not None and stored is not None and purpose != stored:
+            raise InputError(
+                f"gallery {os.fspath(self.path or ':memory:')!r} has default purpose "
+                f"{stored!r}, not {purpose!r}: open it without purpose= or with purpose={stored!r}"
+            )
+        if purpose is not None and stored is None and not self.read_only:
+            self._store.set_meta(consent_store.DEFAULT_PURPOSE_KEY, purpose)
+            stored = purpose
+        self.default_purpose: str | None = stored
+        self._consent = ConsentView(consent_store.load_records(self._store))
 
     def _new_slot(self, name: str) -> int:
         slot = len(self._slot_names)
@@ -378,6 +497,12 @@ class Gallery:
             return False
         rec, data = got
         why = None
+        if self._ring is not None:
+            plain = self._ring.open_blob(data, self._ckpt_context(rec.backend, rec.generation))
+            if plain is None:
+                self._ckpt.reject(rec.file, "it cannot be decrypted with the gallery's data key")
+                return False
+            data = plain
         try:
             b.load_params(rec.params)
             b.deserialize(data, self._m)
@@ -413,6 +538,7 @@ class Gallery:
                 return
             self._data_version = dv
             self._thr.clear()
+            self._consent = ConsentView(consent_store.load_records(self._store))
             if self._store.generation == self._loaded_generation:
                 return  # thresholds, tuning or checkpoint records only
             with self._rw.write():
@@ -450,6 +576,9 @@ class Gallery:
         *,
         on_duplicate: str | None = None,
         consent: str = "granted",
+        purpose: str | Sequence[str] | None = None,
+        consent_source: str = "enroll",
+        consent_expires: float | None = None,
     ) -> None:
         """Enroll an identity with one or more templates (one transaction).
 
@@ -466,11 +595,22 @@ class Gallery:
         on_duplicate : {"refuse", "append"} or None
             Override of the gallery's default for an id already enrolled.
         consent : str
-            Consent state recorded with the identity.
+            Consent state recorded with the identity (free text, kept for
+            compatibility; purposes below are what searches filter on).
+        purpose : str, sequence of str, or None
+            Purposes the person consented to, recorded with the enrollment
+            (time, ``consent_source``, ``consent_expires``) in the same
+            transaction. None: the gallery's default purpose, if any.
+        consent_source : str
+            Where the consent comes from (a form id, a screen …).
+        consent_expires : float or None
+            Expiry of that consent (seconds since the epoch); None: none.
 
         Raises
         ------
         DuplicateIdentityError, DimensionError, NonFiniteError, ZeroVectorError, InputError
+        ConsentError
+            The id opted out earlier (tombstone) and no new consent was recorded.
         """
         self.enroll_many(
             [identity_id] * count_rows(templates),
@@ -479,6 +619,9 @@ class Gallery:
             metadata=None if metadata is None else {identity_id: metadata},
             on_duplicate=on_duplicate,
             consent=consent,
+            purpose=purpose,
+            consent_source=consent_source,
+            consent_expires=consent_expires,
         )
 
     def enroll_many(
@@ -490,6 +633,9 @@ class Gallery:
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         on_duplicate: str | None = None,
         consent: str = "granted",
+        purpose: str | Sequence[str] | None = None,
+        consent_source: str = "enroll",
+        consent_expires: float | None = None,
     ) -> None:
         """Enroll many templates in one transaction (all or nothing).
 
@@ -500,7 +646,7 @@ class Gallery:
         templates : array_like, (N, d)
         masks : array_like of uint64, (N,), or None
         metadata : mapping id -> mapping, or None
-        on_duplicate, consent
+        on_duplicate, consent, purpose, consent_source, consent_expires
             As in :meth:`enroll`.
         """
         self._check_writable("enroll")
@@ -516,6 +662,8 @@ class Gallery:
                 f"{len(ids)} identity ids for {t.shape[0]} template rows: give one id per row"
             )
         mk = self._masks(masks, t.shape[0], "masks")
+        if self._xf is not None:  # cancelable: only the transformed template is ever stored
+            t = self._xf.apply(t)
         groups: dict[str, list[int]] = {}
         for r, i in enumerate(ids):
             groups.setdefault(i, []).append(r)
@@ -525,9 +673,21 @@ class Gallery:
             if meta is not None:
                 check_json(meta)
             items.append((name, t[rows], None if mk is None else mk[rows], meta))
+        grants = self._enroll_grants(list(groups), purpose, consent_source, consent_expires)
+
+        def in_txn(c: Any) -> None:
+            # consent implied by an enrollment never lifts an opt-out: grant_consent() does
+            consent_store.refuse_tombstoned(c, list(groups))
+            for g in grants:
+                consent_store.put_in(c, g)
+
         with self._wmutex:
             self._check_open()  # close() may have run while this call waited for the mutex
-            tid_lists, _ = self._store.insert_identities(items, on_duplicate=od, consent=consent)
+            tid_lists, _ = self._store.insert_identities(
+                items, on_duplicate=od, consent=consent, in_txn=in_txn
+            )
+            for g in grants:
+                self._consent.put(g)
             with self._rw.write():
                 for (name, tm, mm, _), tids in zip(items, tid_lists):
                     slot = self._name_to_slot.get(name)
@@ -563,12 +723,20 @@ class Gallery:
         GalleryReadOnlyError
             The gallery was opened read-only.
         """
+        self._remove(check_id(identity_id), tombstone=False)
+
+    def _remove(self, name: str, *, tombstone: bool) -> None:
         self._check_writable("remove")
-        name = check_id(identity_id)
+
+        def in_txn(c: Any) -> None:
+            consent_store.erase_in(c, name, tombstone=tombstone)
+
         with self._wmutex:
             self._check_open()  # close() may have run while this call waited for the mutex
             try:
-                tids, _ = self._store.delete_identity(name, truncate_wal=self._eraser is None)
+                tids, _ = self._store.delete_identity(
+                    name, truncate_wal=self._eraser is None, in_txn=in_txn
+                )
             except UnknownIdentityError:
                 raise
             except GalleryFileError as exc:
@@ -577,6 +745,7 @@ class Gallery:
                     f"enrolled: {exc}"
                 ) from exc
             # committed: from here on nothing may leave the person searchable
+            self._consent.drop(name)
             try:
                 with self._rw.write():
                     slot = self._name_to_slot.pop(name, None)
@@ -595,6 +764,140 @@ class Gallery:
             self._drop_checkpoints()
             if self._eraser is not None:
                 self._eraser.erase()
+
+    # ------------------------------------------------------------------ consent
+    def _purposes(self, purpose: str | Sequence[str] | None) -> list[str]:
+        if purpose is None:
+            return [] if self.default_purpose is None else [self.default_purpose]
+        if isinstance(purpose, str):
+            return [check_purpose(purpose)]
+        return [check_purpose(p) for p in purpose]
+
+    def _enroll_grants(
+        self,
+        names: list[str],
+        purpose: str | Sequence[str] | None,
+        source: str,
+        expires: float | None,
+    ) -> list[ConsentRecord]:
+        purposes = self._purposes(purpose)
+        if not purposes:
+            return []
+        src, exp = _check_source(source), _check_expiry(expires)
+        now = time.time()
+        return [ConsentRecord(n, p, now, src, exp) for n in names for p in purposes]
+
+    def grant_consent(
+        self,
+        identity_id: str,
+        purpose: str,
+        *,
+        source: str,
+        expires_at: float | None = None,
+        granted_at: float | None = None,
+    ) -> ConsentRecord:
+        """Record (or renew) consent of ``identity_id`` for ``purpose``.
+
+        The identity need not be enrolled yet. New consent lifts an opt-out
+        tombstone, so the person can be enrolled again. Audited.
+
+        Parameters
+        ----------
+        identity_id : str
+        purpose : str
+            e.g. ``"payment"``, ``"access"``, ``"marketing"``.
+        source : str
+            Where the consent comes from (form id, app screen, …); required.
+        expires_at : float or None
+            Seconds since the epoch after which the consent no longer counts.
+        granted_at : float or None
+            When it was given (default: now).
+        """
+        self._check_writable("grant_consent")
+        rec = ConsentRecord(
+            check_id(identity_id),
+            check_purpose(purpose),
+            time.time() if granted_at is None else _check_time(granted_at, "granted_at"),
+            _check_source(source),
+            _check_expiry(expires_at),
+        )
+        with self._wmutex:
+            self._check_open()
+            consent_store.grant(self._store, rec)
+            self._consent.put(rec)
+        return rec
+
+    def withdraw_consent(self, identity_id: str, purpose: str | None = None) -> list[str]:
+        """Withdraw consent for ``purpose``, or for every purpose (``None``).
+
+        When no purpose is left, this is an opt-out: the identity is erased
+        as by :meth:`remove` and a tombstone (a salted hash of the id and the
+        time; no biometric data) refuses re-enrollment until new consent is
+        granted. Erasure, consent rows and tombstone are one transaction.
+        Returns the purposes still consented to (empty after an opt-out).
+        """
+        self._check_writable("withdraw_consent")
+        name = check_id(identity_id)
+        p = None if purpose is None else check_purpose(purpose)
+        with self._wmutex:
+            self._check_open()
+            left = [
+                r.purpose for r in self.consent_records(name) if p is not None and r.purpose != p
+            ]
+            if left:
+                left = consent_store.withdraw(self._store, name, p)
+                self._consent.drop(name, p)
+                return left
+            if name in self._name_to_slot or self._store.has_identity(name):
+                self._remove(name, tombstone=True)
+            else:  # consent given before any enrollment: withdrawn, tombstoned
+                consent_store.withdraw_all(self._store, name)
+                self._consent.drop(name)
+            return []
+
+    def consent_records(self, identity_id: str) -> list[ConsentRecord]:
+        """Consent records of an identity (expired ones included; see ``active()``)."""
+        name = check_id(identity_id)
+        return [r for r in consent_store.load_records(self._store, name)]
+
+    def _allowed(self, purpose: str | None) -> np.ndarray | None:
+        """bool per identity slot for the request's purpose; None: no filtering."""
+        p = self.default_purpose if purpose is None else check_purpose(purpose)
+        if p is None:
+            return None
+        return self._consent.allowed(
+            p, self._name_to_slot, len(self._slot_names), self._slot_layout
+        )
+
+    # ------------------------------------------------------------------ audit trail
+    def audit_flush(self) -> int:
+        """Write queued identify/verify audit records now (normally within 0.5 s); how many."""
+        self._check_open()
+        return self._audit.flush()
+
+    def audit_verify(self, expect_head: tuple[int, str] | None = None) -> dict[str, Any]:
+        """Check the hash chain and signed checkpoints of the audit trail.
+
+        Returns a report: ``ok``, ``records``, ``head``, ``first_bad`` (the
+        first bad record's seq and why), ``warnings``. See
+        :mod:`pyfacematch.security.audit` for what it can and cannot detect.
+        """
+        self._check_open()
+        if not self.read_only:
+            self._audit.flush()
+        return audit_store.verify_store(self._store, self._audit.keys, expect_head)
+
+    def audit_prune(self, before: float) -> int:
+        """Delete audit records older than ``before`` (seconds since the epoch).
+
+        A signed anchor (HMAC under the audit key) stands for the pruned
+        records, so the rest of the chain stays verifiable. Returns how many
+        were deleted; the pruning itself is recorded.
+        """
+        self._check_writable("audit_prune")
+        with self._wmutex:
+            self._audit.flush()
+            return audit_store.prune(self._store, self._audit, float(before))
 
     def _drop_checkpoints(self) -> None:
         """Delete every checkpoint and temporary file (never raises: problems are logged)."""
@@ -663,6 +966,47 @@ class Gallery:
             return self._exact(probes, k, pm)
         return self._approx(probes, k, pm)
 
+    def _search_allowed(
+        self, p: np.ndarray, k: int, pm: np.ndarray | None, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top rows among consenting identities only: (scores (M, K), slots (M, K), -1 padded).
+
+        Few consenting identities (at most 1/8 of the rows): an exact scan of
+        their rows alone. Otherwise the usual search, widened (×4 at a time)
+        until every probe has ``k`` consenting identities or the whole gallery
+        was searched, so the result is the best ``k`` among them, not what is
+        left of an unfiltered top-k.
+        """
+        m = self._m
+        n = m.n
+        owner = m.owner[:n]
+        row_ok = allowed[owner]
+        na = int(row_ok.sum())
+        mt = max(1, self._max_templates)
+        if na == 0:
+            return np.zeros((p.shape[0], 0), np.float32), np.zeros((p.shape[0], 0), np.int64)
+        if na * 8 <= n:
+            rows_a = np.flatnonzero(row_ok)
+            sub = np.ascontiguousarray(m.data[rows_a])
+            sub_m = None if m.masks is None else np.ascontiguousarray(m.masks[rows_a])
+            sc, r = exact_topk(p, sub, min(na, k * mt), pm, sub_m, self.blocks, self.min_fraction)
+            return sc, np.where(r >= 0, owner[rows_a[np.maximum(r, 0)]], -1)
+        kt = min(n, k * mt)
+        while True:
+            sc, rows = self._search_rows(p, kt, pm)
+            slots = np.where(rows >= 0, owner[np.maximum(rows, 0)], -1)
+            ok = (slots >= 0) & allowed[np.maximum(slots, 0)]
+            order = np.argsort(~ok, axis=1, kind="stable")
+            ok = np.take_along_axis(ok, order, 1)
+            sc = np.where(ok, np.take_along_axis(sc, order, 1), np.nan).astype(np.float32)
+            slots = np.where(ok, np.take_along_axis(slots, order, 1), -1)
+            if kt >= n:
+                return sc, slots
+            _, fs = fuse(sc, slots, k)
+            if fs.shape[1] >= k and bool((fs[:, k - 1] >= 0).all()):
+                return sc, slots
+            kt = min(n, kt * 4)
+
     def resolve_threshold(
         self, threshold: float | None, kind: str
     ) -> tuple[float | None, str, float | None]:
@@ -681,6 +1025,9 @@ class Gallery:
         k: int = 1,
         threshold: float | None = None,
         masks: Any = None,
+        *,
+        purpose: str | None = None,
+        actor: str | None = None,
     ) -> IdentifyArrays:
         """Identify a batch of probes; results as arrays (for bulk jobs).
 
@@ -694,6 +1041,15 @@ class Gallery:
             calibrated FPIR threshold stored in the gallery, if any.
         masks : array_like of uint64, (M,), or None
             Probe block masks (galleries with blocks).
+        purpose : str or None
+            Purpose of the request: only identities with current (granted,
+            unexpired) consent for it are considered, inside the search, so
+            the k returned are the best k among them. None: the gallery's
+            default purpose; no filtering when the gallery has none.
+        actor : str or None
+            Who asks, for the audit trail (default: the gallery's ``actor``).
+            The trail records the count of probes, k, the purpose and the
+            identities accepted above threshold, never a template.
 
         Returns
         -------
@@ -705,6 +1061,8 @@ class Gallery:
             raise InputError(f"k must be a positive integer, got {k!r}")
         p = self._templates(probes, "probes")
         pm = self._masks(masks, p.shape[0], "probe masks")
+        if self._xf is not None:  # once per probe batch
+            p = self._xf.apply(p)
         thr, src, target = self.resolve_threshold(threshold, "fpir")
         m_rows = p.shape[0]
         with self._rw.read():
@@ -713,9 +1071,15 @@ class Gallery:
                 slots = np.full((m_rows, 0), -1, np.int64)
                 sc = np.zeros((m_rows, 0), np.float32)
             else:
-                kt = min(n, int(k) * max(1, self._max_templates))
-                sc, rows = self._search_rows(p, kt, pm)
-                slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
+                allowed = self._allowed(purpose)
+                if allowed is not None and int(allowed.sum()) >= self._n_identities:
+                    allowed = None  # every enrolled identity consents: nothing to filter
+                if allowed is None:
+                    kt = min(n, int(k) * max(1, self._max_templates))
+                    sc, rows = self._search_rows(p, kt, pm)
+                    slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
+                else:
+                    sc, slots = self._search_allowed(p, int(k), pm, allowed)
             names = self._slot_names
             if self._max_templates == 1:  # one template per identity: nothing to fuse
                 ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
@@ -728,6 +1092,18 @@ class Gallery:
         if thr is not None:
             top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
             acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr  # not in float32
+        self._audit_search(
+            "identify",
+            actor,
+            {
+                "probes": int(m_rows),
+                "k": int(k),
+                "purpose": purpose or self.default_purpose,
+                "accepted": []
+                if acc is None or ident.size == 0
+                else sorted({str(x) for x in ident[acc, 0].tolist() if x is not None}),
+            },
+        )
         return IdentifyArrays(ident, ids_sc, acc, thr, src, target)
 
     def identify(
@@ -736,13 +1112,18 @@ class Gallery:
         k: int = 1,
         threshold: float | None = None,
         masks: Any = None,
+        *,
+        purpose: str | None = None,
+        actor: str | None = None,
     ) -> list[IdentifyResult]:
         """Identify probes (1:N): ranked identities fused by best template score.
 
         Same parameters as :meth:`identify_arrays`; returns one
         :class:`IdentifyResult` per probe.
         """
-        return self.identify_arrays(probes, k, threshold, masks).results()
+        return self.identify_arrays(
+            probes, k, threshold, masks, purpose=purpose, actor=actor
+        ).results()
 
     def verify(
         self,
@@ -750,6 +1131,9 @@ class Gallery:
         probe: Any,
         threshold: float | None = None,
         mask: Any = None,
+        *,
+        purpose: str | None = None,
+        actor: str | None = None,
     ) -> VerifyResult:
         """Compare a probe with one identity (1:1): best score over its templates.
 
@@ -761,10 +1145,15 @@ class Gallery:
             None: the calibrated FMR threshold stored in the gallery, if any.
         mask : int or None
             Probe block mask (galleries with blocks).
+        purpose : str or None
+            Purpose of the request (None: the gallery's default, if any).
 
         Raises
         ------
         UnknownIdentityError
+        NoConsentError
+            The identity has no current consent for the purpose (a subclass
+            of UnknownIdentityError: for this purpose it is not enrolled).
         """
         self._check_open()
         self._refresh()
@@ -773,17 +1162,35 @@ class Gallery:
         if p.shape[0] != 1:
             raise DimensionError(f"verify takes one probe of shape ({self.dim},), got {p.shape}")
         pm = self._masks(None if mask is None else [mask], 1, "probe mask")
+        if self._xf is not None:
+            p = self._xf.apply(p)
         thr, src, target = self.resolve_threshold(threshold, "fmr")
         with self._rw.read():
             slot = self._name_to_slot.get(name)
             if slot is None:
                 raise UnknownIdentityError(f"identity {name!r} is not enrolled")
+            allowed = self._allowed(purpose)
+            if allowed is not None and not allowed[slot]:
+                raise NoConsentError(
+                    f"identity {name!r} has no current consent for purpose "
+                    f"{purpose or self.default_purpose!r}: it cannot be verified for it "
+                    "(grant_consent() records consent)"
+                )
             rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
             sub = np.ascontiguousarray(self._m.data[rows])
             sub_m = None if self._m.masks is None else np.ascontiguousarray(self._m.masks[rows])
         s, _ = exact_topk(p, sub, 1, pm, sub_m, self.blocks, self.min_fraction)
         score = float(s[0, 0])
         acc = None if thr is None else bool(np.isfinite(score) and score >= thr)
+        self._audit_search(
+            "verify",
+            actor,
+            {
+                "identity": name,
+                "purpose": purpose or self.default_purpose,
+                "accepted": acc,
+            },
+        )
         return VerifyResult(name, score, Decision(acc, thr, src, target))
 
     # ------------------------------------------------------------------ thresholds
@@ -965,8 +1372,123 @@ class Gallery:
                     digest = digest_tids(self._m.tids[:n])
                     params = b.params()
                 gen = self._store.generation
+                if self._ring is not None:  # encrypted at rest like the store's rows
+                    data = self._ring.seal_blob(data, self._ckpt_context(b.name, gen))
                 self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.wal_checkpoint()
+
+    def _ckpt_context(self, backend: str, generation: int) -> bytes:
+        return encryption.checkpoint_context(backend, generation)
+
+    def leak_audit(self, extra: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Any]:
+        """Examine every file of this gallery (and ``extra`` job outputs, rejects, logs) for leaks.
+
+        Returns the report (``clean``, ``findings`` …); see
+        :mod:`pyfacematch.gallery.leaks`. File galleries only.
+        """
+        self._check_open()
+        if self.path is None:
+            raise InputError("leak_audit: an in-memory gallery has no files to examine")
+        from pyfacematch.gallery import leaks
+
+        with self._rw.read():
+            live = {hash(r.tobytes()) for r in self._m.data[: self._m.n]}
+        return leaks.leak_audit(
+            self._store,
+            self._ring,
+            self._keys,
+            live,
+            cancelable=self._xf is not None,
+            extra=list(extra),
+        )
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether templates, masks and index checkpoints are encrypted at rest."""
+        return self._ring is not None
+
+    @property
+    def cancelable(self) -> bool:
+        """Whether templates are stored and searched through a keyed transform."""
+        return self._xf is not None
+
+    def revoke_templates(self) -> int:
+        """Revocation: re-key the cancelable templates in place under a new secret.
+
+        Every stored template ``x Q_old`` becomes ``x Q_new`` (no photos
+        needed) in one transaction with the new secret; the old secret is
+        deleted, so templates leaked before cannot be linked to the new ones.
+        Searches answer exactly as before (scores to float rounding). Returns
+        the number of templates rewritten.
+        """
+        self._check_writable("revoke_templates")
+        if self._xf is None:
+            raise InputError(
+                "revoke_templates: this gallery's templates are not cancelable; create it "
+                "with cancelable=True"
+            )
+        with self._wmutex:
+            self._check_open()
+            new, secret, n = cancel_store.revoke(self._store, self._ring, self._keys, self._xf)
+            with self._rw.write():
+                self._xf = new
+                self._xf_secret = secret if self.path is None else None
+                self._load()
+            self._ckpt_file = None
+            self._drop_checkpoints()
+            if self.path is not None:
+                self._store.wal_checkpoint()
+                self.checkpoint()
+        return n
+
+    def _check_encrypted(self, what: str) -> encryption.KeyRing:
+        self._check_writable(what)
+        if self._ring is None or self._keys is None:
+            raise InputError(
+                f"{what}: gallery {os.fspath(self.path or ':memory:')!r} is not encrypted "
+                "at rest; create it with encrypt=True"
+            )
+        return self._ring
+
+    def rotate_master_key(self, new_key_provider: KeyProvider | None = None) -> None:
+        """Rewrap the data key under a new master key (templates are not rewritten).
+
+        Parameters
+        ----------
+        new_key_provider : KeyProvider or None
+            Supplies the new master key. None: the gallery's key file is
+            replaced by a new random key (atomically). With another provider
+            (e.g. a key service) switch the gallery to it before the next open.
+
+        A crash at any step leaves the gallery openable with the old or the
+        new key (the next writable open finishes or rolls back the rotation).
+        Index checkpoints are re-authenticated under the new key.
+        """
+        ring = self._check_encrypted("rotate_master_key")
+        with self._wmutex:
+            assert self._keys is not None
+            self._keys = encryption.rotate_master(self._store, ring, self._keys, new_key_provider)
+            self._ckpt.keys = self._keys
+            self._ckpt_file = None
+            self._drop_checkpoints()
+            self.checkpoint()
+
+    def rotate_data_key(self) -> int:
+        """Re-encrypt every template row and checkpoint under a new random data key.
+
+        Rows move in batches, each batch one transaction; both keys stay in
+        the key ring until every row has moved, so a crash at any point leaves
+        a gallery that opens and answers exactly as before (the next writable
+        open finishes the rotation). Returns the number of rows re-encrypted.
+        """
+        ring = self._check_encrypted("rotate_data_key")
+        with self._wmutex:
+            assert self._keys is not None
+            n = encryption.rotate_data(self._store, ring, self._keys)
+            self._ckpt_file = None
+            self._drop_checkpoints()
+            self.checkpoint()
+        return n
 
     def verify_integrity(self) -> dict[str, Any]:
         """Check that memory and index match the store; raise if not.
@@ -1026,6 +1548,13 @@ class Gallery:
             "tuning_saved": self._tuning_error is None,
             "tuning_error": self._tuning_error,
             "checkpoint": {"file": self._ckpt_file, "not_used_because": self._ckpt.last_rejection},
+            "security": {
+                "encrypted": self._ring is not None,
+                "cancelable": self._xf is not None,
+                "default_purpose": self.default_purpose,
+                "purposes": self._consent.purposes(),
+                "audit_searches": self.audit_searches,
+            },
         }
 
     @property
@@ -1045,6 +1574,9 @@ class Gallery:
                 return
             with self._wmutex:  # no enroll/remove is between its commit and its memory update
                 try:
+                    audit = getattr(self, "_audit", None)
+                    if audit is not None:  # queued search records and a signed head, before
+                        audit.close()  # the WAL is truncated (no commit races the truncation)
                     if self.path is not None and not self.read_only:
                         self.checkpoint()
                 finally:

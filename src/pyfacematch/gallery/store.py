@@ -52,7 +52,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ from pyfacematch.gallery.quarantine import (
     report_quarantine,
 )
 from pyfacematch.gallery.wal import check_left_wal
+from pyfacematch.security.envelope import KeyRing
 
 __all__ = [
     "digest_tids",
@@ -384,6 +385,11 @@ class Store:
         self._lock = threading.RLock()
         self.quarantined: list[QuarantinedTemplate] = []
         self._quarantined_tids: set[int] = set()
+        #: Key ring of an encrypted gallery (set by the Gallery after opening), else None.
+        self.cipher: KeyRing | None = None
+        #: Appends a chained audit record in the caller's transaction (set by the Gallery):
+        #: ``hook(conn, action, identity, detail)``; None: plain rows.
+        self.audit_hook: Callable[[sqlite3.Connection, str, str | None, str], None] | None = None
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
             raise GalleryFileError(f"{self._where()!r} is a folder, not a gallery file")
@@ -651,6 +657,9 @@ class Store:
         return int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
 
     def _audit(self, c: sqlite3.Connection, action: str, identity: str | None, detail: str) -> None:
+        if self.audit_hook is not None:
+            self.audit_hook(c, action, identity, detail)
+            return
         c.execute(
             "INSERT INTO audit(ts, action, identity, detail) VALUES (?, ?, ?, ?)",
             (time.time(), action, identity, detail),
@@ -663,6 +672,7 @@ class Store:
         *,
         on_duplicate: str,
         consent: str = "granted",
+        in_txn: Callable[[sqlite3.Connection], None] | None = None,
     ) -> tuple[list[np.ndarray], int]:
         """Insert identities and their templates in one transaction.
 
@@ -693,6 +703,9 @@ class Store:
         now = time.time()
         out: list[np.ndarray] = []
         with self.transaction() as c:
+            if in_txn is not None:  # e.g. consent checks and records, committed with the rows
+                in_txn(c)
+            next_tid: int | None = None
             for name, tmpl, masks, metadata in checked:
                 row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
                 meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
@@ -720,19 +733,61 @@ class Store:
                     ident = _last_rowid(cur)
                     action = "enroll"
                 tids = np.empty(tmpl.shape[0], np.int64)
+                ring = self.cipher
                 for j in range(tmpl.shape[0]):
                     m = None if masks is None else _u64_to_i64(int(masks[j]))
-                    cur = c.execute(
-                        "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
-                        (ident, tmpl[j].tobytes(), m),
-                    )
-                    tids[j] = _last_rowid(cur)
+                    if ring is None:
+                        cur = c.execute(
+                            "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
+                            (ident, tmpl[j].tobytes(), m),
+                        )
+                        tids[j] = _last_rowid(cur)
+                    else:  # the template id is bound into the ciphertext: chosen first
+                        if next_tid is None:  # once per transaction (we are the only writer)
+                            next_tid = self._next_tid(c)
+                        tid, next_tid = next_tid, next_tid + 1
+                        blob = ring.seal_row(name, tid, tmpl[j].tobytes(), m)
+                        c.execute(
+                            "INSERT INTO templates(tid, identity, data, mask) VALUES (?, ?, ?, NULL)",
+                            (tid, ident, blob),
+                        )
+                        tids[j] = tid
                 self._audit(c, action, name, f"templates={tmpl.shape[0]}")
                 out.append(tids)
             gen = self._bump(c)
         return out, gen
 
-    def delete_identity(self, name: str, *, truncate_wal: bool = True) -> tuple[np.ndarray, int]:
+    @staticmethod
+    def _next_tid(c: sqlite3.Connection) -> int:
+        """The id AUTOINCREMENT would give the next template (inside the write transaction)."""
+        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name='templates'").fetchone()
+        top = c.execute("SELECT max(tid) FROM templates").fetchone()[0]
+        return max(int(row[0]) if row else 0, int(top or 0)) + 1
+
+    def get_meta_opt(self, key: str) -> str | None:
+        """The ``meta`` value under ``key``, or None when absent."""
+        with self._lock:
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def decrypt_rows(self, chunk: list[Any], where: str) -> list[Any]:
+        """(tid, name, blob, mask) rows of an encrypted gallery, decrypted (plain when not)."""
+        ring = self.cipher
+        if ring is None:
+            return chunk
+        out = []
+        for tid, name, blob, _mask in chunk:
+            data, mask = ring.open_row(str(name), int(tid), blob, where)
+            out.append((tid, name, data, mask))
+        return out
+
+    def delete_identity(
+        self,
+        name: str,
+        *,
+        truncate_wal: bool = True,
+        in_txn: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> tuple[np.ndarray, int]:
         """Delete an identity and its templates; checkpoint the WAL (TRUNCATE).
 
         Returns the deleted template ids that were live (quarantined rows are
@@ -753,6 +808,8 @@ class Store:
                 np.int64,
             )
             c.execute("DELETE FROM identities WHERE id=?", (row[0],))
+            if in_txn is not None:  # e.g. consent rows and an opt-out tombstone
+                in_txn(c)
             self._audit(c, "remove", name, f"templates={tids.size}")
             gen = self._bump(c)
         gone = {int(t) for t in tids.tolist()} & self._quarantined_tids
@@ -861,6 +918,7 @@ class Store:
                             f"the template table of gallery {where} changed size while it was "
                             "read: the file is damaged or being rewritten; open it again"
                         )
+                    chunk = self.decrypt_rows(chunk, where)
                     good, mat, q = check_rows(chunk, self.dim, n_blocks)
                     bad.extend(q)
                     j = i + good.size

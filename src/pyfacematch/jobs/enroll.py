@@ -73,6 +73,8 @@ def enroll_records(
     on_duplicate: str = "refuse",
     rejects: str | None = None,
     quiet: bool = False,
+    purpose: str | None = None,
+    encrypt: bool | None = None,
 ) -> dict[str, Any]:
     """Enroll every record of ``source`` into the gallery file ``gallery`` (created if missing).
 
@@ -94,6 +96,12 @@ def enroll_records(
         Rejects file, written when there are rejects (default ``<gallery>.enroll-rejects.csv``).
     quiet : bool
         No progress output.
+    purpose : str or None
+        Consent purpose recorded with every identity enrolled (source: the
+        input's name); a new gallery takes it as its default purpose. None:
+        the gallery's default purpose, if any.
+    encrypt : bool or None
+        Create a new gallery encrypted at rest (see :class:`Gallery`).
 
     Returns
     -------
@@ -113,7 +121,7 @@ def enroll_records(
     km = load_key_model(key_model)
     new_blocks = km.blocks if km is not None else blocks  # of a gallery created here
     exists = os.path.exists(gallery)
-    g = open_gallery(gallery, create=True, backend=backend) if exists else None
+    g = open_gallery(gallery, create=True, backend=backend, encrypt=encrypt) if exists else None
     try:
         check_key_model(km, g)
         reader = open_reader(source, gallery=g, key_model=km, role="enroll", blocks=blocks)
@@ -135,6 +143,8 @@ def enroll_records(
                             dim=int(vals.shape[1]),
                             blocks=new_blocks,
                             backend=backend,
+                            encrypt=encrypt,
+                            purpose=purpose,
                         )
                     keep = np.ones(len(chunk), bool)
                     if on_duplicate == "refuse":
@@ -146,7 +156,14 @@ def enroll_records(
                     if idx.size:
                         ids = [chunk.ids[i] for i in idx]
                         mk = None if masks is None or g.blocks is None else masks[idx]
-                        g.enroll_many(ids, vals[idx], mk, on_duplicate="append")
+                        g.enroll_many(
+                            ids,
+                            vals[idx],
+                            mk,
+                            on_duplicate="append",
+                            purpose=purpose,
+                            consent_source=f"enroll:{source.name}"[:200],
+                        )
                         enrolled_now.update(ids)
                         n_templates += int(idx.size)
                 prog.update(chunk.count)

@@ -39,6 +39,7 @@ def identify_chunk(
     threshold: float | None = None,
     key_model: KeyModel | None = None,
     reader: Any = None,
+    purpose: str | None = None,
 ) -> tuple[ResultColumns, list[Reject], dict[str, int]]:
     """Identify the probes of one chunk.
 
@@ -72,7 +73,11 @@ def identify_chunk(
             {"matches": 0},
         )
     res = g.identify_arrays(
-        vals, k=k, threshold=threshold, masks=masks if g.blocks is not None else None
+        vals,
+        k=k,
+        threshold=threshold,
+        masks=masks if g.blocks is not None else None,
+        purpose=purpose,
     )
     cols = result_columns(chunk.ids, res.identities, res.scores, threshold)
     matches = 0 if res.accepted is None else int(res.accepted.sum())
@@ -88,6 +93,7 @@ def identify_job(
     threshold: float | None = None,
     key_model: str | os.PathLike[str] | None = None,
     quiet: bool = False,
+    purpose: str | None = None,
 ) -> dict[str, Any]:
     """Identify every probe of ``source`` against the gallery file ``gallery``.
 
@@ -145,6 +151,7 @@ def identify_job(
                     "key_model": None if key_model is None else file_fingerprint(str(key_model)),
                     "k": k,
                     "threshold": threshold_info(thr, src, target),
+                    "purpose": purpose or g.default_purpose,
                     **gallery_fingerprint(g),
                 },
                 {
@@ -159,7 +166,7 @@ def identify_job(
                 spec,
                 reader,
                 lambda chunk: identify_chunk(
-                    g, chunk, k=k, threshold=thr, key_model=km, reader=reader
+                    g, chunk, k=k, threshold=thr, key_model=km, reader=reader, purpose=purpose
                 ),
                 resume=output.resume,
                 overwrite=output.overwrite,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pyfacematch.errors import InputError
+from pyfacematch.errors import InputError, NoConsentError
 from pyfacematch.gallery import Gallery
 from pyfacematch.io import Chunk, Reject, ResultColumns
 from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, open_gallery, threshold_info
@@ -42,6 +42,7 @@ def verify_chunk(
     claim_field: str = "claim",
     threshold: float | None = None,
     key_model: KeyModel | None = None,
+    purpose: str | None = None,
 ) -> tuple[ResultColumns, list[Reject], dict[str, int]]:
     """Verify the probes of one chunk against their claimed identities.
 
@@ -88,7 +89,16 @@ def verify_chunk(
             extra.append(rej)
             continue
         mk = None if g.blocks is None or masks is None else int(masks[i])
-        r = g.verify(claim, vals[i], threshold=threshold, mask=mk)
+        try:
+            r = g.verify(claim, vals[i], threshold=threshold, mask=mk, purpose=purpose)
+        except NoConsentError:
+            rej = reject(
+                chunk, i, "no consent: the claimed identity has no current consent for this purpose"
+            )
+            if reader.on_error == "stop":
+                raise reader.fail(rej) from None
+            extra.append(rej)
+            continue
         pid.append(chunk.ids[i])
         ident.append(claim)
         scores.append(r.score)
@@ -111,6 +121,7 @@ def verify_job(
     threshold: float | None = None,
     key_model: str | os.PathLike[str] | None = None,
     quiet: bool = False,
+    purpose: str | None = None,
 ) -> dict[str, Any]:
     """Verify every probe of ``source`` against its claimed identity in the gallery ``gallery``.
 
@@ -165,6 +176,7 @@ def verify_job(
                     "claim": identity or f"field:{claim_field}",
                     "key_model": None if key_model is None else file_fingerprint(str(key_model)),
                     "threshold": threshold_info(thr, src, target),
+                    "purpose": purpose or g.default_purpose,
                     **gallery_fingerprint(g),
                 },
                 {"threshold": threshold_info(thr, src, target), "input": source.name},
@@ -180,6 +192,7 @@ def verify_job(
                     claim_field=claim_field,
                     threshold=thr,
                     key_model=km,
+                    purpose=purpose,
                 ),
                 resume=output.resume,
                 overwrite=output.overwrite,

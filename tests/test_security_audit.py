@@ -1,0 +1,213 @@
+"""Audit trail: chained records, signed checkpoints, each kind of tampering named, export, prune."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyfacematch.gallery import Gallery
+from pyfacematch.gallery.secret import ENV_VAR
+
+DIM = 16
+
+
+@pytest.fixture(autouse=True)
+def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv("PYFACEMATCH_AUDIT_KEY", raising=False)
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _gallery(db: Path, n_search: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = _unit(rng, 8)
+    with Gallery(DIM, path=db, backend="exact", actor="clerk-1", purpose="access") as g:
+        for i in range(8):
+            g.enroll(f"p{i}", x[i : i + 1])
+        g.grant_consent("p1", "payment", source="form")
+        g.remove("p7")
+        for _ in range(n_search):
+            g.identify(x[:3], k=2, threshold=0.9, actor="teller-9")
+        g.verify("p2", x[2], threshold=0.9)
+    return x
+
+
+def _sql(db: Path, sql: str, *args: object) -> None:
+    con = sqlite3.connect(db)
+    con.execute(sql, args)
+    con.commit()
+    con.close()
+
+
+def _verify(db: Path, *extra: str) -> tuple[int, dict]:
+    with Gallery.open(db, read_only=True) as g:
+        rep = g.audit_verify()
+    return (0 if rep["ok"] else 1), rep
+
+
+def test_trail_records_who_what_how_many_without_biometric_data(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    x = _gallery(db)
+    code, rep = _verify(db)
+    assert code == 0 and rep["first_bad"] is None and rep["checkpoints"] >= 1
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT actor, action, identity, detail FROM audit ORDER BY seq").fetchall()
+    con.close()
+    actions = [r[1] for r in rows]
+    assert actions.count("enroll") == 8 and "remove" in actions and "consent-grant" in actions
+    ident = [r for r in rows if r[1] == "identify"]
+    assert len(ident) == 5 and all(r[0] == "teller-9" for r in ident)
+    d = json.loads(ident[0][3])
+    assert d == {"probes": 3, "k": 2, "purpose": "access", "accepted": ["p0", "p1", "p2"]}
+    assert [r[0] for r in rows if r[1] == "enroll"] == ["clerk-1"] * 8
+    blob = json.dumps(rows).encode()
+    for v in x:
+        assert v.tobytes()[:16] not in blob
+        assert f"{v[0]:.6f}" not in blob.decode()
+
+
+@pytest.mark.parametrize("kind", ["edit", "delete", "insert", "reorder", "rechain", "truncate"])
+def test_each_kind_of_tampering_is_named(tmp_path: Path, kind: str) -> None:
+    db = tmp_path / "g.db"
+    _gallery(db)
+    if kind == "edit":
+        _sql(db, "UPDATE audit SET identity='someone-else' WHERE seq=4")
+        want = 4
+    elif kind == "delete":
+        _sql(db, "DELETE FROM audit WHERE seq=5")
+        want = 6
+    elif kind == "insert":  # a record slipped in between 5 and 6 (renumbered after)
+        _sql(db, "UPDATE audit SET seq = seq + 1000 WHERE seq >= 6")
+        _sql(db, "UPDATE audit SET seq = seq - 999 WHERE seq >= 1006")
+        _sql(
+            db,
+            "INSERT INTO audit(seq, ts, action, identity, detail, actor, prev, hash)"
+            " VALUES (6, 1.0, 'enroll', 'ghost', 'templates=1', 'x', 'ab', 'cd')",
+        )
+        want = 6
+    elif kind == "reorder":  # records 3 and 4 exchange their places
+        _sql(db, "UPDATE audit SET seq=-1 WHERE seq=3")
+        _sql(db, "UPDATE audit SET seq=3 WHERE seq=4")
+        _sql(db, "UPDATE audit SET seq=4 WHERE seq=-1")
+        want = 3
+    elif kind == "rechain":  # an insider edits a record and recomputes every hash after it
+        from pyfacematch.security.audit import genesis, record_hash
+
+        con = sqlite3.connect(db)
+        con.execute("UPDATE audit SET identity='nobody' WHERE seq=2")
+        uid = con.execute("SELECT value FROM meta WHERE key='uuid'").fetchone()[0]
+        prev = genesis(uid)
+        for seq, ts, actor, action, ident, detail in con.execute(
+            "SELECT seq, ts, actor, action, identity, detail FROM audit ORDER BY seq"
+        ).fetchall():
+            h = record_hash(prev, seq, ts, actor, action, ident, detail)
+            con.execute("UPDATE audit SET prev=?, hash=? WHERE seq=?", (prev, h, seq))
+            prev = h
+        con.commit()
+        con.close()
+        want = None  # caught by the signed checkpoint (HMAC under the audit key)
+    else:  # the newest records deleted, checkpoints left
+        _sql(db, "DELETE FROM audit WHERE seq >= 10")
+        want = 10
+    code, rep = _verify(db)
+    assert code == 1, rep
+    if want is not None:
+        assert rep["first_bad"]["seq"] == want, rep
+    else:
+        assert "checkpoint" in rep["first_bad"]["reason"], rep
+
+
+def test_truncating_everything_after_the_last_checkpoint_needs_an_anchored_head(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "g.db"
+    _gallery(db)
+    code, rep = _verify(db)
+    head = rep["head"]
+    with Gallery.open(db) as g:  # more records, then an insider deletes them and the checkpoint
+        g.enroll("late", _unit(np.random.default_rng(5), 1))
+        later = g.audit_verify()["head"]
+    _sql(db, f"DELETE FROM audit WHERE seq > {head['seq']}")
+    _sql(db, f"DELETE FROM audit_checkpoints WHERE seq > {head['seq']}")
+    assert _verify(db)[0] == 0  # undetectable from the file alone (documented)
+    with Gallery.open(db, read_only=True) as g:
+        rep2 = g.audit_verify(expect_head=(later["seq"], later["hash"]))
+    assert not rep2["ok"] and rep2["first_bad"]["seq"] == later["seq"]
+
+
+def test_export_and_prune_keep_the_chain_verifiable(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    _gallery(db)
+    time.sleep(0.05)
+    cut = time.time()
+    time.sleep(0.05)
+    with Gallery.open(db) as g:
+        g.enroll("after", _unit(np.random.default_rng(1), 1))
+        n = g.audit_prune(cut)
+        assert n > 10
+        rep = g.audit_verify()
+        assert rep["ok"], rep
+    assert _verify(db)[0] == 0
+    _sql(db, "UPDATE meta SET value=json_set(value, '$.seq', 3) WHERE key='audit_anchor'")
+    assert _verify(db)[0] == 1  # a forged anchor (records deleted without prune) is caught
+
+
+def test_cli_audit_verify_export(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    _gallery(db)
+    env = {k: v for k, v in __import__("os").environ.items() if k != ENV_VAR}
+    r = subprocess.run(
+        [sys.executable, "-m", "pyfacematch", "audit", "export", "-g", str(db), "-o", str(tmp_path / "t.jsonl")],
+        capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert lines[0]["seq"] == 1 and any("checkpoint" in x for x in lines)
+    _sql(db, "UPDATE audit SET detail='templates=9' WHERE seq=3")
+    r = subprocess.run(
+        [sys.executable, "-m", "pyfacematch", "audit", "verify", "-g", str(db)],
+        capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert b"first bad record: 3" in r.stderr
+
+
+def test_search_records_are_written_in_the_background_and_the_writer_stops_when_idle(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    db = tmp_path / "g.db"
+    x = _unit(np.random.default_rng(2), 4)
+    g = Gallery(DIM, path=db, backend="exact")
+    g.enroll_many(["a", "b", "c", "d"], x)
+    for _ in range(3):
+        g.identify(x[:2], k=1, actor="bg")
+    deadline = time.time() + 10
+    n = 0
+    while time.time() < deadline:
+        con = sqlite3.connect(db)
+        n = con.execute("SELECT count(*) FROM audit WHERE action='identify'").fetchone()[0]
+        con.close()
+        if n == 3:
+            break
+        time.sleep(0.2)
+    assert n == 3  # written without close(), by the writer thread
+    while time.time() < deadline and any(
+        t.name == "pyfacematch-audit" for t in threading.enumerate()
+    ):
+        time.sleep(0.1)
+    assert not any(t.name == "pyfacematch-audit" for t in threading.enumerate())
+    g.close()
+    assert _verify(db)[0] == 0
