@@ -29,6 +29,9 @@ __all__ = [
     "IndexTrainingError",
     "BackendOptionError",
     "ModelError",
+    "ShardChecksumError",
+    "ShardManifestError",
+    "ClusterError",
 ]
 
 
@@ -126,3 +129,15 @@ class BackendOptionError(InputError):
 
 class ModelError(PyFaceMatchError, RuntimeError):
     """A face model cannot be loaded or run."""
+
+
+class ShardChecksumError(GalleryFileError):
+    """A shard file's SHA-256 differs from its manifest: the shard is refused (the file is named)."""
+
+
+class ShardManifestError(GalleryFileError):
+    """A shard manifest is missing, unreadable, or does not describe its shards."""
+
+
+class ClusterError(PyFaceMatchError, RuntimeError):
+    """A Dask cluster cannot be reached or started, or Dask is not installed."""
