@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pyfacematch.cli.distributed import cluster_job, cmd_shard
 from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
 from pyfacematch.jobs.calibrate import calibrate_gallery
@@ -90,15 +91,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     out = _output(args)
-    s = identify_job(
-        args.gallery,
-        _source(args),
-        out,
-        k=args.top_k,
-        threshold=args.threshold,
-        key_model=args.key_model,
-        quiet=args.quiet,
-    )
+    if args.cluster or args.scheduler:
+        s = cluster_job(args, "identify", _source(args), out)
+    else:
+        s = identify_job(
+            args.gallery,
+            _source(args),
+            out,
+            k=args.top_k,
+            threshold=args.threshold,
+            key_model=args.key_model,
+            quiet=args.quiet,
+        )
     thr = s["threshold"]
     _say(
         args,
@@ -116,7 +120,20 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    s = verify_job(
+    if args.cluster or args.scheduler:
+        s = cluster_job(args, "verify", _source(args), _output(args))
+    else:
+        s = _verify_local(args)
+    _say(
+        args,
+        f"verify: {s['processed']:,} probes verified, {s['rejected']:,} rejected, "
+        f"{s.get('matches', 0):,} matches; results in {args.output}",
+    )
+    return int(s["exit_code"])
+
+
+def _verify_local(args: argparse.Namespace) -> dict[str, Any]:
+    return verify_job(
         args.gallery,
         _source(args),
         _output(args),
@@ -126,12 +143,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         key_model=args.key_model,
         quiet=args.quiet,
     )
-    _say(
-        args,
-        f"verify: {s['processed']:,} probes verified, {s['rejected']:,} rejected, "
-        f"{s.get('matches', 0):,} matches; results in {args.output}",
-    )
-    return int(s["exit_code"])
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -227,4 +238,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "serve": cmd_serve,  # pyfacematch.cli.serve
+    "shard": cmd_shard,  # pyfacematch.cli.distributed
 }

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from typing import Any
 
+from pyfacematch.cli.distributed import add_cluster_opts, add_shard
 from pyfacematch.cli.serve import add_serve
 
 __all__ = ["EXIT_CODES", "FORMATS_HELP", "SUBCOMMANDS", "build_parser"]
@@ -218,6 +219,7 @@ def add_identify(subs: Any) -> None:
         "-k", "--top-k", type=int, default=1, metavar="K", help="identities per probe (default 1)"
     )
     _threshold_opt(p, "FPIR")
+    add_cluster_opts(p)
     _common(p)
 
 
@@ -246,6 +248,7 @@ def add_verify(subs: Any) -> None:
     )
     p.add_argument("--identity", metavar="ID", help="verify every probe against this identity")
     _threshold_opt(p, "FMR")
+    add_cluster_opts(p)
     _common(p)
 
 
@@ -441,6 +444,7 @@ SUBCOMMANDS = {
     "demo": add_demo,
     "bench": add_bench,
     "serve": add_serve,  # pyfacematch.cli.serve
+    "shard": add_shard,  # pyfacematch.cli.distributed
 }
 
 

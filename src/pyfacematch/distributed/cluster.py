@@ -94,7 +94,7 @@ def connect(
                 n_workers=n,
                 threads_per_worker=int(threads_per_worker),
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: never clash with another cluster
             )
         except Exception as exc:  # ports, resources
             raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from exc

@@ -166,7 +166,9 @@ def info_task(ref: ShardRef) -> dict[str, Any]:
     return {**g.info(), "index": g.index_info(), "worker_pid": os.getpid()}
 
 
-def fingerprint_task(ref: ShardRef, threshold: float | None, kind: str) -> dict[str, Any]:
+def fingerprint_task(
+    ref: ShardRef, threshold: float | None, kind: str, identity: str | None = None
+) -> dict[str, Any]:
     """What a job records about its gallery, computed where the gallery is already open."""
     from pyfacematch.jobs import gallery_fingerprint
 
@@ -178,6 +180,7 @@ def fingerprint_task(ref: ShardRef, threshold: float | None, kind: str) -> dict[
         "threshold": g.resolve_threshold(threshold, kind),
         "dim": g.dim,
         "blocks": None if g.blocks is None else g.blocks.tolist(),
+        "has_identity": identity is not None and identity in g,
     }
 
 
