@@ -32,13 +32,16 @@ def add_cluster_opts(p: argparse.ArgumentParser) -> None:
 
 def cluster_job(args: argparse.Namespace, command: str, source: Any, output: Any) -> dict[str, Any]:
     """Run ``identify`` or ``verify`` on the cluster the options name; returns the summary."""
-    from pyfacematch.distributed.cluster import connect
+    from pyfacematch.distributed.cluster import connect, require_dask
     from pyfacematch.distributed.jobs import identify_job_cluster, verify_job_cluster
 
-    if not args.quiet:  # Dask logs its start and stop at INFO: keep the job's own lines
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-    else:
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+    require_dask()  # a typed error saying what to install; Dask's loggers exist once imported
+
+    # Dask logs its start and stop at INFO on per-module loggers: keep the job's own lines
+    level = logging.ERROR if args.quiet else logging.WARNING
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(level)
 
     with connect(args.cluster, args.scheduler) as handle:
         if command == "identify":

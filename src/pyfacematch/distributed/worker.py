@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,14 @@ def fingerprint_task(
 
 
 # --------------------------------------------------------------------------- job parts
+def _test_delay() -> None:
+    """Test hook: ``PYFACEMATCH_TEST_TASK_DELAY=<seconds>`` slows every job task down, so a test
+    can kill a worker while tasks are still running (unset in normal use)."""
+    d = os.environ.get("PYFACEMATCH_TEST_TASK_DELAY")
+    if d:
+        time.sleep(float(d))
+
+
 def _read_chunk(
     g: Gallery, source: Source, index: int, km: KeyModel | None, fields: tuple[str, ...]
 ) -> tuple[Any, Chunk | None]:
@@ -220,6 +229,7 @@ def job_part(
     """
     g = open_shard(ref)
     km = _key_model(key_model)
+    _test_delay()
     reader, chunk = _read_chunk(g, source, index, km, ())
     if chunk is None:
         raise IndexError(f"the input has no chunk {index}")
