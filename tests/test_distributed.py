@@ -266,7 +266,9 @@ def test_identify_job_on_cluster_is_byte_identical(
     assert (tmp_path / "cl.csv").read_bytes() == local
     assert (tmp_path / "sh.csv").read_bytes() == local
     assert s1["processed"] == s2["processed"] == 2500
-    assert s2["cluster"]["tasks"] == 7 * 3 and s2["cluster"]["shards"] == 3
+    assert s2["cluster"]["tasks"] == 7 * (
+        3 + 1
+    )  # a read and 3 shard searches per chunk and s2["cluster"]["shards"] == 3
 
 
 def test_identify_job_on_cluster_resumes_a_local_job(

@@ -89,13 +89,20 @@ def connect(
     distributed = require_dask()
     if cluster is not None:
         n = _parse_local(cluster)
+        import dask
+
         try:
-            lc = distributed.LocalCluster(
-                n_workers=n,
-                threads_per_worker=int(threads_per_worker),
-                processes=True,
-                dashboard_address=":0",  # a free port: never clash with another cluster
-            )
+            # shards are pinned to workers on purpose: work stealing would move a shard's task
+            # to a worker that must open (and read) that shard again
+            with dask.config.set({"distributed.scheduler.work-stealing": False}):
+                lc = distributed.LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=int(threads_per_worker),
+                    processes=True,
+                    # core threads per worker process (read by pyfacematch.distributed.worker)
+                    env={"PYFACEMATCH_WORKER_THREADS": str(int(threads_per_worker))},
+                    dashboard_address=":0",  # a free port: never clash with another cluster
+                )
         except Exception as exc:  # ports, resources
             raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from exc
         return ClusterHandle(distributed.Client(lc), lc)

@@ -11,8 +11,8 @@ does (part file, then manifest), so the output is byte for byte the single-proce
 fingerprints are the same for a gallery file).
 
 The gallery is a gallery file (every worker opens all of it; tasks go to any worker) or a shard
-manifest (shard ``s`` pinned to worker ``s mod W``; each chunk is one task per shard, merged
-exactly by :func:`~pyfacematch.distributed.merge.merge_topk`). A worker that dies mid-job takes
+manifest (shard ``s`` pinned to worker ``s mod W``; each chunk is read once by one task and searched by
+one task per shard, merged exactly by :func:`~pyfacematch.distributed.merge.merge_topk`). A worker that dies mid-job takes
 its tasks with it; the scheduler reruns them on another worker (which opens the gallery or shard
 there) and the job goes on, its output unchanged.
 """
@@ -85,6 +85,11 @@ class _ClusterRun:
         self.tasks_total = 0
 
     @property
+    def tasks_per_chunk(self) -> int:
+        """A read task and one task per shard; one task for a whole gallery."""
+        return 1 if len(self.refs) == 1 else len(self.refs) + 1
+
+    @property
     def key_model_path(self) -> str | None:
         return None if self.km_ref is None else self.km_ref[0]
 
@@ -111,14 +116,15 @@ class _ClusterRun:
         win = window or max(2, 2 * len(self.workers()))
         inflight: deque[tuple[int, list[Any]]] = deque()
         nxt = skip
-        self.tasks_total = self.tasks_done + (n_chunks - skip) * len(self.refs)
+        per_chunk = self.tasks_per_chunk
+        self.tasks_total = self.tasks_done + (n_chunks - skip) * per_chunk
         while nxt < n_chunks or inflight:
             while nxt < n_chunks and len(inflight) < win:
                 inflight.append((nxt, make(nxt)))
                 nxt += 1
             i, futs = inflight.popleft()
             got = self.client.gather(futs)
-            self.tasks_done += len(futs)
+            self.tasks_done += per_chunk
             yield i, got
 
 
@@ -213,9 +219,14 @@ def identify_job_cluster(
         )
 
         def make(i: int) -> list[Any]:
+            if len(run.refs) == 1:  # a whole gallery: read and search in one task, any worker
+                return [run.submit(W.job_part, None, run.refs[0], source, i, k, run.km_ref, True)]
+            # shards: the chunk is read once, on the worker of shard i mod S; each shard's task
+            # takes it from there (worker to worker), the client only gets the results
+            at = i % len(run.refs)
+            part = run.submit(W.read_part, at, run.refs[at], source, i, run.km_ref)
             return [
-                run.submit(W.job_part, s, ref, source, i, k, run.km_ref, s == 0)
-                for s, ref in enumerate(run.refs)
+                run.submit(W.search_part, s, ref, part, k, s == 0) for s, ref in enumerate(run.refs)
             ]
 
         def results(skip: int) -> Iterator[tuple[Chunk, Result]]:

@@ -38,7 +38,9 @@ __all__ = [
     "info_task",
     "job_part",
     "open_shard",
+    "read_part",
     "remove_from_shard",
+    "search_part",
     "search_shard",
     "verify_in_shard",
     "verify_part",
@@ -53,10 +55,25 @@ _KEY_MODELS: dict[ShardRef, KeyModel] = {}
 _STATS = {"opens": 0, "checksums": 0, "pid": 0}
 
 
+def _configure_threads() -> None:
+    """``PYFACEMATCH_WORKER_THREADS`` (set by :func:`~pyfacematch.distributed.cluster.connect` for
+    local clusters; set it in a remote worker's environment): core threads of this process, so W
+    worker processes on one machine do not each start a pool as large as the machine."""
+    if _STATS["pid"] == os.getpid():
+        return
+    n = os.environ.get("PYFACEMATCH_WORKER_THREADS")
+    if n and n.isdigit() and int(n) >= 1:
+        from pyfacematch.core.scoring import set_num_threads
+
+        set_num_threads(int(n))
+    _STATS["pid"] = os.getpid()
+
+
 def open_shard(ref: ShardRef) -> Gallery:
     """The worker's open, read-only gallery of ``ref`` (checked and opened on first use)."""
     path, sha = ref
     with _LOCK:
+        _configure_threads()
         g = _GALLERIES.get(ref)
         if g is not None:
             return g
@@ -67,7 +84,6 @@ def open_shard(ref: ShardRef) -> Gallery:
             _STATS["checksums"] += 1
         g = Gallery.open(path, read_only=True)
         _STATS["opens"] += 1
-        _STATS["pid"] = os.getpid()
         _GALLERIES[ref] = g
         return g
 
@@ -241,6 +257,42 @@ def job_part(
         ids = np.empty((0, 0), object)
         tids = np.empty((0, 0), np.int64)
     return (_stripped(chunk) if with_chunk else None), extra, s, ids, tids
+
+
+@dataclasses.dataclass
+class ReadPart:
+    """A chunk read (and encoded) on a worker, for the shard tasks that search it."""
+
+    chunk: Chunk  # without its values
+    values: np.ndarray
+    masks: np.ndarray | None
+    extra: list[Reject]
+
+
+def read_part(ref: ShardRef, source: Source, index: int, key_model: ShardRef | None) -> ReadPart:
+    """Read chunk ``index`` of the input once (on the worker of one of the shards): the shard
+    tasks of the chunk take the result from this worker, not from the client or the scheduler."""
+    g = open_shard(ref)  # fixes the dimension and blocks the reader checks
+    km = _key_model(key_model)
+    _test_delay()
+    reader, chunk = _read_chunk(g, source, index, km, ())
+    if chunk is None:
+        raise IndexError(f"the input has no chunk {index}")
+    chunk, vals, masks, extra = templates_of(chunk, km, reader)
+    return ReadPart(_stripped(chunk), vals, masks, extra)
+
+
+def search_part(
+    ref: ShardRef, part: ReadPart, k: int, with_chunk: bool
+) -> tuple[Chunk | None, list[Reject], np.ndarray, np.ndarray, np.ndarray]:
+    """Search a chunk read by :func:`read_part` in one shard; as :func:`job_part` returns."""
+    if len(part.chunk):
+        s, ids, tids = search_shard(ref, part.values, part.masks, k)
+    else:
+        s = np.empty((0, 0), np.float32)
+        ids = np.empty((0, 0), object)
+        tids = np.empty((0, 0), np.int64)
+    return (part.chunk if with_chunk else None), part.extra, s, ids, tids
 
 
 def verify_part(
