@@ -119,6 +119,7 @@ def measure_distributed(
             t0 = time.perf_counter()
             with connect(f"local:{workers}", threads_per_worker=1) as h:
                 r["cluster_start_s"] = round(time.perf_counter() - t0, 2)
+                base = h.client.run(_vmhwm_mib)  # a worker before it opens any shard
                 from pyfacematch.distributed.sharded import ShardedGallery
 
                 t0 = time.perf_counter()
@@ -159,6 +160,7 @@ def measure_distributed(
                 task_compute_s=round(compute, 2),
                 overhead_per_task_ms=round(1000 * (workers * wall - compute) / max(tasks, 1), 1),
                 worker_peak_mib=sorted(round(v, 1) for v in hwm.values()),
+                worker_base_mib=sorted(round(v, 1) for v in base.values()),
                 worker_shards_open=sorted(len(v["open"]) for v in stats.values()),
                 byte_identical=got == ref,
                 rows_identical=f"{same}/{len(ref)}",

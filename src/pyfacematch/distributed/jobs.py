@@ -32,7 +32,7 @@ import numpy as np
 from pyfacematch.distributed import worker as W
 from pyfacematch.distributed.cluster import ClusterHandle, require_dask
 from pyfacematch.distributed.merge import merge_topk
-from pyfacematch.distributed.shards import MANIFEST_NAME, ShardManifest, read_manifest
+from pyfacematch.distributed.shards import ShardManifest, read_manifest
 from pyfacematch.errors import InputError
 from pyfacematch.io import Chunk, Reject, ResultColumns
 from pyfacematch.jobs import JobOutput, JobSpec, Source, open_reader, result_columns, run_job
@@ -54,8 +54,9 @@ class _Shape:
 
 
 def _is_manifest(gallery: str | os.PathLike[str]) -> bool:
+    """A shard folder or a manifest file (``.json``), not a gallery file."""
     p = Path(gallery)
-    return p.is_dir() or p.name.endswith(".json") or (p.is_dir() and (p / MANIFEST_NAME).exists())
+    return p.is_dir() or p.name.endswith(".json")
 
 
 class _ClusterRun:
