@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="binary")
     ap.add_argument("--chunk-size", type=int, default=10_000)
     ap.add_argument("--work", default="/tmp/pfm-distributed", help="scratch folder (deleted)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (medians)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--json", metavar="PATH", help="write the figures here")
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=a.workers,
         backend=a.backend,
         chunk_size=a.chunk_size,
+        rounds=a.rounds,
         seed=a.seed,
         keep=a.keep,
         log=log,
