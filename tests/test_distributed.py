@@ -160,14 +160,14 @@ def test_corrupted_shard_is_refused_naming_the_file(
 def test_sharded_identify_equals_one_gallery(
     gallery_files: dict[str, Path], cluster: ClusterHandle
 ) -> None:
-    probes = np.load(gallery_files["probes"])
+    probes = np.tile(np.load(gallery_files["probes"]), (3, 1))  # 7,500: 8 batches, 4 in flight
     one = Gallery.open(gallery_files["db"], read_only=True)
     try:
         ref = one.identify_arrays(probes, k=5, with_tids=True)
         ref1 = one.identify(probes[:50], k=1)
     finally:
         one.close()
-    sg = ShardedGallery(gallery_files["shards"], cluster, batch_size=1000)  # 3 batches
+    sg = ShardedGallery(gallery_files["shards"], cluster, batch_size=1000)
     got = sg.identify_arrays(probes, k=5)
     np.testing.assert_array_equal(got.identities, ref.identities)  # ids and order, ties too
     np.testing.assert_allclose(got.scores, ref.scores, atol=1e-6, rtol=0)

@@ -18,6 +18,7 @@ SHA-256 (the commit point), and workers reopen the changed shard on their next c
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,15 +149,16 @@ class ShardedGallery:
         batches = [
             (a, min(a + self.batch_size, p.shape[0])) for a in range(0, p.shape[0], self.batch_size)
         ]
-        futs = [
-            self.search_futures(p[a:b], None if pm is None else pm[a:b], int(k)) for a, b in batches
-        ]
+        window = 2 * len(self._workers())  # batches in flight: bounded memory on the workers
+        inflight: deque[list[Any]] = deque()
         out_s, out_i, out_t = [], [], []
-        for f in futs:
-            s, i, t = merge_topk(self.client.gather(f), int(k))
-            out_s.append(s)
-            out_i.append(i)
-            out_t.append(t)
+        for n, (a, b) in enumerate(batches):
+            inflight.append(self.search_futures(p[a:b], None if pm is None else pm[a:b], int(k)))
+            while inflight and (len(inflight) >= window or n == len(batches) - 1):
+                s, i, t = merge_topk(self.client.gather(inflight.popleft()), int(k))
+                out_s.append(s)
+                out_i.append(i)
+                out_t.append(t)
         width = min((x.shape[1] for x in out_s), default=0)
         sc = (
             np.concatenate([x[:, :width] for x in out_s]) if out_s else np.zeros((0, 0), np.float32)
