@@ -34,6 +34,9 @@ __all__ = [
     "TamperedRecordError",
     "ConsentError",
     "NoConsentError",
+    "ShardChecksumError",
+    "ShardManifestError",
+    "ClusterError",
 ]
 
 
@@ -152,3 +155,15 @@ class ConsentError(InputError):
 
 class NoConsentError(UnknownIdentityError):
     """An identity has no current consent for the purpose of a request (treated as unknown)."""
+
+
+class ShardChecksumError(GalleryFileError):
+    """A shard file's SHA-256 differs from its manifest: the shard is refused (the file is named)."""
+
+
+class ShardManifestError(GalleryFileError):
+    """A shard manifest is missing, unreadable, or does not describe its shards."""
+
+
+class ClusterError(PyFaceMatchError, RuntimeError):
+    """A Dask cluster cannot be reached or started, or Dask is not installed."""

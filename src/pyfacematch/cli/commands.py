@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pyfacematch.cli.distributed import cluster_job, cmd_shard
 from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
 from pyfacematch.jobs.audit import audit_export, audit_prune, audit_verify
@@ -97,16 +98,24 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     out = _output(args)
-    s = identify_job(
-        args.gallery,
-        _source(args),
-        out,
-        k=args.top_k,
-        threshold=args.threshold,
-        key_model=args.key_model,
-        quiet=args.quiet,
-        purpose=args.purpose,
-    )
+    if args.cluster or args.scheduler:
+        if args.purpose is not None:
+            raise InputError(
+                "--purpose is not supported with --cluster/--scheduler yet: shards answer for "
+                "their gallery's default purpose; run the job without the cluster options"
+            )
+        s = cluster_job(args, "identify", _source(args), out)
+    else:
+        s = identify_job(
+            args.gallery,
+            _source(args),
+            out,
+            k=args.top_k,
+            threshold=args.threshold,
+            key_model=args.key_model,
+            quiet=args.quiet,
+            purpose=args.purpose,
+        )
     thr = s["threshold"]
     _say(
         args,
@@ -124,7 +133,25 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    s = verify_job(
+    if args.cluster or args.scheduler:
+        if args.purpose is not None:
+            raise InputError(
+                "--purpose is not supported with --cluster/--scheduler yet: run the job without "
+                "the cluster options"
+            )
+        s = cluster_job(args, "verify", _source(args), _output(args))
+    else:
+        s = _verify_local(args)
+    _say(
+        args,
+        f"verify: {s['processed']:,} probes verified, {s['rejected']:,} rejected, "
+        f"{s.get('matches', 0):,} matches; results in {args.output}",
+    )
+    return int(s["exit_code"])
+
+
+def _verify_local(args: argparse.Namespace) -> dict[str, Any]:
+    return verify_job(
         args.gallery,
         _source(args),
         _output(args),
@@ -135,12 +162,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         purpose=args.purpose,
     )
-    _say(
-        args,
-        f"verify: {s['processed']:,} probes verified, {s['rejected']:,} rejected, "
-        f"{s.get('matches', 0):,} matches; results in {args.output}",
-    )
-    return int(s["exit_code"])
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -293,4 +314,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "serve": cmd_serve,  # pyfacematch.cli.serve
+    "shard": cmd_shard,  # pyfacematch.cli.distributed
 }

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from typing import Any
 
+from pyfacematch.cli.distributed import add_cluster_opts, add_shard
 from pyfacematch.cli.serve import add_serve
 
 __all__ = ["EXIT_CODES", "FORMATS_HELP", "SUBCOMMANDS", "build_parser"]
@@ -251,6 +252,7 @@ def add_identify(subs: Any) -> None:
     _purpose_opt(
         p, "purpose of the search: only identities consenting to it (default: the gallery's)"
     )
+    add_cluster_opts(p)
     _common(p)
 
 
@@ -282,6 +284,7 @@ def add_verify(subs: Any) -> None:
     _purpose_opt(
         p, "purpose of the check: claims without consent for it are rejects (default: gallery's)"
     )
+    add_cluster_opts(p)
     _common(p)
 
 
@@ -550,6 +553,7 @@ SUBCOMMANDS = {
     "demo": add_demo,
     "bench": add_bench,
     "serve": add_serve,  # pyfacematch.cli.serve
+    "shard": add_shard,  # pyfacematch.cli.distributed
 }
 
 

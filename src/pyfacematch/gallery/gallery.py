@@ -1028,6 +1028,7 @@ class Gallery:
         *,
         purpose: str | None = None,
         actor: str | None = None,
+        with_tids: bool = False,
     ) -> IdentifyArrays:
         """Identify a batch of probes; results as arrays (for bulk jobs).
 
@@ -1050,6 +1051,9 @@ class Gallery:
             Who asks, for the audit trail (default: the gallery's ``actor``).
             The trail records the count of probes, k, the purpose and the
             identities accepted above threshold, never a template.
+        with_tids : bool
+            Also return each candidate's best template id (``IdentifyArrays.tids``), the
+            tie-break key a sharded search merges on.
 
         Returns
         -------
@@ -1067,6 +1071,7 @@ class Gallery:
         m_rows = p.shape[0]
         with self._rw.read():
             n = self._m.n
+            rows = np.full((m_rows, 0), -1, np.int64)
             if n == 0:
                 slots = np.full((m_rows, 0), -1, np.int64)
                 sc = np.zeros((m_rows, 0), np.float32)
@@ -1088,6 +1093,13 @@ class Gallery:
             ident = np.empty(ids_slot.shape, object)
             flat = ids_slot.ravel()
             ident.ravel()[:] = [None if s < 0 else names[s] for s in flat.tolist()]
+            best_tids = None
+            if with_tids and rows.shape[1] == 0:
+                best_tids = np.full(ids_slot.shape, -1, np.int64)
+            elif with_tids:  # the first (best-ranked) template row of each fused candidate
+                first = np.argmax(slots[:, None, :] == ids_slot[:, :, None], axis=2)
+                best = np.take_along_axis(rows, first, 1)
+                best_tids = np.where(ids_slot >= 0, self._m.tids[np.maximum(best, 0)], -1)
         acc = None
         if thr is not None:
             top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
@@ -1104,7 +1116,7 @@ class Gallery:
                 else sorted({str(x) for x in ident[acc, 0].tolist() if x is not None}),
             },
         )
-        return IdentifyArrays(ident, ids_sc, acc, thr, src, target)
+        return IdentifyArrays(ident, ids_sc, acc, thr, src, target, best_tids)
 
     def identify(
         self,

@@ -83,6 +83,10 @@ class IdentifyArrays:
         Decision on the top candidate (None when no threshold applies).
     threshold, source, target
         As in :class:`Decision`.
+    tids : int64 (M, k) or None
+        Template id of each candidate's best template (-1 padding), when asked for
+        (``with_tids=True``): the key that breaks ties between equal scores (the lower id wins),
+        which a sharded search needs to merge per-shard lists in one gallery's order.
     """
 
     identities: np.ndarray
@@ -91,6 +95,7 @@ class IdentifyArrays:
     threshold: float | None
     source: str
     target: float | None = None
+    tids: np.ndarray | None = None
 
     def results(self) -> list[IdentifyResult]:
         """The same results as a list of :class:`IdentifyResult`."""

@@ -673,6 +673,7 @@ class Store:
         on_duplicate: str,
         consent: str = "granted",
         in_txn: Callable[[sqlite3.Connection], None] | None = None,
+        tids: Sequence[np.ndarray] | None = None,
     ) -> tuple[list[np.ndarray], int]:
         """Insert identities and their templates in one transaction.
 
@@ -681,6 +682,11 @@ class Store:
         items : sequence of (name, templates (T,d) float32, masks (T,) uint64 or None, metadata)
         on_duplicate : {"refuse", "append"}
             What to do with a name already enrolled (or repeated in ``items``).
+
+        tids : sequence of int64 arrays, or None
+            Template ids to give each item's rows (one array per item; used when a gallery is
+            split into shards, so each shard keeps the source's ids and so its row order and
+            tie-breaks); None: new ids from the table's sequence.
 
         Returns
         -------
@@ -700,13 +706,18 @@ class Store:
             (name, check_templates(tmpl, self.dim, f"templates of {name!r}"), masks, metadata)
             for name, tmpl, masks, metadata in items
         ]  # refused before anything is written: a bad row would be quarantined at load
+        if tids is not None and (
+            len(tids) != len(checked) or any(len(t) != c[1].shape[0] for t, c in zip(tids, checked))
+        ):
+            raise InputError("tids must give one id per template row of each item")
         now = time.time()
         out: list[np.ndarray] = []
         with self.transaction() as c:
             if in_txn is not None:  # e.g. consent checks and records, committed with the rows
                 in_txn(c)
             next_tid: int | None = None
-            for name, tmpl, masks, metadata in checked:
+            ring = self.cipher
+            for item_no, (name, tmpl, masks, metadata) in enumerate(checked):
                 row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
                 meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
                 if row is not None:
@@ -732,28 +743,37 @@ class Store:
                     )
                     ident = _last_rowid(cur)
                     action = "enroll"
-                tids = np.empty(tmpl.shape[0], np.int64)
-                ring = self.cipher
+                new_tids = np.empty(tmpl.shape[0], np.int64)
                 for j in range(tmpl.shape[0]):
                     m = None if masks is None else _u64_to_i64(int(masks[j]))
                     if ring is None:
-                        cur = c.execute(
-                            "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
-                            (ident, tmpl[j].tobytes(), m),
-                        )
-                        tids[j] = _last_rowid(cur)
+                        if tids is None:
+                            cur = c.execute(
+                                "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
+                                (ident, tmpl[j].tobytes(), m),
+                            )
+                        else:
+                            cur = c.execute(
+                                "INSERT INTO templates(tid, identity, data, mask)"
+                                " VALUES (?, ?, ?, ?)",
+                                (int(tids[item_no][j]), ident, tmpl[j].tobytes(), m),
+                            )
+                        new_tids[j] = _last_rowid(cur)
                     else:  # the template id is bound into the ciphertext: chosen first
-                        if next_tid is None:  # once per transaction (we are the only writer)
-                            next_tid = self._next_tid(c)
-                        tid, next_tid = next_tid, next_tid + 1
+                        if tids is not None:
+                            tid = int(tids[item_no][j])
+                        else:
+                            if next_tid is None:  # once per transaction (the only writer)
+                                next_tid = self._next_tid(c)
+                            tid, next_tid = next_tid, next_tid + 1
                         blob = ring.seal_row(name, tid, tmpl[j].tobytes(), m)
                         c.execute(
                             "INSERT INTO templates(tid, identity, data, mask) VALUES (?, ?, ?, NULL)",
                             (tid, ident, blob),
                         )
-                        tids[j] = tid
+                        new_tids[j] = tid
                 self._audit(c, action, name, f"templates={tmpl.shape[0]}")
-                out.append(tids)
+                out.append(new_tids)
             gen = self._bump(c)
         return out, gen
 

@@ -67,6 +67,12 @@ MANIFEST_VERSION = 1
 #: ``process(chunk) -> (result rows, extra rejects, counters)`` of one chunk.
 Processor = Callable[[Chunk], "tuple[ResultColumns, list[Reject], dict[str, int]]"]
 
+#: ``results(skip_chunks) -> iterator of (chunk, process(chunk))`` in chunk order: a job whose
+#: chunks are read and processed elsewhere (on a Dask cluster, :mod:`pyfacematch.distributed`).
+ChunkResults = Callable[
+    [int], "Iterator[tuple[Chunk, tuple[ResultColumns, list[Reject], dict[str, int]]]]"
+]
+
 
 # --------------------------------------------------------------------------- progress
 def _fmt_secs(s: float) -> str:
@@ -93,6 +99,8 @@ class Progress:
         Where to print (standard error).
     initial : int
         Records already done (resumed job).
+    note : callable or None
+        Text appended to each plain line (e.g. a cluster's tasks done).
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class Progress:
         stream: TextIO | None = None,
         initial: int = 0,
         unit: str = "probe",
+        note: Callable[[], str] | None = None,
     ) -> None:
         self.total = total
         self.desc = desc
@@ -114,6 +123,7 @@ class Progress:
         self.done = int(initial)
         self.initial = int(initial)
         self.unit = unit
+        self.note = note
         self.t0 = time.monotonic()
         self.last = self.t0
         self.printed = self.done  # count shown by the last plain line
@@ -141,6 +151,8 @@ class Progress:
             return
         if self.bar is not None:
             self.bar.update(int(n))
+            if self.note is not None:
+                self.bar.set_postfix_str(self.note(), refresh=False)
             return
         now = time.monotonic()
         if now - self.last >= self.interval:
@@ -159,6 +171,8 @@ class Progress:
         msg += f", {rate:,.0f} {self.unit}s/s, elapsed {_fmt_secs(el)}"
         if self.total and rate > 0:
             msg += f", ETA {_fmt_secs(max(0, self.total - self.done) / rate)}"
+        if self.note is not None:
+            msg += f", {self.note()}"
         print(msg, file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -354,6 +368,8 @@ def run_job(
     quiet: bool = False,
     log_interval: float = 10.0,
     stream: TextIO | None = None,
+    results: ChunkResults | None = None,
+    progress_note: Callable[[], str] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a streaming job; return its summary.
 
@@ -373,6 +389,12 @@ def run_job(
         No progress output.
     log_interval : float
         Seconds between plain progress lines (not on a terminal).
+    results : callable or None
+        ``results(skip_chunks)`` yields ``(chunk, process(chunk))`` in chunk order, computed
+        elsewhere (a cluster); None: chunks are read from ``reader`` and ``process``-ed here.
+        Everything else (part files, manifest, resume, the output) is the same.
+    progress_note : callable or None
+        Text appended to each progress line (a cluster's tasks done).
 
     Returns
     -------
@@ -464,15 +486,24 @@ def run_job(
         interval=log_interval,
         stream=stream,
         initial=min(done * reader.chunk_size, total or done * reader.chunk_size),
+        note=progress_note,
     )
     t_start = time.monotonic()
     processed_now = 0
     interrupt = _ChunkInterrupt(quiet=quiet, stream=stream)
     try:
         interrupt.install()
-        for chunk in prefetch(reader.chunks(skip_chunks=done)):
-            t_chunk = time.monotonic()
-            cols, extra, counts = process(chunk)
+        if results is None:
+
+            def local() -> Iterator[tuple[Chunk, Any, float]]:
+                for c in prefetch(reader.chunks(skip_chunks=done)):
+                    t = time.monotonic()
+                    yield c, process(c), t
+
+            chunk_stream = local()
+        else:
+            chunk_stream = ((c, r, time.monotonic()) for c, r in results(done))
+        for chunk, (cols, extra, counts), t_chunk in chunk_stream:
             rejects = sorted(chunk.rejects + extra, key=lambda r: r.row)
             i = chunk.index
             _killpoint("before-part", i)

@@ -1,0 +1,69 @@
+"""The day's job in one process and on a Dask LocalCluster (issue 17 benchmark): a thin entry
+point over :func:`pyfacematch.bench.distributed.measure_distributed`. (Not named ``distributed.py``: run
+as a script, this folder comes first on the import path and that name would shadow Dask's
+``distributed`` package.)
+
+Usage::
+
+    python bench/cluster_day_job.py                                   # 200k probes vs 200k gallery
+    python bench/cluster_day_job.py --probes 1000000 --gallery 1000000 --shards 2,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pyfacematch.bench.distributed import measure_distributed
+from pyfacematch.bench.report import write_json
+from pyfacematch.bench.util import machine, machine_line
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--probes", type=int, default=200_000)
+    ap.add_argument("--gallery", type=int, default=200_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--shards", default="2,8", help="shard counts, comma-separated")
+    ap.add_argument("--workers", type=int, default=2, help="single-thread worker processes")
+    ap.add_argument("--backend", default="binary")
+    ap.add_argument("--chunk-size", type=int, default=10_000)
+    ap.add_argument("--work", default="/tmp/pfm-distributed", help="scratch folder (deleted)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (medians)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--json", metavar="PATH", help="write the figures here")
+    a = ap.parse_args(argv)
+    info = machine()
+    print(machine_line(info), file=sys.stderr, flush=True)
+    out = measure_distributed(
+        Path(a.work),
+        a.gallery,
+        a.probes,
+        a.dim,
+        shards=tuple(int(x) for x in a.shards.split(",") if x.strip()),
+        workers=a.workers,
+        backend=a.backend,
+        chunk_size=a.chunk_size,
+        rounds=a.rounds,
+        seed=a.seed,
+        keep=a.keep,
+        log=log,
+    )
+    out["machine"] = info
+    if a.json:
+        write_json(out, Path(a.json))
+    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The day's identification job in one process and on a Dask LocalCluster, in the same run.
+
+Data: the day-job generator (:func:`~pyfacematch.bench.dayjob.write_day_data`: ``n`` synthetic
+identities at d = 512, one template each; ``m`` mated probes) written as ``.npy``, the gallery
+enrolled once with the real command. Then, each timed on its own:
+
+1. ``in-process``: ``pyfacematch identify`` in a fresh process (the core's pool on every core;
+   gallery opening, interpreter start and writing included; its own peak RSS);
+2. for each shard count S (default 2 and 8): ``pyfacematch shard split`` (timed apart), a
+   LocalCluster of W single-thread worker processes (each worker's core pool 1 thread; cluster
+   start timed apart), shards opened on their workers (timed apart: it is paid once per cluster,
+   not per job), then :func:`pyfacematch.distributed.identify_job_cluster` over the shard
+   manifest — the same chunks, part files and manifest; the output is compared byte for byte
+   and row by row with the in-process output.
+
+The machine is shared, so the runs are interleaved (``rounds`` times: in-process, then each
+cluster) and each cluster run is compared with the in-process run just before it; medians are
+reported. Beside wall time, CPU seconds (user + system: the in-process command's, against the
+workers' plus this process's, which hosts the client and the scheduler) say whether the cluster
+adds work or only waits: CPU time is far less sensitive to other people's load than wall time.
+
+Reported per run: wall seconds, probes/s, CPU seconds, ratios to the in-process run, peak RSS of
+the in-process command or of each worker process (VmHWM, and before it opened a shard), and the
+overhead per task: (W × wall − Σ task compute seconds on the workers) / tasks, from Dask's task
+stream — the time a worker slot is not computing, per task (waiting for work, results
+travelling, scheduling).
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from pyfacematch.bench.dayjob import run_command, write_day_data
+from pyfacematch.bench.section import Log
+
+__all__ = ["measure_distributed"]
+
+
+def _vmhwm_mib() -> float:
+    """Peak resident memory of the calling process (VmHWM), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _rows(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+def _cpu(who: int) -> float:
+    u = resource.getrusage(who)
+    return u.ru_utime + u.ru_stime
+
+
+def _worker_cpu() -> float:
+    return _cpu(resource.RUSAGE_SELF)
+
+
+def _median(xs: list[float]) -> float:
+    return round(float(statistics.median(xs)), 3)
+
+
+def _cluster_run(
+    work: Path, n_sh: int, workers: int, src: Any, n_probes: int, job: Any
+) -> dict[str, Any]:
+    """One cluster job over ``work/shards<n_sh>`` on a fresh LocalCluster; its figures."""
+    from distributed import get_task_stream
+
+    from pyfacematch.distributed.cluster import connect
+    from pyfacematch.distributed.sharded import ShardedGallery
+    from pyfacematch.distributed.worker import cache_stats
+    from pyfacematch.jobs import JobOutput
+
+    r: dict[str, Any] = {"shards": n_sh}
+    t0 = time.perf_counter()
+    with connect(f"local:{workers}", threads_per_worker=1) as h:
+        r["cluster_start_s"] = round(time.perf_counter() - t0, 2)
+        base = h.client.run(_vmhwm_mib)  # a worker before it opens any shard
+        t0 = time.perf_counter()
+        ShardedGallery(work / f"shards{n_sh}", h).warm()  # open + checksum, once per cluster
+        r["shards_open_s"] = round(time.perf_counter() - t0, 2)
+        w0 = h.client.run(_worker_cpu)
+        c0 = _cpu(resource.RUSAGE_SELF)
+        with get_task_stream(client=h.client) as ts:
+            t0 = time.perf_counter()
+            s = job(
+                work / f"shards{n_sh}",
+                src,
+                JobOutput(str(work / f"cluster{n_sh}.csv"), overwrite=True),
+                h,
+                quiet=True,
+            )
+            wall = time.perf_counter() - t0
+        c1 = _cpu(resource.RUSAGE_SELF)
+        w1 = h.client.run(_worker_cpu)
+        compute = sum(
+            ss["stop"] - ss["start"]
+            for t in ts.data
+            for ss in t.get("startstops", ())
+            if ss.get("action") == "compute"
+        )
+        tasks = int(s["cluster"]["tasks"])
+        hwm = h.client.run(_vmhwm_mib)
+        stats = h.client.run(cache_stats)
+    cpu_w = sum(w1[k] - w0[k] for k in w1 if k in w0)
+    r.update(
+        wall_s=round(wall, 2),
+        probes_per_s=round(n_probes / wall, 1),
+        cpu_workers_s=round(cpu_w, 2),
+        cpu_client_s=round(c1 - c0, 2),
+        cpu_total_s=round(cpu_w + c1 - c0, 2),
+        tasks=tasks,
+        task_compute_s=round(compute, 2),
+        overhead_per_task_ms=round(1000 * (workers * wall - compute) / max(tasks, 1), 1),
+        worker_peak_mib=sorted(round(v, 1) for v in hwm.values()),
+        worker_base_mib=sorted(round(v, 1) for v in base.values()),
+        worker_shards_open=sorted(len(v["open"]) for v in stats.values()),
+    )
+    return r
+
+
+def measure_distributed(
+    work: Path,
+    n_gal: int,
+    n_probes: int,
+    d: int = 512,
+    *,
+    shards: tuple[int, ...] = (2, 8),
+    workers: int = 2,
+    backend: str = "binary",
+    chunk_size: int = 10_000,
+    rounds: int = 2,
+    seed: int = 0,
+    keep: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Run the comparison (see the module); returns the figures."""
+    from pyfacematch.distributed import split_gallery
+    from pyfacematch.distributed.jobs import identify_job_cluster
+    from pyfacematch.jobs import Source
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out: dict[str, Any] = {
+        "gallery": n_gal,
+        "probes": n_probes,
+        "dim": d,
+        "backend": backend,
+        "workers": workers,
+        "chunk_size": chunk_size,
+    }
+    try:
+        t0 = time.perf_counter()
+        write_day_data(work, n_gal, n_probes, d, seed)
+        log(f"data written in {time.perf_counter() - t0:.1f} s")
+        db = work / "people.db"
+        wall, rss, rc = run_command(
+            ["enroll", "-g", str(db), "-i", str(work / "gallery.npy"), "--backend", backend, "-q"],
+            work,
+        )
+        if rc:
+            raise RuntimeError(f"pyfacematch enroll failed (exit {rc})")
+        out["enroll"] = {"seconds": round(wall, 2), "peak_mib": round(rss, 1)}
+        log(f"enroll {n_gal:,} identities: {wall:.1f} s")
+        src = Source(input=str(work / "probes.npy"), chunk_size=chunk_size)
+        for n_sh in shards:
+            t0 = time.perf_counter()
+            split_gallery(db, work / f"shards{n_sh}", n_sh)
+            out[f"split_{n_sh}_s"] = round(time.perf_counter() - t0, 2)
+        ref: list[bytes] | None = None
+        local_runs: list[dict[str, Any]] = []
+        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in shards}
+        for rnd in range(rounds):  # interleaved: the machine is shared, its load drifts
+            # in-process: the real command in a fresh process (its own peak memory and CPU time)
+            c0 = _cpu(resource.RUSAGE_CHILDREN)
+            wall, rss, rc = run_command(
+                [
+                    "identify", "-g", str(db), "-i", str(work / "probes.npy"),
+                    "-o", str(work / "local.csv"), "--chunk-size", str(chunk_size), "-q",
+                    "--overwrite",
+                ],
+                work,
+            )  # fmt: skip
+            if rc:
+                raise RuntimeError(f"pyfacematch identify failed (exit {rc})")
+            cpu = _cpu(resource.RUSAGE_CHILDREN) - c0
+            ref = ref or _rows(work / "local.csv")
+            local_runs.append({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": rss})
+            log(f"[{rnd}] in-process: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {rss:.0f} MiB")
+            for n_sh in shards:
+                r = _cluster_run(work, n_sh, workers, src, n_probes, identify_job_cluster)
+                got = _rows(work / f"cluster{n_sh}.csv")
+                r["byte_identical"] = got == ref
+                r["rows_identical"] = f"{sum(a == b for a, b in zip(got, ref))}/{len(ref)}"
+                r["wall_vs_in_process"] = round(r["wall_s"] / wall, 3)
+                r["cpu_vs_in_process"] = round(r["cpu_total_s"] / cpu, 3)
+                log(
+                    f"[{rnd}] {n_sh} shards on {workers} workers: {r['wall_s']:.1f} s wall "
+                    f"({r['wall_vs_in_process']:.2f}x the in-process run before it), CPU "
+                    f"{r['cpu_total_s']:.1f} s ({r['cpu_vs_in_process']:.2f}x; workers "
+                    f"{r['cpu_workers_s']:.1f}, client+scheduler {r['cpu_client_s']:.1f}), "
+                    f"worker peak {r['worker_peak_mib']} MiB (before opening "
+                    f"{r['worker_base_mib']}), overhead {r['overhead_per_task_ms']} ms/task, "
+                    f"identical rows {r['rows_identical']}"
+                )
+                runs[n_sh].append(r)
+        out["in_process"] = {
+            "runs": local_runs,
+            "median_wall_s": _median([x["wall_s"] for x in local_runs]),
+            "median_cpu_s": _median([x["cpu_s"] for x in local_runs]),
+            "probes_per_s": round(n_probes / _median([x["wall_s"] for x in local_runs]), 1),
+        }
+        out["cluster"] = [
+            {
+                "shards": n,
+                "runs": rs,
+                "median_wall_s": _median([x["wall_s"] for x in rs]),
+                "median_wall_vs_in_process": _median([x["wall_vs_in_process"] for x in rs]),
+                "median_cpu_vs_in_process": _median([x["cpu_vs_in_process"] for x in rs]),
+                "probes_per_s": round(n_probes / _median([x["wall_s"] for x in rs]), 1),
+            }
+            for n, rs in runs.items()
+        ]
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return out

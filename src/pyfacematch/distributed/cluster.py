@@ -1,0 +1,116 @@
+"""Connecting to Dask: a local cluster in one word, or any scheduler address.
+
+``"local"`` starts a :class:`distributed.LocalCluster` of worker *processes* (one per core,
+one thread each: the core's kernels bring their own threads), ``"local:N"`` N of them; a
+``tcp://HOST:PORT`` or ``tls://HOST:PORT`` address connects to a running scheduler (Slurm via
+dask-jobqueue, Kubernetes via dask-kubernetes, …). TLS certificates come from Dask's own
+configuration (``distributed.comm.tls.*``, e.g. ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``), so
+nothing security-related is re-invented here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pyfacematch.errors import ClusterError, InputError
+
+__all__ = ["ClusterHandle", "connect", "require_dask"]
+
+
+def require_dask() -> Any:
+    """Import ``distributed`` or say how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ClusterError(
+            "running on a Dask cluster needs dask[distributed]: "
+            "pip install 'pyfacematch[distributed]'"
+        ) from exc
+    return distributed
+
+
+def _parse_local(spec: str) -> int:
+    if spec == "local":
+        return max(1, os.cpu_count() or 1)
+    head, _, n = spec.partition(":")
+    if head != "local" or not n.isdigit() or int(n) < 1:
+        raise InputError(
+            f"--cluster takes 'local' or 'local:N' (N worker processes), got {spec!r}; "
+            "use --scheduler tcp://HOST:PORT for a running cluster"
+        )
+    return int(n)
+
+
+class ClusterHandle:
+    """A Dask client, and the local cluster it started (closed with the handle).
+
+    Use as a context manager; ``client`` is a :class:`distributed.Client`.
+    """
+
+    def __init__(self, client: Any, cluster: Any = None) -> None:
+        self.client = client
+        self.cluster = cluster
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info().get("workers", {}))
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> ClusterHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    cluster: str | None = None,
+    scheduler: str | None = None,
+    *,
+    threads_per_worker: int = 1,
+    timeout: float = 30.0,
+) -> ClusterHandle:
+    """A client of a new local cluster (``cluster="local[:N]"``) or of ``scheduler``.
+
+    Raises
+    ------
+    InputError
+        Both or neither given; a bad ``local:N``.
+    ClusterError
+        Dask is not installed, or the scheduler cannot be reached within ``timeout`` seconds.
+    """
+    if (cluster is None) == (scheduler is None):
+        raise InputError("give exactly one of --cluster local[:N] or --scheduler ADDRESS")
+    distributed = require_dask()
+    if cluster is not None:
+        n = _parse_local(cluster)
+        import dask
+
+        try:
+            # shards are pinned to workers on purpose: work stealing would move a shard's task
+            # to a worker that must open (and read) that shard again
+            with dask.config.set({"distributed.scheduler.work-stealing": False}):
+                lc = distributed.LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=int(threads_per_worker),
+                    processes=True,
+                    # core threads per worker process (read by pyfacematch.distributed.worker)
+                    env={"PYFACEMATCH_WORKER_THREADS": str(int(threads_per_worker))},
+                    dashboard_address=":0",  # a free port: never clash with another cluster
+                )
+        except Exception as exc:  # ports, resources
+            raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from exc
+        return ClusterHandle(distributed.Client(lc), lc)
+    try:
+        client = distributed.Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:.0f} s ({exc}): "
+            "check the address and that the scheduler is running (and its TLS settings)"
+        ) from exc
+    return ClusterHandle(client)

@@ -1,0 +1,268 @@
+"""``ShardedGallery``: the Gallery methods over shard galleries held open by Dask workers.
+
+Shard ``i`` is pinned to worker ``i mod W`` (any other worker may take it when that one is
+gone): the worker opens the shard from its path, checks its SHA-256 once and keeps it open
+(:mod:`pyfacematch.distributed.worker`). ``identify`` cuts the probes into batches of at least
+``MIN_BATCH`` (default 10 000), sends each batch once per worker (``scatter``), asks every shard
+for its top-k per probe with scores and best template ids, and merges exactly
+(:func:`~pyfacematch.distributed.merge.merge_topk`): the ranking, scores and tie-breaks of one
+gallery holding everything, when the shards search exactly (``exact`` backend, or shards below
+:data:`~pyfacematch.gallery.gallery.SMALL_GALLERY` templates). With an approximate backend each
+shard re-ranks its own shortlist exactly, so results can only gain recall over one gallery.
+
+``enroll`` and ``remove`` go to the identity's shard (:func:`~pyfacematch.distributed.shards.shard_of`)
+as a task that opens that shard for writing, then the manifest is rewritten with the shard's new
+SHA-256 (the commit point), and workers reopen the changed shard on their next call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.distributed import worker as W
+from pyfacematch.distributed.cluster import ClusterHandle, require_dask
+from pyfacematch.distributed.merge import merge_topk
+from pyfacematch.distributed.shards import ShardManifest, read_manifest, shard_of
+from pyfacematch.errors import InputError
+from pyfacematch.gallery import Decision, IdentifyArrays, IdentifyResult, VerifyResult
+from pyfacematch.gallery.thresholds import Thresholds
+from pyfacematch.gallery.validation import as_masks, as_templates, check_id
+
+__all__ = ["MIN_BATCH", "ShardedGallery"]
+
+#: Probes per task: per-task overhead (scheduling, a result message) is paid per batch.
+MIN_BATCH = 1000
+
+
+class _ManifestThresholds(Thresholds):
+    """The manifest's calibrated thresholds, resolved as a gallery resolves its own."""
+
+    def __init__(self, man: ShardManifest) -> None:
+        self._man = man
+        self._cache = {}
+
+    def get(self, kind: str) -> Any:
+        return self._man.threshold(kind)
+
+    def resolve(self, threshold: object, kind: str) -> tuple[float | None, str, float | None]:
+        if threshold is None:
+            rec = self._man.threshold(kind)
+            if rec is None:
+                return None, "none", None
+            return float(rec.value), f"calibrated-{kind}", float(rec.target)
+        return super().resolve(threshold, kind)
+
+
+class ShardedGallery:
+    """A sharded gallery (see :func:`~pyfacematch.distributed.shards.split_gallery`) on Dask.
+
+    Parameters
+    ----------
+    manifest : path
+        The shard manifest (or its folder).
+    client : distributed.Client or ClusterHandle
+        Where the work runs; every worker must see the shard files at the manifest's paths.
+    batch_size : int
+        Probes per task (at least :data:`MIN_BATCH`).
+    """
+
+    def __init__(
+        self, manifest: str | os.PathLike[str], client: Any, *, batch_size: int = 10_000
+    ) -> None:
+        require_dask()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise InputError(f"batch_size must be an integer, got {batch_size!r}")
+        if batch_size < MIN_BATCH:
+            raise InputError(
+                f"batch_size must be at least {MIN_BATCH} probes (each task pays a fixed "
+                f"scheduling cost), got {batch_size}"
+            )
+        self.client = client.client if isinstance(client, ClusterHandle) else client
+        self.man = read_manifest(manifest)
+        self.batch_size = batch_size
+        self.dim = self.man.dim
+        self.blocks = None if self.man.blocks is None else np.asarray(self.man.blocks, np.int64)
+        self._thr = _ManifestThresholds(self.man)
+
+    # ------------------------------------------------------------------ placement
+    def _refs(self) -> list[W.ShardRef]:
+        return [(s.path, s.sha256) for s in self.man.shards]
+
+    def _workers(self) -> list[str]:
+        ws = sorted(self.client.scheduler_info().get("workers", {}))
+        if not ws:
+            raise InputError("the Dask cluster has no workers: start some, or use --cluster local")
+        return ws
+
+    def _submit(self, fn: Any, shard: int, *args: Any, **kw: Any) -> Any:
+        ws = self._workers()
+        return self.client.submit(
+            fn,
+            *args,
+            workers=[ws[shard % len(ws)]],
+            allow_other_workers=True,  # its worker died: run it elsewhere (reopens the shard)
+            pure=False,
+            **kw,
+        )
+
+    def warm(self) -> list[dict[str, Any]]:
+        """Open (and checksum) every shard on its worker now; returns each shard's info."""
+        return list(
+            self.client.gather(
+                [self._submit(W.info_task, i, r) for i, r in enumerate(self._refs())]
+            )
+        )
+
+    # ------------------------------------------------------------------ search
+    def resolve_threshold(
+        self, threshold: float | None, kind: str
+    ) -> tuple[float | None, str, float | None]:
+        """As :meth:`Gallery.resolve_threshold`, from the manifest's calibrated thresholds."""
+        return self._thr.resolve(threshold, kind)
+
+    def search_futures(self, probes: np.ndarray, masks: np.ndarray | None, k: int) -> list[Any]:
+        """Futures of every shard's top-k for one probe batch (probes sent once per worker)."""
+        [pf] = self.client.scatter([probes], broadcast=False, hash=False)
+        mf = None
+        if masks is not None:
+            [mf] = self.client.scatter([masks], broadcast=False, hash=False)
+        return [self._submit(W.search_shard, i, r, pf, mf, k) for i, r in enumerate(self._refs())]
+
+    def identify_arrays(
+        self,
+        probes: Any,
+        k: int = 1,
+        threshold: float | None = None,
+        masks: Any = None,
+    ) -> IdentifyArrays:
+        """Identify probes against every shard; the same results as one gallery (see module)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        p = as_templates(probes, self.dim, "probes")
+        pm = as_masks(masks, p.shape[0], self.blocks, "probe masks")
+        thr, src, target = self.resolve_threshold(threshold, "fpir")
+        batches = [
+            (a, min(a + self.batch_size, p.shape[0])) for a in range(0, p.shape[0], self.batch_size)
+        ]
+        window = 2 * len(self._workers())  # batches in flight: bounded memory on the workers
+        inflight: deque[list[Any]] = deque()
+        out_s, out_i, out_t = [], [], []
+        for n, (a, b) in enumerate(batches):
+            inflight.append(self.search_futures(p[a:b], None if pm is None else pm[a:b], int(k)))
+            while inflight and (len(inflight) >= window or n == len(batches) - 1):
+                s, i, t = merge_topk(self.client.gather(inflight.popleft()), int(k))
+                out_s.append(s)
+                out_i.append(i)
+                out_t.append(t)
+        width = min((x.shape[1] for x in out_s), default=0)
+        sc = (
+            np.concatenate([x[:, :width] for x in out_s]) if out_s else np.zeros((0, 0), np.float32)
+        )
+        ident = np.concatenate([x[:, :width] for x in out_i]) if out_i else np.empty((0, 0), object)
+        tids = (
+            np.concatenate([x[:, :width] for x in out_t]) if out_t else np.empty((0, 0), np.int64)
+        )
+        acc = None
+        if thr is not None:
+            top = sc[:, 0] if sc.shape[1] else np.full(sc.shape[0], np.nan, np.float32)
+            acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr
+        return IdentifyArrays(ident, sc, acc, thr, src, target, tids)
+
+    def identify(
+        self, probes: Any, k: int = 1, threshold: float | None = None, masks: Any = None
+    ) -> list[IdentifyResult]:
+        """As :meth:`Gallery.identify`."""
+        return self.identify_arrays(probes, k, threshold, masks).results()
+
+    def verify(
+        self, identity_id: str, probe: Any, threshold: float | None = None, mask: Any = None
+    ) -> VerifyResult:
+        """1:1 against the identity's shard (:class:`UnknownIdentityError` when not enrolled)."""
+        name = check_id(identity_id)
+        thr, src, target = self.resolve_threshold(threshold, "fmr")
+        i = shard_of(name, self.man.n_shards)
+        r: VerifyResult = self._submit(
+            W.verify_in_shard, i, self._refs()[i], name, probe, thr, mask
+        ).result()
+        if thr is not None and src != "explicit":  # report where the threshold came from
+            return VerifyResult(
+                r.identity, r.score, Decision(r.decision.accepted, thr, src, target)
+            )
+        return r
+
+    # ------------------------------------------------------------------ writes
+    def enroll(
+        self,
+        identity_id: str,
+        templates: Any,
+        masks: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        on_duplicate: str | None = None,
+        consent: str = "granted",
+    ) -> None:
+        """Enroll one identity into its shard, then commit the manifest."""
+        name = check_id(identity_id)
+        t = as_templates(templates, self.dim, "templates")
+        mk = as_masks(masks, t.shape[0], self.blocks, "masks")
+        i = shard_of(name, self.man.n_shards)
+        res = self._submit(
+            W.enroll_in_shard,
+            i,
+            self.man.shards[i].path,
+            [name] * t.shape[0],
+            t,
+            mk,
+            None if metadata is None else {name: dict(metadata)},
+            on_duplicate,
+            consent,
+        ).result()
+        self._commit(i, res)
+
+    def remove(self, identity_id: str) -> None:
+        """Opt-out: erase the identity from its shard, then commit the manifest."""
+        name = check_id(identity_id)
+        i = shard_of(name, self.man.n_shards)
+        res = self._submit(W.remove_from_shard, i, self.man.shards[i].path, name).result()
+        self._commit(i, res)
+
+    def _commit(self, i: int, res: tuple[str, int, int]) -> None:
+        self.man = self.man.with_shard(i, *res)
+        self.man.write()
+        self._thr = _ManifestThresholds(self.man)
+
+    # ------------------------------------------------------------------ listing
+    def __len__(self) -> int:
+        return sum(s.identities for s in self.man.shards)
+
+    @property
+    def n_templates(self) -> int:
+        return sum(s.templates for s in self.man.shards)
+
+    def info(self) -> dict[str, Any]:
+        """The manifest's view plus each shard's :meth:`Gallery.info` from its worker."""
+        shards = self.warm()
+        return {
+            "manifest": self.man.path,
+            "shards": self.man.n_shards,
+            "identities": len(self),
+            "templates": self.n_templates,
+            "dim": self.dim,
+            "backend": self.man.backend,
+            "workers": len(self._workers()),
+            "shard_info": shards,
+        }
+
+    def close(self) -> None:
+        """Nothing to release on the client (workers keep their shards for the next caller)."""
+
+    def __enter__(self) -> ShardedGallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
