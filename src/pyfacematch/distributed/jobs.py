@@ -170,7 +170,7 @@ def identify_job_cluster(
     if run.man is None:
         info = run.submit(W.fingerprint_task, None, run.refs[0], threshold, "fpir").result()
         thr, src, target = info["threshold"]
-        g_fp = info["fingerprint"]
+        g_fp = {"purpose": info["purpose"], **info["fingerprint"]}
         index, n_id = info["index"], info["identities"]
         blocks = None if info["blocks"] is None else np.asarray(info["blocks"], np.int64)
         shape = _Shape(int(info["dim"]), blocks)
@@ -316,6 +316,7 @@ def verify_job_cluster(
                 "claim": identity or f"field:{claim_field}",
                 "key_model": None if key_model is None else file_fingerprint(str(key_model)),
                 "threshold": threshold_info(thr, src, target),
+                "purpose": info["purpose"],
                 **info["fingerprint"],
             },
             {

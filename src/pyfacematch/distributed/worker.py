@@ -198,6 +198,8 @@ def fingerprint_task(
         "dim": g.dim,
         "blocks": None if g.blocks is None else g.blocks.tolist(),
         "has_identity": identity is not None and identity in g,
+        # the purpose a local job records (a cluster job answers for the gallery's default)
+        "purpose": g.default_purpose,
     }
 
 

@@ -549,11 +549,12 @@ class Store:
                 f"{row[0] if row else 'missing'!s}, this pyfacematch reads version "
                 f"{FORMAT_VERSION}: open it with the pyfacematch release that wrote it"
             )
-        # A crafted file can carry the format record over other tables: every table this
-        # version reads must have exactly its columns, or queries fail later in odd places.
+        # A crafted file can carry the format record over other tables: every table of the
+        # base schema must begin with exactly its columns (later columns are migrations that
+        # add to a table, such as the audit chain's), or queries fail later in odd places.
         have = _columns(c)
         for table, cols in _expected_columns().items():
-            if have.get(table) != cols:
+            if have.get(table, [])[: len(cols)] != cols:
                 got = "missing" if table not in have else [n for n, _ in have[table]]
                 raise GalleryFileError(
                     f"gallery {self._where()!r} has the format record of version "
