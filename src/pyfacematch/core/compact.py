@@ -31,7 +31,9 @@ __all__ = ["KINDS", "CompactMatrix"]
 KINDS = {"int8": 1, "bf16": 2}
 
 
-def _stride(kind: str, d: int) -> int:
+def padded_width(kind: str, d: int) -> int:
+    """Elements per stored row of a compact matrix of dimension ``d``: rows are padded to whole
+    SIMD blocks (64 int8 or 32 bf16 values)."""
     step = 64 if kind == "int8" else 32
     return -(-max(d, 1) // step) * step
 
@@ -59,10 +61,10 @@ class CompactMatrix:
             raise InputError(f"compact kind must be one of {sorted(KINDS)}, got {kind!r}")
         want = np.int8 if kind == "int8" else np.uint16
         n = int(codes.shape[0]) if codes.ndim == 2 else -1
-        if codes.dtype != want or codes.ndim != 2 or codes.shape[1] != _stride(kind, dim):
+        if codes.dtype != want or codes.ndim != 2 or codes.shape[1] != padded_width(kind, dim):
             raise DTypeError(
                 f"{kind} codes must be a 2-D {np.dtype(want).name} array of row stride "
-                f"{_stride(kind, dim)}, got {codes.dtype} {codes.shape}: build it with "
+                f"{padded_width(kind, dim)}, got {codes.dtype} {codes.shape}: build it with "
                 "CompactMatrix.from_float32()"
             )
         meta: dict[str, tuple[np.ndarray, Any]] = {"norm": (norm, np.float32)}

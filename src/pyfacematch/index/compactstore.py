@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyfacematch.core.compact import CompactMatrix, _stride
+from pyfacematch.core.compact import CompactMatrix, padded_width
 from pyfacematch.index.matrix import TemplateMatrix
 
 __all__ = ["STORES", "CompactStore"]
@@ -33,7 +33,7 @@ class CompactStore:
     def _alloc(self, cap: int, dim: int) -> dict[str, np.ndarray]:
         dt = np.int8 if self.kind == "int8" else np.uint16
         return {
-            "codes": np.zeros((cap, _stride(self.kind, dim)), dt),
+            "codes": np.zeros((cap, padded_width(self.kind, dim)), dt),
             "scale": np.zeros(cap, np.float32),
             "norm": np.zeros(cap, np.float32),
             "resid": np.zeros(cap, np.float32),
