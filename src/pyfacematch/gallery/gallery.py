@@ -35,7 +35,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,7 @@ from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_sea
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.store import Store, check_new_layout, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds
+from pyfacematch.gallery.trust_api import TrustMethods
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
 from pyfacematch.gallery.validation import (
     as_masks,
@@ -93,7 +93,7 @@ from pyfacematch.index import (
     exact_topk,
     make_backend,
 )
-from pyfacematch.security.consent import ConsentRecord, ConsentView, check_purpose
+from pyfacematch.security.consent import ConsentView, check_purpose
 
 __all__ = [
     "SMALL_GALLERY",
@@ -112,28 +112,6 @@ log = logging.getLogger("pyfacematch.gallery")
 SMALL_GALLERY = 256
 
 
-def _check_time(t: Any, what: str) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
-        raise InputError(f"{what} must be seconds since the epoch (a number), got {t!r}")
-    if not np.isfinite(t) or t < 0:
-        raise InputError(f"{what} must be a finite, non-negative time, got {t!r}")
-    return float(t)
-
-
-def _check_expiry(t: Any) -> float | None:
-    return None if t is None else _check_time(t, "consent expiry")
-
-
-def _check_source(source: Any) -> str:
-    if not isinstance(source, str) or not source.strip() or len(source) > 200:
-        raise InputError(
-            f"a consent source must be a non-empty string of at most 200 characters "
-            f"(a form id, an app screen …), got {source!r}"
-        )
-    encodable(source, "consent source")
-    return source
-
-
 def _in_range(
     v: Any, lo: float, hi: float, low_open: bool = False, high_open: bool = False
 ) -> bool:
@@ -145,7 +123,7 @@ def _in_range(
 
 
 # --------------------------------------------------------------------------- gallery
-class Gallery:
+class Gallery(TrustMethods):
     """A gallery of enrolled identities, in memory or on disk.
 
     Parameters
@@ -765,140 +743,6 @@ class Gallery:
             if self._eraser is not None:
                 self._eraser.erase()
 
-    # ------------------------------------------------------------------ consent
-    def _purposes(self, purpose: str | Sequence[str] | None) -> list[str]:
-        if purpose is None:
-            return [] if self.default_purpose is None else [self.default_purpose]
-        if isinstance(purpose, str):
-            return [check_purpose(purpose)]
-        return [check_purpose(p) for p in purpose]
-
-    def _enroll_grants(
-        self,
-        names: list[str],
-        purpose: str | Sequence[str] | None,
-        source: str,
-        expires: float | None,
-    ) -> list[ConsentRecord]:
-        purposes = self._purposes(purpose)
-        if not purposes:
-            return []
-        src, exp = _check_source(source), _check_expiry(expires)
-        now = time.time()
-        return [ConsentRecord(n, p, now, src, exp) for n in names for p in purposes]
-
-    def grant_consent(
-        self,
-        identity_id: str,
-        purpose: str,
-        *,
-        source: str,
-        expires_at: float | None = None,
-        granted_at: float | None = None,
-    ) -> ConsentRecord:
-        """Record (or renew) consent of ``identity_id`` for ``purpose``.
-
-        The identity need not be enrolled yet. New consent lifts an opt-out
-        tombstone, so the person can be enrolled again. Audited.
-
-        Parameters
-        ----------
-        identity_id : str
-        purpose : str
-            e.g. ``"payment"``, ``"access"``, ``"marketing"``.
-        source : str
-            Where the consent comes from (form id, app screen, …); required.
-        expires_at : float or None
-            Seconds since the epoch after which the consent no longer counts.
-        granted_at : float or None
-            When it was given (default: now).
-        """
-        self._check_writable("grant_consent")
-        rec = ConsentRecord(
-            check_id(identity_id),
-            check_purpose(purpose),
-            time.time() if granted_at is None else _check_time(granted_at, "granted_at"),
-            _check_source(source),
-            _check_expiry(expires_at),
-        )
-        with self._wmutex:
-            self._check_open()
-            consent_store.grant(self._store, rec)
-            self._consent.put(rec)
-        return rec
-
-    def withdraw_consent(self, identity_id: str, purpose: str | None = None) -> list[str]:
-        """Withdraw consent for ``purpose``, or for every purpose (``None``).
-
-        When no purpose is left, this is an opt-out: the identity is erased
-        as by :meth:`remove` and a tombstone (a salted hash of the id and the
-        time; no biometric data) refuses re-enrollment until new consent is
-        granted. Erasure, consent rows and tombstone are one transaction.
-        Returns the purposes still consented to (empty after an opt-out).
-        """
-        self._check_writable("withdraw_consent")
-        name = check_id(identity_id)
-        p = None if purpose is None else check_purpose(purpose)
-        with self._wmutex:
-            self._check_open()
-            left = [
-                r.purpose for r in self.consent_records(name) if p is not None and r.purpose != p
-            ]
-            if left:
-                left = consent_store.withdraw(self._store, name, p)
-                self._consent.drop(name, p)
-                return left
-            if name in self._name_to_slot or self._store.has_identity(name):
-                self._remove(name, tombstone=True)
-            else:  # consent given before any enrollment: withdrawn, tombstoned
-                consent_store.withdraw_all(self._store, name)
-                self._consent.drop(name)
-            return []
-
-    def consent_records(self, identity_id: str) -> list[ConsentRecord]:
-        """Consent records of an identity (expired ones included; see ``active()``)."""
-        name = check_id(identity_id)
-        return [r for r in consent_store.load_records(self._store, name)]
-
-    def _allowed(self, purpose: str | None) -> np.ndarray | None:
-        """bool per identity slot for the request's purpose; None: no filtering."""
-        p = self.default_purpose if purpose is None else check_purpose(purpose)
-        if p is None:
-            return None
-        return self._consent.allowed(
-            p, self._name_to_slot, len(self._slot_names), self._slot_layout
-        )
-
-    # ------------------------------------------------------------------ audit trail
-    def audit_flush(self) -> int:
-        """Write queued identify/verify audit records now (normally within 0.5 s); how many."""
-        self._check_open()
-        return self._audit.flush()
-
-    def audit_verify(self, expect_head: tuple[int, str] | None = None) -> dict[str, Any]:
-        """Check the hash chain and signed checkpoints of the audit trail.
-
-        Returns a report: ``ok``, ``records``, ``head``, ``first_bad`` (the
-        first bad record's seq and why), ``warnings``. See
-        :mod:`pyfacematch.security.audit` for what it can and cannot detect.
-        """
-        self._check_open()
-        if not self.read_only:
-            self._audit.flush()
-        return audit_store.verify_store(self._store, self._audit.keys, expect_head)
-
-    def audit_prune(self, before: float) -> int:
-        """Delete audit records older than ``before`` (seconds since the epoch).
-
-        A signed anchor (HMAC under the audit key) stands for the pruned
-        records, so the rest of the chain stays verifiable. Returns how many
-        were deleted; the pruning itself is recorded.
-        """
-        self._check_writable("audit_prune")
-        with self._wmutex:
-            self._audit.flush()
-            return audit_store.prune(self._store, self._audit, float(before))
-
     def _drop_checkpoints(self) -> None:
         """Delete every checkpoint and temporary file (never raises: problems are logged)."""
         self._ckpt_file = None
@@ -1391,116 +1235,6 @@ class Gallery:
 
     def _ckpt_context(self, backend: str, generation: int) -> bytes:
         return encryption.checkpoint_context(backend, generation)
-
-    def leak_audit(self, extra: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Any]:
-        """Examine every file of this gallery (and ``extra`` job outputs, rejects, logs) for leaks.
-
-        Returns the report (``clean``, ``findings`` …); see
-        :mod:`pyfacematch.gallery.leaks`. File galleries only.
-        """
-        self._check_open()
-        if self.path is None:
-            raise InputError("leak_audit: an in-memory gallery has no files to examine")
-        from pyfacematch.gallery import leaks
-
-        with self._rw.read():
-            live = {hash(r.tobytes()) for r in self._m.data[: self._m.n]}
-        return leaks.leak_audit(
-            self._store,
-            self._ring,
-            self._keys,
-            live,
-            cancelable=self._xf is not None,
-            extra=list(extra),
-        )
-
-    @property
-    def encrypted(self) -> bool:
-        """Whether templates, masks and index checkpoints are encrypted at rest."""
-        return self._ring is not None
-
-    @property
-    def cancelable(self) -> bool:
-        """Whether templates are stored and searched through a keyed transform."""
-        return self._xf is not None
-
-    def revoke_templates(self) -> int:
-        """Revocation: re-key the cancelable templates in place under a new secret.
-
-        Every stored template ``x Q_old`` becomes ``x Q_new`` (no photos
-        needed) in one transaction with the new secret; the old secret is
-        deleted, so templates leaked before cannot be linked to the new ones.
-        Searches answer exactly as before (scores to float rounding). Returns
-        the number of templates rewritten.
-        """
-        self._check_writable("revoke_templates")
-        if self._xf is None:
-            raise InputError(
-                "revoke_templates: this gallery's templates are not cancelable; create it "
-                "with cancelable=True"
-            )
-        with self._wmutex:
-            self._check_open()
-            new, secret, n = cancel_store.revoke(self._store, self._ring, self._keys, self._xf)
-            with self._rw.write():
-                self._xf = new
-                self._xf_secret = secret if self.path is None else None
-                self._load()
-            self._ckpt_file = None
-            self._drop_checkpoints()
-            if self.path is not None:
-                self._store.wal_checkpoint()
-                self.checkpoint()
-        return n
-
-    def _check_encrypted(self, what: str) -> encryption.KeyRing:
-        self._check_writable(what)
-        if self._ring is None or self._keys is None:
-            raise InputError(
-                f"{what}: gallery {os.fspath(self.path or ':memory:')!r} is not encrypted "
-                "at rest; create it with encrypt=True"
-            )
-        return self._ring
-
-    def rotate_master_key(self, new_key_provider: KeyProvider | None = None) -> None:
-        """Rewrap the data key under a new master key (templates are not rewritten).
-
-        Parameters
-        ----------
-        new_key_provider : KeyProvider or None
-            Supplies the new master key. None: the gallery's key file is
-            replaced by a new random key (atomically). With another provider
-            (e.g. a key service) switch the gallery to it before the next open.
-
-        A crash at any step leaves the gallery openable with the old or the
-        new key (the next writable open finishes or rolls back the rotation).
-        Index checkpoints are re-authenticated under the new key.
-        """
-        ring = self._check_encrypted("rotate_master_key")
-        with self._wmutex:
-            assert self._keys is not None
-            self._keys = encryption.rotate_master(self._store, ring, self._keys, new_key_provider)
-            self._ckpt.keys = self._keys
-            self._ckpt_file = None
-            self._drop_checkpoints()
-            self.checkpoint()
-
-    def rotate_data_key(self) -> int:
-        """Re-encrypt every template row and checkpoint under a new random data key.
-
-        Rows move in batches, each batch one transaction; both keys stay in
-        the key ring until every row has moved, so a crash at any point leaves
-        a gallery that opens and answers exactly as before (the next writable
-        open finishes the rotation). Returns the number of rows re-encrypted.
-        """
-        ring = self._check_encrypted("rotate_data_key")
-        with self._wmutex:
-            assert self._keys is not None
-            n = encryption.rotate_data(self._store, ring, self._keys)
-            self._ckpt_file = None
-            self._drop_checkpoints()
-            self.checkpoint()
-        return n
 
     def verify_integrity(self) -> dict[str, Any]:
         """Check that memory and index match the store; raise if not.
