@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sanitizer run of the C++ core (AddressSanitizer + UndefinedBehaviorSanitizer), in a temporary
 # build folder, in about five minutes on two cores:
-#   1. the core and kernel_oracle built with -fsanitize=address,undefined, run through ctest;
+#   1. the core and its C++ oracles (kernel_oracle, compact_oracle) built with -fsanitize=address,undefined, run through ctest;
 #   2. the Python extension built the same way and a slice of pytest (tests/test_scoring.py,
 #      tests/test_simd.py, tests/test_core_hardening.py, tests/test_bf16_bound.py) run against it
 #      with libasan and libstdc++ preloaded (PFM_SANITIZE_PYTHON=0 skips it);
@@ -29,8 +29,8 @@ build() {
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-echo "== 1/3 core + kernel_oracle with ASan/UBSan (ctest)"
-build "$TMP/core" kernel_oracle -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPFM_BUILD_TESTS=ON -DPFM_SANITIZE=ON
+echo "== 1/3 core + the C++ oracles (kernel_oracle, compact_oracle) with ASan/UBSan (ctest)"
+build "$TMP/core" all -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPFM_BUILD_TESTS=ON -DPFM_SANITIZE=ON
 (cd "$TMP/core" && ctest --output-on-failure)
 
 if [ "${PFM_SANITIZE_PYTHON:-1}" = 1 ]; then
