@@ -259,9 +259,12 @@ def test_enroll_remove_info_calibrate(server, ref):
 
 def test_health_metrics_openapi(server):
     assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
-    assert httpx.get(server.url + "/readyz").json()["galleries"] == ["shop"]
+    rz = httpx.get(server.url + "/readyz").json()
+    assert list(rz["galleries"]) == ["shop"] and rz["galleries"]["shop"]["tuned"] is True
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/v1/galleries/{name}/identify" in spec["paths"]
+    consent = spec["paths"]["/v1/galleries/{name}/identities/{identity}/consent"]
+    assert {"post", "delete", "get"} <= set(consent)
     m = httpx.get(server.url + "/metrics").text
     assert "pfm_requests_total" in m and "pfm_request_seconds_bucket" in m
     assert f'pfm_gallery_identities{{gallery="shop"}} {float(N)}' in m

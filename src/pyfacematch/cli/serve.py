@@ -28,6 +28,14 @@ def add_serve(subs: Any) -> None:
         metavar="NAME=PATH",
         help="gallery file to serve under /v1/galleries/NAME (repeatable)",
     )
+    p.add_argument(
+        "--gallery-key",
+        action="append",
+        default=None,
+        metavar="NAME=FILE",
+        help="master key file of an encrypted gallery (default: PYFACEMATCH_GALLERY_KEY, else "
+        "the key file beside the db)",
+    )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--config", default=None, metavar="FILE", help="TOML configuration file")
@@ -57,13 +65,16 @@ def add_serve(subs: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM / SIGINT."""
-    from pyfacematch.serve.config import load_config, parse_gallery_flag
+    from pyfacematch.serve.config import load_config, parse_gallery_flag, parse_gallery_key_flag
     from pyfacematch.serve.server import run_server
 
     galleries = dict(parse_gallery_flag(s) for s in args.gallery) if args.gallery else None
     cfg = load_config(
         args.config,
         galleries=galleries,
+        gallery_keys=dict(parse_gallery_key_flag(s) for s in args.gallery_key)
+        if args.gallery_key
+        else None,
         host=args.host,
         port=args.port,
         keys=args.keys,

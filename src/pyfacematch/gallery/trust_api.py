@@ -8,10 +8,11 @@ method (or its private helper) and runs on a Gallery instance (``self``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,6 +82,7 @@ class TrustMethods:
         _wmutex: Any
         _xf: Any
         _xf_secret: Any
+        actor: Any
         checkpoint: Any
         default_purpose: Any
         path: Any
@@ -175,6 +177,25 @@ class TrustMethods:
                 consent_store.withdraw_all(self._store, name)
                 self._consent.drop(name)
             return []
+
+    @contextlib.contextmanager
+    def acting_as(self, actor: str | None) -> Iterator[None]:
+        """Record the writes made inside the block (enroll, remove, consent) under ``actor``.
+
+        Holds the gallery's writer mutex for the block, so writes of other threads are never
+        recorded under this actor (a service passes each request's API key id). ``None`` keeps
+        the gallery's ``actor``.
+        """
+        with self._wmutex:
+            if actor is None:
+                yield
+                return
+            before = self.actor
+            self.actor = actor
+            try:
+                yield
+            finally:
+                self.actor = before
 
     def consent_records(self, identity_id: str) -> list[ConsentRecord]:
         """Consent records of an identity (expired ones included; see ``active()``)."""

@@ -12,10 +12,16 @@ Endpoints (``{name}`` is a served gallery):
 ``POST /v1/galleries/{name}/verify``                  verify     1:1
 ``POST /v1/galleries/{name}/enroll``                  enroll
 ``DELETE /v1/galleries/{name}/identities/{id}``       remove     opt-out
+``POST /v1/galleries/{name}/identities/{id}/consent``  enroll     grant consent for a purpose
+``DELETE …/identities/{id}/consent[?purpose=p]``       remove     withdraw (all: opt-out)
+``GET …/identities/{id}/consent``                     verify     consent records (or admin)
 ``GET /v1/galleries/{name}/info``                     any scope
 ``POST /v1/galleries/{name}/calibrate``               admin
 ``GET /healthz`` ``/readyz`` ``/metrics`` ``/openapi.json``   none
 ====================================================  =========  ===========================
+
+The API key's id is the audit-trail actor of every request (searches, enrollments, removals,
+consent changes).
 
 Errors are RFC 9457 problem details (:mod:`.problems`). Logs carry the route template, status,
 latency and key id, never a body, a template or an identity id.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -50,7 +57,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyfacematch.gallery import Decision, Gallery, IdentifyResult, VerifyResult
+from pyfacematch.gallery.secret import FileKeyProvider
 from pyfacematch.gallery.validation import check_duplicate_option, check_id, check_json
+from pyfacematch.security.consent import ConsentRecord, check_purpose
 from pyfacematch.serve.auth import SCOPES, KeyStore
 from pyfacematch.serve.batching import Batcher
 from pyfacematch.serve.bodies import (
@@ -192,6 +201,50 @@ class _Service:
         self.executor: ThreadPoolExecutor | None = None
         self.batcher: Batcher | None = None
         self.ready = False
+        #: name -> "opening" | "open" | "failed: <reason>" (galleries given open: "open")
+        self.state: dict[str, str] = {n: "open" for n in self.galleries}
+        self.startup_error: BaseException | None = None
+        #: called when a gallery cannot be opened (run_server stops the server, exit non-zero)
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self._opener: asyncio.Task[None] | None = None
+
+    def _open_one(self, name: str, path: str) -> Gallery:
+        kf = self.config.gallery_keys.get(name)
+        opts: dict[str, Any] = {} if kf is None else {"key_provider": FileKeyProvider(kf)}
+        try:
+            return Gallery.open(path, **opts)
+        except Exception as exc:
+            where = f"key file {kf!r}" if kf is not None else "its key provider"
+            log.error(
+                "cannot open gallery %r at %r with %s: %s: %s (an encrypted gallery needs its "
+                "key: --gallery-key %s=FILE, [gallery_keys] in the configuration, the "
+                "PYFACEMATCH_GALLERY_KEY variable, or the key file beside the db)",
+                name,
+                path,
+                where,
+                type(exc).__name__,
+                exc,
+                name,
+                extra={"gallery": name},
+            )
+            raise
+
+    async def _open_all(self) -> None:
+        """Open the configured galleries one after the other (index loaded and tuned)."""
+        loop = asyncio.get_running_loop()
+        for name, path in self.config.galleries.items():
+            try:
+                g = await loop.run_in_executor(self.executor, self._open_one, name, path)
+            except Exception as exc:
+                self.state[name] = f"failed: {type(exc).__name__}: {exc}"
+                self.startup_error = exc
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+                return
+            self.galleries[name] = g
+            self.state[name] = "open"
+            log.info("gallery opened", extra={"gallery": name})
+        self.ready = True
 
     # lifespan ---------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -206,17 +259,19 @@ class _Service:
         )
         try:
             if self._owned:
-                loop = asyncio.get_running_loop()
-                for name, path in self.config.galleries.items():
-                    self.galleries[name] = await loop.run_in_executor(
-                        self.executor, Gallery.open, path
-                    )
-                    log.info("gallery opened", extra={"gallery": name})
-            self.ready = True
+                # opened after the server listens: /healthz answers and /readyz says 503 with
+                # each gallery's state until all are open and tuned
+                self.state = {n: "opening" for n in self.config.galleries}
+                self._opener = asyncio.create_task(self._open_all())
+            else:
+                self.ready = True
             yield
         finally:
             # uvicorn calls this after in-flight requests finished (graceful SIGTERM)
             self.ready = False
+            if self._opener is not None:
+                with contextlib.suppress(BaseException):
+                    await self._opener  # a gallery being opened is closed below
             await self.batcher.close()
             if self._owned:
                 for name, g in self.galleries.items():
@@ -228,11 +283,14 @@ class _Service:
             self.executor.shutdown(wait=True)
 
     # helpers ------------------------------------------------------------
-    def _gallery(self, request: Request, scope: str | None) -> tuple[str, Gallery]:
+    def _gallery(
+        self, request: Request, scope: str | tuple[str, ...] | None
+    ) -> tuple[str, Gallery]:
         """The gallery of the path after authentication (401), scope (403) and rate (429) checks.
 
-        ``scope`` None: any scope on the gallery will do. A key without the scope on a gallery
-        gets 403 whether or not the gallery exists (names are not disclosed to it).
+        ``scope`` None: any scope on the gallery will do; a tuple: any of those. A key without
+        the scope on a gallery gets 403 whether or not the gallery exists (names are not
+        disclosed to it). A configured gallery still being opened answers 503 + Retry-After.
         """
         name = request.path_params["name"]
         if self.keys is not None:
@@ -244,8 +302,18 @@ class _Service:
             request.state.key_id = key.id
             if scope is None:
                 scope = next((s for s in SCOPES if key.allows(name, s)), "identify")
+            elif isinstance(scope, tuple):
+                scope = next((s for s in scope if key.allows(name, s)), scope[0])
             self.keys.authorize(key, name, scope)
         g = self.galleries.get(name)
+        if g is None and name in self.state:
+            raise HTTPProblem(
+                503,
+                "gallery-starting",
+                "Gallery not open yet",
+                f"gallery {name!r} is {self.state[name].split(':')[0]}: see /readyz",
+                headers={"Retry-After": "1"},
+            )
         if g is None:
             raise HTTPProblem(
                 404,
@@ -273,6 +341,16 @@ class _Service:
                 raise too_big
         return bytes(buf)
 
+    @staticmethod
+    def _actor(request: Request) -> str | None:
+        """The API key id of the request (None without keys: the gallery's own actor)."""
+        a = getattr(request.state, "key_id", None)
+        return a if isinstance(a, str) else None
+
+    @staticmethod
+    def _purpose(v: Any) -> str | None:
+        return None if v is None else check_purpose(v)
+
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, fn)
@@ -298,8 +376,9 @@ class _Service:
         )
         k = opt_int(src.get("k"), "k", 1, 1, MAX_K)
         thr = opt_float(src.get("threshold"), "threshold")
+        purpose = self._purpose(src.get("purpose"))
         assert self.batcher is not None
-        res = await self.batcher.identify(name, g, p, k, thr)
+        res = await self.batcher.identify(name, g, p, k, thr, purpose, self._actor(request))
         return JSONResponse({"results": [identify_json(r) for r in res]})
 
     async def verify(self, request: Request) -> Response:
@@ -324,8 +403,9 @@ class _Service:
             sent_dim=request.query_params.get("dim"),
         )
         thr = opt_float(src.get("threshold"), "threshold")
+        purpose = self._purpose(src.get("purpose"))
         assert self.batcher is not None
-        res = await self.batcher.verify(name, g, ident, p, thr)
+        res = await self.batcher.verify(name, g, ident, p, thr, purpose, self._actor(request))
         return JSONResponse(verify_json(res))
 
     async def enroll(self, request: Request) -> Response:
@@ -350,14 +430,86 @@ class _Service:
         od = src.get("on_duplicate")
         if od is not None:
             check_duplicate_option(od)
-        await self._in_thread(lambda: g.enroll(ident, t, metadata=meta, on_duplicate=od))
+        purpose = self._purpose(src.get("purpose"))
+        actor = self._actor(request)
+
+        def run() -> None:
+            with g.acting_as(actor):
+                g.enroll(ident, t, metadata=meta, on_duplicate=od, purpose=purpose)
+
+        await self._in_thread(run)
         return JSONResponse({"identity": ident, "templates": int(t.shape[0])}, status_code=201)
 
     async def remove(self, request: Request) -> Response:
         _, g = self._gallery(request, "remove")
         ident = check_id(request.path_params["identity"])
-        await self._in_thread(lambda: g.remove(ident))
+        actor = self._actor(request)
+
+        def run() -> None:
+            with g.acting_as(actor):
+                g.remove(ident)
+
+        await self._in_thread(run)
         return JSONResponse({"removed": ident})
+
+    @staticmethod
+    def _record(r: ConsentRecord) -> dict[str, Any]:
+        now = time.time()
+        return {**asdict(r), "active": r.expires_at is None or r.expires_at > now}
+
+    async def consent_grant(self, request: Request) -> Response:
+        _, g = self._gallery(request, "enroll")
+        ident = check_id(request.path_params["identity"])
+        body = await self._body(request)
+        if media_type(request.headers.get("content-type")) != JSON_TYPE:
+            raise HTTPProblem(415, "unsupported-media-type", "JSON only", "consent takes JSON")
+        obj = parse_json(body)
+        purpose = check_purpose(obj.get("purpose"))
+        source = obj.get("source")
+        if not isinstance(source, str) or not source:
+            raise HTTPProblem(
+                400,
+                "malformed-body",
+                "Consent source missing",
+                "grant needs 'source' (where the consent comes from: form id, app screen, …)",
+            )
+        exp = opt_float(obj.get("expires_at"), "expires_at")
+        actor = self._actor(request)
+
+        def run() -> ConsentRecord:
+            with g.acting_as(actor):
+                return g.grant_consent(ident, purpose, source=source, expires_at=exp)
+
+        rec = await self._in_thread(run)
+        return JSONResponse(self._record(rec), status_code=201)
+
+    async def consent_withdraw(self, request: Request) -> Response:
+        _, g = self._gallery(request, "remove")
+        ident = check_id(request.path_params["identity"])
+        purpose = self._purpose(request.query_params.get("purpose"))
+        actor = self._actor(request)
+
+        def run() -> list[str]:
+            with g.acting_as(actor):
+                return g.withdraw_consent(ident, purpose)
+
+        left = await self._in_thread(run)
+        return JSONResponse(
+            {
+                "identity": ident,
+                "withdrawn": purpose if purpose is not None else "*",
+                "remaining": left,
+                # nothing left: erased like DELETE …/identities/{id}, and re-enrollment is
+                # refused (tombstone) until consent is granted again
+                "opted_out": not left,
+            }
+        )
+
+    async def consent_show(self, request: Request) -> Response:
+        _, g = self._gallery(request, ("verify", "admin"))
+        ident = check_id(request.path_params["identity"])
+        recs = await self._in_thread(lambda: g.consent_records(ident))
+        return JSONResponse({"identity": ident, "records": [self._record(r) for r in recs]})
 
     async def info(self, request: Request) -> Response:
         name, g = self._gallery(request, None)
@@ -420,10 +572,43 @@ class _Service:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    @staticmethod
+    def _tuning(g: Gallery) -> dict[str, Any]:
+        """A gallery's index state from :meth:`Gallery.index_info`.
+
+        "Tuned" means searches run at a depth measured for the gallery: exact search (the
+        ``exact`` backend, a small gallery, or a fallback), or an approximate index whose depth
+        was tuned against ``recall_target`` (``measured_recall_at_1`` is set).
+        """
+        i = g.index_info()
+        exact = i.get("search") == "exact"
+        return {
+            "tuned": bool(exact or i.get("measured_recall_at_1") is not None),
+            "backend": i.get("backend"),
+            "search": i.get("search"),
+            "depth": i.get("depth"),
+            "measured_recall_at_1": i.get("measured_recall_at_1"),
+            "recall_target": i.get("recall_target"),
+            "fallback": i.get("fallback"),
+            "templates": i.get("templates"),
+        }
+
     async def readyz(self, request: Request) -> Response:
-        if not self.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ready", "galleries": sorted(self.galleries)})
+        body: dict[str, Any] = {}
+        ok = self.ready
+        for name, st in self.state.items():
+            g = self.galleries.get(name)
+            if g is None:
+                body[name] = {"state": st, "tuned": False}
+                ok = False
+                continue
+            t = await self._in_thread(functools.partial(self._tuning, g))
+            body[name] = {"state": st, **t}
+            ok = ok and t["tuned"]
+        return JSONResponse(
+            {"status": "ready" if ok else "starting", "galleries": body},
+            status_code=200 if ok else 503,
+        )
 
     async def metrics_endpoint(self, request: Request) -> Response:
         for name, g in self.galleries.items():
@@ -492,6 +677,21 @@ def build_app(config: ServeConfig, galleries: dict[str, Gallery] | None = None) 
         Route(g + "/verify", _problems(svc.verify), methods=["POST"]),
         Route(g + "/enroll", _problems(svc.enroll), methods=["POST"]),
         Route(g + "/identities/{identity}", _problems(svc.remove), methods=["DELETE"]),
+        Route(
+            g + "/identities/{identity}/consent",
+            _problems(svc.consent_grant),
+            methods=["POST"],
+        ),
+        Route(
+            g + "/identities/{identity}/consent",
+            _problems(svc.consent_withdraw),
+            methods=["DELETE"],
+        ),
+        Route(
+            g + "/identities/{identity}/consent",
+            _problems(svc.consent_show),
+            methods=["GET"],
+        ),
         Route(g + "/info", _problems(svc.info), methods=["GET"]),
         Route(g + "/calibrate", _problems(svc.calibrate), methods=["POST"]),
         Route("/healthz", svc.healthz, methods=["GET"]),
@@ -536,6 +736,13 @@ _BINARY = {
     "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_IDENT = {"name": "identity", "in": "path", "required": True, "schema": {"type": "string"}}
+_PURPOSE = {
+    "type": ["string", "null"],
+    "pattern": "^[a-z][a-z0-9_.-]{0,63}$",
+    "description": "consent purpose the request is for (default: the gallery's purpose); "
+    "query parameter with binary bodies",
+}
 
 #: The hand-written OpenAPI 3.1 schema served at ``/openapi.json``.
 OPENAPI: dict[str, Any] = {
@@ -576,6 +783,7 @@ OPENAPI: dict[str, Any] = {
                                 "probes": _ROWS,
                                 "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
                                 "threshold": {"type": ["number", "null"]},
+                                "purpose": _PURPOSE,
                             },
                             "required": ["probes"],
                         }
@@ -597,6 +805,7 @@ OPENAPI: dict[str, Any] = {
                                 "identity": {"type": "string"},
                                 "probe": {"type": "array", "items": {"type": "number"}},
                                 "threshold": {"type": ["number", "null"]},
+                                "purpose": _PURPOSE,
                             },
                             "required": ["identity", "probe"],
                         }
@@ -619,6 +828,7 @@ OPENAPI: dict[str, Any] = {
                                 "templates": _ROWS,
                                 "metadata": {"type": "object"},
                                 "on_duplicate": {"enum": ["refuse", "append"]},
+                                "purpose": _PURPOSE,
                             },
                             "required": ["identity", "templates"],
                         }
@@ -634,6 +844,38 @@ OPENAPI: dict[str, Any] = {
             ],
             "delete": _op("Remove an identity (opt-out)", "remove"),
         },
+        "/v1/galleries/{name}/identities/{identity}/consent": {
+            "parameters": [_NAME, _IDENT],
+            "post": _op(
+                "Grant (or renew) consent for a purpose; lifts an opt-out tombstone",
+                "enroll",
+                {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "purpose": _PURPOSE,
+                                "source": {"type": "string"},
+                                "expires_at": {"type": ["number", "null"]},
+                            },
+                            "required": ["purpose", "source"],
+                        }
+                    }
+                },
+            ),
+            "delete": {
+                **_op(
+                    "Withdraw consent for ?purpose=, or for every purpose (opt-out: the "
+                    "identity is erased and re-enrollment refused until new consent); answers "
+                    "remaining purposes and opted_out",
+                    "remove",
+                ),
+                "parameters": [
+                    {"name": "purpose", "in": "query", "required": False, "schema": _PURPOSE}
+                ],
+            },
+            "get": _op("Consent records of an identity", "verify or admin"),
+        },
         "/v1/galleries/{name}/info": {"parameters": [_NAME], "get": _op("Gallery info", "any")},
         "/v1/galleries/{name}/calibrate": {
             "parameters": [_NAME],
@@ -645,7 +887,14 @@ OPENAPI: dict[str, Any] = {
             ),
         },
         "/healthz": {"get": _op("Liveness", None)},
-        "/readyz": {"get": _op("Readiness: galleries loaded", None)},
+        "/readyz": {
+            "get": _op(
+                "Readiness: 200 once every gallery is open and its index tuned (exact search, "
+                "or an approximate index with a measured recall@1); 503 before, with each "
+                "gallery's state",
+                None,
+            )
+        },
         "/metrics": {"get": _op("Prometheus metrics (text format)", None)},
         "/openapi.json": {"get": _op("This schema", None)},
     },

@@ -3,7 +3,8 @@
 Each (gallery, kind) has a queue and one gathering task. The task takes the first waiting
 request, then gathers more for at most ``max_wait_ms`` or until ``max_batch`` probe rows are
 gathered, and runs them in a worker thread (the event loop never blocks on a search): identify
-requests sharing ``k`` and ``threshold`` are stacked into ONE
+requests sharing ``k``, ``threshold`` and ``purpose`` (and the API key, when the gallery audits
+searches) are stacked into ONE
 :meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
 per probe than one probe at a time) and the result rows are handed back to each request; verify
 requests run in one thread dispatch (the gallery has no batched 1:1 call). At most
@@ -31,7 +32,8 @@ __all__ = ["Batcher"]
 @dataclass
 class _Item:
     kind: str  # "identify" or "verify"
-    params: tuple[Any, ...]  # identify: (k, threshold); verify: (identity, threshold)
+    # identify: (k, threshold, purpose, actor); verify: (identity, threshold, purpose, actor)
+    params: tuple[Any, ...]
     probes: np.ndarray  # (n, d) float32, already validated
     future: asyncio.Future[Any] = field(repr=False)
 
@@ -41,10 +43,18 @@ class _Item:
 
 
 def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
-    """One gallery call for requests sharing (k, threshold); results split per request."""
-    k, thr = group[0].params
+    """One gallery call for requests sharing (k, threshold, purpose[, actor]); split per request.
+
+    When requests of several actors share a call (the gallery does not audit searches), the
+    call names them all, comma-separated.
+    """
+    k, thr, purpose, _ = group[0].params
+    actors = sorted({g.params[3] for g in group if g.params[3] is not None})
+    actor = ",".join(actors) if actors else None
     probes = group[0].probes if len(group) == 1 else np.concatenate([g.probes for g in group])
-    res = gallery.identify_arrays(probes, k=k, threshold=thr).results()
+    res = gallery.identify_arrays(
+        probes, k=k, threshold=thr, purpose=purpose, actor=actor
+    ).results()
     out: list[Any] = []
     start = 0
     for g in group:
@@ -57,9 +67,11 @@ def _run_verify(gallery: Gallery, group: list[_Item]) -> list[Any]:
     """Each verify of the group in one thread dispatch; an error belongs to its request only."""
     out: list[Any] = []
     for g in group:
-        ident, thr = g.params
+        ident, thr, purpose, actor = g.params
         try:
-            out.append(gallery.verify(ident, g.probes[0], threshold=thr))
+            out.append(
+                gallery.verify(ident, g.probes[0], threshold=thr, purpose=purpose, actor=actor)
+            )
         except Exception as exc:  # returned, set on that request's future
             out.append(exc)
     return out
@@ -108,11 +120,22 @@ class Batcher:
         self._galleries: dict[str, Gallery] = {}
 
     async def identify(
-        self, name: str, gallery: Gallery, probes: np.ndarray, k: int, threshold: float | None
+        self,
+        name: str,
+        gallery: Gallery,
+        probes: np.ndarray,
+        k: int,
+        threshold: float | None,
+        purpose: str | None = None,
+        actor: str | None = None,
     ) -> list[IdentifyResult]:
-        """Identify validated ``probes`` (n, d) float32 on ``gallery``; one result per row."""
+        """Identify validated ``probes`` (n, d) float32 on ``gallery``; one result per row.
+
+        ``purpose`` filters by consent (None: the gallery's default); ``actor`` is who asks, for
+        the audit trail.
+        """
         res: list[IdentifyResult] = await self._submit(
-            name, gallery, "identify", (k, threshold), probes
+            name, gallery, "identify", (k, threshold, purpose, actor), probes
         )
         return res
 
@@ -123,10 +146,12 @@ class Batcher:
         identity: str,
         probe: np.ndarray,
         threshold: float | None,
+        purpose: str | None = None,
+        actor: str | None = None,
     ) -> VerifyResult:
         """Verify one validated probe (1, d) float32 against ``identity``."""
         res: VerifyResult = await self._submit(
-            name, gallery, "verify", (identity, threshold), probe
+            name, gallery, "verify", (identity, threshold, purpose, actor), probe
         )
         return res
 
@@ -187,7 +212,7 @@ class Batcher:
         for it in items:
             if it.future.cancelled():  # the client went away
                 continue
-            groups.setdefault(it.params if kind == "identify" else (), []).append(it)
+            groups.setdefault(self._group_key(kind, gallery, it.params), []).append(it)
         run = _run_identify if kind == "identify" else _run_verify
         loop = asyncio.get_running_loop()
         for group in groups.values():
@@ -207,6 +232,19 @@ class Batcher:
                     it.future.set_exception(r)
                 else:
                     it.future.set_result(r)
+
+    @staticmethod
+    def _group_key(kind: str, gallery: Gallery, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Requests that may share one gallery call.
+
+        identify: same k, threshold and purpose (the consent filter is per call), and the same
+        actor when the gallery audits searches (each audit record names who asked). verify runs
+        each request on its own (one thread dispatch for the group).
+        """
+        if kind != "identify":
+            return ()
+        k, thr, purpose, actor = params
+        return (k, thr, purpose, actor if gallery.audit_searches else None)
 
     async def close(self) -> None:
         """Stop the gathering tasks (call after in-flight requests have finished)."""

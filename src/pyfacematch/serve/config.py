@@ -17,6 +17,9 @@ A configuration file holds the same settings as the flags (flags given on the co
 
     [galleries]
     shop = "/data/shop.db"
+
+    [gallery_keys]              # encrypted galleries: master key file per gallery (optional;
+    shop = "/secrets/shop.key"  # default: PYFACEMATCH_GALLERY_KEY, else the key file beside the db)
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ServeConfig", "load_config", "parse_gallery_flag"]
+__all__ = ["ServeConfig", "load_config", "parse_gallery_flag", "parse_gallery_key_flag"]
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -52,6 +55,7 @@ class ServeConfig:
     """
 
     galleries: dict[str, str] = field(default_factory=dict)
+    gallery_keys: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 8000
     keys: str | None = None
@@ -72,6 +76,16 @@ class ServeConfig:
         for n in self.galleries:
             if not n or "/" in n:
                 raise InputError(f"gallery names are non-empty and have no '/', got {n!r}")
+        for n, kf in self.gallery_keys.items():
+            if n not in self.galleries:
+                raise InputError(
+                    f"--gallery-key {n}=… names no served gallery; served: {sorted(self.galleries)}"
+                )
+            if not os.path.isfile(kf):
+                raise InputError(
+                    f"key file {kf!r} of gallery {n!r} does not exist: give the file that holds "
+                    "the gallery's master key"
+                )
         if self.keys is None and self.host not in _LOOPBACK:
             raise InputError(
                 f"refusing to serve on {self.host!r} without API keys: give --keys FILE "
@@ -95,6 +109,14 @@ def parse_gallery_flag(s: str) -> tuple[str, str]:
     name, sep, path = s.partition("=")
     if not sep or not name or not path:
         raise InputError(f"--gallery takes name=path (e.g. shop=/data/shop.db), got {s!r}")
+    return name, path
+
+
+def parse_gallery_key_flag(s: str) -> tuple[str, str]:
+    """``name=FILE`` of ``--gallery-key`` as ``(name, file)``."""
+    name, sep, path = s.partition("=")
+    if not sep or not name or not path:
+        raise InputError(f"--gallery-key takes name=FILE (e.g. shop=/secrets/shop.key), got {s!r}")
     return name, path
 
 
@@ -124,9 +146,9 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> ServeC
             return os.fspath(base / v) if isinstance(v, str) else v
 
         for k, v in data.items():
-            if k == "galleries":
+            if k in ("galleries", "gallery_keys"):
                 if not isinstance(v, dict):
-                    raise InputError(f"{os.fspath(p)}: [galleries] must be a table name = path")
+                    raise InputError(f"{os.fspath(p)}: [{k}] must be a table name = path")
                 v = {str(n): rel(g) for n, g in v.items()}
             elif k in ("keys", "ssl_certfile", "ssl_keyfile"):
                 v = rel(v)
@@ -136,7 +158,7 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: Any) -> ServeC
             raise InputError(f"unknown setting {k!r}")
         if v is None:
             continue
-        if k == "galleries":
-            v = {**cfg.galleries, **v}
+        if k in ("galleries", "gallery_keys"):
+            v = {**getattr(cfg, k), **v}
         setattr(cfg, k, v)
     return cfg.check()

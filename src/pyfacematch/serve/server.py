@@ -77,14 +77,15 @@ def run_server(config: ServeConfig) -> None:
     ------
     InputError
         Invalid configuration.
-    GalleryFileError, GalleryLockedError
-        A gallery cannot be opened (at startup; uvicorn then exits non-zero).
+    GalleryFileError, GalleryLockedError, KeyFileError, WrongKeyError
+        A gallery cannot be opened (the server stops; the error names the gallery and the
+        ways to give its key).
     """
     import uvicorn
 
     config.check()
     app = build_app(config)
-    uvicorn.run(
+    ucfg = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
@@ -96,3 +97,13 @@ def run_server(config: ServeConfig) -> None:
         lifespan="on",
         server_header=False,
     )
+    server = uvicorn.Server(ucfg)
+    svc = app.state.service
+
+    def fatal(exc: BaseException) -> None:
+        server.should_exit = True  # graceful stop; the galleries opened so far are closed
+
+    svc.on_fatal = fatal
+    server.run()
+    if svc.startup_error is not None:
+        raise svc.startup_error  # the CLI prints it and exits non-zero
