@@ -17,6 +17,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
+from pyfacematch.client import Client  # noqa: E402
+from pyfacematch.errors import ConsentError, NoConsentError  # noqa: E402
 from pyfacematch.gallery import Gallery  # noqa: E402
 from pyfacematch.gallery.secret import FileKeyProvider  # noqa: E402
 from pyfacematch.serve.auth import new_api_key  # noqa: E402
@@ -123,6 +125,25 @@ def test_consent_endpoints_purposes_and_audit_actor(srv, data):
                    headers=srv.h("desk"))  # fmt: skip
     assert e.status_code == 201, e.text
     assert httpx.delete(u + f"/identities/{ids[2]}", headers=srv.h("desk")).status_code == 200
+
+    # the Python client: same names as Gallery, typed errors
+    with (
+        Client(srv.url, "shop", api_key=srv.tokens["desk"]) as desk,
+        Client(srv.url, "shop", api_key=srv.tokens["term-7"], binary=True) as term,
+    ):
+        rec = desk.grant_consent(ids[4], "access", source="app")
+        assert (rec.identity, rec.purpose, rec.source) == (ids[4], "access", "app")
+        assert [r.purpose for r in term.consent_records(ids[4])] == sorted(["access", "payment"])
+        assert term.identify(t[4], purpose="access")[0].candidates[0].identity == ids[4]
+        assert term.verify(ids[4], t[4], purpose="access").score > 0.99
+        with pytest.raises(NoConsentError):
+            term.verify(ids[5], t[5], purpose="access")
+        assert desk.withdraw_consent(ids[4], "access") == ["payment"]
+        assert desk.withdraw_consent(ids[4]) == []
+        with pytest.raises(ConsentError):
+            desk.enroll(ids[4], t[4])
+        desk.grant_consent(ids[4], "payment", source="app")
+        desk.enroll(ids[4], t[4], purpose="payment")
 
     # the audit trail names the API key of each request (searches flushed at shutdown)
     assert _stop(srv.proc) in (0, -15)  # uvicorn re-raises SIGTERM after a clean stop

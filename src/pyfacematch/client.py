@@ -21,6 +21,7 @@ import numpy as np
 
 from pyfacematch import errors as E
 from pyfacematch.gallery.results import Candidate, Decision, IdentifyResult, VerifyResult
+from pyfacematch.security.consent import ConsentRecord
 
 __all__ = ["Client", "ServiceError", "npy_bytes"]
 
@@ -55,9 +56,21 @@ _TYPES: dict[str, type[Exception]] = {
     "index-training": E.IndexTrainingError,
     "invalid-input": E.InputError,
     "dtype": E.DTypeError,
+    "no-consent": E.NoConsentError,
+    "consent": E.ConsentError,
     "unknown-identity": E.UnknownIdentityError,
     "read-only": E.GalleryReadOnlyError,
 }
+
+
+def _record(d: Mapping[str, Any]) -> ConsentRecord:
+    return ConsentRecord(
+        str(d["identity"]),
+        str(d["purpose"]),
+        float(d["granted_at"]),
+        str(d["source"]),
+        None if d.get("expires_at") is None else float(d["expires_at"]),
+    )
 
 
 def _decision(d: Mapping[str, Any]) -> Decision:
@@ -149,10 +162,20 @@ class Client:
 
     # ------------------------------------------------------------------ Gallery API
     def identify(
-        self, probes: Any, k: int = 1, threshold: float | None = None
+        self,
+        probes: Any,
+        k: int = 1,
+        threshold: float | None = None,
+        *,
+        purpose: str | None = None,
     ) -> list[IdentifyResult]:
-        """Identify probes (1:N); see :meth:`Gallery.identify`."""
-        d = self._post("identify", "probes", self._rows(probes), {"k": k, "threshold": threshold})
+        """Identify probes (1:N); see :meth:`Gallery.identify` (the actor is the API key)."""
+        d = self._post(
+            "identify",
+            "probes",
+            self._rows(probes),
+            {"k": k, "threshold": threshold, "purpose": purpose},
+        )
         return [
             IdentifyResult(
                 tuple(Candidate(c["identity"], _score(c["score"])) for c in r["candidates"]),
@@ -161,10 +184,20 @@ class Client:
             for r in d["results"]
         ]
 
-    def verify(self, identity_id: str, probe: Any, threshold: float | None = None) -> VerifyResult:
+    def verify(
+        self,
+        identity_id: str,
+        probe: Any,
+        threshold: float | None = None,
+        *,
+        purpose: str | None = None,
+    ) -> VerifyResult:
         """Compare a probe with one identity (1:1); see :meth:`Gallery.verify`."""
         d = self._post(
-            "verify", "probe", self._rows(probe), {"identity": identity_id, "threshold": threshold}
+            "verify",
+            "probe",
+            self._rows(probe),
+            {"identity": identity_id, "threshold": threshold, "purpose": purpose},
         )
         return VerifyResult(d["identity"], _score(d["score"]), _decision(d["decision"]))
 
@@ -175,10 +208,12 @@ class Client:
         metadata: Mapping[str, Any] | None = None,
         *,
         on_duplicate: str | None = None,
+        purpose: str | None = None,
     ) -> None:
         """Enroll an identity; see :meth:`Gallery.enroll` (metadata forces a JSON body)."""
         rows = self._rows(templates)
-        params = {"identity": identity_id, "on_duplicate": on_duplicate}
+        params = {"identity": identity_id, "on_duplicate": on_duplicate, "purpose": purpose}
+        params = {k: v for k, v in params.items() if v is not None}
         if metadata is not None:
             r = self._http.post(
                 self._url("enroll"),
@@ -191,6 +226,31 @@ class Client:
     def remove(self, identity_id: str) -> None:
         """Opt-out: erase an identity; see :meth:`Gallery.remove`."""
         self._check(self._http.delete(self._url(f"identities/{identity_id}")))
+
+    def grant_consent(
+        self, identity_id: str, purpose: str, *, source: str, expires_at: float | None = None
+    ) -> ConsentRecord:
+        """Record consent for a purpose (``enroll`` scope); see :meth:`Gallery.grant_consent`."""
+        d = self._check(
+            self._http.post(
+                self._url(f"identities/{identity_id}/consent"),
+                json={"purpose": purpose, "source": source, "expires_at": expires_at},
+            )
+        )
+        return _record(d)
+
+    def withdraw_consent(self, identity_id: str, purpose: str | None = None) -> list[str]:
+        """Withdraw consent (``remove`` scope); every purpose: opt-out. Purposes left."""
+        params = {} if purpose is None else {"purpose": purpose}
+        d = self._check(
+            self._http.delete(self._url(f"identities/{identity_id}/consent"), params=params)
+        )
+        return [str(p) for p in d["remaining"]]
+
+    def consent_records(self, identity_id: str) -> list[ConsentRecord]:
+        """Consent records of an identity (``verify`` or ``admin`` scope)."""
+        d = self._check(self._http.get(self._url(f"identities/{identity_id}/consent")))
+        return [_record(r) for r in d["records"]]
 
     def info(self) -> dict[str, Any]:
         """The served gallery's size, backend, dimension and thresholds."""
