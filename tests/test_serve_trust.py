@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,8 +182,6 @@ def test_readyz_is_per_gallery_and_says_tuned(tmp_path, data):
             try:
                 r = httpx.get(url + "/readyz", timeout=2)
             except httpx.TransportError:
-                import time
-
                 time.sleep(0.1)
                 continue
             seen.add(r.status_code)
