@@ -18,12 +18,13 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
+from test_serve import DIM, Server, _free_port, _keys_toml, _start, _stop  # noqa: E402
+
 from pyfacematch.client import Client  # noqa: E402
 from pyfacematch.errors import ConsentError, NoConsentError  # noqa: E402
 from pyfacematch.gallery import Gallery  # noqa: E402
 from pyfacematch.gallery.secret import FileKeyProvider  # noqa: E402
 from pyfacematch.serve.auth import new_api_key  # noqa: E402
-from tests.test_serve import DIM, Server, _free_port, _keys_toml, _start, _stop  # noqa: E402
 
 N = 40
 
