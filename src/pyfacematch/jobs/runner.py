@@ -1,9 +1,10 @@
 """Resumable streaming jobs: bulk identify (1:N) and verify (1:1) over files of probes.
 
 A job reads probes in chunks of a fixed number of records (bounded memory),
-searches each chunk with the gallery's vectorised search (the core's threads
-do the work, the GIL is released) while the next chunk is read, and writes
-each chunk's results to a **part file** in a work folder next to the output
+searches each chunk with the gallery's vectorised search on a thread of its
+own (the core's threads do the work, the GIL is released) while a reader
+thread reads the next chunks and the calling thread commits the previous
+chunk, and writes each chunk's results to a **part file** in a work folder next to the output
 (``<output>.job/``). Commit protocol, per chunk ``i``:
 
 1. write ``part-<i>`` (and ``rejects-<i>`` if any) to a temporary name,
@@ -218,15 +219,20 @@ def map_ahead(
     """
 
     def gen(taken: threading.Event, stop: threading.Event) -> Iterator[tuple[Chunk, Any, float]]:
-        for c in it:
-            while not taken.wait(0.1):  # the previous result is taken (or none yet)
-                if stop.is_set():
-                    return
-            taken.clear()
-            if not proceed():
-                raise KeyboardInterrupt
-            t = time.monotonic()
-            yield c, fn(c), t
+        try:
+            for c in it:
+                while not taken.wait(0.1):  # the previous result is taken (or none yet)
+                    if stop.is_set():
+                        return
+                taken.clear()
+                if not proceed():
+                    raise KeyboardInterrupt
+                t = time.monotonic()
+                yield c, fn(c), t
+        finally:  # stop the reader thread here, before the job closes the reader
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     return _ahead(gen, 1, "pyfacematch-search", join_timeout=None, handshake=True)
 
@@ -539,6 +545,7 @@ def run_job(
     t_start = time.monotonic()
     processed_now = 0
     interrupt = _ChunkInterrupt(quiet=quiet, stream=stream)
+    chunk_stream: Iterator[tuple[Chunk, Any, float]] | None = None
     try:
         interrupt.install()
         if results is None:
@@ -583,6 +590,11 @@ def run_job(
         if interrupt.asked:  # never finalise a job that was asked to stop
             raise KeyboardInterrupt
     finally:
+        if chunk_stream is not None:  # joins the search and reader threads
+            close = getattr(chunk_stream, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # never mask the job's own error
+                    close()
         interrupt.restore()
         prog.close()
         reader.close()
