@@ -402,3 +402,71 @@ def test_ctrl_c_stops_the_job_after_the_current_chunk(setup, monkeypatch, capsys
     s = identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv"), resume=True), quiet=True)
     assert s["resumed"] is True and s["processed"] == N_PROBE
     assert (d / "cut.csv").read_bytes() == (d / "ref.csv").read_bytes()
+
+
+# ---------------------------------------------------------------------------- pipelined job
+def _result_rows_reference(probe_ids, identities, scores, threshold):
+    """The per-row definition of result_columns (the code before it was vectorised)."""
+    rows = []
+    for i, p in enumerate(probe_ids):
+        r = 0
+        for j in range(identities.shape[1]):
+            if identities[i, j] is not None and not np.isnan(scores[i, j]):
+                r += 1
+                s = float(np.float32(scores[i, j]))
+                dec = None if threshold is None else ("match" if s >= threshold else "no-match")
+                rows.append((p, r, identities[i, j], s, dec))
+        if r == 0:
+            rows.append((p, 0, None, None, None if threshold is None else "no-match"))
+    return rows
+
+
+@pytest.mark.parametrize("threshold", [None, 0.25])
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_result_columns_match_the_per_row_definition(threshold, k):
+    """Padding (None), NaN scores, probes with no candidate, ties at the threshold, k = 0."""
+    rng = np.random.default_rng(k)
+    m = 9
+    ids = np.array([[f"g{i}-{j}" for j in range(k)] for i in range(m)], object).reshape(m, k)
+    sc = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+    if k:
+        ids[1, -1] = None  # padding at the end
+        ids[2, :] = None  # no candidate at all
+        sc[3, 0] = np.nan  # NaN score (a hole: the next valid one gets rank 1)
+        sc[4, :] = np.nan
+        sc[5, 0] = np.float32(0.25)  # exactly at the threshold: a match
+    pids = [f"p{i}" for i in range(m)]
+    got = result_columns(pids, ids, sc, threshold)
+    want = _result_rows_reference(pids, ids, sc, threshold)
+    rows = list(
+        zip(got.probe_id, got.rank.tolist(), got.identity, got.score.tolist(), got.decision)
+    )
+    rows = [(p, r, i, None if s != s else s, d) for p, r, i, s, d in rows]
+    assert rows == want
+    assert got.rank.dtype == np.int32 and got.score.dtype == np.float32
+    assert all(type(p) is str for p in got.probe_id)
+
+
+def test_a_failing_search_surfaces_its_error_with_earlier_chunks_committed(setup, monkeypatch):
+    """The search runs on its own thread: its error reaches the caller unchanged, in order."""
+    d = setup["dir"]
+    src = Source(input=str(d / "probes.jsonl"), chunk_size=4)
+    identify_job(d / "g.db", src, JobOutput(str(d / "ref.csv")))
+    calls = {"n": 0}
+    real = Gallery.identify_arrays
+
+    def failing(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise InputError("search failed on chunk 2")
+        return real(self, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(Gallery, "identify_arrays", failing)
+        with pytest.raises(InputError, match="chunk 2"):
+            identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv")), quiet=True)
+    man = json.loads((d / "cut.csv.job" / "manifest.json").read_text())
+    assert man["chunks_done"] == 2 and calls["n"] == 3  # no chunk searched after the failure
+    s = identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv"), resume=True), quiet=True)
+    assert s["processed"] == N_PROBE
+    assert (d / "cut.csv").read_bytes() == (d / "ref.csv").read_bytes()

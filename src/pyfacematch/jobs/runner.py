@@ -1,9 +1,10 @@
 """Resumable streaming jobs: bulk identify (1:N) and verify (1:1) over files of probes.
 
 A job reads probes in chunks of a fixed number of records (bounded memory),
-searches each chunk with the gallery's vectorised search (the core's threads
-do the work, the GIL is released) while the next chunk is read, and writes
-each chunk's results to a **part file** in a work folder next to the output
+searches each chunk with the gallery's vectorised search on a thread of its
+own (the core's threads do the work, the GIL is released) while a reader
+thread reads the next chunks and the calling thread commits the previous
+chunk, and writes each chunk's results to a **part file** in a work folder next to the output
 (``<output>.job/``). Commit protocol, per chunk ``i``:
 
 1. write ``part-<i>`` (and ``rejects-<i>`` if any) to a temporary name,
@@ -194,13 +195,72 @@ def _isatty(stream: Any) -> bool:
 # --------------------------------------------------------------------------- pipeline
 def prefetch(it: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
     """Read ahead up to ``depth`` chunks on a thread (errors are re-raised in order)."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    return _ahead(lambda: iter(it), depth, "pyfacematch-reader", join_timeout=5.0)
+
+
+def map_ahead(
+    fn: Callable[[Chunk], Any],
+    it: Iterator[Chunk],
+    *,
+    proceed: Callable[[], bool] = lambda: True,
+) -> Iterator[tuple[Chunk, Any, float]]:
+    """Apply ``fn`` to each chunk of ``it`` on a thread, one chunk ahead of the consumer.
+
+    Yields ``(chunk, fn(chunk), start time)`` in input order. The thread starts ``fn`` on the
+    next chunk as soon as the consumer has *taken* the previous result, so the consumer's work
+    on it (the job's commit: part file, manifest) overlaps with ``fn`` (the search, which
+    releases the GIL) of the next one, and at most one result waits. Before each ``fn`` the
+    thread asks ``proceed()``; when it says no (Ctrl-C was asked for) the thread stops and the
+    consumer gets ``KeyboardInterrupt`` in place of the next result -- never a short, seemingly
+    complete stream. An exception of ``fn`` or of ``it`` is re-raised to the consumer in its
+    place, after the results before it. When the consumer stops early (Ctrl-C, an error in the
+    commit) the thread finishes the call in progress and is joined, so nothing (the gallery) is
+    used after the job returns.
+    """
+
+    def gen(taken: threading.Event, stop: threading.Event) -> Iterator[tuple[Chunk, Any, float]]:
+        try:
+            for c in it:
+                while not taken.wait(0.1):  # the previous result is taken (or none yet)
+                    if stop.is_set():
+                        return
+                taken.clear()
+                if not proceed():
+                    raise KeyboardInterrupt
+                t = time.monotonic()
+                yield c, fn(c), t
+        finally:  # stop the reader thread here, before the job closes the reader
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    return _ahead(gen, 1, "pyfacematch-search", join_timeout=None, handshake=True)
+
+
+def _ahead(
+    make: Callable[..., Iterator[Any]],
+    depth: int,
+    name: str,
+    *,
+    join_timeout: float | None,
+    handshake: bool = False,
+) -> Iterator[Any]:
+    """Run the iterator ``make()`` on a thread, ``depth`` items ahead (errors re-raised in order).
+
+    ``join_timeout=None`` waits for the thread to end on close (in short steps, so a second
+    Ctrl-C still interrupts the wait). ``handshake``: ``make(taken, stop)`` gets an event set
+    each time the consumer has taken an item (set at the start) and the stop event.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(depth)))
     stop = threading.Event()
+    taken = threading.Event()
+    taken.set()
     done = object()
 
     def run() -> None:
         try:
-            for c in it:
+            src = make(taken, stop) if handshake else make()
+            for c in src:
                 while not stop.is_set():
                     try:
                         q.put(("ok", c), timeout=0.1)
@@ -213,11 +273,12 @@ def prefetch(it: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
         except BaseException as exc:  # delivered to the consumer
             q.put(("err", exc))
 
-    t = threading.Thread(target=run, name="pyfacematch-reader", daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     try:
         while True:
             kind, val = q.get()
+            taken.set()
             if kind == "ok":
                 yield val
             elif kind == "err":
@@ -226,10 +287,12 @@ def prefetch(it: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
                 return
     finally:
         stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        t.join(timeout=5)
+        deadline = None if join_timeout is None else time.monotonic() + join_timeout
+        while t.is_alive() and (deadline is None or time.monotonic() < deadline):
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    q.get_nowait()
+            t.join(timeout=0.1)
 
 
 def result_columns(
@@ -255,42 +318,33 @@ def result_columns(
     """
     m = len(probe_ids)
     k = identities.shape[1] if identities.ndim == 2 else 0
-    valid = np.zeros((m, k), bool)
+    # vectorised (no per-row Python): the rows of probe i are its valid candidates in rank
+    # order, or one placeholder row (rank 0) when it has none -- a (m, k + 1) "emit" mask whose
+    # last column is the placeholder, taken in row-major order.
+    ident = np.empty((m, k + 1), object)
+    sc = np.full((m, k + 1), np.nan, np.float32)
+    valid = np.zeros((m, k + 1), bool)
     if k:
         # reshape: an empty batch (every record of a chunk rejected) gives (0, k), not (0,)
-        valid = np.array(
-            [[x is not None for x in row] for row in identities.tolist()], bool
-        ).reshape(m, k)
-        valid &= ~np.isnan(scores)
-    has_any = np.asarray(valid.any(axis=1) if k else np.zeros(m, bool), bool)
-    out_p: list[str] = []
-    out_r: list[int] = []
-    out_i: list[str | None] = []
-    out_s: list[float] = []
-    ident_list = identities.tolist() if k else [[] for _ in range(m)]
-    score_list = scores.tolist() if k else [[] for _ in range(m)]
-    for i in range(m):
-        if not has_any[i]:
-            out_p.append(probe_ids[i])
-            out_r.append(0)
-            out_i.append(None)
-            out_s.append(float("nan"))
-            continue
-        r = 0
-        for j in range(k):
-            if valid[i, j]:
-                r += 1
-                out_p.append(probe_ids[i])
-                out_r.append(r)
-                out_i.append(ident_list[i][j])
-                out_s.append(score_list[i][j])
-    s = np.asarray(out_s, np.float32)
+        ident[:, :k] = np.asarray(identities, object).reshape(m, k)
+        sc[:, :k] = np.asarray(scores, np.float32).reshape(m, k)
+        present = np.asarray(ident[:, :k] != None, bool)  # noqa: E711 (element-wise)
+        valid[:, :k] = present & ~np.isnan(sc[:, :k])
+    valid[:, k] = ~valid[:, :k].any(axis=1)
+    rows, cols = np.nonzero(valid)
+    rank = np.cumsum(valid[:, :k], axis=1, dtype=np.int32)
+    ranks = np.zeros(len(rows), np.int32)
+    real = cols < k
+    ranks[real] = rank[rows[real], cols[real]]
+    pid = np.empty(m, object)
+    pid[:] = probe_ids
+    s = sc[rows, cols]
     if threshold is None:
-        dec: list[str | None] = [None] * len(out_p)
+        dec: list[str | None] = [None] * len(rows)
     else:
         acc = np.nan_to_num(s, nan=-np.inf) >= np.float32(threshold)
-        dec = ["match" if a else "no-match" for a in acc.tolist()]
-    return ResultColumns(out_p, np.asarray(out_r, np.int32), out_i, s, dec)
+        dec = np.where(acc, "match", "no-match").astype(object).tolist()
+    return ResultColumns(pid[rows].tolist(), ranks, ident[rows, cols].tolist(), s, dec)
 
 
 # --------------------------------------------------------------------------- job
@@ -491,16 +545,17 @@ def run_job(
     t_start = time.monotonic()
     processed_now = 0
     interrupt = _ChunkInterrupt(quiet=quiet, stream=stream)
+    chunk_stream: Iterator[tuple[Chunk, Any, float]] | None = None
     try:
         interrupt.install()
         if results is None:
-
-            def local() -> Iterator[tuple[Chunk, Any, float]]:
-                for c in prefetch(reader.chunks(skip_chunks=done)):
-                    t = time.monotonic()
-                    yield c, process(c), t
-
-            chunk_stream = local()
+            # three stages overlap: the reader thread reads ahead, the search thread processes
+            # the next chunk while this thread commits (part file, manifest) the previous one
+            chunk_stream = map_ahead(
+                process,
+                prefetch(reader.chunks(skip_chunks=done)),
+                proceed=lambda: not interrupt.asked,
+            )
         else:
             chunk_stream = ((c, r, time.monotonic()) for c, r in results(done))
         for chunk, (cols, extra, counts), t_chunk in chunk_stream:
@@ -528,9 +583,18 @@ def run_job(
             _killpoint("after-manifest", i)
             processed_now += chunk.count - len(rejects)
             prog.update(chunk.count)
-            if interrupt.asked:  # Ctrl-C: stop here, with this chunk committed
+            if interrupt.asked and results is not None:  # Ctrl-C: stop, this chunk committed
                 raise KeyboardInterrupt
+            # (local: the chunk being searched is committed next, then the search thread
+            # raises KeyboardInterrupt instead of starting another one)
+        if interrupt.asked:  # never finalise a job that was asked to stop
+            raise KeyboardInterrupt
     finally:
+        if chunk_stream is not None:  # joins the search and reader threads
+            close = getattr(chunk_stream, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # never mask the job's own error
+                    close()
         interrupt.restore()
         prog.close()
         reader.close()
