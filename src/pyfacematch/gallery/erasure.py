@@ -3,7 +3,26 @@
 When ``remove()`` commits, the deleted rows are already overwritten in the
 database pages (``secure_delete``), but older page images holding the erased
 templates can remain in the ``-wal`` file until the WAL is checkpointed and
-truncated. That needs every other connection to be outside a read
+truncated.
+
+``secure_delete`` is not enough on its own either: it zeroes a cell when the
+cell is *deleted* (https://www.sqlite.org/pragma.html#pragma_secure_delete:
+"overwrites deleted content with zeros"), but a b-tree balance that *moves*
+cells to a sibling page rebuilds the source page without clearing its
+unallocated area (SQLite 3.40, ``rebuildPage`` in btree.c writes the cells
+from the end of the page and leaves the bytes between the cell-pointer array
+and the new content start as they were). The old copy of a moved template
+row stays there, in no cell and no freeblock, so deleting the row later
+zeroes only its current copy. Seen by the durability harness (issue 12):
+after ``remove('p167')`` 2 words of its template were found at offset 394 of
+a templates leaf page whose cell-pointer array ended at 24 and whose content
+started at 632. :func:`scrub_erased` therefore rebuilds the database with
+``VACUUM`` (https://www.sqlite.org/lang_vacuum.html: the content is copied
+into a new database and written back, so nothing deleted survives in any
+page; every table here has an INTEGER PRIMARY KEY, so no row id changes),
+then the WAL is truncated. A flag in ``meta`` committed with the delete says
+that a scrub is owed; it is cleared only after ``VACUUM`` succeeded, so a
+process killed in between leaves the flag and the next writable open scrubs. That needs every other connection to be outside a read
 transaction; while one is not, the erasure is committed (nobody can search or
 load the person) but not yet complete on disk.
 
@@ -24,7 +43,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WalEraser"]
+__all__ = ["SCRUB_PENDING_KEY", "WalEraser", "scrub_erased"]
+
+#: ``meta`` key set in the transaction of a removal, cleared after :func:`scrub_erased`.
+SCRUB_PENDING_KEY = "erasure_scrub_pending"
+
+
+def scrub_erased(con: sqlite3.Connection) -> None:
+    """Rebuild the database (``VACUUM``) so no stale copy of an erased row survives a page.
+
+    The caller truncates the WAL afterwards (``VACUUM`` in WAL mode writes the
+    new pages into the WAL). Raises :class:`sqlite3.Error` (e.g. busy) when it
+    could not run; the pending flag then stays set and the scrub is retried.
+    """
+    con.execute("VACUUM")
+    con.execute("DELETE FROM meta WHERE key=?", (SCRUB_PENDING_KEY,))
+
 
 log = logging.getLogger("pyfacematch.gallery")
 
@@ -77,6 +111,10 @@ class WalEraser:
             self._last_error = str(exc)
             return False
         try:
+            con.isolation_level = None  # VACUUM cannot run inside a transaction
+            row = con.execute("SELECT 1 FROM meta WHERE key=?", (SCRUB_PENDING_KEY,)).fetchone()
+            if row is not None:
+                scrub_erased(con)
             busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             self._last_error = str(exc)

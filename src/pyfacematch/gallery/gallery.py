@@ -57,7 +57,7 @@ from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
-from pyfacematch.gallery.erasure import WalEraser
+from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser
 from pyfacematch.gallery.locking import RWLock, WriterLock
 from pyfacematch.gallery.quarantine import QuarantinedTemplate
 from pyfacematch.gallery.results import (
@@ -332,6 +332,8 @@ class Gallery(TrustMethods):
             self._load()
             if not self.read_only and self.path is not None:
                 self._sweep_index()  # crash leftovers: temporary and stale checkpoint files
+            if self._eraser is not None and self._store.get_meta_opt(SCRUB_PENDING_KEY) is not None:
+                self._eraser.erase()  # a removal committed before a crash still owes its scrub
         except BaseException:
             self._store.close()
             if self._lock is not None:
@@ -1231,7 +1233,7 @@ class Gallery(TrustMethods):
                 if self._ring is not None:  # encrypted at rest like the store's rows
                     data = self._ring.seal_blob(data, self._ckpt_context(b.name, gen))
                 self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
-            self._store.wal_checkpoint()
+            self._store.scrub_erased()  # VACUUM first if a removal still owes its scrub
 
     def _ckpt_context(self, backend: str, generation: int) -> bytes:
         return encryption.checkpoint_context(backend, generation)

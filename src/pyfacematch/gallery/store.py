@@ -72,6 +72,7 @@ from pyfacematch.errors import (
 from pyfacematch.gallery import filemodes
 from pyfacematch.gallery.calibration import ThresholdRecord  # the record type is calibration's
 from pyfacematch.gallery.derived import parse_params
+from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, scrub_erased
 from pyfacematch.gallery.quarantine import (
     QuarantinedTemplate,
     check_rows,
@@ -832,6 +833,10 @@ class Store:
             if in_txn is not None:  # e.g. consent rows and an opt-out tombstone
                 in_txn(c)
             self._audit(c, "remove", name, f"templates={tids.size}")
+            # a scrub is owed until VACUUM ran (stale copies of moved cells: gallery.erasure)
+            c.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (SCRUB_PENDING_KEY,)
+            )
             gen = self._bump(c)
         gone = {int(t) for t in tids.tolist()} & self._quarantined_tids
         if gone:
@@ -839,8 +844,29 @@ class Store:
             self.quarantined = [q for q in self.quarantined if q.tid not in gone]
             tids = tids[~np.isin(tids, np.fromiter(gone, np.int64))]
         if truncate_wal:
-            self.wal_checkpoint()
+            self.scrub_erased()
         return tids, gen
+
+    def scrub_erased(self) -> None:
+        """``VACUUM`` when a removal still owes a scrub, then truncate the WAL.
+
+        See :mod:`pyfacematch.gallery.erasure` for why ``secure_delete`` alone
+        leaves stale copies of erased rows in the database file.
+        """
+        if self.path is None:
+            return
+        with self._lock:
+            c = self._conn()
+            if c.execute("SELECT 1 FROM meta WHERE key=?", (SCRUB_PENDING_KEY,)).fetchone():
+                try:
+                    scrub_erased(c)
+                except sqlite3.Error as exc:
+                    raise GalleryFileError(
+                        f"the removal is committed but could not be scrubbed from "
+                        f"{self._where()!r} ({exc}): call checkpoint() again when no other "
+                        "process writes to the gallery"
+                    ) from exc
+            self.wal_checkpoint()
 
     def has_identity(self, name: str) -> bool:
         with self._lock:
