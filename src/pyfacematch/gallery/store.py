@@ -161,6 +161,8 @@ _DAMAGED_CODES = (11, 26)
 def _is_damage(exc: BaseException) -> bool:
     if isinstance(exc, UnicodeDecodeError):  # text that is not UTF-8 where SQLite returns text
         return True
+    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("Could not decode"):
+        return True  # the same, raised by the sqlite3 module while it converts a row
     if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
         exc, (sqlite3.OperationalError, sqlite3.IntegrityError)
     ):
@@ -221,8 +223,10 @@ class _Connection(sqlite3.Connection):
         return super().cursor(factory)
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
+        # through our own cursor: Connection.execute would make a plain one, whose fetches
+        # would not translate damage
         try:
-            return super().execute(sql, parameters)
+            return self.cursor().execute(sql, parameters)
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             if _is_damage(exc):
                 raise _damaged(exc) from exc
@@ -230,7 +234,7 @@ class _Connection(sqlite3.Connection):
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:  # type: ignore[override]
         try:
-            return super().executemany(sql, parameters)
+            return self.cursor().executemany(sql, parameters)
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             if _is_damage(exc):
                 raise _damaged(exc) from exc
