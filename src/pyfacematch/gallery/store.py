@@ -651,7 +651,14 @@ class Store:
     @property
     def generation(self) -> int:
         """Counter bumped by every committed enroll or removal."""
-        return int(self.get_meta("generation"))
+        raw = self.get_meta("generation")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise GalleryDamagedError(
+                f"gallery {self._where()!r} records generation {raw!r}, not an integer: the file "
+                "was altered or corrupted; nothing was changed: restore it from a backup"
+            ) from None
 
     def data_version(self) -> int:
         """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
