@@ -1369,12 +1369,16 @@ class Gallery(TrustMethods):
                     if self.path is not None and not self.read_only:
                         self.checkpoint()
                 finally:
-                    self._closed = True
-                    if self._eraser is not None:
-                        self._eraser.stop()
-                    self._store.close()
-                    if self._lock is not None:
-                        self._lock.release()
+                    try:
+                        if self._eraser is not None:  # its last step sweeps index files:
+                            self._eraser.stop()  # before the gallery counts as closed
+                    finally:
+                        self._closed = True
+                        try:
+                            self._store.close()
+                        finally:
+                            if self._lock is not None:
+                                self._lock.release()
 
     def __enter__(self) -> Gallery:
         return self
