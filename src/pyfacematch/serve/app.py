@@ -1108,6 +1108,24 @@ _BINARY = {
     },
     "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
 }
+_PHOTO = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "image": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": "one or more photos (servers started with --embedder)",
+                },
+                "faces": {"enum": ["single", "largest"], "default": "single"},
+            },
+            "required": ["image"],
+        },
+        "x-description": "the other parameters as form fields; 413 image-too-large, 415 "
+        "not-an-image / photos-not-enabled, 422 no-face / several-faces / unreadable-image",
+    }
+}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _IDENT = {"name": "identity", "in": "path", "required": True, "schema": {"type": "string"}}
 _PURPOSE = {
@@ -1162,6 +1180,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                     **_BINARY,
+                    **_PHOTO,
                 },
             ),
         },
@@ -1184,6 +1203,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                     **_BINARY,
+                    **_PHOTO,
                 },
             ),
         },
@@ -1207,6 +1227,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                     **_BINARY,
+                    **_PHOTO,
                 },
             ),
         },
@@ -1258,6 +1279,16 @@ OPENAPI: dict[str, Any] = {
                 "admin",
                 {"application/json": {"schema": {"type": "object"}}},
             ),
+        },
+        "/v1/galleries/{name}/audit/verify": {
+            "parameters": [_NAME],
+            "post": _op("Verify the audit trail's hash chain and signed checkpoints", "admin"),
+        },
+        "/console": {
+            "get": {
+                "summary": "Operator page (HTML; sign in with an admin key)",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
         },
         "/healthz": {"get": _op("Liveness", None)},
         "/readyz": {

@@ -237,9 +237,9 @@ def render_page(
             "<code>--embedder dlib</code>).</p></section>"
         )
     body = (
-        f"<header><h1>pyfacematch console</h1><p>{who} · service "
+        f"<header><h1>pyfacematch console</h1><div>{who} · service "
         f'<b id=ready class="{"ok" if ready else "warn"}">{"ready" if ready else "starting"}</b>'
-        "</p></header><main>"
+        "</div></header><main>"
         "<section id=galleries><h2>Galleries</h2><table><thead><tr><th>gallery</th>"
         "<th>identities</th><th>templates</th><th>dim</th><th>index</th><th>health</th>"
         f"<th>thresholds</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
