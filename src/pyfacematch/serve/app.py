@@ -961,7 +961,7 @@ def _problems(
             resp = await handler(request)
         except Exception as exc:
             status, body = problem_body(exc, request.url.path)
-            if status >= 500:
+            if status >= 500 and not isinstance(exc, HTTPProblem):  # 503 starting is no fault
                 log.error(
                     "request failed: %s",
                     type(exc).__name__,
