@@ -355,3 +355,21 @@ def test_no_embedder_answers_415(tmp_path):
         assert "--embedder" in b["detail"]
     finally:
         assert stop_server(srv.proc) in (0, -signal.SIGTERM)
+
+
+def test_client_photo_methods_round_trip(server, emb):
+    from pyfacematch.client import Client, ServiceError
+
+    with Client(server.url, "shop", api_key=server.tokens["term"], timeout=60) as c:
+        c.enroll_photos("savage-2", [PHOTOS[4], PHOTOS[5].read_bytes()], {"desk": 2})
+        (res,) = c.identify_photos(PHOTOS[3], k=2)
+        assert res.candidates[0].identity in ("savage", "savage-2")
+        v = c.verify_photo("savage-2", PHOTOS[3])
+        with Gallery.open(server.path / "shop.db", read_only=True) as ref:
+            assert ref.record("savage-2")["metadata"] == {"desk": 2}
+            t = ref.templates("savage-2").astype(np.float64)
+        p = emb.embed_image(PHOTOS[3]).templates[0].astype(np.float64)
+        assert v.score == pytest.approx(float((t @ p).max()), abs=1e-4)
+        with pytest.raises(ServiceError) as e:
+            c.identify_photos(b"not a photo")
+        assert e.value.status == 415
