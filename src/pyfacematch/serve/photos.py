@@ -161,6 +161,8 @@ def to_templates(
                 "person, or faces=largest to keep the largest face",
                 "no_face": f"no face found in image {i}: send a frontal photo where the face is "
                 "at least ~80 pixels wide",
+                "too_large": f"image {i} is over this server's limits (max_image_pixels, "
+                f"max_image_bytes): {r.message}",
             }.get(reason, f"image {i}: {r.message}")
             raise HTTPProblem(status, slug, title, detail)
         t = r.templates
