@@ -303,6 +303,9 @@ class Gallery(TrustMethods):
         self.blocks = self._store.blocks
         self._rw = RWLock()
         self._wmutex = threading.RLock()
+        # acting_as(actor) sets this thread's actor only: writes, searches and calibrations of
+        # other threads (and background threads) keep their own
+        self._acting = threading.local()
         self._close_lock = threading.Lock()
         self._closed = False
         self._thr = Thresholds(self._store)
@@ -443,13 +446,18 @@ class Gallery(TrustMethods):
             trail = self._audit
 
             def hook(c: Any, action: str, identity: str | None, detail: str) -> None:
-                trail.append_in(c, action, identity, detail, actor=self.actor)
+                trail.append_in(c, action, identity, detail, actor=self._current_actor())
 
             self._store.audit_hook = hook
 
     def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
         if self.audit_searches:
-            self._audit.queue(actor if actor is not None else self.actor, action, detail)
+            self._audit.queue(actor if actor is not None else self._current_actor(), action, detail)
+
+    def _current_actor(self) -> str | None:
+        """The actor of this thread: its innermost ``acting_as`` block, else the gallery's."""
+        a = getattr(self._acting, "actor", None)
+        return a if a is not None else self.actor
 
     def _init_consent(self, purpose: str | None) -> None:
         if not self.read_only:
