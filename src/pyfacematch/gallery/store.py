@@ -546,7 +546,7 @@ class Store:
         row = c.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
         try:
             version = int(row[0]) if row is not None else None
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):  # NULL, text, a blob, inf: not a version
             version = None
         if version != FORMAT_VERSION:
             raise FormatVersionError(
@@ -642,7 +642,16 @@ class Store:
             row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
             raise GalleryFileError(f"gallery has no {key!r} record: the file is damaged")
-        return str(row[0])
+        return self._meta_text(key, row[0])
+
+    def _meta_text(self, key: str, value: Any) -> str:
+        # every meta value is written as text or an integer; NULL or bytes mean an altered file
+        if value is None or isinstance(value, bytes):
+            raise GalleryDamagedError(
+                f"gallery {self._where()!r} has a {'NULL' if value is None else 'binary'} "
+                f"{key!r} record: the file is damaged or was altered; restore it from a backup"
+            )
+        return str(value)
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as c:
@@ -801,7 +810,7 @@ class Store:
         """The ``meta`` value under ``key``, or None when absent."""
         with self._lock:
             row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else self._meta_text(key, row[0])
 
     def decrypt_rows(self, chunk: list[Any], where: str) -> list[Any]:
         """(tid, name, blob, mask) rows of an encrypted gallery, decrypted (plain when not)."""
