@@ -270,6 +270,40 @@ def test_identify_job_on_cluster_is_byte_identical(
     # chunk (each reads the chunk itself and searches the shards it holds)
     assert s1["cluster"]["tasks"] == 7
     assert s2["cluster"]["tasks"] == 7 * 2 and s2["cluster"]["shards"] == 3
+    # a text input is parsed once per chunk (a read task) and shipped worker to worker
+    js = Source(input=str(gallery_files["dir"] / "claims.jsonl"), chunk_size=100)
+    identify_job(gallery_files["db"], js, _out(tmp_path, "jl.csv"), k=3, quiet=True)
+    s3 = identify_job_cluster(
+        gallery_files["shards"], js, _out(tmp_path, "jc.csv"), cluster, k=3, quiet=True
+    )
+    assert (tmp_path / "jc.csv").read_bytes() == (tmp_path / "jl.csv").read_bytes()
+    assert s3["cluster"]["tasks"] == 3 * (1 + 2)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known core issue: with a batch of 44 probes (32-65 seen) the exact kernel's float32 "
+    "scores differ by 1 ulp between this 516-row gallery and its ~140-row shards, so a CSV "
+    "score's 6th decimal can differ (batches of 1, 8, 16, 100-400 agree)",
+)
+def test_shard_scores_do_not_depend_on_batch_shape(gallery_files: dict[str, Path]) -> None:
+    p = np.load(gallery_files["probes"])[256:300]  # 44 probes
+    one = Gallery.open(gallery_files["db"], read_only=True)
+    shards = [
+        Gallery.open(s.path, read_only=True) for s in read_manifest(gallery_files["shards"]).shards
+    ]
+    try:
+        ref = one.identify_arrays(p, k=3, with_tids=True)
+        parts = []
+        for g in shards:
+            r = g.identify_arrays(p, k=3, threshold=0.0, with_tids=True)
+            parts.append((r.scores, r.identities, r.tids))
+        got, _, _ = merge_topk(parts, 3)
+        np.testing.assert_array_equal(got, ref.scores)
+    finally:
+        one.close()
+        for g in shards:
+            g.close()
 
 
 def test_identify_job_on_cluster_resumes_a_local_job(
@@ -329,7 +363,8 @@ def test_verify_job_on_cluster_is_byte_identical(
     assert (tmp_path / "vs.csv.rejects.csv").read_bytes() == (
         tmp_path / "v.csv.rejects.csv"
     ).read_bytes()
-    assert c["rejected"] == 1 and c["matches"] == a["matches"] and c["cluster"]["tasks"] == 3 * 2
+    # a JSONL chunk is parsed once (a read task), then searched on both workers
+    assert c["rejected"] == 1 and c["matches"] == a["matches"] and c["cluster"]["tasks"] == 3 * 3
     # one claimed identity for every probe: routed to that identity's shard
     one = "p0003"
     verify_job(gallery_files["db"], src, _out(tmp_path, "v1.csv"), identity=one, quiet=True)

@@ -3,9 +3,10 @@
 The job is :func:`~pyfacematch.jobs.runner.run_job` with its chunks computed on the cluster. The
 gallery is a gallery file (every worker may open all of it; one task per chunk, any worker) or a
 shard manifest (shard ``s`` pinned to worker ``s mod W``). Per chunk there is **one task per
-worker** that holds shards: it reads chunk ``i`` of the input itself (an npy slice, a Parquet row
-range: the probes never pass through the client, the scheduler or another worker), encodes it
-once, searches each of its shards and merges their top-k lists there
+worker** that holds shards: it reads chunk ``i`` of an npy input itself (a slice: the probes never
+pass through the client, the scheduler or another worker; other formats, whose parsing or
+embedding costs more than shipping, are read once by a task on the first worker and taken from
+there), encodes it once, searches each of its shards and merges their top-k lists there
 (:func:`~pyfacematch.distributed.worker.search_chunk`); the client merges the W small results
 exactly (:func:`~pyfacematch.distributed.merge.merge_topk`). A verify task routes each claim to
 its shard (:func:`~pyfacematch.distributed.shards.shard_of`) and returns rows with their record
@@ -95,6 +96,8 @@ class _ClusterRun:
         self.purpose = purpose
         self.tasks_done = 0
         self.n_workers = 0
+        self.reads: dict[int, int] = {}  # chunk -> read tasks (counted when it is gathered)
+        self.self_read = True  # set per job: may each worker read a chunk itself?
 
     @property
     def key_model_path(self) -> str | None:
@@ -168,6 +171,17 @@ class _ClusterRun:
             known,
         )
 
+    def probes(
+        self, groups: list[tuple[str | None, W.Group]], source: Source, i: int, fields: Any
+    ) -> Any:
+        """What the tasks of chunk ``i`` search: read by each (npy, or one task in all), or read
+        once by a task on the first group's worker and taken from there by the others."""
+        if self.self_read or len(groups) == 1:
+            return (source, i)
+        self.reads[i] = 1
+        w, grp = groups[0]
+        return self.submit(W.read_part, w, grp, source, i, self.km_ref, tuple(fields))
+
     def note(self) -> str:
         return f"tasks {self.tasks_done:,} on {self.n_workers} workers"
 
@@ -184,7 +198,7 @@ class _ClusterRun:
                 nxt += 1
             i, futs = inflight.popleft()
             got = self.client.gather(futs)
-            self.tasks_done += len(futs)
+            self.tasks_done += len(futs) + self.reads.pop(i, 0)
             yield i, got
 
 
@@ -268,10 +282,14 @@ def identify_job_cluster(
             },
         )
 
+        run.self_read = reader.fmt == "npy"
+
         def make(i: int) -> list[Any]:
+            groups = run.groups()
+            probes = run.probes(groups, source, i, ())
             return [
-                run.submit(W.search_chunk, w, grp, source, i, k, run.km_ref, purpose, j == 0)
-                for j, (w, grp) in enumerate(run.groups())
+                run.submit(W.search_chunk, w, grp, probes, k, run.km_ref, purpose, j == 0)
+                for j, (w, grp) in enumerate(groups)
             ]
 
         def results(skip: int) -> Iterator[tuple[Chunk, Result]]:
@@ -362,16 +380,18 @@ def verify_job_cluster(
             },
         )
         n_sh = len(run.refs)
+        run.self_read = reader.fmt == "npy"
 
         def make(i: int) -> list[Any]:
+            groups = run.groups()
+            probes = run.probes(groups, source, i, fields)
             return [
                 run.submit(
                     W.verify_chunk_shards,
                     w,
                     grp,
                     n_sh,
-                    source,
-                    i,
+                    probes,
                     identity,
                     claim_field,
                     thr,
@@ -379,7 +399,7 @@ def verify_job_cluster(
                     purpose,
                     j == 0,
                 )
-                for j, (w, grp) in enumerate(run.groups())
+                for j, (w, grp) in enumerate(groups)
             ]
 
         def results(skip: int) -> Iterator[tuple[Chunk, Result]]:

@@ -33,6 +33,8 @@ from pyfacematch.keys import KeyModel
 __all__ = [
     "Group",
     "Part",
+    "Probes",
+    "ReadPart",
     "ShardRef",
     "VerifyRow",
     "cache_stats",
@@ -41,6 +43,7 @@ __all__ = [
     "fingerprint_task",
     "info_task",
     "open_shard",
+    "read_part",
     "release_writers",
     "remove_from_shard",
     "search_chunk",
@@ -302,7 +305,7 @@ Part = tuple[Chunk | None, list[Reject], np.ndarray, np.ndarray, np.ndarray]
 
 def _encoded_chunk(
     group: Group, source: Source, index: int, key_model: ShardRef | None, fields: tuple[str, ...]
-) -> tuple[Any, Chunk, np.ndarray, np.ndarray | None, list[Reject], KeyModel | None]:
+) -> tuple[Chunk, np.ndarray, np.ndarray | None, list[Reject]]:
     """Chunk ``index`` of the input, read here and encoded once for every shard of ``group``."""
     g = open_shard(group[0][1])  # fixes the dimension and blocks the reader checks
     km = _key_model(key_model)
@@ -311,29 +314,66 @@ def _encoded_chunk(
     if chunk is None:
         raise IndexError(f"the input has no chunk {index}")
     chunk, vals, masks, extra = templates_of(chunk, km, reader)
-    return reader, chunk, vals, masks, extra, km
+    return chunk, vals, masks, extra
+
+
+@dataclasses.dataclass
+class ReadPart:
+    """A chunk read and encoded on one worker, for tasks on other workers to search."""
+
+    chunk: Chunk  # without its values
+    values: np.ndarray
+    masks: np.ndarray | None
+    extra: list[Reject]
+
+
+#: Where a task's probes come from: ``(source, chunk number)``, read by the task itself (an npy
+#: slice costs less than shipping it), or a :class:`ReadPart` another task read once (text,
+#: Parquet and image inputs, whose parsing or embedding should not be repeated per worker).
+Probes = tuple[Source, int] | ReadPart
+
+
+def read_part(
+    group: Group,
+    source: Source,
+    index: int,
+    key_model: ShardRef | None,
+    fields: tuple[str, ...] = (),
+) -> ReadPart:
+    """Read and encode chunk ``index`` once (on the worker of ``group``): the other workers'
+    tasks of the chunk take it from this worker, not from the client or the scheduler."""
+    chunk, vals, masks, extra = _encoded_chunk(group, source, index, key_model, fields)
+    return ReadPart(_stripped(chunk), vals, masks, extra)
+
+
+def _probes(
+    group: Group, probes: Probes, key_model: ShardRef | None, fields: tuple[str, ...]
+) -> ReadPart:
+    if isinstance(probes, ReadPart):
+        return probes
+    return read_part(group, probes[0], probes[1], key_model, fields)
 
 
 def search_chunk(
     group: Group,
-    source: Source,
-    index: int,
+    probes: Probes,
     k: int,
     key_model: ShardRef | None,
     purpose: str | None,
     with_chunk: bool,
 ) -> Part:
-    """Read chunk ``index`` of the input here and search it in every shard of ``group``.
+    """Search one chunk of the input in every shard of ``group``.
 
-    The chunk is read by the worker itself (an npy slice, a Parquet row range: nothing of it
-    passes through the client, the scheduler or another worker), encoded and checked once, then
-    searched in each of this worker's shards, whose top-``k`` lists are merged here
-    (:func:`~pyfacematch.distributed.merge.merge_topk`): one task and one small result per worker
-    and chunk, however many shards the worker holds. The probe values never leave the worker.
+    The chunk is read here (``probes = (source, index)``: an npy slice, nothing of it passes
+    through the client, the scheduler or another worker) or comes from :func:`read_part`; it is
+    encoded and checked once, then searched in each of this worker's shards, whose top-``k``
+    lists are merged here (:func:`~pyfacematch.distributed.merge.merge_topk`): one task and one
+    small result per worker and chunk, however many shards the worker holds. The probe values
+    never go back to the client.
     """
-    _, chunk, vals, masks, extra, _ = _encoded_chunk(group, source, index, key_model, ())
-    s, ids, tids = search_group(group, vals, masks, k, purpose)
-    return (_stripped(chunk) if with_chunk else None), extra, s, ids, tids
+    p = _probes(group, probes, key_model, ())
+    s, ids, tids = search_group(group, p.values, p.masks, k, purpose)
+    return (p.chunk if with_chunk else None), p.extra, s, ids, tids
 
 
 def search_group(
@@ -354,11 +394,8 @@ class _Collect:
 
     on_error = "skip"
 
-    def __init__(self, reader: Any) -> None:
-        self._reader = reader
-
     def fail(self, rej: Reject) -> Exception:  # pragma: no cover - never called in skip mode
-        return self._reader.fail(rej)  # type: ignore[no-any-return]
+        raise AssertionError("a shard's verify collects its rejects")
 
 
 #: A verified probe: (record number, probe id, claimed identity, score, decision).
@@ -368,8 +405,7 @@ VerifyRow = tuple[int, str, str | None, float, str | None]
 def verify_chunk_shards(
     group: Group,
     n_shards: int,
-    source: Source,
-    index: int,
+    probes: Probes,
     identity: str | None,
     claim_field: str,
     threshold: float | None,
@@ -377,7 +413,7 @@ def verify_chunk_shards(
     purpose: str | None,
     with_chunk: bool,
 ) -> tuple[Chunk | None, list[Reject], list[VerifyRow], list[Reject], int]:
-    """Read chunk ``index`` here and verify the probes whose claim lives in ``group``'s shards.
+    """Verify the probes of one chunk whose claim lives in ``group``'s shards.
 
     A claim goes to shard :func:`~pyfacematch.distributed.shards.shard_of` (a missing claim to
     shard 0, which rejects it). Returns (the chunk without values when ``with_chunk``, encoding
@@ -386,14 +422,14 @@ def verify_chunk_shards(
     order.
     """
     fields = () if identity else (claim_field,)
-    reader, chunk, vals, masks, extra, _ = _encoded_chunk(group, source, index, key_model, fields)
+    p = _probes(group, probes, key_model, fields)
+    chunk = p.chunk
     rows: list[VerifyRow] = []
     claim_rejects: list[Reject] = []
     matches = 0
-    mine = dict(group)
     claims = [identity or chunk.fields[claim_field][i] for i in range(len(chunk))]
     home = [0 if c is None else shard_of(c, n_shards) for c in claims]
-    for s, ref in mine.items():
+    for s, ref in group:
         idx = [i for i, h in enumerate(home) if h == s]
         if not idx:
             continue
@@ -401,22 +437,22 @@ def verify_chunk_shards(
             chunk,
             ids=[chunk.ids[i] for i in idx],
             rows=chunk.rows[idx],
-            values=vals[idx],
-            masks=None if masks is None else masks[idx],
+            values=p.values[idx],
+            masks=None if p.masks is None else p.masks[idx],
             visibility=None,
             fields={claim_field: [claims[i] for i in idx]},
         )
         cols, rej, counters = verify_chunk(
             open_shard(ref),
             sub,
-            _Collect(reader),
+            _Collect(),
             identity=identity,
             claim_field=claim_field,
             threshold=threshold,
             purpose=purpose,
         )
         gone = {r.row for r in rej}
-        kept = [int(sub.rows[j]) for j in range(len(idx)) if int(sub.rows[j]) not in gone]
+        kept = [int(r) for r in sub.rows if int(r) not in gone]
         for j, row in enumerate(kept):
             rows.append(
                 (
@@ -429,4 +465,4 @@ def verify_chunk_shards(
             )
         claim_rejects += rej
         matches += counters["matches"]
-    return (_stripped(chunk) if with_chunk else None), extra, rows, claim_rejects, matches
+    return (chunk if with_chunk else None), p.extra, rows, claim_rejects, matches
