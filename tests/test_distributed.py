@@ -606,3 +606,30 @@ def test_single_enrollments_keep_the_shard_open(
         assert all(n in m for n in names)
     finally:
         m.close()
+
+
+def test_cli_verify_on_shards_with_purpose(consent_files: dict[str, Path], tmp_path: Path) -> None:
+    """The command line: ``verify -g SHARDS --cluster local:2 --purpose P`` writes what the
+    single-process command writes on the gallery file."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "pyfacematch", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=180,
+        )
+
+    claims = str(consent_files["dir"] / "claims.jsonl")
+    common = ["-i", claims, "--purpose", "payment", "--on-error", "skip", "-q"]
+    a = cli("verify", "-g", str(consent_files["db"]), "-o", "l.csv", *common)
+    b = cli(
+        "verify", "-g", str(consent_files["shards"]), "-o", "c.csv", "--cluster", "local:2", *common
+    )
+    assert a.returncode == b.returncode == 1, (a.stderr[-2000:], b.stderr[-2000:])  # rejects
+    assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "l.csv").read_bytes()
+    assert (tmp_path / "c.csv.rejects.csv").read_bytes() == (
+        tmp_path / "l.csv.rejects.csv"
+    ).read_bytes()
