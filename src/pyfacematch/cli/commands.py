@@ -99,11 +99,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_identify(args: argparse.Namespace) -> int:
     out = _output(args)
     if args.cluster or args.scheduler:
-        if args.purpose is not None:
-            raise InputError(
-                "--purpose is not supported with --cluster/--scheduler yet: shards answer for "
-                "their gallery's default purpose; run the job without the cluster options"
-            )
         s = cluster_job(args, "identify", _source(args), out)
     else:
         s = identify_job(
@@ -134,11 +129,6 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.cluster or args.scheduler:
-        if args.purpose is not None:
-            raise InputError(
-                "--purpose is not supported with --cluster/--scheduler yet: run the job without "
-                "the cluster options"
-            )
         s = cluster_job(args, "verify", _source(args), _output(args))
     else:
         s = _verify_local(args)

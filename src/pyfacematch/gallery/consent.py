@@ -26,6 +26,8 @@ __all__ = [
     "ensure_tables",
     "grant",
     "load_records",
+    "load_tombstones",
+    "put_tombstones",
     "refuse_tombstoned",
     "erase_in",
     "put_in",
@@ -78,6 +80,24 @@ def load_records(store: Store, identity: str | None = None) -> list[ConsentRecor
         else:
             rows = c.execute(sql + " WHERE identity=? ORDER BY purpose", (identity,)).fetchall()
     return [ConsentRecord(str(a), str(b), float(t), str(s), e) for a, b, t, s, e in rows]
+
+
+def load_tombstones(store: Store) -> tuple[str | None, list[tuple[str, float]]]:
+    """The tombstones' salt (hex; None before the tables exist) and every (hash, time)."""
+    with store._lock:
+        c = store._conn()
+        if not _has_tables(c):
+            return None, []
+        row = c.execute("SELECT value FROM meta WHERE key=?", (_SALT_KEY,)).fetchone()
+        tombs = [(str(h), float(t)) for h, t in c.execute("SELECT hash, at FROM tombstones")]
+    return (None if row is None else str(row[0])), tombs
+
+
+def put_tombstones(c: sqlite3.Connection, salt: str, tombstones: list[tuple[str, float]]) -> None:
+    """Inside a transaction (tables created): take ``salt`` as this store's tombstone key and
+    record ``tombstones`` made under it (copying opt-outs between a gallery and its shards)."""
+    c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (_SALT_KEY, salt))
+    c.executemany("INSERT OR REPLACE INTO tombstones(hash, at) VALUES (?, ?)", tombstones)
 
 
 def _salt(c: sqlite3.Connection) -> bytes:

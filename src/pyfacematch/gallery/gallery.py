@@ -70,7 +70,7 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.store import Store, check_new_layout, digest_tids
-from pyfacematch.gallery.thresholds import Thresholds
+from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
 from pyfacematch.gallery.validation import (
@@ -848,8 +848,9 @@ class Gallery(TrustMethods):
 
     def _search_allowed(
         self, p: np.ndarray, k: int, pm: np.ndarray | None, allowed: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top rows among consenting identities only: (scores (M, K), slots (M, K), -1 padded).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top rows among consenting identities only: (scores (M, K), slots (M, K), template
+        rows (M, K)), -1 padded.
 
         Few consenting identities (at most 1/8 of the rows): an exact scan of
         their rows alone. Otherwise the usual search, widened (×4 at a time)
@@ -864,13 +865,15 @@ class Gallery(TrustMethods):
         na = int(row_ok.sum())
         mt = max(1, self._max_templates)
         if na == 0:
-            return np.zeros((p.shape[0], 0), np.float32), np.zeros((p.shape[0], 0), np.int64)
+            empty = np.zeros((p.shape[0], 0), np.int64)
+            return np.zeros((p.shape[0], 0), np.float32), empty, empty
         if na * 8 <= n:
             rows_a = np.flatnonzero(row_ok)
             sub = np.ascontiguousarray(m.data[rows_a])
             sub_m = None if m.masks is None else np.ascontiguousarray(m.masks[rows_a])
             sc, r = exact_topk(p, sub, min(na, k * mt), pm, sub_m, self.blocks, self.min_fraction)
-            return sc, np.where(r >= 0, owner[rows_a[np.maximum(r, 0)]], -1)
+            rows = np.where(r >= 0, rows_a[np.maximum(r, 0)], -1)
+            return sc, np.where(rows >= 0, owner[np.maximum(rows, 0)], -1), rows
         kt = min(n, k * mt)
         while True:
             sc, rows = self._search_rows(p, kt, pm)
@@ -880,11 +883,12 @@ class Gallery(TrustMethods):
             ok = np.take_along_axis(ok, order, 1)
             sc = np.where(ok, np.take_along_axis(sc, order, 1), np.nan).astype(np.float32)
             slots = np.where(ok, np.take_along_axis(slots, order, 1), -1)
+            rows = np.where(ok, np.take_along_axis(rows, order, 1), -1)
             if kt >= n:
-                return sc, slots
+                return sc, slots, rows
             _, fs = fuse(sc, slots, k)
             if fs.shape[1] >= k and bool((fs[:, k - 1] >= 0).all()):
-                return sc, slots
+                return sc, slots, rows
             kt = min(n, kt * 4)
 
     def resolve_threshold(
@@ -964,7 +968,7 @@ class Gallery(TrustMethods):
                     sc, rows = self._search_rows(p, kt, pm)
                     slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
                 else:
-                    sc, slots = self._search_allowed(p, int(k), pm, allowed)
+                    sc, slots, rows = self._search_allowed(p, int(k), pm, allowed)
             names = self._slot_names
             if self._max_templates == 1:  # one template per identity: nothing to fuse
                 ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
@@ -980,10 +984,7 @@ class Gallery(TrustMethods):
                 first = np.argmax(slots[:, None, :] == ids_slot[:, :, None], axis=2)
                 best = np.take_along_axis(rows, first, 1)
                 best_tids = np.where(ids_slot >= 0, self._m.tids[np.maximum(best, 0)], -1)
-        acc = None
-        if thr is not None:
-            top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
-            acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr  # not in float32
+        acc = accept_top(ids_sc, thr)
         self._audit_search(
             "identify",
             actor,
