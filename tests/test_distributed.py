@@ -280,12 +280,8 @@ def test_identify_job_on_cluster_is_byte_identical(
     assert s3["cluster"]["tasks"] == 3 * (1 + 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known core issue: with a batch of 44 probes (32-65 seen) the exact kernel's float32 "
-    "scores differ by 1 ulp between this 516-row gallery and its ~140-row shards, so a CSV "
-    "score's 6th decimal can differ (batches of 1, 8, 16, 100-400 agree)",
-)
+# Failed before the core re-scored every top-k result with one canonical kernel (scoring.cpp,
+# canonical_scores): batches of 32-65 probes were scored 1 ulp apart in a gallery and its shards.
 def test_shard_scores_do_not_depend_on_batch_shape(gallery_files: dict[str, Path]) -> None:
     p = np.load(gallery_files["probes"])[256:300]  # 44 probes
     one = Gallery.open(gallery_files["db"], read_only=True)
