@@ -1,0 +1,336 @@
+"""Photos to multi-modal templates, and the photo jobs of a :class:`MultimodalGallery`.
+
+:class:`PhotoEncoder` turns each photo into the two templates a
+:class:`~pyfacematch.gallery.multimodal.MultimodalGallery` holds: the image embedding (dlib's
+ResNet descriptor by default) and the landmark key of the MediaPipe 478 points (the untrained
+``KeyModel.default("mediapipe478", dims=2)`` unless a key model is given), whose block mask comes
+from the occlusion detector run on the same photo (:mod:`pyfacematch.embed.occlusion`): a region
+a mask, a hand or sunglasses hide leaves the key's comparison, nothing else does. Each photo is
+decoded once; a photo that gives no face, several faces (enrollment), or two faces that do not
+agree (the landmarker's face is not the one the embedder kept) is rejected with its reason.
+
+The folder jobs (:func:`enroll_folder`, :func:`identify_folder`, :func:`calibrate_folder`)
+read folders laid out as ``DIR/<person>/<photo>`` (enroll, calibrate) or any photos (identify).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.errors import InputError
+from pyfacematch.gallery.multimodal import MultimodalGallery
+from pyfacematch.keys import KeyModel
+
+__all__ = [
+    "PhotoEncoder",
+    "PhotoTemplates",
+    "calibrate_folder",
+    "enroll_folder",
+    "identify_folder",
+    "list_photos",
+]
+
+_PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass
+class PhotoTemplates:
+    """The templates of a batch of photos (rows: the photos that gave both).
+
+    Attributes
+    ----------
+    positions : (n,) int64
+        Position in the input of each row.
+    embeddings : (n, d) float32
+    keys : (n, dk) float32
+    key_masks : (n,) uint64
+        Valid region blocks of each key (the occlusion detector's verdict).
+    hidden : (n, R) bool
+        Regions of the scheme judged hidden (all False without the detector).
+    rejects : list of (position, source, reason, message)
+    seconds : dict
+        Time per stage (decode, embed, landmarks, occlusion, keys), wall seconds.
+    """
+
+    positions: np.ndarray
+    embeddings: np.ndarray
+    keys: np.ndarray
+    key_masks: np.ndarray
+    hidden: np.ndarray
+    rejects: list[tuple[int, str, str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class PhotoEncoder:
+    """Photos → (embedding, landmark key, key mask).
+
+    Parameters
+    ----------
+    embedder : str or Embedder
+        Spec for :func:`pyfacematch.embed.create_embedder` (default ``"dlib"``) or an embedder.
+    key_model : KeyModel, path or None
+        Landmark key model; None: ``KeyModel.default("mediapipe478", dims=2)`` (no training).
+    landmarker : str or Landmarker or None
+        None: MediaPipe for the mediapipe478 / dense200 schemes, dlib for ibug68.
+    occlusion : bool
+        Decide the key masks from the picture (:class:`~pyfacematch.embed.occlusion.
+        OcclusionDetector`); False: every block valid.
+    policy : {"single", "largest"}
+        Several faces in a photo: reject it (``single``; the default, right for enrollment)
+        or keep the largest.
+    """
+
+    def __init__(
+        self,
+        embedder: Any = "dlib",
+        key_model: Any = None,
+        landmarker: Any = None,
+        *,
+        occlusion: bool = True,
+        policy: str = "single",
+    ) -> None:
+        from pyfacematch.embed import create_embedder
+        from pyfacematch.embed.landmarks import create_landmarker
+
+        if policy not in ("single", "largest"):
+            raise InputError(f"expected policy 'single' or 'largest', got {policy!r}")
+        self.policy = policy
+        self.embedder = create_embedder(embedder) if isinstance(embedder, str) else embedder
+        if key_model is None:
+            key_model = KeyModel.default("mediapipe478", dims=2)
+        elif isinstance(key_model, (str, os.PathLike)):
+            if not os.path.exists(key_model):
+                raise InputError(f"key model {os.fspath(key_model)!r} does not exist")
+            key_model = KeyModel.load(key_model)
+        self.key_model: KeyModel = key_model
+        s = self.key_model.scheme
+        if landmarker is None:
+            landmarker = "mediapipe" if "mediapipe478" in (s.name, s.subset_of) else "dlib"
+        self.landmarker = (
+            create_landmarker(landmarker) if isinstance(landmarker, str) else landmarker
+        )
+        self._source_scheme: Any = None
+        self.occlusion: Any = None
+        if occlusion:
+            from pyfacematch.embed.occlusion import OcclusionDetector
+
+            self.occlusion = OcclusionDetector()
+
+    @property
+    def scheme(self) -> Any:
+        """The landmark scheme the landmarker gives (the occlusion regions are its regions)."""
+        if self._source_scheme is None:
+            from pyfacematch.keys.schemes import get_scheme
+
+            self._source_scheme = get_scheme(self.landmarker.scheme)
+        return self._source_scheme
+
+    def encode(self, images: Sequence[Any]) -> PhotoTemplates:
+        """Templates of photos (paths or RGB arrays); bad photos become rejects, never errors."""
+        from pyfacematch.embed.images import ImageLoadError, describe_source, load_image
+        from pyfacematch.embed.landmarks import landmarks_for_scheme
+
+        km = self.key_model
+        secs = {k: 0.0 for k in ("decode", "embed", "landmarks", "occlusion", "keys")}
+        rejects: list[tuple[int, str, str, str]] = []
+        decoded: list[tuple[int, str, np.ndarray]] = []
+        t = time.perf_counter()
+        for pos, src in enumerate(images):
+            name = describe_source(src, pos)
+            try:
+                decoded.append((pos, name, load_image(src)))
+            except ImageLoadError as exc:
+                rejects.append((pos, name, exc.reason, str(exc)))
+        secs["decode"] = time.perf_counter() - t
+        arrays = [im for _, _, im in decoded]
+        t = time.perf_counter()
+        batch = self.embedder.embed(arrays, policy=self.policy)
+        secs["embed"] = time.perf_counter() - t
+        t = time.perf_counter()
+        marks = self.landmarker.landmarks(arrays, policy=self.policy)
+        secs["landmarks"] = time.perf_counter() - t
+        pos_ok, emb, lms, vis = [], [], [], []
+        scheme = self.scheme
+        for (pos, name, img), er, lr in zip(decoded, batch.images, marks):
+            if not er.ok or not lr.ok:
+                why = er if not er.ok else lr
+                rejects.append((pos, name, str(why.reason), why.message))
+                continue
+            lm = lr.landmarks[0]
+            box = er.faces[0].box
+            cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
+            if not (box[0] <= cx <= box[2] and box[1] <= cy <= box[3]):
+                rejects.append(
+                    (
+                        pos,
+                        name,
+                        "faces_disagree",
+                        f"{name}: the landmarker and the embedder "
+                        "kept different faces (several people in the photo?)",
+                    )
+                )
+                continue
+            t = time.perf_counter()
+            if self.occlusion is not None:
+                hid = self.occlusion.hidden_regions(img, lm[:, :2], scheme)
+            else:
+                hid = np.zeros(len(scheme.regions), bool)
+            secs["occlusion"] += time.perf_counter() - t
+            pos_ok.append(pos)
+            emb.append(er.templates[0])
+            lms.append(lm)
+            vis.append(hid)
+        t = time.perf_counter()
+        rows = np.array(pos_ok, np.int64)
+        d = int(self.embedder.dim)
+        if rows.size:
+            hidden = np.stack(vis)
+            vis_all = ~hidden[:, np.asarray(scheme.point_region)]
+            lm_all = landmarks_for_scheme(np.stack(lms), scheme.name, km.scheme)
+            lm_all = np.ascontiguousarray(lm_all[:, :, : km.dims])
+            if km.scheme.name != scheme.name:  # a subset scheme (dense200): its points' flags
+                vis_all = np.ascontiguousarray(vis_all[:, km.scheme.subset_indices])
+            keys, masks, status = km.encode(lm_all, vis_all, on_error="flag", return_status=True)
+            bad = np.flatnonzero(status)
+            for i, why in zip(bad.tolist(), km.reasons(status[bad]) if bad.size else []):
+                p = int(rows[i])
+                rejects.append((p, describe_source(images[p], p), "no_key", why))
+            keep = status == 0
+            out = PhotoTemplates(
+                rows[keep],
+                np.stack(emb)[keep].astype(np.float32),
+                keys[keep],
+                masks[keep],
+                hidden[keep],
+            )
+        else:
+            out = PhotoTemplates(
+                rows,
+                np.zeros((0, d), np.float32),
+                np.zeros((0, km.dim), np.float32),
+                np.zeros(0, np.uint64),
+                np.zeros((0, len(scheme.regions)), bool),
+            )
+        secs["keys"] = time.perf_counter() - t
+        out.rejects = sorted(rejects)
+        out.seconds = secs
+        return out
+
+
+def list_photos(folder: str | os.PathLike[str], *, by_person: bool) -> list[tuple[str, str]]:
+    """(label, path) of the photos of a folder: ``DIR/<person>/*`` (by_person) or all of them
+    (label: the path relative to the folder), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{os.fspath(folder)!r} is not a folder of photos")
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in _PHOTO_SUFFIXES or not p.is_file():
+            continue
+        rel = p.relative_to(root)
+        if by_person:
+            if len(rel.parts) != 2:
+                continue
+            out.append((rel.parts[0], str(p)))
+        else:
+            out.append((str(rel), str(p)))
+    if not out:
+        layout = "DIR/<person>/<photo>" if by_person else "photos"
+        raise InputError(f"no photos found in {os.fspath(folder)!r} (expected {layout})")
+    return out
+
+
+def _rejects(t: PhotoTemplates) -> list[dict[str, Any]]:
+    return [{"source": s, "reason": r, "message": m} for _, s, r, m in t.rejects]
+
+
+def enroll_folder(
+    gallery: MultimodalGallery,
+    folder: str | os.PathLike[str],
+    encoder: PhotoEncoder,
+    **options: Any,
+) -> dict[str, Any]:
+    """Enroll every person of ``DIR/<person>/<photos>`` with all their usable photos."""
+    photos = list_photos(folder, by_person=True)
+    labels = np.array([a for a, _ in photos])
+    t = encoder.encode([p for _, p in photos])
+    lab = labels[t.positions]
+    enrolled = []
+    for person in dict.fromkeys(lab.tolist()):
+        rows = lab == person
+        gallery.enroll(person, t.embeddings[rows], t.keys[rows], t.key_masks[rows], **options)
+        enrolled.append(person)
+    return {
+        "photos": len(photos),
+        "enrolled": enrolled,
+        "templates": int(t.positions.size),
+        "rejects": _rejects(t),
+        "seconds": t.seconds,
+    }
+
+
+def identify_folder(
+    gallery: MultimodalGallery,
+    folder: str | os.PathLike[str],
+    encoder: PhotoEncoder,
+    *,
+    k: int = 1,
+    threshold: float | None = None,
+    purpose: str | None = None,
+) -> dict[str, Any]:
+    """Identify every photo of a folder by the fused score."""
+    photos = list_photos(folder, by_person=False)
+    t = encoder.encode([p for _, p in photos])
+    res = (
+        gallery.identify(t.embeddings, t.keys, t.key_masks, k, threshold, purpose=purpose)
+        if t.positions.size
+        else []
+    )
+    rows = []
+    for pos, r in zip(t.positions.tolist(), res):
+        rows.append(
+            {
+                "probe": photos[pos][0],
+                "identity": r.identity,
+                "accepted": r.decision.accepted,
+                "threshold": r.decision.threshold,
+                "threshold_source": r.decision.source,
+                "candidates": [
+                    {
+                        "identity": c.identity,
+                        "fused": round(c.score, 4),
+                        "embedding": round(c.embedding, 4),
+                        "landmarks": None if np.isnan(c.landmarks) else round(c.landmarks, 4),
+                    }
+                    for c in r.candidates
+                ],
+            }
+        )
+    return {"photos": len(photos), "results": rows, "rejects": _rejects(t), "seconds": t.seconds}
+
+
+def calibrate_folder(
+    gallery: MultimodalGallery,
+    folder: str | os.PathLike[str],
+    encoder: PhotoEncoder,
+    *,
+    fmr: float | None = None,
+    fpir: float | None = None,
+    method: str = "logistic",
+) -> dict[str, Any]:
+    """Fit the fusion and its thresholds on a labelled folder ``DIR/<person>/<photos>``
+    (best: people not enrolled)."""
+    photos = list_photos(folder, by_person=True)
+    labels = np.array([a for a, _ in photos])
+    t = encoder.encode([p for _, p in photos])
+    rep = gallery.fit_fusion(
+        t.embeddings, t.keys, t.key_masks, labels[t.positions], method=method, fmr=fmr, fpir=fpir
+    )
+    return {**rep, "photos": len(photos), "rejects": _rejects(t)}

@@ -1,0 +1,250 @@
+"""Multi-modal galleries: embedding + 478-point landmark key per person, one fused decision.
+
+Gallery tests use what real models extracted from the 54 shared photos (tests/data copies of
+``faces_johns.npz``: dlib descriptors and MediaPipe 478 points), so they need no extra; the
+photo pipeline tests (PhotoEncoder, the CLI) need dlib and the mediapipe extra and skip without.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyfacematch.core.scoring import masked_scores
+from pyfacematch.errors import (
+    ConsentError,
+    DimensionError,
+    GalleryFileError,
+    InputError,
+    UnknownIdentityError,
+)
+from pyfacematch.fusion import ScoreFusion, pair_scores
+from pyfacematch.gallery import Gallery
+from pyfacematch.gallery.multimodal import MultimodalGallery, modality_scores
+from pyfacematch.keys import KeyModel
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def real():
+    e = np.load(DATA / "faces_johns_embeddings.npz")
+    lm = np.load(DATA / "faces_johns_landmarks.npz")
+    assert list(e["labels"]) == list(lm["labels"])
+    km = KeyModel.default("mediapipe478", dims=2)
+    keys, masks = km.encode(np.ascontiguousarray(lm["landmarks_mp478"][:, :, :2], np.float32))
+    return {
+        "emb": e["embeddings"].astype(np.float32),
+        "keys": keys,
+        "masks": masks,
+        "labels": e["labels"],
+        "km": km,
+    }
+
+
+def _train_test(real):
+    people = sorted(set(real["labels"].tolist()))
+    train = np.isin(real["labels"], people[:3])
+    return train, people[3:]
+
+
+def _new(real, path=None, **kw):
+    km = real["km"]
+    return MultimodalGallery(path, embedding_dim=128, key_dim=km.dim, key_blocks=km.blocks, **kw)
+
+
+def _fitted(real, path=None, **kw):
+    g = _new(real, path, **kw)
+    train, _ = _train_test(real)
+    g.fit_fusion(
+        real["emb"][train],
+        real["keys"][train],
+        real["masks"][train],
+        real["labels"][train],
+        fmr=0.01,
+    )
+    return g
+
+
+def _enroll_first(g, real, people, n=3):
+    lab = real["labels"]
+    for p in people:
+        rows = np.flatnonzero(lab == p)[:n]
+        g.enroll(p, real["emb"][rows], real["keys"][rows], real["masks"][rows])
+
+
+def test_fused_scores_match_an_independent_reference(real):
+    g = _fitted(real)
+    _, test_people = _train_test(real)
+    _enroll_first(g, real, test_people)
+    lab = real["labels"]
+    probes = np.flatnonzero(np.isin(lab, test_people))
+    probes = np.array([i for i in probes if i not in np.flatnonzero(lab == lab[i])[:3]])
+    # hide two blocks of every probe key, as an occluder would
+    pm = real["masks"][probes] & ~np.uint64(0b11)
+    res = g.identify(real["emb"][probes], real["keys"][probes], pm, k=2)
+    km = real["km"]
+    for i, r in zip(probes, res):
+        assert len(r.candidates) == 2
+        for c in r.candidates:
+            rows = np.flatnonzero(lab == c.identity)[:3]
+            e_ref = float((real["emb"][rows].astype(np.float64) @ real["emb"][i]).max())
+            k_ref = float(
+                masked_scores(
+                    real["keys"][i],
+                    real["keys"][rows],
+                    pm[probes == i][0],
+                    real["masks"][rows],
+                    km.blocks,
+                ).max()
+            )
+            assert c.embedding == pytest.approx(e_ref, abs=1e-5)
+            assert c.landmarks == pytest.approx(k_ref, abs=1e-5)
+            f_ref = g.fusion.fuse([np.array([e_ref]), np.array([k_ref])])[0]
+            assert c.score == pytest.approx(f_ref, abs=1e-4)
+        assert r.candidates[0].score >= r.candidates[1].score
+    rank1 = np.mean([r.candidates[0].identity == lab[i] for i, r in zip(probes, res)])
+    assert rank1 == 1.0  # the dlib descriptor alone is rank-1 perfect on these photos
+    assert all(r.decision.source == "calibrated-fused-fmr" for r in res)
+
+
+def test_fit_fusion_calibrates_the_fused_threshold_at_the_target(real):
+    g = _new(real)
+    train, _ = _train_test(real)
+    lab = real["labels"][train]
+    rep = g.fit_fusion(
+        real["emb"][train], real["keys"][train], real["masks"][train], lab, fmr=0.01, fpir=0.1
+    )
+    es, ks = modality_scores(
+        real["emb"][train], real["keys"][train], real["masks"][train], real["km"].blocks
+    )
+    x, gen = pair_scores([es, ks], lab)
+    f = ScoreFusion("logistic").fit(x, gen).fuse(x)
+    thr = g.threshold("fmr").value
+    assert rep["thresholds"]["fmr"] == thr
+    assert (f[~gen] >= thr).mean() <= 0.01
+    assert g.threshold("fpir").target == 0.1
+    assert all(w > 0 for w in rep["weights"])  # both modalities carry weight
+
+
+def test_remove_leaves_both_modalities_and_the_files(real, tmp_path):
+    path = tmp_path / "mm"
+    g = _fitted(real, path)
+    _, people = _train_test(real)
+    _enroll_first(g, real, people)
+    gone = people[0]
+    g.remove(gone)
+    assert gone not in g and gone not in g.embedding and gone not in g.landmarks
+    with pytest.raises(UnknownIdentityError):
+        g.remove(gone)
+    i = int(np.flatnonzero(real["labels"] == gone)[-1])
+    r = g.identify(real["emb"][i], real["keys"][i], real["masks"][i : i + 1], k=5)[0]
+    assert gone not in [c.identity for c in r.candidates]
+    g.close()
+    for db in ("embedding.db", "landmarks.db"):
+        with Gallery.open(path / db) as one:
+            assert gone not in one and people[1] in one
+        rows = (
+            sqlite3.connect(path / db)
+            .execute("SELECT count(*) FROM identities WHERE name=?", (gone,))
+            .fetchone()
+        )
+        assert rows == (0,)
+    with MultimodalGallery(path) as again:  # fusion and thresholds persisted
+        assert again.identities() == [people[1]]
+        assert again.threshold("fmr") is not None and again.fusion is not None
+
+
+def test_opt_out_erases_both_and_tombstones_both(real, tmp_path):
+    g = _fitted(real, tmp_path / "mm", purpose="access")
+    _, people = _train_test(real)
+    _enroll_first(g, real, people)
+    assert g.withdraw_consent(people[0]) == []
+    assert people[0] not in g.embedding and people[0] not in g.landmarks
+    assert g.embedding.opted_out(people[0]) and g.landmarks.opted_out(people[0])
+    rows = np.flatnonzero(real["labels"] == people[0])[:1]
+    with pytest.raises(ConsentError):
+        g.enroll(people[0], real["emb"][rows], real["keys"][rows], real["masks"][rows])
+    assert people[0] not in g.embedding  # the refused enrollment left nothing behind
+
+
+def test_a_crash_between_the_two_commits_is_reconciled_at_open(real, tmp_path):
+    path = tmp_path / "mm"
+    g = _fitted(real, path)
+    _, people = _train_test(real)
+    _enroll_first(g, real, people)
+    r = np.flatnonzero(real["labels"] == people[0])[:1]
+    # an enrollment that crashed after its first commit; an opt-out that crashed likewise
+    g.embedding.enroll("half-enrolled", real["emb"][r])
+    g.landmarks.withdraw_consent(people[1])
+    g.close()
+    with MultimodalGallery(path) as again:
+        assert again.identities() == [people[0]]
+        for one in (again.embedding, again.landmarks):
+            assert "half-enrolled" not in one and people[1] not in one
+        assert again.embedding.opted_out(people[1])  # the opt-out finished as an opt-out
+        assert not again.embedding.opted_out("half-enrolled")
+
+
+def test_read_only_never_answers_with_a_person_in_one_store_only(real, tmp_path):
+    path = tmp_path / "mm"
+    g = _fitted(real, path)
+    _, people = _train_test(real)
+    _enroll_first(g, real, people)
+    g.landmarks.remove(people[0])  # as if the other process were between its two commits
+    ro = MultimodalGallery(path, read_only=True)
+    i = int(np.flatnonzero(real["labels"] == people[0])[-1])
+    r = ro.identify(real["emb"][i], real["keys"][i], real["masks"][i : i + 1], k=5)[0]
+    assert [c.identity for c in r.candidates] == [people[1]]
+    assert ro.identities() == [people[1]]
+    ro.close()
+    g.close()
+
+
+def test_encrypted_gallery_encrypts_both_stores(real, tmp_path):
+    pytest.importorskip("cryptography")
+    path = tmp_path / "mm"
+    g = _fitted(real, path, encrypt=True)
+    _, people = _train_test(real)
+    _enroll_first(g, real, people)
+    assert g.embedding.encrypted and g.landmarks.encrypted
+    g.close()
+    raw = real["emb"][np.flatnonzero(real["labels"] == people[0])[0]].tobytes()
+    for db in ("embedding.db", "landmarks.db"):
+        assert raw[:64] not in (path / db).read_bytes()
+    d = json.loads((path / "fusion.json").read_text())
+    assert set(d) == {"fusion", "thresholds"}  # weights and thresholds only
+
+
+def test_bad_input_gets_typed_errors(real, tmp_path):
+    g = _new(real)
+    k, e, m = real["keys"][:1], real["emb"][:1], real["masks"][:1]
+    g.enroll("a", e, k, m)
+    with pytest.raises(InputError, match="fit_fusion"):
+        g.identify(e, k, m)
+    with pytest.raises(DimensionError, match="dimension 128"):
+        g.enroll("b", np.ones((1, 64)), k)
+    with pytest.raises(DimensionError):
+        g.enroll("b", e, np.ones((1, 7)))
+    with pytest.raises(InputError):  # two key masks for one key: nothing enrolled
+        g.enroll("b", e, k, np.array([1, 1], np.uint64))
+    assert "b" not in g.embedding and "b" not in g.landmarks
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GalleryFileError, match="folder"):
+        MultimodalGallery(tmp_path / "file")
+    with pytest.raises(InputError, match="key_blocks"):
+        MultimodalGallery(tmp_path / "new")
+    with pytest.raises(GalleryFileError):
+        MultimodalGallery(tmp_path / "absent", read_only=True)
+    with pytest.raises(InputError):
+        MultimodalGallery(shortlist=0)
+    (tmp_path / "mm").mkdir()
+    with _new(real, tmp_path / "mm") as g2:
+        g2.enroll("a", e, k, m)
+    (tmp_path / "mm" / "fusion.json").write_text("{not json")
+    with pytest.raises(GalleryFileError, match="fit the fusion again"):
+        MultimodalGallery(tmp_path / "mm")
