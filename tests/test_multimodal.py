@@ -370,3 +370,22 @@ def test_cli_calibrate_enroll_identify_remove(encoder, tmp_path, capsys):
     }
     assert main(["multimodal", "remove", "-g", g, "--identity", "nobody"]) == 2
     assert main(["multimodal", "identify", "-g", g]) == 2  # no --images: a usage error
+
+
+@pytest.mark.slow  # two spawned workers load dlib, onnxruntime and MediaPipe: ~10 s
+def test_parallel_photo_encoder_gives_the_same_templates_in_input_order(encoder, tmp_path):
+    from pyfacematch.jobs.multimodal import ParallelPhotoEncoder
+
+    (tmp_path / "bad.jpg").write_text("no")
+    paths = [str(p) for p in _photos()]
+    items = paths[:2] + [str(tmp_path / "bad.jpg")] + paths[2:]
+    one = encoder.encode(items)
+    with ParallelPhotoEncoder(workers=2, chunk_size=2) as par:
+        two = par.encode(items)
+    assert two.positions.tolist() == one.positions.tolist() == [0, 1, 3, 4, 5, 6]
+    assert [r[:3] for r in two.rejects] == [r[:3] for r in one.rejects]
+    assert np.abs(two.embeddings - one.embeddings).max() < 1e-4
+    assert np.array_equal(two.key_masks, one.key_masks)
+    assert np.abs(two.keys - one.keys).max() < 1e-3
+    with pytest.raises(InputError):
+        ParallelPhotoEncoder(workers=0)

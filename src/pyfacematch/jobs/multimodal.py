@@ -29,6 +29,7 @@ from pyfacematch.gallery.multimodal import MultimodalGallery
 from pyfacematch.keys import KeyModel
 
 __all__ = [
+    "ParallelPhotoEncoder",
     "PhotoEncoder",
     "PhotoTemplates",
     "calibrate_folder",
@@ -57,7 +58,9 @@ class PhotoTemplates:
     key_masks : (n,) uint64
         Valid region blocks of each key (the occlusion detector's verdict).
     hidden : (n, R) bool
-        Regions of the scheme judged hidden (all False without the detector).
+        Regions of the landmarker's scheme judged hidden (all False without the detector).
+    landmarks : (n, P, dims) float32
+        The landmarker's points (pixels) of each row.
     rejects : list of (position, source, reason, message)
     rescued : (r,) int64
         Positions whose face the embedder's detector missed (a mask or a hand defeats HOG) and
@@ -71,6 +74,7 @@ class PhotoTemplates:
     keys: np.ndarray
     key_masks: np.ndarray
     hidden: np.ndarray
+    landmarks: np.ndarray
     rejects: list[tuple[int, str, str, str]] = field(default_factory=list)
     rescued: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     seconds: dict[str, float] = field(default_factory=dict)
@@ -240,6 +244,7 @@ class PhotoEncoder:
                 keys[keep],
                 masks[keep],
                 hidden[keep],
+                np.stack(lms)[keep].astype(np.float32),
             )
         else:
             out = PhotoTemplates(
@@ -248,12 +253,118 @@ class PhotoEncoder:
                 np.zeros((0, km.dim), np.float32),
                 np.zeros(0, np.uint64),
                 np.zeros((0, len(scheme.regions)), bool),
+                np.zeros((0, self.landmarker.n_points, self.landmarker.dims), np.float32),
             )
         secs["keys"] = time.perf_counter() - t
         out.rejects = sorted(rejects)
         out.rescued = np.array(rescued, np.int64)
         out.seconds = secs
         return out
+
+
+# one PhotoEncoder per worker process, made on its first chunk (models load once per process)
+_WORKER: dict[str, Any] = {}
+
+
+def _encode_chunk(options: dict[str, Any], images: list[Any]) -> PhotoTemplates:
+    enc = _WORKER.get("encoder")
+    if enc is None:
+        from pyfacematch.embed import create_embedder
+
+        opts = dict(options)
+        spec = opts.pop("embedder", "dlib")
+        emb = create_embedder(spec, threads=1) if spec == "dlib" else create_embedder(spec)
+        enc = _WORKER["encoder"] = PhotoEncoder(emb, **opts)
+    return enc.encode(images)
+
+
+def _merge(parts: list[tuple[int, PhotoTemplates]], dim: int, kdim: int) -> PhotoTemplates:
+    if not parts:
+        raise InputError("no photos given")
+    ts = [t for _, t in parts]
+    out = PhotoTemplates(
+        np.concatenate([t.positions + off for off, t in parts]).astype(np.int64),
+        np.concatenate([t.embeddings for t in ts]).reshape(-1, dim),
+        np.concatenate([t.keys for t in ts]).reshape(-1, kdim),
+        np.concatenate([t.key_masks for t in ts]).astype(np.uint64),
+        np.concatenate([t.hidden for t in ts]),
+        np.concatenate([t.landmarks for t in ts]),
+    )
+    out.rejects = sorted((p + off, a, b, c) for off, t in parts for p, a, b, c in t.rejects)
+    out.rescued = np.concatenate([t.rescued + off for off, t in parts]).astype(np.int64)
+    out.seconds = {k: sum(t.seconds.get(k, 0.0) for t in ts) for k in ts[0].seconds}
+    return out
+
+
+class ParallelPhotoEncoder:
+    """:class:`PhotoEncoder` in ``workers`` spawned processes (decode, embed, landmarks and
+    occlusion of different chunks overlap across the cores; one onnxruntime thread each).
+
+    Chunks of ``chunk_size`` photos go out as paths (or arrays), at most ``2 × workers`` in
+    flight (bounded memory); results come back in input order. Options as
+    :class:`PhotoEncoder` (``embedder`` as a spec string, ``key_model`` as a path or None).
+    A script using it needs the ``if __name__ == "__main__":`` guard (spawn).
+    """
+
+    def __init__(self, *, workers: int = 2, chunk_size: int = 16, **options: Any) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InputError(f"workers must be a positive integer, got {workers!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if not isinstance(options.get("embedder", "dlib"), str):
+            raise InputError("ParallelPhotoEncoder takes the embedder as a spec string ('dlib')")
+        km = options.get("key_model")
+        if km is not None and not isinstance(km, (str, os.PathLike)):
+            raise InputError("ParallelPhotoEncoder takes the key model as a path (KeyModel.save)")
+        self.workers, self.chunk_size, self.options = workers, chunk_size, options
+        self._pool: Any = None
+
+    def _executor(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    def encode(self, images: Sequence[Any]) -> PhotoTemplates:
+        """As :meth:`PhotoEncoder.encode`, on the worker processes."""
+        from collections import deque
+
+        items = list(images)
+        pool = self._executor()
+        pending: deque[tuple[int, Any]] = deque()
+        parts: list[tuple[int, PhotoTemplates]] = []
+        for off in range(0, len(items), self.chunk_size):
+            chunk = [
+                os.fspath(x) if isinstance(x, os.PathLike) else x
+                for x in items[off : off + self.chunk_size]
+            ]
+            pending.append((off, pool.submit(_encode_chunk, self.options, chunk)))
+            while len(pending) >= 2 * self.workers:
+                o, fut = pending.popleft()
+                parts.append((o, fut.result()))
+        while pending:
+            o, fut = pending.popleft()
+            parts.append((o, fut.result()))
+        if not parts:
+            raise InputError("no photos given")
+        t0 = parts[0][1]
+        return _merge(parts, t0.embeddings.shape[1], t0.keys.shape[1])
+
+    def close(self) -> None:
+        """Stop the worker processes (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ParallelPhotoEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def list_photos(folder: str | os.PathLike[str], *, by_person: bool) -> list[tuple[str, str]]:
