@@ -389,3 +389,29 @@ def test_parallel_photo_encoder_gives_the_same_templates_in_input_order(encoder,
     assert np.abs(two.keys - one.keys).max() < 1e-3
     with pytest.raises(InputError):
         ParallelPhotoEncoder(workers=0)
+
+
+def test_bench_accuracy_report_on_the_stored_templates(real):
+    from pyfacematch.bench.multimodal import accuracy_report, format_table
+
+    n = real["labels"].size
+    clean = {
+        "pos": np.arange(n),
+        "emb": real["emb"],
+        "keys": real["keys"],
+        "detected": real["masks"],
+        "perfect": real["masks"],
+        "fta": 0.0,
+        "rescued": 0,
+    }
+    hidden = dict(clean, detected=real["masks"] & ~np.uint64(0b111), pos=np.arange(n - 1))
+    for k in ("emb", "keys", "detected", "perfect"):
+        hidden[k] = hidden[k][: n - 1]
+    hidden["fta"] = 1 / n
+    rep = accuracy_report({"clean": clean, "mask": hidden}, real["labels"], real["km"].blocks)
+    assert rep["clean"]["embedding"]["rank1"] == 1.0
+    assert rep["clean"]["embedding"]["fnmr_at_fmr_1e-2"] == 0.0
+    assert not rep["clean"]["embedding"]["fmr_1e-3_supported"]  # ~1,200 impostor comparisons
+    assert rep["mask"]["embedding"]["n_mated"] == n - 1
+    assert rep["mask"]["embedding"]["gfrr_at_fmr_1e-2"] >= round(1 / n, 4)  # FTA folds in
+    assert "| mask | fused_detected |" in format_table(rep)

@@ -225,6 +225,8 @@ def accuracy_report(
         rows: dict[str, Any] = {
             "fta": round(probe["fta"], 4),
             "rescued_by_mesh": probe["rescued"],
+            # the rescued photos are those HOG missed: without the rescue they fail to acquire
+            "fta_without_rescue": round(probe["fta"] + probe["rescued"] / labels.size, 4),
         }
         for name in SCORES:
             g, i = np.concatenate(gen_s[name]), np.concatenate(imp_s[name])
@@ -255,7 +257,8 @@ def accuracy_report(
 def format_table(report: dict[str, Any]) -> str:
     """Markdown table: one row per condition and score."""
     lines = [
-        "| condition | score | FNMR @ FMR 1e-2 | GFRR | rank-1 | FNIR @ FPIR 0.1 | FTA |",
+        "| condition | score | FNMR @ FMR 1e-2 | GFRR | rank-1 | FNIR @ FPIR 0.1 | FTA "
+        "(without rescue) |",
         "|---|---|---|---|---|---|---|",
     ]
     for cond in CONDITIONS:
@@ -266,7 +269,8 @@ def format_table(report: dict[str, Any]) -> str:
             x = r[name]
             lines.append(
                 f"| {cond} | {name} | {x['fnmr_at_fmr_1e-2']:.3f} | {x['gfrr_at_fmr_1e-2']:.3f} "
-                f"| {x['rank1']:.3f} | {x['fnir_at_fpir_0.1']:.3f} | {r['fta']:.3f} |"
+                f"| {x['rank1']:.3f} | {x['fnir_at_fpir_0.1']:.3f} | {r['fta']:.3f} "
+                f"({r['fta_without_rescue']:.3f}) |"
             )
     return "\n".join(lines)
 
