@@ -415,3 +415,19 @@ def test_bench_accuracy_report_on_the_stored_templates(real):
     assert rep["mask"]["embedding"]["n_mated"] == n - 1
     assert rep["mask"]["embedding"]["gfrr_at_fmr_1e-2"] >= round(1 / n, 4)  # FTA folds in
     assert "| mask | fused_detected |" in format_table(rep)
+
+
+def test_occlusion_features_on_the_face_crop_equal_the_whole_photo():
+    from pyfacematch.embed.images import load_image
+    from pyfacematch.embed.occlusion import OcclusionDetector, _expand, region_features
+    from pyfacematch.keys.schemes import get_scheme
+
+    scheme = get_scheme("mediapipe478")
+    mp = np.load(DATA / "faces_small_mp478.npz")
+    det = OcclusionDetector()
+    for path, lm in zip(mp["paths"][:3], mp["landmarks_mp478"][:3]):
+        img = np.pad(load_image(DATA / path), ((200, 300), (250, 150), (0, 0)), mode="edge")
+        xy = lm[:, :2] + np.array([250, 200], np.float32)
+        whole = region_features(img, xy, scheme)  # no crop: every pixel of the photo
+        p = 1.0 / (1.0 + np.exp(-(_expand(whole, det.mu, det.sd) @ det.weights)))
+        np.testing.assert_allclose(det.hidden_probability(img, xy, scheme), p, rtol=0, atol=1e-12)
