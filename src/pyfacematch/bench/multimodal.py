@@ -427,8 +427,9 @@ def throughput_report(
         return p.embed(batch) if name == "embedding_parallel" else p.encode(batch)
 
     t0 = time.perf_counter()
+    warm = (paths * 4)[: 32 * workers]  # several chunks, so every worker loads its models
     for name in pipes:
-        run(name, paths[: 4 * workers])
+        run(name, warm)
     start_s = time.perf_counter() - t0
     rates: dict[str, list[float]] = {k: [] for k in pipes}
     try:

@@ -86,7 +86,8 @@ class PhotoEncoder:
     Parameters
     ----------
     embedder : str or Embedder
-        Spec for :func:`pyfacematch.embed.create_embedder` (default ``"dlib"``) or an embedder.
+        Spec for :func:`pyfacematch.embed.create_embedder` (default ``"dlib"``, with
+        ``upsample="auto"``) or an embedder.
     key_model : KeyModel, path or None
         Landmark key model; None: ``KeyModel.default("mediapipe478", dims=2)`` (no training).
     landmarker : str or Landmarker or None
@@ -122,7 +123,11 @@ class PhotoEncoder:
             raise InputError(f"expected policy 'single' or 'largest', got {policy!r}")
         self.policy = policy
         self.rescue = bool(rescue)
-        self.embedder = create_embedder(embedder) if isinstance(embedder, str) else embedder
+        if isinstance(embedder, str):
+            # HOG without upsampling first, upsampled only when that finds no face (4x cheaper)
+            opts: dict[str, Any] = {"upsample": "auto"} if embedder.startswith("dlib") else {}
+            embedder = create_embedder(embedder, **opts)
+        self.embedder = embedder
         if key_model is None:
             key_model = KeyModel.default("mediapipe478", dims=2)
         elif isinstance(key_model, (str, os.PathLike)):
@@ -273,7 +278,8 @@ def _encode_chunk(options: dict[str, Any], images: list[Any]) -> PhotoTemplates:
 
         opts = dict(options)
         spec = opts.pop("embedder", "dlib")
-        emb = create_embedder(spec, threads=1) if spec == "dlib" else create_embedder(spec)
+        dl = spec.startswith("dlib")
+        emb = create_embedder(spec, **({"threads": 1, "upsample": "auto"} if dl else {}))
         enc = _WORKER["encoder"] = PhotoEncoder(emb, **opts)
     return enc.encode(images)
 
