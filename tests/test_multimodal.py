@@ -217,7 +217,38 @@ def test_encrypted_gallery_encrypts_both_stores(real, tmp_path):
     for db in ("embedding.db", "landmarks.db"):
         assert raw[:64] not in (path / db).read_bytes()
     d = json.loads((path / "fusion.json").read_text())
-    assert set(d) == {"fusion", "thresholds"}  # weights and thresholds only
+    assert set(d) == {"fusion", "thresholds", "models"}  # weights, thresholds, model names
+
+
+def test_default_fusion_decides_before_any_calibration(real, tmp_path):
+    from pyfacematch.gallery.multimodal import key_model_id
+
+    models = {"embedder": "dlib_resnet_v1", "key_model": key_model_id(real["km"])}
+    assert models["key_model"] == "default-mediapipe478-2d"
+    g = _new(real, tmp_path / "mm", models=models)
+    _, people = _train_test(real)
+    _enroll_first(g, real, people)
+    lab = real["labels"]
+    mated = [int(np.flatnonzero(lab == p)[-1]) for p in people]
+    stranger = [int(np.flatnonzero(lab == p)[0]) for p in sorted(set(lab.tolist()))[:3]]
+    rows = mated + stranger
+    res = g.identify(real["emb"][rows], real["keys"][rows], real["masks"][rows])
+    src = "default-dlib_resnet_v1+default-mediapipe478-2d"
+    assert all(r.decision.source == src and r.decision.threshold == 0.0 for r in res)
+    assert [r.identity for r in res] == people + [None] * 3  # strangers answered "unknown"
+    g.close()
+    with MultimodalGallery(tmp_path / "mm") as again:  # the models are remembered
+        assert again.info()["default_fusion"] == src
+        train, _ = _train_test(real)
+        again.fit_fusion(  # fitted without a threshold: no default threshold any more
+            real["emb"][train], real["keys"][train], real["masks"][train], lab[train]
+        )
+        r = again.identify(real["emb"][rows[:1]], real["keys"][rows[:1]])[0]
+        assert r.decision.source == "none" and r.candidates[0].identity == people[0]
+    other = _new(real, models={"embedder": "arcface", "key_model": "pca-x-2d"})
+    other.enroll("a", real["emb"][:1], real["keys"][:1])
+    with pytest.raises(InputError, match="fit_fusion"):
+        other.identify(real["emb"][:1], real["keys"][:1])
 
 
 def test_bad_input_gets_typed_errors(real, tmp_path):

@@ -104,6 +104,7 @@ def _open(args: argparse.Namespace, enc: Any) -> Any:
             "embedding_dim": int(enc.embedder.dim),
             "key_dim": enc.key_model.dim,
             "key_blocks": enc.key_model.blocks,
+            "models": enc.models,
             "encrypt": True if args.encrypt else None,
         }
     if args.purpose and args.action == "enroll":

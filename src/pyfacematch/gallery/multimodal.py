@@ -52,11 +52,14 @@ from pyfacematch.gallery.gallery import Gallery
 from pyfacematch.gallery.results import Decision
 
 __all__ = [
+    "DEFAULT_FUSIONS",
     "MODALITIES",
+    "DefaultFusion",
     "FusedCandidate",
     "FusedResult",
     "FusedVerifyResult",
     "MultimodalGallery",
+    "key_model_id",
     "modality_scores",
 ]
 
@@ -66,6 +69,46 @@ log = logging.getLogger(__name__)
 MODALITIES = ("embedding", "landmarks")
 FUSION_FILE = "fusion.json"
 DEFAULT_SHORTLIST = 50
+
+
+@dataclass(frozen=True)
+class DefaultFusion:
+    """A fusion measured on known data, used until :meth:`MultimodalGallery.fit_fusion` runs."""
+
+    fusion: dict[str, Any]
+    threshold: float
+    fmr: float
+    note: str
+
+
+#: Fusions measured on the 54 shared photos (5 people) for a pair of models, by
+#: ``(embedder name, key model id)`` (see :func:`key_model_id`). ``dlib_resnet_v1`` +
+#: the untrained 2-D ``mediapipe478`` key (stored descriptors and MediaPipe points, full key
+#: masks): fused impostor scores -1.31 at most over 1,166 pairs, genuine 1.50 at least over
+#: 265; the threshold 0 (log-likelihood ratio 0, equal priors) lies in the gap, so FMR <=
+#: 3/1166 = 2.6e-3 at 95 % confidence (rule of three; five people: a loose bound).
+DEFAULT_FUSIONS: dict[tuple[str, str], DefaultFusion] = {
+    ("dlib_resnet_v1", "default-mediapipe478-2d"): DefaultFusion(
+        {
+            "method": "logistic",
+            "l2": 0.001,
+            "weights": [5.820797125834374, 0.295875914368925],
+            "bias": -5.651136291144137,
+            "impostor_mean": [0.803850021666578, -0.08177406509470589],
+            "impostor_std": [0.04347849640083705, 0.38978370726720607],
+            "loc": [0.730807288473119, 0.1968842236504076],
+            "scale": [1.7815958030621002, 1.1063964155489912],
+        },
+        0.0,
+        3 / 1166,
+        "54 shared photos, 5 people: no impostor of 1,166 pairs reaches it",
+    )
+}
+
+
+def key_model_id(key_model: Any) -> str:
+    """``<kind>-<scheme>-<dims>d`` of a key model (a default model is the same everywhere)."""
+    return f"{key_model.kind}-{key_model.scheme.name}-{key_model.dims}d"
 
 
 @dataclass(frozen=True)
@@ -179,6 +222,10 @@ class MultimodalGallery:
         searched exactly (masked cosine needs the exact kernel anyway).
     shortlist : int
         Candidates taken from each modality's index per probe before fusing.
+    models : mapping or None
+        ``{"embedder": name, "key_model": key_model_id(km)}`` of a new gallery, recorded: when
+        :data:`DEFAULT_FUSIONS` holds that pair, searches use its fusion and threshold until
+        :meth:`fit_fusion` runs (decision source ``"default-<embedder>+<key model>"``).
     key_provider, encrypt, purpose, actor, read_only, cancelable, on_duplicate :
         Passed to both galleries (see :class:`Gallery`): one key provider, so one master key
         encrypts both stores.
@@ -196,6 +243,7 @@ class MultimodalGallery:
         backend: str | None = None,
         shortlist: int = DEFAULT_SHORTLIST,
         read_only: bool = False,
+        models: Mapping[str, str] | None = None,
         **options: Any,
     ) -> None:
         if isinstance(shortlist, bool) or not isinstance(shortlist, int) or shortlist < 1:
@@ -246,7 +294,12 @@ class MultimodalGallery:
             raise InputError("the landmark gallery has no region blocks: key_blocks are required")
         self._fusion: ScoreFusion | None = None
         self._thresholds: dict[str, ThresholdRecord] = {}
+        self.models: dict[str, str] = {}
+        self._fitted = False
         self._load_fusion()
+        if new and models is not None and not self.read_only:
+            self.models = {str(k): str(v) for k, v in models.items()}
+            self._save_fusion()
         if not self.read_only:
             self.reconcile()
 
@@ -284,7 +337,9 @@ class MultimodalGallery:
         try:
             d = json.loads(f.read_text("utf-8"))
             self._fusion = ScoreFusion.from_dict(d["fusion"]) if d.get("fusion") else None
+            self._fitted = self._fusion is not None
             self._thresholds = {k: ThresholdRecord(**v) for k, v in d.get("thresholds", {}).items()}
+            self.models = {str(k): str(v) for k, v in d.get("models", {}).items()}
         except (ValueError, KeyError, TypeError) as exc:
             raise GalleryFileError(
                 f"{os.fspath(f)!r} is damaged ({type(exc).__name__}): delete it and fit the "
@@ -298,6 +353,7 @@ class MultimodalGallery:
         d = {
             "fusion": None if self._fusion is None else self._fusion.to_dict(),
             "thresholds": {k: vars(v) for k, v in self._thresholds.items()},
+            "models": self.models,
         }
         atomic_write(f, json.dumps(d, indent=1).encode())
 
@@ -369,6 +425,7 @@ class MultimodalGallery:
                 top, fpir=fpir, conservative=conservative, gallery_size=len(np.unique(lab)) - 1
             )
         self._fusion = fusion
+        self._fitted = True
         self._thresholds = thresholds
         self._save_fusion()
         return {
@@ -379,7 +436,18 @@ class MultimodalGallery:
             "thresholds": {k: v.value for k, v in thresholds.items()},
         }
 
+    def _default(self) -> tuple[str, DefaultFusion] | None:
+        """The default fusion of this gallery's models, when it has no fitted one."""
+        if self._fitted:
+            return None
+        key = (self.models.get("embedder", ""), self.models.get("key_model", ""))
+        d = DEFAULT_FUSIONS.get(key)
+        return None if d is None else (f"default-{key[0]}+{key[1]}", d)
+
     def _fused(self, e: np.ndarray, k: np.ndarray) -> np.ndarray:
+        d = self._default()
+        if d is not None:
+            return np.asarray(ScoreFusion.from_dict(d[1].fusion).fuse([e, k]), np.float64)
         if self._fusion is None:
             raise InputError(
                 "this multi-modal gallery has no fusion yet: fit it on labelled faces with "
@@ -462,6 +530,10 @@ class MultimodalGallery:
             thr, src, target = float(threshold), "explicit", None
         else:
             rec = self._thresholds.get(kind) or self._thresholds.get("fmr")
+            d = self._default()
+            if rec is None and d is not None:
+                ok = bool(np.isfinite(score) and score >= d[1].threshold)
+                return Decision(ok, d[1].threshold, d[0], d[1].fmr)
             if rec is None:
                 return Decision(None, None, "none", None)
             thr, src, target = rec.value, f"calibrated-fused-{rec.name}", rec.target
@@ -602,6 +674,8 @@ class MultimodalGallery:
             },
             "fusion": None if self._fusion is None else self._fusion.to_dict(),
             "thresholds": {k: vars(v) for k, v in self._thresholds.items()},
+            "models": self.models,
+            "default_fusion": None if (d := self._default()) is None else d[0],
         }
 
     def close(self) -> None:

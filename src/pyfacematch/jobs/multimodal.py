@@ -149,6 +149,13 @@ class PhotoEncoder:
             self.occlusion = OcclusionDetector()
 
     @property
+    def models(self) -> dict[str, str]:
+        """``{"embedder": …, "key_model": …}`` for :class:`MultimodalGallery` (default fusions)."""
+        from pyfacematch.gallery.multimodal import key_model_id
+
+        return {"embedder": str(self.embedder.name), "key_model": key_model_id(self.key_model)}
+
+    @property
     def scheme(self) -> Any:
         """The landmark scheme the landmarker gives (the occlusion regions are its regions)."""
         if self._source_scheme is None:
