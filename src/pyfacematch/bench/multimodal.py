@@ -126,6 +126,9 @@ def encode_conditions(
             "fta": 1.0 - t.positions.size / len(paths),
             "rescued": int(t.rescued.size),
             "seconds": wall,
+            "stage_ms_per_image": {
+                k: round(1e3 * v / max(len(paths), 1), 2) for k, v in t.seconds.items()
+            },
         }
     return out
 
@@ -492,6 +495,7 @@ def run(
     }
     rep["synthetic_keys"] = synthetic_with_detector_flags(rates, seed=seed)
     rep["encode_seconds"] = {c: round(v["seconds"], 2) for c, v in conds.items()}
+    rep["stage_ms_per_image"] = {c: v["stage_ms_per_image"] for c, v in conds.items()}
     rep["load_average"] = [round(x, 2) for x in os.getloadavg()]
     rep["cpu"] = _cpu_name()
     if throughput_images > 0:
