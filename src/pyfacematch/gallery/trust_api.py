@@ -80,6 +80,7 @@ class TrustMethods:
         _slot_names: Any
         _store: Any
         _wmutex: Any
+        _acting: Any
         _xf: Any
         _xf_secret: Any
         actor: Any
@@ -180,22 +181,23 @@ class TrustMethods:
 
     @contextlib.contextmanager
     def acting_as(self, actor: str | None) -> Iterator[None]:
-        """Record the writes made inside the block (enroll, remove, consent) under ``actor``.
+        """Record the writes made inside the block (enroll, remove, consent, calibrate) under ``actor``.
 
-        Holds the gallery's writer mutex for the block, so writes of other threads are never
-        recorded under this actor (a service passes each request's API key id). ``None`` keeps
-        the gallery's ``actor``.
+        The actor is set for the calling thread only (a thread-local, not the shared ``actor``
+        attribute), so what other threads do meanwhile — a request of another API key, a
+        calibration, an actor-less search, a background erasure — is never recorded under this
+        actor, and blocks of different threads run concurrently. Blocks nest; ``None`` keeps the
+        current actor. A service passes each request's API key id.
         """
-        with self._wmutex:
-            if actor is None:
-                yield
-                return
-            before = self.actor
-            self.actor = actor
-            try:
-                yield
-            finally:
-                self.actor = before
+        if actor is None:
+            yield
+            return
+        before = getattr(self._acting, "actor", None)
+        self._acting.actor = actor
+        try:
+            yield
+        finally:
+            self._acting.actor = before
 
     def opted_out(self, identity_id: str) -> bool:
         """True when the identity opted out (withdrew every purpose) and has not consented since."""
