@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.cli.distributed import cluster_job, cmd_shard
+from pyfacematch.cli.multimodal import cmd_multimodal
 from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
 from pyfacematch.jobs.audit import audit_export, audit_prune, audit_verify
@@ -305,4 +306,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "serve": cmd_serve,  # pyfacematch.cli.serve
     "shard": cmd_shard,  # pyfacematch.cli.distributed
+    "multimodal": cmd_multimodal,  # pyfacematch.cli.multimodal
 }

@@ -7,6 +7,7 @@ import textwrap
 from typing import Any
 
 from pyfacematch.cli.distributed import add_cluster_opts, add_shard
+from pyfacematch.cli.multimodal import add_multimodal
 from pyfacematch.cli.serve import add_serve
 
 __all__ = ["EXIT_CODES", "FORMATS_HELP", "SUBCOMMANDS", "build_parser"]
@@ -554,6 +555,7 @@ SUBCOMMANDS = {
     "bench": add_bench,
     "serve": add_serve,  # pyfacematch.cli.serve
     "shard": add_shard,  # pyfacematch.cli.distributed
+    "multimodal": add_multimodal,  # pyfacematch.cli.multimodal
 }
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "grant",
     "load_records",
     "load_tombstones",
+    "opted_out",
     "put_tombstones",
     "refuse_tombstoned",
     "erase_in",
@@ -103,6 +104,16 @@ def put_tombstones(c: sqlite3.Connection, salt: str, tombstones: list[tuple[str,
 def _salt(c: sqlite3.Connection) -> bytes:
     row = c.execute("SELECT value FROM meta WHERE key=?", (_SALT_KEY,)).fetchone()
     return bytes.fromhex(str(row[0]))
+
+
+def opted_out(store: Store, identity: str) -> bool:
+    """True when ``identity`` opted out (a tombstone) and has not consented again since."""
+    with store._lock:
+        c = store._conn()
+        if not _has_tables(c):
+            return False
+        h = tombstone_hash(_salt(c), identity)
+        return c.execute("SELECT 1 FROM tombstones WHERE hash=?", (h,)).fetchone() is not None
 
 
 def refuse_tombstoned(c: sqlite3.Connection, names: list[str]) -> None:

@@ -199,6 +199,10 @@ class TrustMethods:
         finally:
             self._acting.actor = before
 
+    def opted_out(self, identity_id: str) -> bool:
+        """True when the identity opted out (withdrew every purpose) and has not consented since."""
+        return consent_store.opted_out(self._store, check_id(identity_id))
+
     def consent_records(self, identity_id: str) -> list[ConsentRecord]:
         """Consent records of an identity (expired ones included; see ``active()``)."""
         name = check_id(identity_id)
