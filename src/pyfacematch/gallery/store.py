@@ -1000,6 +1000,56 @@ class Store:
         masks_out = None if self.blocks is None else masks[:i].view(np.uint64)
         return tids[:i], names, matrix[:i], masks_out
 
+    def load_index_rows(self) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """Template ids, identities and masks ordered by template id — no template blobs.
+
+        What a gallery needs beside the float32 rows of a serving folder (which hold the
+        templates): a few bytes per template instead of every blob.
+
+        Returns
+        -------
+        tids : int64 (N,), names : list of str (N), masks : uint64 (N,) or None
+        """
+        where = "memory" if self.path is None else repr(self._where())
+        tid_parts: list[np.ndarray] = []
+        mask_parts: list[np.ndarray] = []
+        names: list[str] = []
+        try:
+            with self._lock:
+                cur = self._conn().execute(
+                    "SELECT t.tid, i.name, t.mask FROM templates t"
+                    " JOIN identities i ON i.id = t.identity ORDER BY t.tid"
+                )
+                while True:
+                    chunk = cur.fetchmany(65536)  # bounded memory: no list of every row
+                    if not chunk:
+                        break
+                    tid_parts.append(np.fromiter((r[0] for r in chunk), np.int64, len(chunk)))
+                    names.extend(r[1] for r in chunk)
+                    if self.blocks is not None:
+                        mask_parts.append(
+                            np.fromiter(
+                                (0 if r[2] is None else r[2] for r in chunk), np.int64, len(chunk)
+                            )
+                        )
+        except sqlite3.DatabaseError as exc:
+            raise GalleryFileError(
+                f"cannot read the templates of gallery {where} ({exc}): "
+                "the file is corrupted; restore it from a backup"
+            ) from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # a crafted id or mask
+            raise GalleryFileError(
+                f"gallery {where} holds a template id or mask that is not an integer ({exc}): "
+                "the file is damaged"
+            ) from exc
+        tids = np.concatenate(tid_parts) if tid_parts else np.zeros(0, np.int64)
+        self.quarantined = []
+        self._quarantined_tids = set()
+        if self.blocks is None:
+            return tids, names, None
+        masks = np.concatenate(mask_parts) if mask_parts else np.zeros(0, np.int64)
+        return tids, names, masks.view(np.uint64)
+
     def tid_digest(self) -> str:
         """SHA-256 of the sorted live template ids (identifies the index content)."""
         with self._lock:

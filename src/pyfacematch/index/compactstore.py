@@ -48,7 +48,7 @@ class CompactStore:
 
     def rebuild(self, m: TemplateMatrix) -> None:
         self._dim = m.dim
-        self._arrays = self._alloc(max(m.data.shape[0], 1), m.dim)
+        self._arrays = self._alloc(max(m.capacity, 1), m.dim)
         if m.n:
             self._put(np.arange(m.n), m.view)
         self._n = m.n
@@ -57,7 +57,7 @@ class CompactStore:
         if not self._arrays or self._dim != m.dim:
             self.rebuild(m)
             return
-        cap = m.data.shape[0]
+        cap = m.capacity
         if self._arrays["codes"].shape[0] < cap:
             grown = self._alloc(cap, m.dim)
             for name, arr in self._arrays.items():
@@ -67,6 +67,25 @@ class CompactStore:
         if rows.size:
             self._put(rows, m.data[rows])
         self._n = m.n
+
+    def adopt(self, m: TemplateMatrix, arrays: dict[str, np.ndarray]) -> None:
+        """Take the compact arrays of the rows of ``m`` (read from a serving folder)."""
+        self._dim = m.dim
+        self._arrays = self._alloc(max(m.capacity, 1), m.dim)
+        for name, arr in self._arrays.items():
+            got = arrays.get(name)
+            if got is None or got.shape[0] != m.n:
+                if name in ("codes", "norm") or self.kind == "int8":
+                    raise ValueError(f"compact {name} missing or of the wrong length")
+                continue
+            arr[: m.n] = got
+        self._n = m.n
+
+    def arrays_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The stored arrays of ``rows`` (as a serving folder holds them: bf16 without
+        scale / resid / gsum)."""
+        keep = ("codes", "norm") if self.kind == "bf16" else tuple(self._arrays)
+        return {k: self._arrays[k][rows] for k in keep}
 
     def remove(self, m: TemplateMatrix, moves: list[tuple[int, int]], removed: int) -> None:
         for arr in self._arrays.values():

@@ -29,6 +29,7 @@ import mmap
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ import numpy as np
 from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError
 
-__all__ = ["FORMAT", "VERSION", "BLOCK_BYTES", "ServingFolder"]
+__all__ = ["FORMAT", "VERSION", "BLOCK_BYTES", "ServingFolder", "Signer"]
+
+#: Manifest bytes → hex MAC (e.g. HMAC-SHA256 under a gallery's secret key).
+Signer = Callable[[bytes], str]
 
 FORMAT = "pyfacematch-serving"
 VERSION = 1
@@ -200,8 +204,15 @@ class ServingFolder:
         compact: CompactMatrix | None = None,
         codes: np.ndarray | None = None,
         params: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> ServingFolder:
-        """Write a complete folder atomically (a temporary folder renamed into place)."""
+        """Write a complete folder atomically (a temporary folder renamed into place).
+
+        ``meta`` is stored as is in the manifest (a gallery records its store generation there);
+        ``signer`` (manifest bytes → hex MAC) authenticates the manifest, and with it every block
+        checksum (see :meth:`manifest_bytes`).
+        """
         dest = Path(path)
         parts = cls._parts(exact, ids, compact, codes)
         tmp = dest.with_name(dest.name + ".tmp")
@@ -229,8 +240,9 @@ class ServingFolder:
             "block_bytes": BLOCK_BYTES,
             "arrays": entries,
             "params": params or {},
+            "meta": meta or {},
         }
-        cls._write_manifest(tmp, manifest)
+        cls._write_manifest(tmp, manifest, signer)
         _fsync_dir(tmp)
         old = dest.with_name(dest.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -242,7 +254,18 @@ class ServingFolder:
         return cls.open(dest, verify="none")
 
     @staticmethod
-    def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+        """The canonical bytes a signer authenticates: the manifest without its ``auth`` field."""
+        body = {k: v for k, v in manifest.items() if k != "auth"}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _write_manifest(
+        folder: Path, manifest: dict[str, Any], signer: Signer | None = None
+    ) -> None:
+        manifest.pop("auth", None)
+        if signer is not None:
+            manifest["auth"] = signer(ServingFolder.manifest_bytes(manifest))
         tmp = folder / "manifest.json.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh)
@@ -258,6 +281,8 @@ class ServingFolder:
         *,
         compact: CompactMatrix | None = None,
         codes: np.ndarray | None = None,
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         """Append rows; when this returns they are committed (durable across a crash or SIGKILL)."""
         parts = self._parts(exact, ids, compact, codes)
@@ -270,28 +295,110 @@ class ServingFolder:
             raise InputError(
                 f"rows have dimension {parts['float32'].shape[1]}, the folder {self.dim}"
             )
-        n0 = self.n
-        manifest = json.loads(json.dumps(self.manifest))
         for name, arr in parts.items():
-            e = manifest["arrays"][name]
-            f = self.path / e["file"]
-            row_bytes = int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
+            e = self.manifest["arrays"][name]
             if list(arr.shape[1:]) != e["row_shape"] or arr.dtype.str != e["dtype"]:
                 raise InputError(f"{name}: rows of {arr.dtype} {arr.shape[1:]}, folder has {e}")
-            committed = n0 * row_bytes
+        for name, arr in parts.items():
+            self._pwrite_rows(name, self.n, arr)
+        self.commit(
+            self.n + int(parts["float32"].shape[0]), self._touched_from(self.n), meta, signer
+        )
+
+    def _row_bytes(self, name: str) -> int:
+        e = self.manifest["arrays"][name]
+        return int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
+
+    def _touched_from(self, row: int) -> dict[str, set[int]]:
+        """Blocks of every array from ``row`` on (those an append rewrites)."""
+        out = {}
+        for name in self.manifest["arrays"]:
+            out[name] = {row * self._row_bytes(name) // BLOCK_BYTES}
+        return out
+
+    def _pwrite_rows(self, name: str, first: int, arr: np.ndarray) -> None:
+        """Write rows ``first …`` of array ``name`` (not committed until :meth:`commit`).
+
+        Never truncates: a reader in another process may map rows past the committed end."""
+        if not arr.size:
+            return
+        f = self.path / self.manifest["arrays"][name]["file"]
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            buf = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+            pos, off = first * self._row_bytes(name), 0
+            while off < len(buf):
+                off += os.pwrite(fd, buf[off:], pos + off)
+        finally:
+            os.close(fd)
+
+    def move_rows(
+        self,
+        moves: list[tuple[int, int]],
+        new_n: int,
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        """Follow a removal: copy row ``src`` onto row ``dst`` for each move, in order (the
+        gallery's swap-with-last), zero every row from ``new_n`` to the old end (the removed
+        templates are overwritten, not left behind), and commit ``new_n`` rows."""
+        old_n = self.n
+        if not 0 <= new_n <= old_n:
+            raise InputError(f"new row count {new_n} outside 0 … {old_n}")
+        touched: dict[str, set[int]] = {}
+        for name, e in self.manifest["arrays"].items():
+            rb = self._row_bytes(name)
+            blocks: set[int] = set()
+            fd = os.open(self.path / e["file"], os.O_RDWR)
+            try:
+                for src, dst in moves:
+                    row = os.pread(fd, rb, src * rb)
+                    if len(row) != rb:
+                        raise GalleryFileError(
+                            f"serving file {e['file']} ended early: rebuild it from the store"
+                        )
+                    os.pwrite(fd, row, dst * rb)
+                    blocks.add(dst * rb // BLOCK_BYTES)
+                if old_n > new_n:
+                    os.pwrite(fd, bytes((old_n - new_n) * rb), new_n * rb)
+                    blocks.add(new_n * rb // BLOCK_BYTES)
+            finally:
+                os.close(fd)
+            touched[name] = blocks
+        self.commit(new_n, touched, meta, signer)
+
+    def commit(
+        self,
+        rows: int,
+        touched: dict[str, set[int]],
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        """Make ``rows`` rows the committed state: fsync, re-hash the ``touched`` blocks (and
+        every block past the old end), then replace the manifest — the commit point."""
+        manifest = json.loads(json.dumps(self.manifest))
+        for name, e in manifest["arrays"].items():
+            f = self.path / e["file"]
             with open(f, "r+b") as fh:
-                fh.truncate(committed)  # drop bytes of an append that never committed
-                fh.seek(committed)
-                arr.tofile(fh) if arr.size else None
-                fh.flush()
                 os.fsync(fh.fileno())
-            total = committed + arr.nbytes
-            first = committed // BLOCK_BYTES  # the last partial block is hashed again
-            e["blocks"] = e["blocks"][:first] + _block_digests(f, total, first)
-        manifest["rows"] = n0 + int(parts["float32"].shape[0])
-        self._write_manifest(self.path, manifest)
-        fresh = ServingFolder.open(self.path, verify="none")
-        self.manifest, self.arrays = fresh.manifest, fresh.arrays
+            total = rows * self._row_bytes(name)
+            nblocks = -(-total // BLOCK_BYTES)
+            old = list(e["blocks"])
+            redo = {b for b in touched.get(name, set()) if b < nblocks}
+            redo.update(range(max(len(old) - 1, 0), nblocks))  # grown, and the old partial block
+            if nblocks:
+                redo.add(nblocks - 1)  # the new last block may have shrunk
+            blocks = (old + [""] * nblocks)[:nblocks]
+            for b in sorted(redo):
+                if b < nblocks:
+                    blocks[b] = _block_digests(f, min(total, (b + 1) * BLOCK_BYTES), b)[0]
+            e["blocks"] = blocks
+        manifest["rows"] = int(rows)
+        if meta is not None:
+            manifest["meta"] = meta
+        self._write_manifest(self.path, manifest, signer)
+        self.manifest = manifest
+        self.arrays = ServingFolder.open(self.path, verify="none", load_compact=False).arrays
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -306,8 +413,10 @@ class ServingFolder:
         so they are resident either way, and anonymous memory (transparent huge pages) scans
         faster than a file mapping of 4 KiB pages; ``load_compact=False`` maps them too.
         """
-        if verify not in ("background", "full", "none"):
-            raise InputError(f"verify must be 'background', 'full' or 'none', got {verify!r}")
+        if verify not in ("background", "full", "none", "split"):
+            raise InputError(
+                f"verify must be 'background', 'full', 'split' or 'none', got {verify!r}"
+            )
         folder = Path(path)
         rebuild = "rebuild it from the store (Gallery.rebuild_index(), or write it again)"
         try:
@@ -352,20 +461,27 @@ class ServingFolder:
         if verify == "full":
             out._verify()
             out.check()
-        elif verify == "background":
+        elif verify in ("background", "split"):
+            names = None
+            if verify == "split":  # everything but float32 now (what searches scan and map to ids)
+                out._verify([k for k in manifest["arrays"] if k != "float32"], done=False)
+                out.check(wait=False)
+                names = ["float32"]
             out._thread = threading.Thread(
-                target=out._verify, name="pfm-serving-verify", daemon=True
+                target=out._verify, args=(names,), name="pfm-serving-verify", daemon=True
             )
             out._thread.start()
         else:
             out._done.set()
         return out
 
-    def _verify(self) -> None:
+    def _verify(self, names: list[str] | None = None, done: bool = True) -> None:
         # Reads the files (not the mappings), so the pass does not make every page resident in
         # this process: only what searches touch is.
         try:
-            for e in self.manifest["arrays"].values():
+            for name, e in self.manifest["arrays"].items():
+                if names is not None and name not in names:
+                    continue
                 f = self.path / e["file"]
                 dt = np.dtype(e["dtype"])
                 nbytes = self.n * dt.itemsize * int(np.prod(e["row_shape"] or [1]))
@@ -376,7 +492,12 @@ class ServingFolder:
         except Exception as exc:  # an unreadable file (I/O error) is a failed check, not a crash
             self._bad.append(f"verification failed: {exc}")
         finally:
-            self._done.set()
+            if done:
+                self._done.set()
+
+    def wait_verified(self) -> None:
+        """Block until the background pass has finished (before the files are changed)."""
+        self._done.wait()
 
     def check(self, wait: bool = True) -> bool:
         """Raise :class:`GalleryFileError` if a block failed its checksum; True once all passed.
