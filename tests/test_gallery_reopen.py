@@ -191,6 +191,38 @@ def test_encrypted_galleries_refuse_a_serving_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "e.db.index" / "serving").exists()
 
 
+def test_removals_past_the_slack_threshold_compact_the_folder(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyfacematch.gallery import servingfiles
+
+    monkeypatch.setattr(servingfiles, "COMPACT_MIN_ROWS", 40)
+    monkeypatch.setattr(servingfiles, "COMPACT_SLACK", 0.03)
+    path = tmp_path / "g.db"
+    opts = {"store": "int8"}
+    x = _build(path, rng, "exact", opts)
+    f32 = tmp_path / "g.db.index" / "serving" / "float32.bin"
+    g = pf.Gallery(path=path, backend_options=opts)
+    rows0 = f32.stat().st_size // (4 * D)
+    assert rows0 == g.n_templates + 1  # the last removal of _build left one zeroed row
+    sizes = []
+    for j in range(20, 80):  # removed: zeroed in place, the files keep their size …
+        g.remove(f"id{j}")
+        sizes.append(f32.stat().st_size // (4 * D))
+        if j == 40:
+            assert sizes[-1] == rows0
+            tail = np.fromfile(f32, np.float32).reshape(-1, D)[g.n_templates :]
+            assert not tail.any()  # … the freed rows hold zeros, not the removed templates
+    # … until the zeroed rows pass 3 % of the live ones and 40 rows: then written afresh
+    assert min(sizes) < rows0 and sizes[-1] - g.n_templates <= 41
+    q = pf.normalize(x[:30] + 0.2 * rng.standard_normal((30, D)).astype(np.float32))
+    want = _answers(g, q)
+    g.close()
+    g = pf.Gallery(path=path, backend_options=opts)
+    assert g.info()["serving"]["not_used_because"] is None and _answers(g, q) == want
+    g.close()
+
+
 def test_turning_serving_off_deletes_the_folder(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "g.db"
     _build(path, rng, "exact", {"store": "int8"})
@@ -205,7 +237,10 @@ def test_turning_serving_off_deletes_the_folder(tmp_path: Path, rng: np.random.G
 
 _CHILD = r"""
 import sys, numpy as np, pyfacematch as pf
+from pyfacematch.gallery import servingfiles
 path, seed = sys.argv[1], int(sys.argv[2])
+if seed == 2:  # every removal compacts: the kill lands in compactions too
+    servingfiles.COMPACT_SLACK, servingfiles.COMPACT_MIN_ROWS = 0.0, 0
 rng = np.random.default_rng(seed)
 g = pf.Gallery(path=path, backend_options={"rerank_store": "int8"})
 i = len(g)
@@ -221,9 +256,9 @@ while True:
 """
 
 
-@pytest.mark.parametrize("delay", [0.6, 1.3])
-def test_sigkill_during_append_and_removal_loses_nothing(
-    tmp_path: Path, rng: np.random.Generator, delay: float
+@pytest.mark.parametrize(("delay", "mode"), [(0.6, 1), (1.3, 1), (0.9, 2)])
+def test_sigkill_during_append_removal_and_compaction_loses_nothing(
+    tmp_path: Path, rng: np.random.Generator, delay: float, mode: int
 ) -> None:
     path = tmp_path / "g.db"
     x = _x(rng, 400)
@@ -235,7 +270,7 @@ def test_sigkill_during_append_and_removal_loses_nothing(
     child = tmp_path / "child.py"
     child.write_text(_CHILD)
     p = subprocess.Popen(
-        [sys.executable, str(child), str(path), "1"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(child), str(path), str(mode)], stdout=subprocess.PIPE, text=True
     )
     time.sleep(delay + 1.5)  # import + open, then a stream of writes
     os.kill(p.pid, signal.SIGKILL)

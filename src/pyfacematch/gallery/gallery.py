@@ -32,12 +32,13 @@ Example
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -121,6 +122,27 @@ def _in_range(
         return False
     f = float(v)
     return (lo < f if low_open else lo <= f) and (f < hi if high_open else f <= hi)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _consistent_read(fn: _F) -> _F:
+    """Read-only gallery on a mapped serving folder: redo a search when the writer committed a
+    change while it ran. The writer commits the store before it moves rows in the folder, so a
+    search that overlapped such a move sees a new ``data_version`` at its end, and is redone on
+    the reloaded rows instead of scoring a moved row under its old owner."""
+
+    @functools.wraps(fn)
+    def run(self: Gallery, *args: Any, **kwargs: Any) -> Any:
+        while True:
+            out = fn(self, *args, **kwargs)
+            if not (self.read_only and self._m.mapped) or self._closed:
+                return out
+            if self._store.data_version() == self._data_version:
+                return out
+
+    return run  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- gallery
@@ -920,6 +942,8 @@ class Gallery(TrustMethods):
             return
         try:
             sf.commit_moves(self._m, moves, self._backend, self._store.generation)
+            if sf.slack_due(self._m.n):
+                self._serving_write()  # compaction: reclaim the zeroed tail
         except (OSError, GalleryFileError, InputError) as exc:
             self._serving_failed(exc)
 
@@ -1043,6 +1067,7 @@ class Gallery(TrustMethods):
         """
         return self._thr.resolve(threshold, kind)
 
+    @_consistent_read
     def identify_arrays(
         self,
         probes: Any,
@@ -1161,6 +1186,7 @@ class Gallery(TrustMethods):
             probes, k, threshold, masks, purpose=purpose, actor=actor
         ).results()
 
+    @_consistent_read
     def verify(
         self,
         identity_id: str,

@@ -20,8 +20,10 @@ index checkpoint, and distrusted the same way:
 - **Kept in step.** Enrollments append rows (committed by replacing the manifest after the store
   committed); a removal copies the last rows into the holes — the same swap-with-last as memory —
   and zeroes the freed tail at once, so the removed templates are overwritten in every file before
-  ``remove()`` returns and there are never dead rows to compact. The files never shrink (a reader
-  in another process may map rows past the end); ``rebuild_index()`` writes a fresh folder.
+  ``remove()`` returns and no dead row is ever scanned. The files never shrink in place (a reader
+  in another process may map rows past the end): once the zeroed tail passes
+  :data:`COMPACT_SLACK` of the live rows, the removal writes a fresh folder (a temporary folder
+  renamed into place; a crash leaves the old one or none, both safe), as ``rebuild_index()`` does.
 
 Encrypted galleries refuse a serving folder (``serving=True`` raises): its files are not encrypted.
 """
@@ -51,6 +53,11 @@ log = logging.getLogger("pyfacematch.gallery")
 
 #: Store meta key: "1" when the gallery keeps a serving folder.
 SERVING_KEY = "serving_folder"
+#: Removals leave zeroed rows past the end of the files (they never shrink: a reader may map
+#: them); the folder is written afresh once those exceed this share of the live rows …
+COMPACT_SLACK = 0.25
+#: … and this many rows.
+COMPACT_MIN_ROWS = 4096
 _HEADER = b"pyfacematch-serving-manifest-v1"
 
 
@@ -249,6 +256,18 @@ class ServingFiles:
         sf = self._live()
         sf.move_rows(moves, m.n, self.meta(backend, generation), self._signer)
         m.attach(sf.float32)
+
+    def slack_due(self, n: int) -> bool:
+        """True when the zeroed rows past the end call for writing the folder afresh."""
+        sf = self.folder
+        if sf is None:
+            return False
+        try:
+            rows = (sf.path / "float32.bin").stat().st_size // (4 * sf.dim)
+        except OSError:
+            return False
+        slack = rows - n
+        return slack > COMPACT_MIN_ROWS and slack > COMPACT_SLACK * n
 
     def _live(self) -> ServingFolder:
         sf = self.folder
