@@ -304,3 +304,64 @@ def test_sigkill_during_append_removal_and_compaction_loses_nothing(
     g = pf.Gallery(path=path, backend_options=opts)  # and the folder is in use again
     assert g.info()["serving"]["not_used_because"] is None and _answers(g, q) == got
     g.close()
+
+
+_RSS_CHILD = r"""
+import resource, sys, numpy as np, pyfacematch as pf
+path, serving, chunks, rows, d = sys.argv[1], sys.argv[2] == "1", 12, 2000, 1024
+rng = np.random.default_rng(0)
+g = pf.Gallery(d, path=path, backend="exact", serving=serving)
+peak = []
+for c in range(chunks):  # the input is made a chunk at a time, as a bulk job reads it
+    x = pf.normalize(rng.standard_normal((rows, d)))
+    g.enroll_many([f"p{(c * rows + j) // 10}" for j in range(rows)], x)
+    peak.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+g.close()
+print((peak[-1] - peak[2]) / ((chunks - 3) * rows))  # after the allocator's warm-up
+"""
+
+
+def test_bulk_enroll_with_a_serving_folder_keeps_float32_out_of_memory(tmp_path: Path) -> None:
+    """Growth of peak memory (ru_maxrss, in a fresh process) per template enrolled after the first
+    three chunks of a chunked bulk enroll: with the serving folder the float32 rows (4,096 bytes at
+    d = 1024) go to the mapped file and memory grows by ids and bookkeeping only (plus per-chunk
+    transients that do not grow with the gallery); without it by the rows."""
+    child = tmp_path / "rss.py"
+    child.write_text(_RSS_CHILD)
+    per_row = {}
+    for serving in ("1", "0"):
+        out = subprocess.run(
+            [sys.executable, str(child), str(tmp_path / f"g{serving}.db"), serving],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        per_row[serving] = float(out.split()[-1])
+    assert per_row["1"] < 0.3 * 4096, per_row
+    assert per_row["0"] > 4096, per_row  # the same measure sees the rows held in memory
+
+
+def test_cli_enroll_with_serving_appends_chunk_by_chunk(tmp_path: Path) -> None:
+    from pyfacematch.io import write_table
+
+    rng = np.random.default_rng(3)
+    x = pf.normalize(rng.standard_normal((600, D)))
+    write_table(tmp_path / "in.npy", "npy", [str(j) for j in range(600)], x)  # ids: row numbers
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    cmd = ["enroll", "-g", "g.db", "-i", "in.npy", "--serving", "-q", "--chunk-size", "250"]
+    r = subprocess.run(
+        [sys.executable, "-m", "pyfacematch", *cmd],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    man = json.loads((tmp_path / "g.db.index" / "serving" / "manifest.json").read_text())
+    assert man["rows"] == 600
+    g = pf.Gallery(path=tmp_path / "g.db")
+    assert g.info()["serving"]["not_used_because"] is None and g._m.mapped
+    a = g.identify_arrays(x[:5], k=1)
+    assert a.identities[:, 0].tolist() == [str(j) for j in range(5)]
+    g.close()

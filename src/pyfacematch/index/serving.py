@@ -48,6 +48,7 @@ VERSION = 1
 #: Bytes per checksummed block.
 BLOCK_BYTES = 16 << 20
 _COMPACT = ("codes", "scale", "norm", "resid", "gsum")
+_PIECE = 1 << 20
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,16 +64,24 @@ def _digest(buf: memoryview | bytes) -> str:
 
 
 def _block_digests(path: Path, nbytes: int, start_block: int = 0) -> list[str]:
+    # read in 1 MiB pieces: hashing a block never holds the whole 16 MiB block in memory
     out = []
     with open(path, "rb") as fh:
         fh.seek(start_block * BLOCK_BYTES)
         pos = start_block * BLOCK_BYTES
         while pos < nbytes:
-            chunk = fh.read(min(BLOCK_BYTES, nbytes - pos))
-            if not chunk:
-                break
-            out.append(_digest(chunk))
-            pos += len(chunk)
+            h = hashlib.blake2b(digest_size=16)
+            end = min(pos + BLOCK_BYTES, nbytes)
+            while pos < end:
+                piece = fh.read(min(_PIECE, end - pos))
+                if not piece:
+                    break
+                h.update(piece)
+                pos += len(piece)
+            else:
+                out.append(h.hexdigest())
+                continue
+            break  # the file ended early: no digest for a partial block
     return out
 
 
