@@ -461,6 +461,14 @@ class Gallery(TrustMethods):
         self._name_to_slot: dict[str, int] = {}
         self._slot_tids: dict[int, list[int]] = {}
         self._siblings = SiblingExpander()  # invalidated whenever rows move
+        first = dict(zip(names, range(len(names))))
+        if len(first) == len(names):  # one template per identity: no per-row Python loop
+            self._slot_names = list(names)
+            self._name_to_slot = first
+            self._slot_tids = {i: [t] for i, t in enumerate(np.asarray(tids).tolist())}
+            self._max_templates = 1
+            self._n_identities = len(first)
+            return np.arange(len(names), dtype=np.int64)
         owner = np.empty(len(tids), np.int64)
         for i, name in enumerate(names):
             slot = self._name_to_slot.get(name)
@@ -481,7 +489,11 @@ class Gallery(TrustMethods):
         sf = sf_files.open(self._backend, self._loaded_generation, self.dim)
         if sf is None:
             return False
-        tids, names, masks = self._store.load_index_rows()
+        try:
+            tids, names, masks = self._store.load_index_rows()
+        except GalleryFileError as exc:  # the full read below says what is wrong, if anything
+            sf_files.reject(f"the store's template list cannot be read ({exc})")
+            return False
         fids = np.asarray(sf.ids, np.int64)
         if fids.shape != tids.shape or not np.array_equal(np.sort(fids), tids):
             sf_files.reject("its template ids differ from the store's")

@@ -156,7 +156,8 @@ class ServingFiles:
         if _kind(backend) is not None and not sf.manifest.get("kind"):
             return self._reject("no compact templates")
         try:  # now the arrays that are scanned and map rows to people; float32 in the background
-            sf = ServingFolder.open(self.dir, verify="split", load_compact=True)
+            # mapped, not read: the backend copies the compact arrays once, into its own
+            sf = ServingFolder.open(self.dir, verify="split", load_compact=False)
             sf.check(wait=False)
         except (GalleryFileError, FormatVersionError, OSError) as exc:
             return self._reject(str(exc))

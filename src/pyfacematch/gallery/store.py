@@ -1003,35 +1003,35 @@ class Store:
     def load_index_rows(self) -> tuple[np.ndarray, list[str], np.ndarray | None]:
         """Template ids, identities and masks ordered by template id — no template blobs.
 
-        What a gallery needs beside the float32 rows of a serving folder (which hold the
-        templates): a few bytes per template instead of every blob.
+        What a gallery needs beside the rows of a serving folder (which hold the templates): the
+        (identity, template id) pairs come from the ``templates_identity`` index alone, so the
+        table's pages (every blob) are not read; masks (galleries with region blocks) do need
+        the table.
 
         Returns
         -------
         tids : int64 (N,), names : list of str (N), masks : uint64 (N,) or None
         """
         where = "memory" if self.path is None else repr(self._where())
-        tid_parts: list[np.ndarray] = []
-        mask_parts: list[np.ndarray] = []
-        names: list[str] = []
         try:
             with self._lock:
-                cur = self._conn().execute(
-                    "SELECT t.tid, i.name, t.mask FROM templates t"
-                    " JOIN identities i ON i.id = t.identity ORDER BY t.tid"
-                )
+                con = self._conn()
+                ident = con.execute("SELECT id, name FROM identities ORDER BY id").fetchall()
+                if self.blocks is None:
+                    sql = "SELECT identity, tid, 0 FROM templates INDEXED BY templates_identity"
+                else:
+                    sql = "SELECT identity, tid, mask FROM templates"
+                cur = con.execute(sql)
+                parts: list[np.ndarray] = []
                 while True:
                     chunk = cur.fetchmany(65536)  # bounded memory: no list of every row
                     if not chunk:
                         break
-                    tid_parts.append(np.fromiter((r[0] for r in chunk), np.int64, len(chunk)))
-                    names.extend(r[1] for r in chunk)
-                    if self.blocks is not None:
-                        mask_parts.append(
-                            np.fromiter(
-                                (0 if r[2] is None else r[2] for r in chunk), np.int64, len(chunk)
-                            )
-                        )
+                    parts.append(
+                        np.array(
+                            [(r[0], r[1], 0 if r[2] is None else r[2]) for r in chunk], np.int64
+                        ).reshape(-1, 3)
+                    )
         except sqlite3.DatabaseError as exc:
             raise GalleryFileError(
                 f"cannot read the templates of gallery {where} ({exc}): "
@@ -1042,13 +1042,19 @@ class Store:
                 f"gallery {where} holds a template id or mask that is not an integer ({exc}): "
                 "the file is damaged"
             ) from exc
-        tids = np.concatenate(tid_parts) if tid_parts else np.zeros(0, np.int64)
+        rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        ids = np.fromiter((r[0] for r in ident), np.int64, len(ident))
+        pos = np.searchsorted(ids, rows[:, 0])
+        if rows.shape[0] and (pos.max() >= ids.size or (ids[pos] != rows[:, 0]).any()):
+            raise GalleryFileError(
+                f"gallery {where} holds a template of no identity: the file is damaged"
+            )
+        names = [ident[i][1] for i in pos.tolist()]
         self.quarantined = []
         self._quarantined_tids = set()
-        if self.blocks is None:
-            return tids, names, None
-        masks = np.concatenate(mask_parts) if mask_parts else np.zeros(0, np.int64)
-        return tids, names, masks.view(np.uint64)
+        masks = None if self.blocks is None else rows[:, 2].copy().view(np.uint64)
+        return np.ascontiguousarray(rows[:, 1]), names, masks
 
     def tid_digest(self) -> str:
         """SHA-256 of the sorted live template ids (identifies the index content)."""
