@@ -846,17 +846,27 @@ class Gallery(TrustMethods):
                 self._consent.put(g)
             with self._rw.write():
                 first = self._m.n
-                for (name, tm, mm, _), tids in zip(items, tid_lists):
+                owners = []
+                for (name, _tm, _mm, _meta), tids in zip(items, tid_lists):
                     slot = self._name_to_slot.get(name)
                     if slot is None:
                         slot = self._new_slot(name)
                         self._n_identities += 1
-                    if self._m.mapped:
-                        self._serving_stage(tm)
-                    added = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
-                    self._siblings.invalidate()
+                    owners.append(np.full(len(tids), slot, np.int64))
                     self._slot_tids[slot].extend(int(x) for x in tids)
                     self._max_templates = max(self._max_templates, len(self._slot_tids[slot]))
+                if items:  # one append and one index update for the whole call
+                    new_rows = np.concatenate([it[1] for it in items])
+                    if self._m.mapped:  # the float32 rows go to the mapped file
+                        self._serving_stage(new_rows)
+                    mm = None if mk is None else np.concatenate([it[2] for it in items])
+                    added = self._m.append(
+                        new_rows,
+                        np.concatenate([np.asarray(x, np.int64) for x in tid_lists]),
+                        np.concatenate(owners),
+                        mm,
+                    )
+                    self._siblings.invalidate()
                     self._backend.add(self._m, added)
                 self._maintain()
                 self._serving_after_append(first)
