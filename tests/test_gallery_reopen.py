@@ -199,8 +199,8 @@ def test_removals_past_the_slack_threshold_compact_the_folder(
     monkeypatch.setattr(servingfiles, "COMPACT_MIN_ROWS", 40)
     monkeypatch.setattr(servingfiles, "COMPACT_SLACK", 0.03)
     path = tmp_path / "g.db"
-    opts = {"store": "int8"}
-    x = _build(path, rng, "exact", opts)
+    opts = {"rerank_store": "int8"}
+    x = _build(path, rng, "binary", opts)
     f32 = tmp_path / "g.db.index" / "serving" / "float32.bin"
     g = pf.Gallery(path=path, backend_options=opts)
     rows0 = f32.stat().st_size // (4 * D)
@@ -220,6 +220,12 @@ def test_removals_past_the_slack_threshold_compact_the_folder(
     g.close()
     g = pf.Gallery(path=path, backend_options=opts)
     assert g.info()["serving"]["not_used_because"] is None and _answers(g, q) == want
+    g.verify_integrity()  # the codes follow the rows (a compaction right after a removal)
+    srv = tmp_path / "g.db.index" / "serving"
+    n = g.n_templates
+    rows = np.fromfile(srv / "float32.bin", np.float32)[: n * D].reshape(n, D)
+    codes = np.fromfile(srv / "compact_codes.bin", np.int8)[: n * 64].reshape(n, 64)
+    np.testing.assert_array_equal(codes, pf.CompactMatrix.from_float32(rows, "int8").codes)
     g.close()
 
 

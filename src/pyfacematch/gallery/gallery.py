@@ -928,6 +928,7 @@ class Gallery(TrustMethods):
                     self._siblings.invalidate()
                     self._backend.remove(self._m, tids, moves)
                     self._maintain()
+                    self._serving_after_maintain()
             except Exception:
                 log.exception("updating memory after a removal failed: reloading from the store")
                 with self._rw.write():
@@ -964,7 +965,18 @@ class Gallery(TrustMethods):
             return
         try:
             sf.commit_moves(self._m, moves, self._backend, self._store.generation)
-            if sf.slack_due(self._m.n):
+        except (OSError, GalleryFileError, InputError) as exc:
+            self._serving_failed(exc)
+
+    def _serving_after_maintain(self) -> None:
+        """After a removal has reached the backend (and maintenance ran): write the folder afresh
+        when its zeroed tail is due for compaction or the codes were re-centred. Never before
+        the backend followed the moves: the rewrite takes codes and compact rows from it."""
+        sf = self._sf
+        if sf is None or not sf.writable or sf.folder is None:
+            return
+        try:
+            if sf.slack_due(self._m.n) or not sf.check_center(self._backend):
                 self._serving_write()  # compaction: reclaim the zeroed tail
         except (OSError, GalleryFileError, InputError) as exc:
             self._serving_failed(exc)
