@@ -78,6 +78,8 @@ def test_reopen_maps_the_folder_and_answers_byte_identically(
     info = g.info()["serving"]
     assert info["mapped"] and info["not_used_because"] is None, info
     assert isinstance(g._m.data, np.memmap)  # the rows were mapped, not read from the store
+    srv = tmp_path / "g.db.index" / "serving"
+    assert all(f.stat().st_mode & 0o077 == 0 for f in [srv, *srv.iterdir()])  # owner only
     assert _answers(g, q) == before
     assert "id3" not in g and "id1100" not in g and len(g) == 1000 + 1 + 300 - 4
     g.verify_integrity()

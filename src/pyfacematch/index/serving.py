@@ -51,6 +51,11 @@ _COMPACT = ("codes", "scale", "norm", "resid", "gsum")
 _PIECE = 1 << 20
 
 
+def _private(path: str, flags: int) -> int:
+    """Open a new file readable by its owner only (mode 0600)."""
+    return os.open(path, flags, 0o600)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -226,11 +231,11 @@ class ServingFolder:
         parts = cls._parts(exact, ids, compact, codes)
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.mkdir(parents=True, mode=0o700)  # the files hold templates: owner only
         entries = {}
         for name, arr in parts.items():
             f = tmp / f"{name}.bin"
-            with open(f, "wb") as fh:
+            with open(f, "wb", opener=_private) as fh:
                 arr.tofile(fh) if arr.size else None
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -276,7 +281,7 @@ class ServingFolder:
         if signer is not None:
             manifest["auth"] = signer(ServingFolder.manifest_bytes(manifest))
         tmp = folder / "manifest.json.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8", opener=_private) as fh:
             json.dump(manifest, fh)
             fh.flush()
             os.fsync(fh.fileno())
