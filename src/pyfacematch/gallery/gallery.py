@@ -537,8 +537,13 @@ class Gallery(TrustMethods):
         return True
 
     @staticmethod
-    def _folder_compact(sf: Any) -> dict[str, np.ndarray]:
-        return {k[len("compact_") :]: v for k, v in sf.arrays.items() if k.startswith("compact_")}
+    def _folder_compact(sf: Any) -> dict[str, Any]:
+        """Readers of the folder's compact arrays (filling the backend's own arrays)."""
+        out: dict[str, Any] = {}
+        for k, v in sf.arrays.items():
+            if k.startswith("compact_") and v.shape[0] == sf.n:
+                out[k[len("compact_") :]] = functools.partial(sf.read_into, k)
+        return out
 
     def _serving_write(self) -> None:
         """Write the serving folder afresh (writable galleries; never raises: logged)."""

@@ -10,6 +10,8 @@ re-score. Only unmasked cosine is served this way (masked galleries keep the flo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pyfacematch.core.compact import CompactMatrix, padded_width
@@ -68,17 +70,23 @@ class CompactStore:
             self._put(rows, m.data[rows])
         self._n = m.n
 
-    def adopt(self, m: TemplateMatrix, arrays: dict[str, np.ndarray]) -> None:
-        """Take the compact arrays of the rows of ``m`` (read from a serving folder)."""
+    def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
+        """Take the compact arrays of the rows of ``m`` (from a serving folder): each value is an
+        array, or a callable filling the given output array (a plain file read)."""
         self._dim = m.dim
         self._arrays = self._alloc(max(m.capacity, 1), m.dim)
         for name, arr in self._arrays.items():
             got = arrays.get(name)
-            if got is None or got.shape[0] != m.n:
+            if got is None:
                 if name in ("codes", "norm") or self.kind == "int8":
-                    raise ValueError(f"compact {name} missing or of the wrong length")
+                    raise ValueError(f"compact {name} missing")
                 continue
-            arr[: m.n] = got
+            if callable(got):
+                got(arr)
+            elif got.shape[0] != m.n:
+                raise ValueError(f"compact {name} of the wrong length")
+            else:
+                arr[: m.n] = got
         self._n = m.n
 
     def arrays_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
