@@ -13,11 +13,11 @@ Opening maps the files (``numpy.memmap``, read-only) instead of reading and rebu
 only the pages a search touches are read. Integrity: a file shorter than the manifest says is
 refused at once (:class:`~pyfacematch.errors.GalleryFileError`, saying to rebuild from the store);
 the block checksums are verified by a background pass (``verify="background"``, the default; or
-``"full"`` before returning, or ``"none"``) and :meth:`ServingFolder.check` raises on any altered
+``"full"`` before returning, ``"split"``: all but float32 before returning, or ``"none"``) and :meth:`ServingFolder.check` raises on any altered
 block. Appends write the new rows after the committed ones, fsync, then replace the manifest
 atomically: the manifest is the commit point, so a process killed during an append leaves the
-folder at its last acknowledged state (bytes past the committed rows are ignored, then cut off by
-the next append). Encryption is not applied here: a gallery configured for encryption at rest must
+folder at its last acknowledged state (bytes past the committed rows are ignored, then overwritten
+by the next append; files are never truncated, since a reader may map rows past the end). Encryption is not applied here: a gallery configured for encryption at rest must
 not write a serving folder until the security layer covers it (see README).
 """
 
@@ -438,7 +438,8 @@ class ServingFolder:
     def open(
         cls, path: str | os.PathLike[str], verify: str = "background", load_compact: bool = True
     ) -> ServingFolder:
-        """Open a folder. ``verify``: ``"background"`` (default), ``"full"`` or ``"none"``.
+        """Open a folder. ``verify``: ``"background"`` (default), ``"full"``, ``"split"`` or
+        ``"none"``.
 
         The float32 templates (and ids, codes) are memory-mapped with read-ahead off
         (``MADV_RANDOM``): a search reads only the pages of the few rows it re-scores. The compact
