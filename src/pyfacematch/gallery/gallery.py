@@ -575,12 +575,12 @@ class Gallery(TrustMethods):
         """Searches: a background checksum failure of the float32 file → rebuild from the store."""
         sf = self._sf
         f = None if sf is None else sf.folder
-        if f is None or not f._bad:
+        if f is None or not f.failures:
             return
         with self._wmutex:
             if sf is None or sf.folder is not f:
                 return
-            sf.reject(f"checksum failure: {', '.join(f._bad[:3])}")
+            sf.reject(f"checksum failure: {', '.join(f.failures[:3])}")
             sf.drop()
             with self._rw.write():
                 self._load()

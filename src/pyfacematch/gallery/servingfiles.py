@@ -228,7 +228,7 @@ class ServingFiles:
     def stage_float32(self, m: TemplateMatrix, rows: np.ndarray) -> None:
         """Write new float32 rows after ``m``'s (uncommitted) and map them into ``m``."""
         sf = self._live()
-        sf._pwrite_rows("float32", m.n, rows)
+        sf.write_rows("float32", m.n, rows)
         total = m.n + rows.shape[0]
         m.attach(np.memmap(sf.path / "float32.bin", np.float32, "r", shape=(total, m.dim)))
 
@@ -238,16 +238,16 @@ class ServingFiles:
         """Commit rows ``first … m.n`` (float32 already staged): ids, compact, codes, manifest."""
         sf = self._live()
         rows = np.arange(first, m.n, dtype=np.int64)
-        sf._pwrite_rows("ids", first, m.tids[first : m.n])
+        sf.write_rows("ids", first, m.tids[first : m.n])
         c = self._compact_of(backend, rows, m.dim)
         if c is not None:
             for k, arr in c.arrays().items():
                 if "compact_" + k in sf.manifest["arrays"] and arr.shape[0] == rows.size:
-                    sf._pwrite_rows("compact_" + k, first, arr)
+                    sf.write_rows("compact_" + k, first, arr)
         codes = self._codes_of(backend, first, m.n)
         if codes is not None and "codes" in sf.manifest["arrays"]:
-            sf._pwrite_rows("codes", first, codes)
-        sf.commit(m.n, sf._touched_from(first), self.meta(backend, generation), self._signer)
+            sf.write_rows("codes", first, codes)
+        sf.commit(m.n, sf.blocks_from(first), self.meta(backend, generation), self._signer)
         m.attach(sf.float32)
 
     def commit_moves(

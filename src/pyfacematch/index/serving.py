@@ -314,10 +314,8 @@ class ServingFolder:
             if list(arr.shape[1:]) != e["row_shape"] or arr.dtype.str != e["dtype"]:
                 raise InputError(f"{name}: rows of {arr.dtype} {arr.shape[1:]}, folder has {e}")
         for name, arr in parts.items():
-            self._pwrite_rows(name, self.n, arr)
-        self.commit(
-            self.n + int(parts["float32"].shape[0]), self._touched_from(self.n), meta, signer
-        )
+            self.write_rows(name, self.n, arr)
+        self.commit(self.n + int(parts["float32"].shape[0]), self.blocks_from(self.n), meta, signer)
 
     def read_into(self, name: str, out: np.ndarray) -> None:
         """Read array ``name`` (all committed rows) into ``out`` (C-contiguous, same dtype and
@@ -342,14 +340,14 @@ class ServingFolder:
         e = self.manifest["arrays"][name]
         return int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
 
-    def _touched_from(self, row: int) -> dict[str, set[int]]:
+    def blocks_from(self, row: int) -> dict[str, set[int]]:
         """Blocks of every array from ``row`` on (those an append rewrites)."""
         out = {}
         for name in self.manifest["arrays"]:
             out[name] = {row * self._row_bytes(name) // BLOCK_BYTES}
         return out
 
-    def _pwrite_rows(self, name: str, first: int, arr: np.ndarray) -> None:
+    def write_rows(self, name: str, first: int, arr: np.ndarray) -> None:
         """Write rows ``first …`` of array ``name`` (not committed until :meth:`commit`).
 
         Never truncates: a reader in another process may map rows past the committed end."""
@@ -528,6 +526,11 @@ class ServingFolder:
         finally:
             if done:
                 self._done.set()
+
+    @property
+    def failures(self) -> list[str]:
+        """Blocks (or reads) that failed verification so far (empty while all passed)."""
+        return list(self._bad)
 
     def wait_verified(self) -> None:
         """Block until the background pass has finished (before the files are changed)."""
