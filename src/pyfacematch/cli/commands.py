@@ -85,6 +85,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         purpose=args.purpose,
         encrypt=True if args.encrypt else None,
+        serving=True if getattr(args, "serving", False) else None,
     )
     write_summary(args.summary, s)
     _say(

@@ -215,6 +215,13 @@ def add_enroll(subs: Any) -> None:
         help="create the gallery encrypted at rest (AES-256-GCM; key in PATH.key or "
         "PYFACEMATCH_GALLERY_KEY)",
     )
+    p.add_argument(
+        "--serving",
+        action="store_true",
+        help="keep a memory-mapped serving folder PATH.index/serving, appended chunk by chunk: "
+        "float32 templates stay on disk while enrolling, and the gallery reopens by mapping it "
+        "instead of rebuilding (not with --encrypt)",
+    )
     _common(p)
 
 

@@ -1023,6 +1023,62 @@ class Store:
         masks_out = None if self.blocks is None else masks[:i].view(np.uint64)
         return tids[:i], names, matrix[:i], masks_out
 
+    def load_index_rows(self) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """Template ids, identities and masks ordered by template id — no template blobs.
+
+        What a gallery needs beside the rows of a serving folder (which hold the templates): the
+        (identity, template id) pairs come from the ``templates_identity`` index alone, so the
+        table's pages (every blob) are not read; masks (galleries with region blocks) do need
+        the table.
+
+        Returns
+        -------
+        tids : int64 (N,), names : list of str (N), masks : uint64 (N,) or None
+        """
+        where = "memory" if self.path is None else repr(self._where())
+        try:
+            with self._lock:
+                con = self._conn()
+                ident = con.execute("SELECT id, name FROM identities ORDER BY id").fetchall()
+                if self.blocks is None:
+                    sql = "SELECT identity, tid, 0 FROM templates INDEXED BY templates_identity"
+                else:
+                    sql = "SELECT identity, tid, mask FROM templates"
+                cur = con.execute(sql)
+                parts: list[np.ndarray] = []
+                while True:
+                    chunk = cur.fetchmany(65536)  # bounded memory: no list of every row
+                    if not chunk:
+                        break
+                    parts.append(
+                        np.array(
+                            [(r[0], r[1], 0 if r[2] is None else r[2]) for r in chunk], np.int64
+                        ).reshape(-1, 3)
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise GalleryFileError(
+                f"cannot read the templates of gallery {where} ({exc}): "
+                "the file is corrupted; restore it from a backup"
+            ) from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # a crafted id or mask
+            raise GalleryFileError(
+                f"gallery {where} holds a template id or mask that is not an integer ({exc}): "
+                "the file is damaged"
+            ) from exc
+        rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        ids = np.fromiter((r[0] for r in ident), np.int64, len(ident))
+        pos = np.searchsorted(ids, rows[:, 0])
+        if rows.shape[0] and (pos.max() >= ids.size or (ids[pos] != rows[:, 0]).any()):
+            raise GalleryFileError(
+                f"gallery {where} holds a template of no identity: the file is damaged"
+            )
+        names = [ident[i][1] for i in pos.tolist()]
+        self.quarantined = []
+        self._quarantined_tids = set()
+        masks = None if self.blocks is None else rows[:, 2].copy().view(np.uint64)
+        return np.ascontiguousarray(rows[:, 1]), names, masks
+
     def tid_digest(self) -> str:
         """SHA-256 of the sorted live template ids (identifies the index content)."""
         with self._lock:
