@@ -453,7 +453,10 @@ class Gallery(TrustMethods):
     def _load_index(self) -> None:
         b = self._backend
         # malformed or non-finite parameters come back as None: re-tuned below, never used
-        params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
+        key = self._tuning_key()
+        params: dict[str, Any] = (
+            encryption.open_params(self._ring, key, self._store.get_params(key)) or {}
+        )
         loaded = False
         if params and not b.checkpointable:
             b.load_params(
@@ -483,8 +486,12 @@ class Gallery(TrustMethods):
                 self._ckpt.reject(rec.file, "it cannot be decrypted with the gallery's data key")
                 return False
             data = plain
+        params = encryption.open_params(self._ring, self._ckpt_params_context(rec), rec.params)
+        if params is None:
+            self._ckpt.reject(rec.file, "its sealed parameters cannot be opened")
+            return False
         try:
-            b.load_params(rec.params)
+            b.load_params(params)
             b.deserialize(data, self._m)
             if b.size != self._m.n:
                 why = "index holds a different number of templates"
@@ -779,7 +786,8 @@ class Gallery(TrustMethods):
         if self.read_only:
             return
         try:
-            self._store.set_params(self._tuning_key(), b.params())
+            key = self._tuning_key()
+            self._store.set_params(key, encryption.seal_params(self._ring, key, b.params()))
             self._tuning_error = None
         except Exception as exc:  # reported, not swallowed: a reopened gallery would re-tune
             self._tuning_error = f"{type(exc).__name__}: {exc}"
@@ -1232,8 +1240,15 @@ class Gallery(TrustMethods):
                 gen = self._store.generation
                 if self._ring is not None:  # encrypted at rest like the store's rows
                     data = self._ring.seal_blob(data, self._ckpt_context(b.name, gen))
+                    params = encryption.seal_params(
+                        self._ring, f"checkpoint:{b.name}:{int(gen)}", params
+                    )
                 self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.scrub_erased()  # VACUUM first if a removal still owes its scrub
+
+    @staticmethod
+    def _ckpt_params_context(rec: Any) -> str:
+        return f"checkpoint:{rec.backend}:{int(rec.generation)}"
 
     def _ckpt_context(self, backend: str, generation: int) -> bytes:
         return encryption.checkpoint_context(backend, generation)

@@ -29,6 +29,7 @@ from pyfacematch.gallery.validation import (
     check_id,
     encodable,
 )
+from pyfacematch.security import envelope
 from pyfacematch.security.consent import ConsentRecord, check_purpose
 
 __all__ = ["TrustMethods"]
@@ -300,6 +301,56 @@ class TrustMethods:
             if self.path is not None:
                 self._store.wal_checkpoint()
                 self.checkpoint()
+        return n
+
+    def encrypt_in_place(self, key_provider: KeyProvider | None = None) -> int:
+        """Encrypt this unencrypted file gallery at rest, in place; the number of templates.
+
+        One SQLite transaction seals every template row (AES-256-GCM, as a gallery made
+        with ``encrypt=True``), moves a cancelable secret into the key ring and seals the
+        index parameters derived from templates; then the plaintext checkpoint files are
+        deleted, the database is rebuilt (``VACUUM``: no stale plaintext copy survives in
+        a free page or the WAL) and the checkpoint is written again, encrypted. A SIGKILL
+        at any point leaves a gallery that reopens either fully plaintext (before the
+        commit) or fully encrypted (after it; the next writable open finishes the scrub
+        and deletes the old files), answering exactly as before.
+
+        Parameters
+        ----------
+        key_provider : KeyProvider or None
+            The master key (default: the gallery's, ``PYFACEMATCH_GALLERY_KEY`` or
+            ``<db>.key``). Open the gallery with the same provider afterwards.
+
+        Raises
+        ------
+        InputError
+            In-memory or already encrypted gallery.
+        GalleryReadOnlyError
+            Opened read-only.
+        """
+        self._check_writable("encrypt_in_place")
+        if self.path is None:
+            raise InputError("encrypt_in_place: an in-memory gallery has nothing at rest")
+        if self._ring is not None:
+            raise InputError(
+                f"encrypt_in_place: gallery {os.fspath(self.path)!r} is already encrypted"
+            )
+        keys = key_provider or self._keys
+        with self._wmutex:
+            self._check_open()
+            self._audit.flush()  # queued search records land in the trail first
+            ring, n = encryption.encrypt_in_place(self._store, keys)
+            self._keys = keys
+            self._ckpt.keys = keys
+            with self._rw.write():
+                self._ring = ring
+                self._load()  # reads the sealed rows back: they all open
+            self._drop_checkpoints()  # the old files hold plaintext templates
+            envelope._step("encrypt:dropped")
+            self._store.scrub_erased()  # VACUUM + WAL truncation (flag set in the commit)
+            envelope._step("encrypt:scrubbed")
+            self.checkpoint()
+        log.info("gallery %s encrypted in place (%d templates)", os.fspath(self.path), n)
         return n
 
     def _check_encrypted(self, what: str) -> encryption.KeyRing:
