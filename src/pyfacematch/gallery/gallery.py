@@ -58,7 +58,8 @@ from pyfacematch.gallery import encryption
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser
-from pyfacematch.gallery.locking import RWLock, WriterLock
+from pyfacematch.gallery.filemodes import refuse_shared_writes, sqlite_files
+from pyfacematch.gallery.locking import RWLock, WriterLock, lock_path_for
 from pyfacematch.gallery.quarantine import QuarantinedTemplate
 from pyfacematch.gallery.results import (
     Candidate,
@@ -120,6 +121,18 @@ def _in_range(
         return False
     f = float(v)
     return (lo < f if low_open else lo <= f) and (f < hi if high_open else f <= hi)
+
+
+def _gallery_files(db: Path) -> list[Path]:
+    """The database, its companions, lock and key files, the index folder and its files."""
+    out = [*sqlite_files(db), lock_path_for(db)]
+    out += [db.with_name(db.name + s) for s in (".key", ".audit.key")]
+    idx = db.with_name(db.name + ".index")
+    if idx.is_dir() and not idx.is_symlink():
+        out.append(idx)
+        with contextlib.suppress(OSError):
+            out += sorted(idx.iterdir())
+    return out
 
 
 # --------------------------------------------------------------------------- gallery
@@ -267,6 +280,8 @@ class Gallery(TrustMethods):
                 "(read-only opens never create one)"
             )
         new_file = path is not None and not Path(path).exists()
+        if path is not None and not new_file:  # before the lock or SQLite touch anything
+            refuse_shared_writes(_gallery_files(Path(path)))
         if path is not None and not self.read_only:
             if not Path(path).exists():  # a bad layout leaves no file, not even the lock
                 check_new_layout(dim, blocks)

@@ -64,6 +64,7 @@ class TrustMethods:
 
     if TYPE_CHECKING:  # provided by Gallery
         _audit: Any
+        _backend: Any
         _check_open: Any
         _check_writable: Any
         _ckpt: Any
@@ -254,7 +255,10 @@ class TrustMethods:
         from pyfacematch.gallery import leaks
 
         with self._rw.read():
-            live = {hash(r.tobytes()) for r in self._m.data[: self._m.n]}
+            mat = np.array(self._m.data[: self._m.n], np.float32)
+            center = getattr(self._backend, "center", None)
+            center = None if center is None else np.array(center, np.float32)
+        live = {hash(r.tobytes()) for r in mat}
         return leaks.leak_audit(
             self._store,
             self._ring,
@@ -262,6 +266,8 @@ class TrustMethods:
             live,
             cancelable=self._xf is not None,
             extra=list(extra),
+            templates=mat,
+            center=center,
         )
 
     @property
