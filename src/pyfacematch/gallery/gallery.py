@@ -55,6 +55,7 @@ from pyfacematch.gallery import audit as audit_store
 from pyfacematch.gallery import cancelable as cancel_store
 from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
+from pyfacematch.gallery.auditsidecar import SidecarWriter, import_sidecars
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser
@@ -206,7 +207,9 @@ class Gallery(TrustMethods):
     audit_searches : bool
         Record identify and verify calls in the audit trail (batched, off the
         search path). Changes (enroll, remove, consent, keys) are always
-        recorded. Read-only galleries write nothing, searches included.
+        recorded. Read-only galleries never write the database: their search
+        records go to a sidecar file beside it, chained into the trail by the
+        next writable open (:mod:`.auditsidecar`).
     cancelable : bool or None
         Store and search templates through a keyed random orthonormal
         transform (:mod:`pyfacematch.security.cancelable`): scores unchanged,
@@ -425,8 +428,12 @@ class Gallery(TrustMethods):
     def _init_audit(self) -> None:
         if not self.read_only:
             audit_store.ensure_chain(self._store)
+        akeys = audit_store.audit_key_provider(self.path)
+        sidecar = None
+        if self.read_only and self.path is not None and self.audit_searches:
+            sidecar = SidecarWriter(self.path, self._store.get_meta("uuid"), akeys)
         self._audit = audit_store.AuditTrail(
-            self._store, audit_store.audit_key_provider(self.path), writable=not self.read_only
+            self._store, akeys, writable=not self.read_only, sidecar=sidecar
         )
         if not self.read_only:
             trail = self._audit
@@ -435,6 +442,8 @@ class Gallery(TrustMethods):
                 trail.append_in(c, action, identity, detail, actor=self.actor)
 
             self._store.audit_hook = hook
+            if self.path is not None:  # read-only galleries' searches join the chain
+                import_sidecars(self._store, trail, self.path)
 
     def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
         if self.audit_searches:

@@ -24,6 +24,7 @@ from pyfacematch.gallery import audit as audit_store
 from pyfacematch.gallery import cancelable as cancel_store
 from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
+from pyfacematch.gallery.auditsidecar import import_sidecars
 from pyfacematch.gallery.secret import KeyProvider
 from pyfacematch.gallery.validation import (
     check_id,
@@ -215,9 +216,17 @@ class TrustMethods:
 
     # ------------------------------------------------------------------ audit trail
     def audit_flush(self) -> int:
-        """Write queued identify/verify audit records now (normally within 0.5 s); how many."""
+        """Write queued identify/verify audit records now (normally within 0.5 s); how many.
+
+        A writable gallery also chains in the records read-only galleries left in their
+        sidecar files (:mod:`.auditsidecar`), counted in the result.
+        """
         self._check_open()
-        return self._audit.flush()
+        n = self._audit.flush()
+        if not self.read_only and self.path is not None:
+            with self._wmutex:
+                n += import_sidecars(self._store, self._audit, self.path)
+        return n
 
     def audit_verify(self, expect_head: tuple[int, str] | None = None) -> dict[str, Any]:
         """Check the hash chain and signed checkpoints of the audit trail.
