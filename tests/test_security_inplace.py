@@ -232,3 +232,15 @@ def test_encrypt_in_place_survives_sigkill_at_every_step(
         with Gallery.open(db, read_only=True) as r:
             rep = r.leak_audit()
         assert rep["clean"], rep["findings"]
+
+
+def test_a_reader_open_during_the_encryption_keeps_answering(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    _plain(db, backend="exact")
+    r = Gallery.open(db, read_only=True)
+    want = _answers(r)
+    with Gallery.open(db) as g:
+        g.encrypt_in_place()
+    assert _answers(r) == want  # reloaded through the new key ring, not quarantined rows
+    assert r.encrypted and r.quarantined == []
+    r.close()

@@ -552,6 +552,13 @@ class Gallery(TrustMethods):
             self._consent = ConsentView(consent_store.load_records(self._store))
             if self._store.generation == self._loaded_generation:
                 return  # thresholds, tuning or checkpoint records only
+            if self._ring is None and self._keys is not None:
+                # encrypted in place by the writer meanwhile: its key ring opens the rows
+                # (a missing or wrong key raises here, never a silently empty gallery)
+                if self._store.get_meta_opt(encryption.META_KEY) is not None:
+                    self._ring = encryption.open_ring(
+                        self._store, self._keys, encrypt=None, new_file=False, writable=False
+                    )
             with self._rw.write():
                 self._load()
 
