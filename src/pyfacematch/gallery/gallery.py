@@ -180,7 +180,8 @@ class Gallery(TrustMethods):
         Keyword options of the backend (e.g. ``hnsw_m``).
     read_only : bool
         Open an existing gallery file for searching only: no lock is taken,
-        nothing is written, and before answering the gallery reloads itself
+        the database is never written (search records go to an audit sidecar
+        file, see ``audit_searches``), and before answering the gallery reloads itself
         when another process has committed a change (SQLite ``data_version``
         and the store generation), so it never returns a removed identity
         after the writer's ``remove()`` has returned.
