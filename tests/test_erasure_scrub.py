@@ -110,3 +110,120 @@ def test_remove_and_checkpoint_clear_the_scrub_flag(tmp_path):
         assert len(g.identities()) == 19
     leaks, _ = scan_files(tmp_path, {"p5#5": stored_templates(1, [5], DIM)[0].tobytes()})
     assert leaks == []
+
+
+# ------------------------------------------------------------------ scheduling of the scrub
+def _enrolled(path, n, dim=DIM, seed=3, **opts):
+    g = pf.Gallery.open(path, dim=dim, **opts)
+    g.enroll_many([f"p{i}" for i in range(n)], stored_templates(seed, range(n), dim))
+    return g
+
+
+def _removed_patterns(ids, dim=DIM, seed=3):
+    rows = stored_templates(seed, ids, dim)
+    return {f"p{i}": r.tobytes() for i, r in zip(ids, rows)}
+
+
+def test_background_scrub_coalesces_removals_and_runs_within_its_delay(tmp_path):
+    path = tmp_path / "g.db"
+    g = _enrolled(path, 400, erasure_scrub="background", erasure_delay=0.5)
+    try:
+        for i in range(5):
+            g.remove(f"p{i}")
+        st = g.info()["erasure"]
+        # the WAL is truncated inside remove(); the VACUUM is owed, once for all five
+        assert st["scrub_pending"] and not st["wal_pending"] and st["scrub_mode"] == "background"
+        assert st["scrubs"] == 0 and st["scrub_due_at"] is not None
+        assert _pending(path)
+        wal = path.with_name(path.name + "-wal")
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert g.wait_erasure(timeout=30), g.info()["erasure"]
+        st = g.info()["erasure"]
+        assert st["scrubs"] == 1 and not st["pending"] and st["last_scrub_seconds"] is not None
+        assert not _pending(path)
+        leaks, _ = scan_files(tmp_path, _removed_patterns(range(5)))
+        assert leaks == []
+    finally:
+        g.close()
+
+
+def test_auto_mode_scrubs_small_files_inline_and_large_ones_in_the_background(tmp_path):
+    from pyfacematch.gallery.erasure import SYNC_SCRUB_BYTES
+
+    small = tmp_path / "small.db"
+    with _enrolled(small, 50) as g:
+        g.remove("p1")
+        assert not _pending(small) and not g.erasure_pending
+    big = tmp_path / "big.db"
+    n = SYNC_SCRUB_BYTES // (512 * 4) + 600  # one 512-float template each: past the threshold
+    with _enrolled(big, n, dim=512, erasure_delay=600) as g:
+        g.checkpoint()
+        assert big.stat().st_size > SYNC_SCRUB_BYTES
+        g.remove("p1")
+        assert _pending(big) and g.info()["erasure"]["scrub_pending"]  # owed, not run inline
+        assert g.complete_erasure(timeout=30)
+        assert not _pending(big) and g.info()["erasure"]["scrubs"] == 1
+    leaks, _ = scan_files(tmp_path, _removed_patterns([1], dim=512))
+    assert leaks == []
+
+
+def test_close_finishes_a_scrub_that_was_not_due(tmp_path):
+    path = tmp_path / "g.db"
+    with _enrolled(path, 300, erasure_scrub="background", erasure_delay=3600) as g:
+        for i in (7, 8, 9):
+            g.remove(f"p{i}")
+        assert _pending(path)
+    assert not _pending(path)
+    leaks, _ = scan_files(tmp_path, _removed_patterns([7, 8, 9]))
+    assert leaks == []
+
+
+_CHILD = """
+import sys, time
+import pyfacematch as pf
+g = pf.Gallery.open(sys.argv[1], erasure_scrub="background", erasure_delay=3600)
+g.remove("p4")
+print("removed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_scrub_owed_when_the_process_dies_is_finished_by_the_next_writable_open(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "g.db"
+    _enrolled(path, 300).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, os.fspath(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "removed"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert _pending(path)  # acknowledged, scrub not run: the flag survived the kill
+    with pf.Gallery.open(path, erasure_scrub="background", erasure_delay=3600) as g:
+        assert "p4" not in g
+        assert g.info()["erasure"]["scrub_pending"]  # picked up at open, scheduled
+        assert g.complete_erasure(timeout=30)
+        assert not _pending(path)
+    leaks, _ = scan_files(tmp_path, _removed_patterns([4]))
+    assert leaks == []
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [{"erasure_scrub": "later"}, {"erasure_delay": -1}, {"erasure_delay": float("nan")}],
+)
+def test_bad_scrub_options_are_refused_before_any_file(tmp_path, opts):
+    path = tmp_path / "g.db"
+    from pyfacematch.errors import InputError
+
+    with pytest.raises(InputError):
+        pf.Gallery.open(path, dim=DIM, **opts)
+    assert list(tmp_path.iterdir()) == []

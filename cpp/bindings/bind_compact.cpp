@@ -23,14 +23,33 @@ struct Held {
     py::object keep;  // the tuple, alive while the view is used
 };
 
+void check_dim(std::size_t d) {
+    require(d >= 1 && d <= 65536, pfm::ErrorKind::dimension,
+            "compact templates need a dimension within [1, 65536], got " + std::to_string(d));
+}
+
+void check_k(long k) { require(k >= 1, pfm::ErrorKind::input, "k must be >= 1, got " + std::to_string(k)); }
+
+// The codes' row stride must be what the kind and dimension give (padding included).
+template <class A>
+void set_codes(pfm::CompactView& v, const A& codes, pfm::CompactKind kind, const char* what) {
+    require_2d(codes, what);
+    v.kind = kind;
+    v.n = codes.shape(0);
+    v.stride = codes.shape(1);
+    const std::size_t want = pfm::compact_stride(kind, v.d);
+    require(v.stride == want, pfm::ErrorKind::dimension,
+            std::string(what) + " have row stride " + std::to_string(v.stride) + ", expected " + std::to_string(want));
+    v.codes = codes.data();
+}
+
 Held view_of(const py::tuple& t) {
     require(t.size() == 7, pfm::ErrorKind::input, "compact matrix must be (kind, d, codes, scale, norm, resid, gsum)");
     Held h;
     h.keep = t;
     const std::string kind = t[0].cast<std::string>();
     const std::size_t d = t[1].cast<std::size_t>();
-    require(d >= 1 && d <= 65536, pfm::ErrorKind::dimension,
-            "compact templates need a dimension within [1, 65536], got " + std::to_string(d));
+    check_dim(d);
     h.v.d = d;
     auto norm = t[4].cast<f32arr>();
     if (kind == "int8") {
@@ -38,31 +57,17 @@ Held view_of(const py::tuple& t) {
         auto scale = t[3].cast<f32arr>();
         auto resid = t[5].cast<f32arr>();
         auto gsum = t[6].cast<i32arr>();
-        require_2d(codes, "int8 codes");
-        h.v.kind = pfm::CompactKind::int8;
-        h.v.n = codes.shape(0);
-        h.v.stride = codes.shape(1);
-        require(h.v.stride == pfm::compact_stride(pfm::CompactKind::int8, d), pfm::ErrorKind::dimension,
-                "int8 codes have row stride " + std::to_string(h.v.stride) + ", expected " +
-                    std::to_string(pfm::compact_stride(pfm::CompactKind::int8, d)));
+        set_codes(h.v, codes, pfm::CompactKind::int8, "int8 codes");
         require((std::size_t)scale.size() == h.v.n && (std::size_t)resid.size() == h.v.n &&
                     (std::size_t)gsum.size() == h.v.n && (std::size_t)norm.size() == h.v.n,
                 pfm::ErrorKind::dimension, "int8 scale/norm/resid/gsum must hold one value per row");
-        h.v.codes = codes.data();
         h.v.scale = scale.data();
         h.v.resid = resid.data();
         h.v.gsum = gsum.data();
     } else if (kind == "bf16") {
         auto codes = t[2].cast<u16arr>();
-        require_2d(codes, "bf16 codes");
-        h.v.kind = pfm::CompactKind::bf16;
-        h.v.n = codes.shape(0);
-        h.v.stride = codes.shape(1);
-        require(h.v.stride == pfm::compact_stride(pfm::CompactKind::bf16, d), pfm::ErrorKind::dimension,
-                "bf16 codes have row stride " + std::to_string(h.v.stride) + ", expected " +
-                    std::to_string(pfm::compact_stride(pfm::CompactKind::bf16, d)));
+        set_codes(h.v, codes, pfm::CompactKind::bf16, "bf16 codes");
         require((std::size_t)norm.size() == h.v.n, pfm::ErrorKind::dimension, "bf16 norm must hold one value per row");
-        h.v.codes = codes.data();
     } else {
         throw pfm::Error(pfm::ErrorKind::input, "compact kind must be 'int8' or 'bf16', got '" + kind + "'");
     }
@@ -95,7 +100,7 @@ void bind_compact(py::module_& m) {
     m.def("compact_quantize_int8", [](const f32arr& x) {
         require_2d(x, "templates");
         const std::size_t n = x.shape(0), d = x.shape(1);
-        require(d >= 1 && d <= 65536, pfm::ErrorKind::dimension, "dimension must be within [1, 65536]");
+        check_dim(d);
         const std::size_t st = pfm::compact_stride(pfm::CompactKind::int8, d);
         i8arr codes({(py::ssize_t)n, (py::ssize_t)st});
         f32arr scale((py::ssize_t)n), norm((py::ssize_t)n), resid((py::ssize_t)n);
@@ -112,7 +117,7 @@ void bind_compact(py::module_& m) {
     m.def("compact_convert_bf16", [](const f32arr& x) {
         require_2d(x, "templates");
         const std::size_t n = x.shape(0), d = x.shape(1);
-        require(d >= 1 && d <= 65536, pfm::ErrorKind::dimension, "dimension must be within [1, 65536]");
+        check_dim(d);
         const std::size_t st = pfm::compact_stride(pfm::CompactKind::bf16, d);
         u16arr codes({(py::ssize_t)n, (py::ssize_t)st});
         f32arr norm((py::ssize_t)n);
@@ -141,7 +146,7 @@ void bind_compact(py::module_& m) {
     m.def("compact_topk", [](const py::tuple& g, const f32arr& q, const py::object& G, long k) {
         Held h = view_of(g);
         check_probes(q, h.v);
-        require(k >= 1, pfm::ErrorKind::input, "k must be >= 1, got " + std::to_string(k));
+        check_k(k);
         f32arr keep;
         const float* gp = exact_of(G, h.v, keep);
         const std::size_t M = q.shape(0), kk = std::min<std::size_t>((std::size_t)k, h.v.n);
@@ -162,7 +167,7 @@ void bind_compact(py::module_& m) {
     m.def("compact_candidates", [](const py::tuple& g, const f32arr& q, long k) {
         Held h = view_of(g);
         check_probes(q, h.v);
-        require(k >= 1, pfm::ErrorKind::input, "k must be >= 1, got " + std::to_string(k));
+        check_k(k);
         const std::size_t M = q.shape(0), kk = std::min<std::size_t>((std::size_t)k, h.v.n);
         std::vector<std::vector<std::int64_t>> rows;
         {
@@ -181,7 +186,7 @@ void bind_compact(py::module_& m) {
     m.def("compact_rerank", [](const py::tuple& g, const f32arr& q, const py::object& G, const i64arr& cand, long k) {
         Held h = view_of(g);
         check_probes(q, h.v);
-        require(k >= 1, pfm::ErrorKind::input, "k must be >= 1, got " + std::to_string(k));
+        check_k(k);
         f32arr keep;
         const float* gp = exact_of(G, h.v, keep);
         require(gp != nullptr, pfm::ErrorKind::input, "compact re-rank needs the float32 templates (exact)");

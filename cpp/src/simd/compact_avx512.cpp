@@ -10,25 +10,7 @@
 namespace pfm {
 namespace compact_avx512_k {
 
-// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
-static inline __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
-    __m256i y0 = _mm256_add_epi32(_mm512_castsi512_si256(a0), _mm512_castsi512_si256(_mm512_shuffle_i64x2(a0, a0, 0xEE)));
-    __m256i y1 = _mm256_add_epi32(_mm512_castsi512_si256(a1), _mm512_castsi512_si256(_mm512_shuffle_i64x2(a1, a1, 0xEE)));
-    __m256i y2 = _mm256_add_epi32(_mm512_castsi512_si256(a2), _mm512_castsi512_si256(_mm512_shuffle_i64x2(a2, a2, 0xEE)));
-    __m256i y3 = _mm256_add_epi32(_mm512_castsi512_si256(a3), _mm512_castsi512_si256(_mm512_shuffle_i64x2(a3, a3, 0xEE)));
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(y0, y1), _mm256_hadd_epi32(y2, y3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-
-// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
-static inline __m128 hsum4_ps(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-    __m256 y0 = _mm256_add_ps(_mm512_castps512_ps256(a0), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a0, a0, 0xEE)));
-    __m256 y1 = _mm256_add_ps(_mm512_castps512_ps256(a1), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a1, a1, 0xEE)));
-    __m256 y2 = _mm256_add_ps(_mm512_castps512_ps256(a2), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a2, a2, 0xEE)));
-    __m256 y3 = _mm256_add_ps(_mm512_castps512_ps256(a3), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a3, a3, 0xEE)));
-    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(y0, y1), _mm256_hadd_ps(y2, y3));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
+#include "compact_avx512_hsum.inc"
 
 static inline __m512i w16(const std::int8_t* p) {
     return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));

@@ -10,15 +10,7 @@
 namespace pfm {
 namespace compact_bf16_k {
 
-// Horizontal sums of four 512-bit accumulators into one 128-bit vector (row 0 … 3).
-static inline __m128 hsum4_ps(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-    __m256 y0 = _mm256_add_ps(_mm512_castps512_ps256(a0), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a0, a0, 0xEE)));
-    __m256 y1 = _mm256_add_ps(_mm512_castps512_ps256(a1), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a1, a1, 0xEE)));
-    __m256 y2 = _mm256_add_ps(_mm512_castps512_ps256(a2), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a2, a2, 0xEE)));
-    __m256 y3 = _mm256_add_ps(_mm512_castps512_ps256(a3), _mm512_castps512_ps256(_mm512_shuffle_f32x4(a3, a3, 0xEE)));
-    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(y0, y1), _mm256_hadd_ps(y2, y3));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
+#include "compact_avx512_hsum.inc"
 
 static inline __m512bh ld(const std::uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
 static inline float bfdot1(const std::uint16_t* q, const std::uint16_t* g, std::size_t stride) {

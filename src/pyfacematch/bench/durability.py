@@ -71,6 +71,12 @@ __all__ = [
 
 GALLERY_FILE = "gallery.db"
 
+#: The worker scrubs inside ``remove()``, so the promise checked after every kill is the
+#: strongest one: an acknowledged removal left nothing in any file. (In ``"background"``
+#: mode the promise is weaker by design — stale page copies live until the scrub, at most
+#: ``erasure_delay`` s later or at the next writable open — see pyfacematch.gallery.erasure.)
+SCRUB = "immediate"
+
 #: Relative weight of each worker operation.
 OP_WEIGHTS: dict[str, int] = {
     "enroll": 26,
@@ -242,7 +248,7 @@ def run_worker(spec: dict[str, Any]) -> None:
     seed, dim = int(spec["seed"]), int(spec["dim"])
     serial = int(spec["serial"])
     rng = random.Random(f"{seed}:{spec['cycle']}")
-    g = Gallery.open(spec["gallery"])
+    g = Gallery.open(spec["gallery"], erasure_scrub=SCRUB)
     log.write({"t": "ready", "pid": os.getpid()})
     ids = g.identities()
     lo, hi = int(spec["lo"]), int(spec["hi"])
@@ -291,7 +297,7 @@ def run_worker(spec: dict[str, Any]) -> None:
                 g.checkpoint()
             elif op == "reopen":
                 g.close()
-                g = Gallery.open(spec["gallery"])
+                g = Gallery.open(spec["gallery"], erasure_scrub=SCRUB)
             elif op == "rebuild":
                 try:
                     g.rebuild_index()
@@ -303,7 +309,7 @@ def run_worker(spec: dict[str, Any]) -> None:
         except Exception as exc:  # recorded; the supervisor decides what it means
             log.write({"t": "err", "seq": seq, "type": type(exc).__name__, "msg": str(exc)[:300]})
             if op == "reopen":  # the gallery may be closed now: open it or give up
-                g = Gallery.open(spec["gallery"])
+                g = Gallery.open(spec["gallery"], erasure_scrub=SCRUB)
             ids = g.identities()
             continue
         log.write({"t": "ack", "seq": seq})

@@ -58,7 +58,7 @@ from pyfacematch.gallery import encryption
 from pyfacematch.gallery.auditsidecar import SidecarWriter, import_sidecars
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
-from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser
+from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser, check_scrub_mode
 from pyfacematch.gallery.filemodes import refuse_shared_writes, sqlite_files
 from pyfacematch.gallery.locking import RWLock, WriterLock, lock_path_for
 from pyfacematch.gallery.quarantine import QuarantinedTemplate
@@ -217,6 +217,18 @@ class Gallery(TrustMethods):
         templates unlinkable to other galleries, revocable with
         :meth:`revoke_templates`. Chosen at creation; None keeps what the
         file is. :meth:`templates` then returns transformed templates.
+    erasure_scrub : str
+        When a removal's ``VACUUM`` scrub runs (SQLite leaves stale copies of
+        moved rows in pages; see :mod:`pyfacematch.gallery.erasure`):
+        ``"immediate"`` inside :meth:`remove`, ``"background"`` within
+        ``erasure_delay`` seconds in a background thread (removals meanwhile
+        share one scrub), ``"auto"`` (default) immediate while the file is at
+        most 8 MiB, background above. :meth:`close`, :meth:`checkpoint` and
+        :meth:`complete_erasure` finish it at once.
+    erasure_delay : float
+        Background scrubs start at most this many seconds after the first
+        removal that owes one (later if the previous scrub's spacing, four
+        times its duration, asks for it).
 
     Raises
     ------
@@ -253,9 +265,17 @@ class Gallery(TrustMethods):
         actor: str | None = None,
         cancelable: bool | None = None,
         audit_searches: bool = True,
+        erasure_scrub: str = "auto",
+        erasure_delay: float = 2.0,
     ) -> None:
         # every option is checked before the store creates or touches a file
         check_duplicate_option(on_duplicate)
+        check_scrub_mode(erasure_scrub)
+        if not _in_range(erasure_delay, 0.0, 86400.0):
+            raise InputError(
+                f"erasure_delay must be a number of seconds in [0, 86400], got {erasure_delay!r}"
+            )
+        self._scrub_mode = erasure_scrub
         if not _in_range(recall_target, 0.0, 1.0, low_open=True):
             raise InputError(f"recall_target must be a number in (0, 1], got {recall_target!r}")
         if tune_similarity is not None and not _in_range(tune_similarity, 0.0, 1.0, True, True):
@@ -338,7 +358,13 @@ class Gallery(TrustMethods):
                 self._store, self.index_dir, keys, writable=not self.read_only
             )
             if self.path is not None and not self.read_only:
-                self._eraser = WalEraser(self.path, self._sweep_index)
+                self._eraser = WalEraser(
+                    self.path,
+                    self._sweep_index,
+                    self._store.vacuum_if_owed,
+                    mode=erasure_scrub,
+                    max_delay=float(erasure_delay),
+                )
             stored = None
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
@@ -1277,6 +1303,8 @@ class Gallery(TrustMethods):
                     )
                 self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.scrub_erased()  # VACUUM first if a removal still owes its scrub
+            if self._eraser is not None and self._eraser.pending:
+                self._eraser.complete(0.0)  # scrubbed above: settle the eraser's state
 
     @staticmethod
     def _ckpt_params_context(rec: Any) -> str:
@@ -1314,22 +1342,17 @@ class Gallery(TrustMethods):
         dict
             ``path``, ``read_only``, ``backend``, ``identities``, ``templates``,
             ``generation`` (store generation loaded), ``lock`` (lock file held,
-            or None), ``erasure`` (``pending``: a committed removal whose WAL
-            truncation is still being retried; ``pending_since``, ``attempts``,
-            ``last_error``, ``completed_at``), ``tuning_saved`` / ``tuning_error``
+            or None), ``erasure`` (``pending``: a committed removal whose scrub
+            or WAL truncation is still owed; ``wal_pending``, ``scrub_pending``,
+            ``scrub_due_at``, ``scrub_mode``, ``last_scrub_seconds``, ``scrubs``,
+            ``pending_since``, ``attempts``, ``last_error``, ``completed_at``), ``tuning_saved`` / ``tuning_error``
             (whether the tuned parameters could be stored, so a reopened gallery
             answers the same), ``checkpoint`` (file in use, or why none was used).
         """
         erasure = (
             self._eraser.status
             if self._eraser is not None
-            else {
-                "pending": False,
-                "pending_since": None,
-                "attempts": 0,
-                "last_error": None,
-                "completed_at": None,
-            }
+            else WalEraser.idle_status(self._scrub_mode)
         )
         return {
             "path": None if self.path is None else os.fspath(self.path),
@@ -1351,6 +1374,24 @@ class Gallery(TrustMethods):
                 "audit_searches": self.audit_searches,
             },
         }
+
+    def complete_erasure(self, timeout: float | None = None) -> bool:
+        """Finish every committed removal's erasure on disk now (scrub and WAL truncation).
+
+        Returns True when nothing of an erased person is left in the
+        gallery's files; False if another process's read transaction kept the
+        WAL from being truncated within ``timeout`` seconds (the background
+        retries go on; ``info()["erasure"]`` says why).
+        """
+        if self._eraser is None:
+            return True
+        with self._wmutex:
+            self._check_open()
+        return self._eraser.complete(timeout)
+
+    def wait_erasure(self, timeout: float | None = None) -> bool:
+        """Wait (without forcing it) until no committed removal owes a scrub or truncation."""
+        return True if self._eraser is None else self._eraser.wait(timeout)
 
     @property
     def erasure_pending(self) -> bool:

@@ -880,6 +880,20 @@ class Store:
                     ) from exc
             self.wal_checkpoint()
 
+    def vacuum_if_owed(self) -> None:
+        """``VACUUM`` (under the store's lock) when a removal still owes its scrub.
+
+        The WAL truncation that must follow is the caller's (the gallery's
+        eraser retries it while other processes read). Raises
+        :class:`sqlite3.Error` when ``VACUUM`` could not run; the flag stays.
+        """
+        if self.path is None:
+            return
+        with self._lock:
+            c = self._conn()
+            if c.execute("SELECT 1 FROM meta WHERE key=?", (SCRUB_PENDING_KEY,)).fetchone():
+                scrub_erased(c)
+
     def has_identity(self, name: str) -> bool:
         with self._lock:
             return (
