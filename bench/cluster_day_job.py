@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from pyfacematch.bench.dayjob import add_day_job_args
 from pyfacematch.bench.distributed import measure_distributed
 from pyfacematch.bench.report import write_json
 from pyfacematch.bench.util import machine, machine_line
@@ -29,18 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--probes", type=int, default=200_000)
-    ap.add_argument("--gallery", type=int, default=200_000)
-    ap.add_argument("--dim", type=int, default=512)
+    add_day_job_args(ap, probes=200_000, gallery=200_000, work="/tmp/pfm-distributed")
     ap.add_argument("--shards", default="2,8", help="shard counts, comma-separated")
     ap.add_argument("--workers", type=int, default=2, help="single-thread worker processes")
     ap.add_argument("--backend", default="binary")
-    ap.add_argument("--chunk-size", type=int, default=10_000)
-    ap.add_argument("--work", default="/tmp/pfm-distributed", help="scratch folder (deleted)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (medians)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    ap.add_argument("--json", metavar="PATH", help="write the figures here")
     a = ap.parse_args(argv)
     info = machine()
     print(machine_line(info), file=sys.stderr, flush=True)

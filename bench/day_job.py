@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pyfacematch.bench.dayjob import measure_cli_day_job
+from pyfacematch.bench.dayjob import add_day_job_args, measure_cli_day_job
 from pyfacematch.bench.report import write_json
 from pyfacematch.bench.util import machine, machine_line
 
@@ -43,16 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--probes", type=int, default=1_000_000)
-    ap.add_argument("--gallery", type=int, default=1_000_000)
-    ap.add_argument("--dim", type=int, default=512)
+    add_day_job_args(ap, probes=1_000_000, gallery=1_000_000, work="/tmp/pfm-day-job")
     ap.add_argument("--backends", default="binary,exact,ivfpq", help="first = the default backend")
     ap.add_argument("--sample", type=int, default=1000, help="probes checked against exact search")
-    ap.add_argument("--chunk-size", type=int, default=10_000)
-    ap.add_argument("--work", default="/tmp/pfm-day-job", help="scratch folder (deleted first)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    ap.add_argument("--json", metavar="PATH", help="write the figures here")
     a = ap.parse_args(argv)
     info = machine()
     print(machine_line(info), file=sys.stderr, flush=True)

@@ -266,9 +266,40 @@ def test_identify_job_on_cluster_is_byte_identical(
     assert (tmp_path / "cl.csv").read_bytes() == local
     assert (tmp_path / "sh.csv").read_bytes() == local
     assert s1["processed"] == s2["processed"] == 2500
-    assert s2["cluster"]["tasks"] == 7 * (
-        3 + 1
-    )  # a read and 3 shard searches per chunk and s2["cluster"]["shards"] == 3
+    # one task per chunk on a gallery file; with 3 shards on 2 workers one task per worker and
+    # chunk (each reads the chunk itself and searches the shards it holds)
+    assert s1["cluster"]["tasks"] == 7
+    assert s2["cluster"]["tasks"] == 7 * 2 and s2["cluster"]["shards"] == 3
+    # a text input is parsed once per chunk (a read task) and shipped worker to worker
+    js = Source(input=str(gallery_files["dir"] / "claims.jsonl"), chunk_size=100)
+    identify_job(gallery_files["db"], js, _out(tmp_path, "jl.csv"), k=3, quiet=True)
+    s3 = identify_job_cluster(
+        gallery_files["shards"], js, _out(tmp_path, "jc.csv"), cluster, k=3, quiet=True
+    )
+    assert (tmp_path / "jc.csv").read_bytes() == (tmp_path / "jl.csv").read_bytes()
+    assert s3["cluster"]["tasks"] == 3 * (1 + 2)
+
+
+# Failed before the core re-scored every top-k result with one canonical kernel (scoring.cpp,
+# canonical_scores): batches of 32-65 probes were scored 1 ulp apart in a gallery and its shards.
+def test_shard_scores_do_not_depend_on_batch_shape(gallery_files: dict[str, Path]) -> None:
+    p = np.load(gallery_files["probes"])[256:300]  # 44 probes
+    one = Gallery.open(gallery_files["db"], read_only=True)
+    shards = [
+        Gallery.open(s.path, read_only=True) for s in read_manifest(gallery_files["shards"]).shards
+    ]
+    try:
+        ref = one.identify_arrays(p, k=3, with_tids=True)
+        parts = []
+        for g in shards:
+            r = g.identify_arrays(p, k=3, threshold=0.0, with_tids=True)
+            parts.append((r.scores, r.identities, r.tids))
+        got, _, _ = merge_topk(parts, 3)
+        np.testing.assert_array_equal(got, ref.scores)
+    finally:
+        one.close()
+        for g in shards:
+            g.close()
 
 
 def test_identify_job_on_cluster_resumes_a_local_job(
@@ -320,8 +351,34 @@ def test_verify_job_on_cluster_is_byte_identical(
         tmp_path / "v.csv.rejects.csv"
     ).read_bytes()
     assert a["rejected"] == b["rejected"] == 1
-    with pytest.raises(InputError, match="shard manifest"):
-        verify_job_cluster(gallery_files["shards"], src, _out(tmp_path, "x.csv"), cluster)
+    # on shards: each claim verified in its identity's shard, the same bytes as one gallery
+    c = verify_job_cluster(
+        gallery_files["shards"], src, _out(tmp_path, "vs.csv"), cluster, quiet=True
+    )
+    assert (tmp_path / "vs.csv").read_bytes() == (tmp_path / "v.csv").read_bytes()
+    assert (tmp_path / "vs.csv.rejects.csv").read_bytes() == (
+        tmp_path / "v.csv.rejects.csv"
+    ).read_bytes()
+    # a JSONL chunk is parsed once (a read task), then searched on both workers
+    assert c["rejected"] == 1 and c["matches"] == a["matches"] and c["cluster"]["tasks"] == 3 * 3
+    # one claimed identity for every probe: routed to that identity's shard
+    one = "p0003"
+    verify_job(gallery_files["db"], src, _out(tmp_path, "v1.csv"), identity=one, quiet=True)
+    verify_job_cluster(
+        gallery_files["shards"], src, _out(tmp_path, "vs1.csv"), cluster, identity=one, quiet=True
+    )
+    assert (tmp_path / "vs1.csv").read_bytes() == (tmp_path / "v1.csv").read_bytes()
+    with pytest.raises(InputError, match="not enrolled"):
+        verify_job_cluster(
+            gallery_files["shards"], src, _out(tmp_path, "x.csv"), cluster, identity="nobody"
+        )
+    # on_error="stop": the first bad record of the chunk stops the job, as in one process
+    stop = Source(input=src.input, chunk_size=100, on_error="stop")
+    with pytest.raises(InputError) as local_err:
+        verify_job(gallery_files["db"], stop, _out(tmp_path, "s.csv"), quiet=True)
+    with pytest.raises(InputError) as cluster_err:
+        verify_job_cluster(gallery_files["shards"], stop, _out(tmp_path, "sc.csv"), cluster)
+    assert str(cluster_err.value) == str(local_err.value)
 
 
 def test_worker_killed_mid_job_output_identical(
@@ -331,8 +388,9 @@ def test_worker_killed_mid_job_output_identical(
     src = Source(input=str(gallery_files["probes"]), chunk_size=100)  # 25 chunks
     identify_job(gallery_files["db"], src, _out(tmp_path, "ref.csv"), k=2, quiet=True)
     monkeypatch.setenv("PYFACEMATCH_TEST_TASK_DELAY", "0.08")  # inherited by the new workers
-    with connect("local:2") as h:
+    with connect("local:2") as h:  # returns once both worker processes have joined
         pids = h.client.run(os.getpid)
+        assert len(pids) == 2
         victim = sorted(pids.values())[0]
         box: dict[str, object] = {}
 
@@ -363,3 +421,211 @@ def test_worker_killed_mid_job_output_identical(
         assert done_at_kill < 25  # it was killed mid-job
         assert victim not in h.client.run(os.getpid).values()
     assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+
+
+# --------------------------------------------------------------------------- consent per purpose
+@pytest.fixture(scope="module")
+def consent_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A gallery whose default purpose is "access": some people consent to "payment" only,
+    some to both, one withdrew "access", one opted out entirely (a tombstone)."""
+    d = tmp_path_factory.mktemp("consent")
+    rng = np.random.default_rng(23)
+    n = 300
+    t = rng.standard_normal((n, DIM)).astype(np.float32)
+    ids = [f"c{i:03d}" for i in range(n)]
+    g = Gallery.open(d / "people.db", dim=DIM, backend="exact", purpose="access")
+    g.enroll_many(ids[:100], t[:100])  # the default purpose: access
+    g.enroll_many(ids[100:200], t[100:200], purpose=["payment"])
+    g.enroll_many(ids[200:], t[200:], purpose=["access", "payment"])
+    g.withdraw_consent("c250", "access")
+    g.withdraw_consent("c260")  # an opt-out: erased, tombstoned
+    g.grant_consent("not-yet-enrolled", "payment", source="form-7")
+    g.calibrate(rng.uniform(-0.2, 0.3, 5000), fmr=1e-3)
+    g.close()
+    probes = np.concatenate([t, rng.standard_normal((200, DIM)).astype(np.float32)])
+    np.save(d / "probes.npy", probes)
+    with open(d / "claims.jsonl", "w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"q{i}", "template": t[i].tolist(), "claim": ids[i]}) + "\n")
+    split_gallery(d / "people.db", d / "shards", 3)
+    return {"dir": d, "db": d / "people.db", "shards": d / "shards", "probes": d / "probes.npy"}
+
+
+def test_shards_honour_consent_per_purpose(
+    consent_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    from pyfacematch.errors import ConsentError, NoConsentError
+
+    man = read_manifest(consent_files["shards"])
+    assert man.default_purpose == "access"
+    probes = np.load(consent_files["probes"])
+    sg = ShardedGallery(consent_files["shards"], cluster, batch_size=1000)
+    one = Gallery.open(consent_files["db"], read_only=True)
+    try:
+        for purpose in (None, "access", "payment"):
+            ref = one.identify_arrays(probes, k=4, purpose=purpose, with_tids=True)
+            got = sg.identify_arrays(probes, k=4, purpose=purpose)
+            np.testing.assert_array_equal(got.identities, ref.identities)
+            np.testing.assert_allclose(got.scores, ref.scores, atol=1e-6, rtol=0)
+            np.testing.assert_array_equal(got.tids, ref.tids)
+        pay = sg.identify_arrays(probes[:300], k=1, purpose="payment").identities[:, 0]
+        assert pay[0] != "c000" and pay[150] == "c150" and pay[250] == "c250"
+        acc = sg.identify_arrays(probes[:300], k=1).identities[:, 0]  # default: access
+        assert acc[0] == "c000" and acc[150] != "c150" and acc[250] != "c250"
+        with pytest.raises(NoConsentError):
+            sg.verify("c150", probes[150])  # default purpose: access
+        assert sg.verify("c150", probes[150], purpose="payment").score == pytest.approx(1.0)
+    finally:
+        one.close()
+    # the opt-out's tombstone travelled: its shard refuses to enroll it again without consent
+    with pytest.raises(ConsentError, match="withdrew consent"):
+        ShardedGallery(consent_files["shards"], cluster).enroll("c260", probes[260])
+    # and the merge gives the consent state back
+    merge_shards(consent_files["shards"], tmp_path / "merged.db")
+    a = Gallery.open(consent_files["db"], read_only=True)
+    b = Gallery.open(tmp_path / "merged.db", read_only=True)
+    try:
+        assert b.default_purpose == "access"
+        for purpose in (None, "payment"):
+            ra = a.identify_arrays(probes, k=3, purpose=purpose)
+            rb = b.identify_arrays(probes, k=3, purpose=purpose)
+            np.testing.assert_array_equal(ra.identities, rb.identities)
+        assert [r.purpose for r in b.consent_records("not-yet-enrolled")] == ["payment"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_jobs_with_purpose_on_shards_are_byte_identical(
+    consent_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    src = Source(input=str(consent_files["probes"]), chunk_size=128)
+    for purpose in (None, "payment"):
+        identify_job(
+            consent_files["db"], src, _out(tmp_path, "l.csv"), k=2, quiet=True, purpose=purpose
+        )
+        identify_job_cluster(
+            consent_files["shards"],
+            src,
+            _out(tmp_path, "c.csv"),
+            cluster,
+            k=2,
+            quiet=True,
+            purpose=purpose,
+        )
+        assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "l.csv").read_bytes()
+    claims = Source(input=str(consent_files["dir"] / "claims.jsonl"), chunk_size=64)
+    skip = Source(input=claims.input, chunk_size=64, on_error="skip")
+    a = verify_job(consent_files["db"], skip, _out(tmp_path, "v.csv"), quiet=True)
+    b = verify_job_cluster(
+        consent_files["shards"], skip, _out(tmp_path, "vc.csv"), cluster, quiet=True
+    )
+    assert (tmp_path / "vc.csv").read_bytes() == (tmp_path / "v.csv").read_bytes()
+    assert (tmp_path / "vc.csv.rejects.csv").read_bytes() == (
+        tmp_path / "v.csv.rejects.csv"
+    ).read_bytes()
+    assert a["rejected"] == b["rejected"] > 100  # payment-only people, the opt-out: no consent
+    verify_job(consent_files["db"], skip, _out(tmp_path, "vp.csv"), quiet=True, purpose="payment")
+    verify_job_cluster(
+        consent_files["shards"], skip, _out(tmp_path, "vpc.csv"), cluster, purpose="payment"
+    )
+    assert (tmp_path / "vpc.csv").read_bytes() == (tmp_path / "vp.csv").read_bytes()
+    assert claims.on_error != "skip"  # the default stops at the first claim without consent
+    with pytest.raises(InputError, match="no consent"):
+        verify_job_cluster(consent_files["shards"], claims, _out(tmp_path, "x.csv"), cluster)
+
+
+def test_verify_job_resumes_across_local_and_cluster(
+    gallery_files: dict[str, Path],
+    tmp_path: Path,
+    cluster: ClusterHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fingerprint helper for both: a verify job interrupted on the cluster finishes in one
+    process, and one interrupted in one process finishes on the cluster."""
+    from pyfacematch.jobs import runner
+
+    src = Source(input=str(gallery_files["dir"] / "claims.jsonl"), chunk_size=50, on_error="skip")
+    verify_job(gallery_files["db"], src, _out(tmp_path, "ref.csv"), quiet=True)
+    real = runner.write_results_part
+    for first, name in (("cluster", "a.csv"), ("local", "b.csv")):
+
+        def dying(*a: object, calls: dict[str, int] = {"n": 0}, **k: object) -> None:  # noqa: B006
+            calls["n"] += 1  # a fresh counter per loop pass (the default is made per def)
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            real(*a, **k)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(runner, "write_results_part", dying)
+        out = JobOutput(str(tmp_path / name))
+        with pytest.raises(KeyboardInterrupt):
+            if first == "cluster":
+                verify_job_cluster(gallery_files["db"], src, out, cluster, quiet=True)
+            else:
+                verify_job(gallery_files["db"], src, out, quiet=True)
+        monkeypatch.setattr(runner, "write_results_part", real)
+        again = JobOutput(str(tmp_path / name), resume=True)
+        if first == "cluster":
+            s = verify_job(gallery_files["db"], src, again, quiet=True)
+        else:
+            s = verify_job_cluster(gallery_files["db"], src, again, cluster, quiet=True)
+        assert s["resumed"]
+        assert (tmp_path / name).read_bytes() == (tmp_path / "ref.csv").read_bytes()
+
+
+def test_single_enrollments_keep_the_shard_open(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """Enrollments one at a time into a shard: the shard's worker opens it for writing once and
+    keeps it (no reopen, no index rebuild per call), and searches use that same open gallery."""
+    from pyfacematch.distributed import worker
+
+    n0 = split_gallery(gallery_files["db"], tmp_path / "sh", 2).shards[0].identities
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    rng = np.random.default_rng(9)
+    names = [n for n in (f"solo{i}" for i in range(40)) if shard_of(n, 2) == 0][:4]
+    t = rng.standard_normal((len(names), DIM)).astype(np.float32)
+    sg.enroll(names[0], t[0])
+    sg.identify(t[:1])
+    before = cluster.client.run(worker.cache_stats)
+    for name, row in zip(names[1:], t[1:]):
+        sg.enroll(name, row)
+        assert sg.identify(row, k=1)[0].candidates[0].identity == name
+    after = cluster.client.run(worker.cache_stats)
+    assert {w: s["opens"] for w, s in after.items()} == {w: s["opens"] for w, s in before.items()}
+    assert read_manifest(tmp_path / "sh").shards[0].identities == n0 + len(names)
+    # the committed manifest matches the shard file: merging (checksums checked) sees them all
+    sg.close()  # releases the writer lock
+    merge_shards(tmp_path / "sh", tmp_path / "m.db")
+    m = Gallery.open(tmp_path / "m.db", read_only=True)
+    try:
+        assert all(n in m for n in names)
+    finally:
+        m.close()
+
+
+def test_cli_verify_on_shards_with_purpose(consent_files: dict[str, Path], tmp_path: Path) -> None:
+    """The command line: ``verify -g SHARDS --cluster local:2 --purpose P`` writes what the
+    single-process command writes on the gallery file."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "pyfacematch", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=180,
+        )
+
+    claims = str(consent_files["dir"] / "claims.jsonl")
+    common = ["-i", claims, "--purpose", "payment", "--on-error", "skip", "-q"]
+    a = cli("verify", "-g", str(consent_files["db"]), "-o", "l.csv", *common)
+    b = cli(
+        "verify", "-g", str(consent_files["shards"]), "-o", "c.csv", "--cluster", "local:2", *common
+    )
+    assert a.returncode == b.returncode == 1, (a.stderr[-2000:], b.stderr[-2000:])  # rejects
+    assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "l.csv").read_bytes()
+    assert (tmp_path / "c.csv.rejects.csv").read_bytes() == (
+        tmp_path / "l.csv.rejects.csv"
+    ).read_bytes()

@@ -484,8 +484,49 @@ bool bf16_prefilter_active() {
     return bf16_wanted() && K.topk_bf16 != nullptr && cpu_has_avx512_bf16();
 }
 
+namespace {
+
+// Every reported score re-computed by the one canonical kernel (K.dot, the form the bf16 path's
+// exact re-score and rerank use) and the k re-sorted by (score desc, row asc). The scan forms
+// (streaming 1×4, packed GEMM tiles, bf16/AMX first pass) accumulate in different orders, and
+// which one runs depends on the batch size and on how rows and probes are split over threads, so
+// without this the same probe/row pair could be reported 1 ulp apart in a gallery and in its
+// shards (found by the Dask work, issue 17). Costs m·k dot products, nothing next to the scan.
+void canonical_scores(const KernelTable& K, const float* Q, std::size_t m, const float* G, std::size_t d,
+                      std::size_t k, float* out_s, std::int64_t* out_i) {
+    const std::size_t threads = std::max<std::size_t>(1, std::min<std::size_t>(get_num_threads(), m * k / 64));
+    parallel_for(threads, [&](std::size_t t) {
+        std::vector<std::pair<float, std::int64_t>> v;
+        for (std::size_t q = part_begin(m, threads, t); q < part_begin(m, threads, t + 1); ++q) {
+            float* s = out_s + q * k;
+            std::int64_t* ix = out_i + q * k;
+            v.clear();
+            for (std::size_t j = 0; j < k && ix[j] >= 0; ++j)
+                v.push_back({K.dot(Q + q * d, G + (std::size_t)ix[j] * d, d), ix[j]});
+            std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+                return a.first > b.first || (a.first == b.first && a.second < b.second);
+            });
+            for (std::size_t j = 0; j < v.size(); ++j) s[j] = v[j].first, ix[j] = v[j].second;
+        }
+    });
+}
+
+bool topk_select(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
+                 float* out_s, std::int64_t* out_i);
+
+}  // namespace
+
 bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
           float* out_s, std::int64_t* out_i) {
+    if (!topk_select(Q, m, G, n, d, k, out_s, out_i)) return false;
+    canonical_scores(kernels(), Q, m, G, d, k, out_s, out_i);
+    return true;
+}
+
+namespace {
+
+bool topk_select(const float* Q, std::size_t m, const float* G, std::size_t n, std::size_t d, std::size_t k,
+                 float* out_s, std::int64_t* out_i) {
     const KernelTable& K = kernels();
     if (m >= kBf16Batch && bf16_prefilter_active()) {
         // Probes in equal chunks of at most ~64 MB of candidate buffers (up to 8 parts × cap each).
@@ -532,6 +573,8 @@ bool topk(const float* Q, std::size_t m, const float* G, std::size_t n, std::siz
         if (b) return false;
     return true;
 }
+
+}  // namespace
 
 float masked_cosine(const float* a, const float* b, std::size_t d, std::uint64_t ma, std::uint64_t mb,
                     const Blocks& blocks, float min_fraction) {

@@ -13,8 +13,11 @@ same typed errors: a problem answer (RFC 9457) is turned back into the library e
 from __future__ import annotations
 
 import io
+import json
+import os
 import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -222,6 +225,86 @@ class Client:
             self._check(r)
         else:
             self._post("enroll", "templates", rows, params)
+
+    # ------------------------------------------------------------------ photos
+    def _photos(self, tail: str, images: Any, fields: dict[str, Any]) -> Any:
+        """POST photos as multipart ``image`` parts (paths or bytes) with form fields."""
+        if isinstance(images, (str, os.PathLike, bytes)):
+            images = [images]
+        files = []
+        for i, im in enumerate(images):
+            data = im if isinstance(im, bytes) else Path(im).read_bytes()
+            files.append(("image", (f"photo{i}", data, "application/octet-stream")))
+        data_fields = {k: str(v) for k, v in fields.items() if v is not None}
+        return self._check(self._http.post(self._url(tail), data=data_fields, files=files))
+
+    def identify_photos(
+        self,
+        images: Any,
+        k: int = 1,
+        threshold: float | None = None,
+        *,
+        purpose: str | None = None,
+        faces: str = "single",
+    ) -> list[IdentifyResult]:
+        """Identify the face of each photo (paths or bytes) on a server with an embedder.
+
+        ``faces="largest"`` keeps the largest of several faces (default: refused, 422).
+        Raises :class:`ServiceError` for photos that give no template (415 not an image,
+        413 too large, 422 no face / several faces / unreadable).
+        """
+        d = self._photos(
+            "identify",
+            images,
+            {"k": k, "threshold": threshold, "purpose": purpose, "faces": faces},
+        )
+        return [
+            IdentifyResult(
+                tuple(Candidate(c["identity"], _score(c["score"])) for c in r["candidates"]),
+                _decision(r["decision"]),
+            )
+            for r in d["results"]
+        ]
+
+    def verify_photo(
+        self,
+        identity_id: str,
+        image: Any,
+        threshold: float | None = None,
+        *,
+        purpose: str | None = None,
+        faces: str = "single",
+    ) -> VerifyResult:
+        """Compare the face of a photo with one identity (1:1)."""
+        d = self._photos(
+            "verify",
+            [image],
+            {"identity": identity_id, "threshold": threshold, "purpose": purpose, "faces": faces},
+        )
+        return VerifyResult(d["identity"], _score(d["score"]), _decision(d["decision"]))
+
+    def enroll_photos(
+        self,
+        identity_id: str,
+        images: Any,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        on_duplicate: str | None = None,
+        purpose: str | None = None,
+        faces: str = "single",
+    ) -> None:
+        """Enroll an identity from photos (one template per photo)."""
+        self._photos(
+            "enroll",
+            images,
+            {
+                "identity": identity_id,
+                "metadata": None if metadata is None else json.dumps(dict(metadata)),
+                "on_duplicate": on_duplicate,
+                "purpose": purpose,
+                "faces": faces,
+            },
+        )
 
     def remove(self, identity_id: str) -> None:
         """Opt-out: erase an identity; see :meth:`Gallery.remove`."""

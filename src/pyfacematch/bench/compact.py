@@ -177,11 +177,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--only-children", action="store_true", help="only the fresh-process runs (--dir)"
     )
+    ap.add_argument(
+        "--gallery",
+        help="measure Gallery(...) reopened from its serving folder vs rebuilt, on this gallery "
+        "file (built with serving=True if missing, kept)",
+    )
+    ap.add_argument("--chunk", type=int, default=65536, help="rows per enroll_many (--gallery)")
+    ap.add_argument("--child-build", help=argparse.SUPPRESS)
+    ap.add_argument("--child-open", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--probes-file", help=argparse.SUPPRESS)
     ap.add_argument("--single", type=int, default=30, help="probes one at a time in the child runs")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
+    if a.child_build or a.child_open or a.gallery:
+        from pyfacematch.bench import reopen
+
+        if a.child_build:
+            r = reopen.build_child(a.child_build, a.n, a.d, a.chunk)
+        elif a.child_open:
+            r = reopen.open_child(a.child_open[0], a.child_open[1], a.probes_file, a.single)
+        else:
+            from pyfacematch.bench.util import machine, machine_line
+
+            print(machine_line(machine()))
+            print("# shared machine: figures are noisy; compare the two rows of the same run")
+            r = reopen.run(Path(a.gallery), a.n, a.d, a.single, a.chunk)
+            if a.json:
+                Path(a.json).write_text(json.dumps(r, indent=1))
+        if a.child_build or a.child_open:
+            print(json.dumps(r))
+        return r
     if a.child:
         r = child(a.child, a.dir, a.probes_file, a.single)
         print(json.dumps(r))

@@ -35,6 +35,7 @@ from pyfacematch.bench.synthdata import SyntheticIdentities
 from pyfacematch.gallery import Gallery
 
 __all__ = [
+    "add_day_job_args",
     "measure_day_job",
     "section_dayjob",
     "write_day_data",
@@ -43,6 +44,28 @@ __all__ = [
 ]
 
 DAY = 1_000_000
+
+
+def add_day_job_args(ap: Any, *, probes: int, gallery: int, work: str) -> None:
+    """The options every day's-job benchmark takes (``bench/day_job.py``,
+    ``bench/cluster_day_job.py``): sizes, dimension, chunk size, scratch folder, seed, output.
+
+    Parameters
+    ----------
+    ap : argparse.ArgumentParser
+    probes, gallery : int
+        Default probe and identity counts.
+    work : str
+        Default scratch folder (deleted first).
+    """
+    ap.add_argument("--probes", type=int, default=probes)
+    ap.add_argument("--gallery", type=int, default=gallery)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--chunk-size", type=int, default=10_000)
+    ap.add_argument("--work", default=work, help="scratch folder (deleted first)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--json", metavar="PATH", help="write the figures here")
 
 
 def _run(

@@ -19,6 +19,11 @@ reported. Beside wall time, CPU seconds (user + system: the in-process command's
 workers' plus this process's, which hosts the client and the scheduler) say whether the cluster
 adds work or only waits: CPU time is far less sensitive to other people's load than wall time.
 
+Before the runs, one chunk is searched in this process on one core thread in the whole gallery
+and in its shards one after another (``search_cost_<S>_shards``): the CPU sharding itself adds,
+before any coordination (each shard repeats what does not shrink with it: probe validation and
+normalisation, sign packing, the exact re-rank of its shortlist).
+
 Reported per run: wall seconds, probes/s, CPU seconds, ratios to the in-process run, peak RSS of
 the in-process command or of each worker process (VmHWM, and before it opened a shard), and the
 overhead per task: (W × wall − Σ task compute seconds on the workers) / tasks, from Dask's task
@@ -34,6 +39,8 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pyfacematch.bench.dayjob import run_command, write_day_data
 from pyfacematch.bench.section import Log
@@ -126,6 +133,43 @@ def _cluster_run(
     return r
 
 
+def _search_cost(db: Path, shard_dir: Path, probes: Any, reps: int = 3) -> dict[str, Any]:
+    """CPU seconds of one probe chunk searched in the whole gallery and in each of its shards,
+    in this process on one core thread: what sharding costs before any coordination (each
+    shard repeats the per-probe work that does not shrink with it: validation, normalisation,
+    sign packing, the exact re-rank of its shortlist). Medians of ``reps``."""
+    from pyfacematch.core.scoring import get_num_threads, set_num_threads
+    from pyfacematch.distributed import read_manifest
+    from pyfacematch.gallery import Gallery
+
+    def timed(gs: list[Any]) -> float:
+        xs = []
+        for _ in range(reps):
+            c0 = _cpu(resource.RUSAGE_SELF)
+            for g in gs:
+                g.identify_arrays(probes, k=1, threshold=0.0, with_tids=True)
+            xs.append(_cpu(resource.RUSAGE_SELF) - c0)
+        return float(statistics.median(xs))
+
+    threads = get_num_threads()
+    set_num_threads(1)
+    whole = Gallery.open(db, read_only=True)
+    shards = [Gallery.open(s.path, read_only=True) for s in read_manifest(shard_dir).shards]
+    try:
+        one, many = timed([whole]), timed(shards)
+    finally:
+        set_num_threads(threads)
+        whole.close()
+        for g in shards:
+            g.close()
+    return {
+        "probes": len(probes),
+        "whole_cpu_s": round(one, 3),
+        "shards_cpu_s": round(many, 3),
+        "shards_vs_whole": round(many / one, 3),
+    }
+
+
 def measure_distributed(
     work: Path,
     n_gal: int,
@@ -174,6 +218,16 @@ def measure_distributed(
             t0 = time.perf_counter()
             split_gallery(db, work / f"shards{n_sh}", n_sh)
             out[f"split_{n_sh}_s"] = round(time.perf_counter() - t0, 2)
+        chunk0 = np.load(work / "probes.npy", mmap_mode="r")[:chunk_size]
+        for n_sh in shards:
+            cost = _search_cost(db, work / f"shards{n_sh}", np.ascontiguousarray(chunk0))
+            out[f"search_cost_{n_sh}_shards"] = cost
+            log(
+                f"one chunk of {cost['probes']:,} probes on one core thread: whole gallery "
+                f"{cost['whole_cpu_s']:.2f} CPU s, its {n_sh} shards one after another "
+                f"{cost['shards_cpu_s']:.2f} s ({cost['shards_vs_whole']:.2f}x: sharding's own "
+                "cost, before any coordination)"
+            )
         ref: list[bytes] | None = None
         local_runs: list[dict[str, Any]] = []
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in shards}

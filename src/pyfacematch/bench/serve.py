@@ -35,7 +35,7 @@ import numpy as np
 from pyfacematch.bench.util import cpu_model, table, unit_rows
 from pyfacematch.gallery import Gallery
 
-__all__ = ["build_gallery", "main", "run_load"]
+__all__ = ["build_gallery", "main", "run_load", "run_photo_load"]
 
 
 def build_gallery(path: Path, n: int, d: int, log: Any = print) -> None:
@@ -67,6 +67,32 @@ def _cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants (the server and its embedding workers)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(d.name)] = int(f[1])
+    tree, todo = {pid}, [pid]
+    while todo:
+        p = todo.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in tree:
+                tree.add(c)
+                todo.append(c)
+    total = 0.0
+    for p in tree:
+        try:
+            total += _cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
 def _batch_stats(text: str, kind: str) -> tuple[float, float]:
     out = {"count": 0.0, "sum": 0.0}
     for line in text.splitlines():
@@ -88,6 +114,21 @@ def _request(kind: str, body_kind: str, p: np.ndarray, ident: str, port: int) ->
         body = p.tobytes()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _photo_request(photo: bytes, port: int) -> bytes:
+    """One multipart identify request carrying one photo."""
+    b = b"pfmbenchboundary"
+    body = (
+        b"--" + b + b'\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--" + b + b"--\r\n"
+    )
+    head = (
+        f"POST /v1/galleries/photos/identify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={b.decode()}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -165,11 +206,60 @@ def run_load(
     }
 
 
-def _serve(path: Path, batching: bool, extra: list[str]) -> tuple[str, subprocess.Popen[bytes]]:
+def run_photo_load(
+    url: str, pid: int, photos: list[bytes], clients: int, seconds: float, workers: int
+) -> dict[str, Any]:
+    """Photo identify (multipart) against a server with an embedder, and the same photos
+    embedded in this process by :class:`ParallelEmbedder` with as many workers (the baseline,
+    measured right after, on the same machine)."""
+    import httpx
+
+    from pyfacematch.embed.parallel import ParallelEmbedder
+
+    port = int(url.rsplit(":", 1)[1])
+    before = _batch_stats(httpx.get(url + "/metrics").text, "photo")
+    s0, w0 = _tree_cpu_seconds(pid), time.perf_counter()
+    lat, errors = asyncio.run(
+        _load(port, [_photo_request(p, port) for p in photos], clients, seconds)
+    )
+    wall = time.perf_counter() - w0
+    s1 = _tree_cpu_seconds(pid)
+    after = _batch_stats(httpx.get(url + "/metrics").text, "photo")
+    ms = np.asarray(lat) * 1000.0
+    with ParallelEmbedder("dlib", workers=workers) as emb:
+        emb.embed(photos[:2])  # models loaded, as in the server
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            n += len(emb.embed(photos))
+        base = n / (time.perf_counter() - t0)
+        base_cpu_ms = 1000.0 * emb.cpu_seconds / max(1, n + 2)
+    calls, rows = after[0] - before[0], after[1] - before[1]
+    return {
+        "scenario": "identify photo",
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / wall,
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "max": float(ms.max()),
+        "rows_per_call": rows / calls if calls else float("nan"),
+        "server_cpu": (s1 - s0) / wall,
+        # the server and its embedding worker processes, per answered photo request
+        "server_cpu_ms_per_request": 1000.0 * (s1 - s0) / max(1, len(lat)),
+        "in_process_cpu_ms_per_photo": base_cpu_ms,
+        "in_process_photos_per_s": base,
+        "ratio_to_in_process": (len(lat) / wall) / base,
+    }
+
+
+def _serve(
+    path: Path, batching: bool, extra: list[str], name: str = "bench"
+) -> tuple[str, subprocess.Popen[bytes]]:
     import httpx
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "pyfacematch", "serve", "--gallery", f"bench={path}",
+    cmd = [sys.executable, "-m", "pyfacematch", "serve", "--gallery", f"{name}={path}",
            "--port", str(port), "--log-level", "warning", *extra]  # fmt: skip
     if not batching:
         cmd.append("--no-batching")
@@ -199,16 +289,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folder", default="/tmp/pfm-bench-serve", help="gallery files are kept here")
     ap.add_argument("--out", default=None, help="JSON results file")
     ap.add_argument("--server-args", default="", help="extra serve flags, space separated")
+    ap.add_argument(
+        "--photos",
+        default=None,
+        metavar="DIR",
+        help="also identify these photos (*.jpg, searched recursively) through a server started "
+        "with --embedder dlib, against a 128-d gallery of --n identities; baseline: the same "
+        "photos embedded in-process",
+    )
+    ap.add_argument("--photo-clients", type=int, default=8)
+    ap.add_argument("--embed-workers", type=int, default=1)
+    ap.add_argument("--skip-templates", action="store_true", help="only the photo scenario")
     a = ap.parse_args(argv)
     folder = Path(a.folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"g{a.n}x{a.dim}.db"
-    build_gallery(path, a.n, a.dim)
+    if not a.skip_templates:
+        build_gallery(path, a.n, a.dim)
     rng = np.random.default_rng(7)
     probes = unit_rows(2048, a.dim, seed=10**9)
     ids = [f"id{int(i)}" for i in rng.integers(0, a.n, 2048)]
     rows = []
-    for batching in (True, False):
+    for batching in () if a.skip_templates else (True, False):
         url, proc = _serve(path, batching, a.server_args.split())
         try:
             for kind, body in (("identify", "binary"), ("identify", "json"), ("verify", "binary")):
@@ -216,6 +318,23 @@ def main(argv: list[str] | None = None) -> int:
                 r["batching"] = "on" if batching else "off"
                 rows.append(r)
                 print(json.dumps(r), flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    if a.photos:
+        photos = [p.read_bytes() for p in sorted(Path(a.photos).rglob("*.jpg"))]
+        if not photos:
+            raise SystemExit(f"no *.jpg under {a.photos}")
+        ppath = folder / f"g{a.n}x128.db"
+        build_gallery(ppath, a.n, 128)
+        extra = ["--embedder", "dlib", "--embed-workers", str(a.embed_workers)]
+        url, proc = _serve(ppath, True, extra + a.server_args.split(), name="photos")
+        try:
+            r = run_photo_load(url, proc.pid, photos, a.photo_clients, a.seconds, a.embed_workers)
+            r["batching"] = "on"
+            r["client_cpu"] = float("nan")
+            rows.append(r)
+            print(json.dumps(r), flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -233,6 +352,26 @@ def main(argv: list[str] | None = None) -> int:
             + [f"{r['client_cpu']:.2f}", r["errors"]]
         )
     print(table(heads, cells))
+    by = {(r["batching"], r["scenario"]): r for r in rows}
+    for sc in ("identify binary", "identify json", "verify binary"):
+        on, off = by.get(("on", sc)), by.get(("off", sc))
+        if on and off:
+            print(
+                f"{sc}: batching on / off = {on['rps'] / off['rps']:.2f}x requests/s, "
+                f"server CPU per request {off['server_cpu_ms_per_request']:.2f} / "
+                f"{on['server_cpu_ms_per_request']:.2f} ms = "
+                f"{off['server_cpu_ms_per_request'] / on['server_cpu_ms_per_request']:.2f}x"
+            )
+    ph = by.get(("on", "identify photo"))
+    if ph:
+        print(
+            f"identify photo: {ph['rps']:.1f} photos/s through the server ({a.photo_clients} "
+            f"clients, {ph['rows_per_call']:.1f} photos per embed call) against "
+            f"{ph['in_process_photos_per_s']:.1f}/s embedded in-process with the same "
+            f"{a.embed_workers} worker(s) = {ph['ratio_to_in_process']:.2f}x; CPU per photo "
+            f"{ph['server_cpu_ms_per_request']:.1f} ms (server + workers) against "
+            f"{ph['in_process_cpu_ms_per_photo']:.1f} ms (in-process workers)"
+        )
     if a.out:
         Path(a.out).write_text(json.dumps({"n": a.n, "dim": a.dim, "rows": rows}, indent=1))
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.cli.distributed import cluster_job, cmd_shard
+from pyfacematch.cli.multimodal import cmd_multimodal
 from pyfacematch.cli.serve import cmd_serve
 from pyfacematch.errors import InputError
 from pyfacematch.jobs.audit import audit_export, audit_prune, audit_verify
@@ -85,6 +86,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         purpose=args.purpose,
         encrypt=True if args.encrypt else None,
+        serving=True if getattr(args, "serving", False) else None,
     )
     write_summary(args.summary, s)
     _say(
@@ -100,11 +102,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_identify(args: argparse.Namespace) -> int:
     out = _output(args)
     if args.cluster or args.scheduler:
-        if args.purpose is not None:
-            raise InputError(
-                "--purpose is not supported with --cluster/--scheduler yet: shards answer for "
-                "their gallery's default purpose; run the job without the cluster options"
-            )
         s = cluster_job(args, "identify", _source(args), out)
     else:
         s = identify_job(
@@ -135,11 +132,6 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.cluster or args.scheduler:
-        if args.purpose is not None:
-            raise InputError(
-                "--purpose is not supported with --cluster/--scheduler yet: run the job without "
-                "the cluster options"
-            )
         s = cluster_job(args, "verify", _source(args), _output(args))
     else:
         s = _verify_local(args)
@@ -328,4 +320,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "serve": cmd_serve,  # pyfacematch.cli.serve
     "shard": cmd_shard,  # pyfacematch.cli.distributed
+    "multimodal": cmd_multimodal,  # pyfacematch.cli.multimodal
 }

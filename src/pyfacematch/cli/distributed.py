@@ -54,6 +54,7 @@ def cluster_job(args: argparse.Namespace, command: str, source: Any, output: Any
                 threshold=args.threshold,
                 key_model=args.key_model,
                 quiet=args.quiet,
+                purpose=args.purpose,
             )
         return verify_job_cluster(
             args.gallery,
@@ -65,6 +66,7 @@ def cluster_job(args: argparse.Namespace, command: str, source: Any, output: Any
             threshold=args.threshold,
             key_model=args.key_model,
             quiet=args.quiet,
+            purpose=args.purpose,
         )
 
 

@@ -7,6 +7,7 @@ import textwrap
 from typing import Any
 
 from pyfacematch.cli.distributed import add_cluster_opts, add_shard
+from pyfacematch.cli.multimodal import add_multimodal
 from pyfacematch.cli.serve import add_serve
 
 __all__ = ["EXIT_CODES", "FORMATS_HELP", "SUBCOMMANDS", "build_parser"]
@@ -213,6 +214,13 @@ def add_enroll(subs: Any) -> None:
         action="store_true",
         help="create the gallery encrypted at rest (AES-256-GCM; key in PATH.key or "
         "PYFACEMATCH_GALLERY_KEY)",
+    )
+    p.add_argument(
+        "--serving",
+        action="store_true",
+        help="keep a memory-mapped serving folder PATH.index/serving, appended chunk by chunk: "
+        "float32 templates stay on disk while enrolling, and the gallery reopens by mapping it "
+        "instead of rebuilding (not with --encrypt)",
     )
     _common(p)
 
@@ -582,6 +590,7 @@ SUBCOMMANDS = {
     "bench": add_bench,
     "serve": add_serve,  # pyfacematch.cli.serve
     "shard": add_shard,  # pyfacematch.cli.distributed
+    "multimodal": add_multimodal,  # pyfacematch.cli.multimodal
 }
 
 

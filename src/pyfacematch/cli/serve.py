@@ -50,6 +50,19 @@ def add_serve(subs: Any) -> None:
     )
     p.add_argument("--max-wait-ms", type=float, default=None, help="batch gathering wait (1.5)")
     p.add_argument("--max-batch", type=int, default=None, help="probe rows per batch (256)")
+    p.add_argument(
+        "--embedder",
+        default=None,
+        metavar="SPEC",
+        help="accept photo uploads (multipart image parts): 'dlib' (dlib's detector and its "
+        "descriptor on onnxruntime) or 'onnx:MODEL.onnx'; needs pip install 'pyfacematch[dlib]'",
+    )
+    p.add_argument(
+        "--embed-workers",
+        type=int,
+        default=None,
+        help="processes decoding and embedding photos (default 1)",
+    )
     p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM)")
     p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
     p.add_argument("--log-level", default=None, help="debug, info, warning (default info)")
@@ -84,6 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         log_level=args.log_level,
+        embedder=args.embedder,
+        embed_workers=args.embed_workers,
     )
     run_server(cfg)
     return 0

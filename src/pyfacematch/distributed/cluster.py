@@ -15,7 +15,36 @@ from typing import Any
 
 from pyfacematch.errors import ClusterError, InputError
 
-__all__ = ["ClusterHandle", "connect", "require_dask"]
+__all__ = ["WORKER_WAIT", "ClusterHandle", "connect", "require_dask", "wait_for_workers"]
+
+#: Seconds to wait for a worker to join when a cluster has none for the moment (a killed worker
+#: being replaced by its nanny, a cluster still scaling up, a machine under heavy load).
+WORKER_WAIT = 60.0
+
+
+def wait_for_workers(client: Any, n: int = 1, timeout: float | None = None) -> list[str]:
+    """The addresses of the cluster's workers, sorted, once at least ``n`` have joined.
+
+    Returns at once when they are there; otherwise waits up to ``timeout`` seconds
+    (:data:`WORKER_WAIT` by default).
+
+    Raises
+    ------
+    ClusterError
+        Fewer than ``n`` workers after ``timeout`` seconds.
+    """
+    ws = sorted(client.scheduler_info().get("workers", {}))
+    if len(ws) >= n:
+        return ws
+    wait = WORKER_WAIT if timeout is None else float(timeout)
+    try:
+        client.wait_for_workers(n, timeout=wait)
+    except (TimeoutError, OSError) as exc:
+        raise ClusterError(
+            f"the Dask cluster has {len(ws)} workers, and {n} did not join within {wait:.0f} s: "
+            "start workers (dask worker SCHEDULER_ADDRESS), or use --cluster local"
+        ) from exc
+    return sorted(client.scheduler_info().get("workers", {}))
 
 
 def require_dask() -> Any:
@@ -105,7 +134,14 @@ def connect(
                 )
         except Exception as exc:  # ports, resources
             raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from exc
-        return ClusterHandle(distributed.Client(lc), lc)
+        client = distributed.Client(lc)
+        try:  # every worker process has joined before the first task is placed
+            wait_for_workers(client, n, timeout)
+        except ClusterError:
+            client.close()
+            lc.close()
+            raise
+        return ClusterHandle(client, lc)
     try:
         client = distributed.Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError) as exc:

@@ -1,20 +1,24 @@
 """Bulk identify / verify jobs on a Dask cluster: same output, manifest and resume as one process.
 
-The job is :func:`~pyfacematch.jobs.runner.run_job` with its chunks computed on the cluster: the
-task of chunk ``i`` runs on a worker that reads chunk ``i`` of the input itself (an npy slice, a
-Parquet row range: the probes never pass through the client or the scheduler), searches its
-gallery (kept open by the worker, :mod:`pyfacematch.distributed.worker`) and returns only the
-result rows' material (ids, scores, best template ids). The client keeps a window of chunks in
-flight (two per worker), takes results back **in chunk order**, and commits each as the local job
-does (part file, then manifest), so the output is byte for byte the single-process output and
-``--resume`` works the same (a job may even be started on one and resumed on the other: the
-fingerprints are the same for a gallery file).
+The job is :func:`~pyfacematch.jobs.runner.run_job` with its chunks computed on the cluster. The
+gallery is a gallery file (every worker may open all of it; one task per chunk, any worker) or a
+shard manifest (shard ``s`` pinned to worker ``s mod W``). Per chunk there is **one task per
+worker** that holds shards: it reads chunk ``i`` of an npy input itself (a slice: the probes never
+pass through the client, the scheduler or another worker; other formats, whose parsing or
+embedding costs more than shipping, are read once by a task on the first worker and taken from
+there), encodes it once, searches each of its shards and merges their top-k lists there
+(:func:`~pyfacematch.distributed.worker.search_chunk`); the client merges the W small results
+exactly (:func:`~pyfacematch.distributed.merge.merge_topk`). A verify task routes each claim to
+its shard (:func:`~pyfacematch.distributed.shards.shard_of`) and returns rows with their record
+numbers, which the client puts back in input order.
 
-The gallery is a gallery file (every worker opens all of it; tasks go to any worker) or a shard
-manifest (shard ``s`` pinned to worker ``s mod W``; each chunk is read once by one task and searched by
-one task per shard, merged exactly by :func:`~pyfacematch.distributed.merge.merge_topk`). A worker that dies mid-job takes
-its tasks with it; the scheduler reruns them on another worker (which opens the gallery or shard
-there) and the job goes on, its output unchanged.
+The client keeps a window of chunks in flight (two per worker), takes results back **in chunk
+order**, and commits each as the local job does (part file, then manifest), so the output is byte
+for byte the single-process output and ``--resume`` works the same: the fingerprint is
+:func:`~pyfacematch.jobs.common.job_fingerprint` in both, so a job may be started in one process
+and resumed on a cluster. A worker that dies mid-job takes its tasks with it; the scheduler
+reruns them on another worker (which opens the gallery or shards there) and the job goes on, its
+output unchanged.
 """
 
 from __future__ import annotations
@@ -30,15 +34,15 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.distributed import worker as W
-from pyfacematch.distributed.cluster import ClusterHandle, require_dask
+from pyfacematch.distributed.cluster import ClusterHandle, require_dask, wait_for_workers
 from pyfacematch.distributed.merge import merge_topk
-from pyfacematch.distributed.shards import ShardManifest, read_manifest
+from pyfacematch.distributed.shards import ShardManifest, read_manifest, shard_of
 from pyfacematch.errors import InputError
 from pyfacematch.io import Chunk, Reject, ResultColumns
-from pyfacematch.jobs import JobOutput, JobSpec, Source, open_reader, result_columns, run_job
-from pyfacematch.jobs.common import threshold_info
-from pyfacematch.jobs.encode import check_key_model, input_fingerprint, load_key_model
-from pyfacematch.jobs.runner import file_fingerprint
+from pyfacematch.jobs import JobOutput, JobSpec, Source, open_reader, run_job
+from pyfacematch.jobs.common import job_fingerprint, threshold_info
+from pyfacematch.jobs.encode import check_key_model, default_threshold, load_key_model
+from pyfacematch.jobs.identify import identify_rows
 
 __all__ = ["identify_job_cluster", "verify_job_cluster"]
 
@@ -60,11 +64,18 @@ def _is_manifest(gallery: str | os.PathLike[str]) -> bool:
 
 
 class _ClusterRun:
-    """The cluster side of one job: gallery refs, placement, the in-order window of chunks."""
+    """The cluster side of one job: the gallery (file or shards), placement, the in-order window."""
 
-    def __init__(self, client: Any, gallery: str | os.PathLike[str], key_model: str | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        gallery: str | os.PathLike[str],
+        key_model: str | None,
+        purpose: str | None,
+    ) -> None:
         require_dask()
         self.client = client.client if isinstance(client, ClusterHandle) else client
+        self.name = os.fspath(gallery)
         self.man: ShardManifest | None = None
         if _is_manifest(gallery):
             self.man = read_manifest(gallery)
@@ -82,33 +93,97 @@ class _ClusterRun:
             self.km_ref = (os.path.abspath(key_model), "")
         elif self.man is not None and self.man.key_model is not None:
             self.km_ref = (self.man.key_model["path"], self.man.key_model["sha256"])
+        self.purpose = purpose
         self.tasks_done = 0
-        self.tasks_total = 0
-
-    @property
-    def tasks_per_chunk(self) -> int:
-        """A read task and one task per shard; one task for a whole gallery."""
-        return 1 if len(self.refs) == 1 else len(self.refs) + 1
+        self.n_workers = 0
+        self.reads: dict[int, int] = {}  # chunk -> read tasks (counted when it is gathered)
+        self.self_read = True  # set per job: may each worker read a chunk itself?
 
     @property
     def key_model_path(self) -> str | None:
         return None if self.km_ref is None else self.km_ref[0]
 
     def workers(self) -> list[str]:
-        ws = sorted(self.client.scheduler_info().get("workers", {}))
-        if not ws:
-            raise InputError("the Dask cluster has no workers")
+        """The workers now (waiting for one to join when there are none, e.g. while a killed
+        worker is being replaced)."""
+        ws = wait_for_workers(self.client)
+        self.n_workers = len(ws)
         return ws
 
-    def submit(self, fn: Any, shard: int | None, *args: Any) -> Any:
+    def groups(self) -> list[tuple[str | None, W.Group]]:
+        """Who searches what for one chunk: (worker or None = any, the shards it holds)."""
+        if self.man is None:
+            return [(None, [(0, self.refs[0])])]
+        ws = self.workers()
+        by: dict[str, W.Group] = {}
+        for s, ref in enumerate(self.refs):
+            by.setdefault(ws[s % len(ws)], []).append((s, ref))
+        return list(by.items())
+
+    def submit(self, fn: Any, worker: str | None, *args: Any) -> Any:
         kw: dict[str, Any] = {"pure": False}
-        if shard is not None and len(self.refs) > 1:  # a shard stays where it is open
-            ws = self.workers()
-            kw.update(workers=[ws[shard % len(ws)]], allow_other_workers=True)
+        if worker is not None:  # shards stay where they are open; elsewhere if that worker died
+            kw.update(workers=[worker], allow_other_workers=True)
         return self.client.submit(fn, *args, **kw)
 
+    def info(self, threshold: float | None, kind: str, identity: str | None) -> dict[str, Any]:
+        """The gallery's fingerprint task (on the identity's shard when there is one)."""
+        at = 0 if identity is None or self.man is None else shard_of(identity, len(self.refs))
+        g = self.groups()[0][0] if self.man is not None else None
+        ref = self.refs[at]
+        return dict(self.submit(W.fingerprint_task, g, ref, threshold, kind, identity).result())
+
+    def gallery_state(
+        self, threshold: float | None, kind: str, identity: str | None = None
+    ) -> tuple[tuple[float | None, str, float | None], dict[str, Any], dict[str, Any], _Shape, Any]:
+        """(resolved threshold, gallery fingerprint, index info, shape, identity known?)."""
+        if self.man is None:
+            info = self.info(threshold, kind, identity)
+            blocks = None if info["blocks"] is None else np.asarray(info["blocks"], np.int64)
+            idx = {**info["index"], "identities": info["identities"]}
+            return (
+                tuple(info["threshold"]),  # type: ignore[return-value]
+                {**info["fingerprint"], "default_purpose": info["purpose"]},
+                idx,
+                _Shape(int(info["dim"]), blocks),
+                info["has_identity"],
+            )
+        from pyfacematch.distributed.sharded import _ManifestThresholds
+
+        m = self.man
+        fp = {
+            "gallery": m.path,
+            "shards": [s.sha256 for s in m.shards],
+            "identities": sum(s.identities for s in m.shards),
+            "templates": sum(s.templates for s in m.shards),
+            "dim": m.dim,
+            "backend": m.backend,
+            "default_purpose": m.default_purpose,
+        }
+        known = None
+        if identity is not None:
+            known = self.info(None, kind, identity)["has_identity"]
+        return (
+            _ManifestThresholds(m).resolve(threshold, kind),
+            fp,
+            {"backend": m.backend, "shards": m.n_shards, "identities": fp["identities"]},
+            _Shape(m.dim, None if m.blocks is None else np.asarray(m.blocks, np.int64)),
+            known,
+        )
+
+    def probes(
+        self, groups: list[tuple[str | None, W.Group]], source: Source, i: int, fields: Any
+    ) -> Any:
+        """What the tasks of chunk ``i`` search: read by each (npy, or one task in all), or read
+        once by a task on the first group's worker and taken from there by the others."""
+        if self.self_read or len(groups) == 1:
+            return (source, i)
+        self.reads[i] = 1
+        w, grp = groups[0]
+        return self.submit(W.read_part, w, grp, source, i, self.km_ref, tuple(fields))
+
     def note(self) -> str:
-        return f"tasks {self.tasks_done:,}/{self.tasks_total:,} on {len(self.workers())} workers"
+        return f"tasks {self.tasks_done:,} on {self.n_workers} workers"
 
     def ordered(
         self, n_chunks: int, skip: int, make: Any, window: int | None
@@ -117,15 +192,13 @@ class _ClusterRun:
         win = window or max(2, 2 * len(self.workers()))
         inflight: deque[tuple[int, list[Any]]] = deque()
         nxt = skip
-        per_chunk = self.tasks_per_chunk
-        self.tasks_total = self.tasks_done + (n_chunks - skip) * per_chunk
         while nxt < n_chunks or inflight:
             while nxt < n_chunks and len(inflight) < win:
                 inflight.append((nxt, make(nxt)))
                 nxt += 1
             i, futs = inflight.popleft()
             got = self.client.gather(futs)
-            self.tasks_done += per_chunk
+            self.tasks_done += len(futs) + self.reads.pop(i, 0)
             yield i, got
 
 
@@ -143,6 +216,13 @@ def _n_chunks(reader: Any) -> int:
     return math.ceil(total / reader.chunk_size)
 
 
+def _fingerprint(gallery_fp: dict[str, Any], purpose: str | None) -> tuple[dict[str, Any], str]:
+    """The gallery part of a job fingerprint as a local job writes it, and the purpose used."""
+    fp = dict(gallery_fp)
+    default = fp.pop("default_purpose", None)
+    return fp, purpose or default
+
+
 def identify_job_cluster(
     gallery: str | os.PathLike[str],
     source: Source,
@@ -154,45 +234,28 @@ def identify_job_cluster(
     key_model: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     window: int | None = None,
+    purpose: str | None = None,
 ) -> dict[str, Any]:
     """:func:`pyfacematch.jobs.identify_job` on a Dask cluster (see the module).
 
     ``gallery`` is a gallery file or a shard manifest (file or folder); ``client`` a
-    :class:`distributed.Client` or :class:`~pyfacematch.distributed.cluster.ClusterHandle`.
-    The summary adds ``cluster`` (workers, shards, tasks).
+    :class:`distributed.Client` or :class:`~pyfacematch.distributed.cluster.ClusterHandle`;
+    ``purpose`` filters consent in every shard as one gallery would. The summary adds
+    ``cluster`` (workers, shards, tasks).
     """
     if isinstance(k, bool) or int(k) < 1:
         raise InputError(f"--top-k must be >= 1, got {k}")
     k = int(k)
     fmt, rej_path, sum_path = output.resolved()
-    run = _ClusterRun(client, gallery, None if key_model is None else os.fspath(key_model))
+    run = _ClusterRun(client, gallery, None if key_model is None else os.fspath(key_model), purpose)
     km = load_key_model(run.key_model_path)
-    if run.man is None:
-        info = run.submit(W.fingerprint_task, None, run.refs[0], threshold, "fpir").result()
-        thr, src, target = info["threshold"]
-        g_fp = {"purpose": info["purpose"], **info["fingerprint"]}
-        index, n_id = info["index"], info["identities"]
-        blocks = None if info["blocks"] is None else np.asarray(info["blocks"], np.int64)
-        shape = _Shape(int(info["dim"]), blocks)
-    else:
-        from pyfacematch.distributed.sharded import _ManifestThresholds
-
-        m = run.man
-        thr, src, target = _ManifestThresholds(m).resolve(threshold, "fpir")
-        g_fp = {
-            "gallery": m.path,
-            "shards": [s.sha256 for s in m.shards],
-            "identities": sum(s.identities for s in m.shards),
-            "templates": sum(s.templates for s in m.shards),
-            "dim": m.dim,
-            "backend": m.backend,
-        }
-        index = {"backend": m.backend, "shards": m.n_shards}
-        n_id = int(g_fp["identities"])
-        shape = _Shape(m.dim, None if m.blocks is None else np.asarray(m.blocks, np.int64))
+    resolved, g_fp, index, shape, _ = run.gallery_state(threshold, "fpir")
+    n_id = int(index.pop("identities"))
+    g_fp, used_purpose = _fingerprint(g_fp, purpose)
     check_key_model(km, shape)  # type: ignore[arg-type]
     reader = open_reader(source, gallery=shape, key_model=km)  # type: ignore[arg-type]
     try:
+        thr, src, target = default_threshold(reader, resolved, "fpir")
         n_chunks = _n_chunks(reader)
         spec = JobSpec(
             "identify",
@@ -200,15 +263,15 @@ def identify_job_cluster(
             fmt,
             rej_path,
             sum_path,
-            {
-                "input": input_fingerprint(source, reader),
-                "input_format": reader.fmt,
-                "id_field": source.id_field,
-                "key_model": None if key_model is None else file_fingerprint(str(key_model)),
-                "k": k,
-                "threshold": threshold_info(thr, src, target),
-                **g_fp,
-            },
+            job_fingerprint(
+                source,
+                reader,
+                key_model=key_model,
+                threshold=threshold_info(thr, src, target),
+                purpose=used_purpose,
+                gallery=g_fp,
+                k=k,
+            ),
             {
                 "threshold": threshold_info(thr, src, target),
                 "k": k,
@@ -219,15 +282,14 @@ def identify_job_cluster(
             },
         )
 
+        run.self_read = reader.fmt == "npy"
+
         def make(i: int) -> list[Any]:
-            if len(run.refs) == 1:  # a whole gallery: read and search in one task, any worker
-                return [run.submit(W.job_part, None, run.refs[0], source, i, k, run.km_ref, True)]
-            # shards: the chunk is read once, on the worker of shard i mod S; each shard's task
-            # takes it from there (worker to worker), the client only gets the results
-            at = i % len(run.refs)
-            part = run.submit(W.read_part, at, run.refs[at], source, i, run.km_ref)
+            groups = run.groups()
+            probes = run.probes(groups, source, i, ())
             return [
-                run.submit(W.search_part, s, ref, part, k, s == 0) for s, ref in enumerate(run.refs)
+                run.submit(W.search_chunk, w, grp, probes, k, run.km_ref, purpose, j == 0)
+                for j, (w, grp) in enumerate(groups)
             ]
 
         def results(skip: int) -> Iterator[tuple[Chunk, Result]]:
@@ -239,12 +301,8 @@ def identify_job_cluster(
                     sc, ids, _ = merge_topk([(p[2], p[3], p[4]) for p in parts], k)
                 if not len(chunk):
                     sc, ids = np.empty((0, k)), np.empty((0, k), object)
-                cols = result_columns(chunk.ids, ids, sc, thr)
-                matches = 0
-                if thr is not None and sc.shape[1]:
-                    top = np.nan_to_num(sc[:, 0].astype(np.float64), nan=-np.inf)
-                    matches = int((top >= thr).sum())
-                yield chunk, (cols, extra, {"matches": matches})
+                cols, counters = identify_rows(chunk.ids, ids, sc, thr)
+                yield chunk, (cols, extra, counters)
 
         summary = run_job(
             spec,
@@ -275,33 +333,30 @@ def verify_job_cluster(
     key_model: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     window: int | None = None,
+    purpose: str | None = None,
 ) -> dict[str, Any]:
-    """:func:`pyfacematch.jobs.verify_job` on a Dask cluster, over a gallery file.
+    """:func:`pyfacematch.jobs.verify_job` on a Dask cluster, over a gallery file or shards.
+
+    With shards, each claim is verified in the shard that holds the claimed identity; the
+    output, rejects and summary are those of the single-process job on one gallery.
 
     Raises
     ------
     InputError
-        A shard manifest (1:1 claims would have to be routed per probe: merge the shards, or use
-        :meth:`ShardedGallery.verify`); see :func:`pyfacematch.jobs.verify_job`.
+        ``identity`` not enrolled; see :func:`pyfacematch.jobs.verify_job`.
     """
     fmt, rej_path, sum_path = output.resolved()
-    run = _ClusterRun(client, gallery, None if key_model is None else os.fspath(key_model))
-    if run.man is not None:
-        raise InputError(
-            "verify --cluster takes a gallery file, not a shard manifest: run identify on the "
-            "shards, or use ShardedGallery.verify, or `pyfacematch shard merge` first"
-        )
+    run = _ClusterRun(client, gallery, None if key_model is None else os.fspath(key_model), purpose)
     km = load_key_model(run.key_model_path)
-    info = run.submit(W.fingerprint_task, None, run.refs[0], threshold, "fmr", identity).result()
-    thr, src, target = info["threshold"]
-    if identity is not None and not info["has_identity"]:
+    resolved, g_fp, _, shape, known = run.gallery_state(threshold, "fmr", identity)
+    g_fp, used_purpose = _fingerprint(g_fp, purpose)
+    if identity is not None and not known:
         raise InputError(f"identity {identity!r} is not enrolled in {os.fspath(gallery)}")
-    blocks = None if info["blocks"] is None else np.asarray(info["blocks"], np.int64)
-    shape = _Shape(int(info["dim"]), blocks)
     check_key_model(km, shape)  # type: ignore[arg-type]
     fields = () if identity else (claim_field,)
     reader = open_reader(source, gallery=shape, key_model=km, fields=fields)  # type: ignore[arg-type]
     try:
+        thr, src, target = default_threshold(reader, resolved, "fmr")
         n_chunks = _n_chunks(reader)
         spec = JobSpec(
             "verify",
@@ -309,41 +364,59 @@ def verify_job_cluster(
             fmt,
             rej_path,
             sum_path,
-            {
-                "input": input_fingerprint(source, reader),
-                "input_format": reader.fmt,
-                "id_field": source.id_field,
-                "claim": identity or f"field:{claim_field}",
-                "key_model": None if key_model is None else file_fingerprint(str(key_model)),
-                "threshold": threshold_info(thr, src, target),
-                "purpose": info["purpose"],
-                **info["fingerprint"],
-            },
+            job_fingerprint(
+                source,
+                reader,
+                key_model=key_model,
+                threshold=threshold_info(thr, src, target),
+                purpose=used_purpose,
+                gallery=g_fp,
+                claim=identity or f"field:{claim_field}",
+            ),
             {
                 "threshold": threshold_info(thr, src, target),
                 "input": source.name,
-                "cluster": {"workers": len(run.workers()), "shards": 1},
+                "cluster": {"workers": len(run.workers()), "shards": len(run.refs)},
             },
         )
+        n_sh = len(run.refs)
+        run.self_read = reader.fmt == "npy"
 
         def make(i: int) -> list[Any]:
+            groups = run.groups()
+            probes = run.probes(groups, source, i, fields)
             return [
                 run.submit(
-                    W.verify_part,
-                    None,
-                    run.refs[0],
-                    source,
-                    i,
+                    W.verify_chunk_shards,
+                    w,
+                    grp,
+                    n_sh,
+                    probes,
                     identity,
                     claim_field,
                     thr,
                     run.km_ref,
+                    purpose,
+                    j == 0,
                 )
+                for j, (w, grp) in enumerate(groups)
             ]
 
         def results(skip: int) -> Iterator[tuple[Chunk, Result]]:
             for _, parts in run.ordered(n_chunks, skip, make, window):
-                yield parts[0]
+                chunk, extra = parts[0][0], list(parts[0][1])
+                rows = sorted(r for p in parts for r in p[2])
+                claims = sorted((r for p in parts for r in p[3]), key=lambda r: r.row)
+                if claims and reader.on_error == "stop":  # the first bad record, as in one process
+                    raise reader.fail(claims[0])
+                cols = ResultColumns(
+                    [r[1] for r in rows],
+                    np.ones(len(rows), np.int32),
+                    [r[2] for r in rows],
+                    np.asarray([r[3] for r in rows], np.float32),
+                    [r[4] for r in rows],
+                )
+                yield chunk, (cols, extra + claims, {"matches": sum(p[4] for p in parts)})
 
         summary = run_job(
             spec,

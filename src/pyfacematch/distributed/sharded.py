@@ -3,16 +3,20 @@
 Shard ``i`` is pinned to worker ``i mod W`` (any other worker may take it when that one is
 gone): the worker opens the shard from its path, checks its SHA-256 once and keeps it open
 (:mod:`pyfacematch.distributed.worker`). ``identify`` cuts the probes into batches of at least
-``MIN_BATCH`` (default 10 000), sends each batch once per worker (``scatter``), asks every shard
-for its top-k per probe with scores and best template ids, and merges exactly
+``MIN_BATCH`` (default 10 000), sends each batch once per worker (``scatter``), asks each
+worker for the top-k per probe over the shards it holds (merged there, with scores and best
+template ids), and merges the workers' lists exactly
 (:func:`~pyfacematch.distributed.merge.merge_topk`): the ranking, scores and tie-breaks of one
 gallery holding everything, when the shards search exactly (``exact`` backend, or shards below
 :data:`~pyfacematch.gallery.gallery.SMALL_GALLERY` templates). With an approximate backend each
 shard re-ranks its own shortlist exactly, so results can only gain recall over one gallery.
 
 ``enroll`` and ``remove`` go to the identity's shard (:func:`~pyfacematch.distributed.shards.shard_of`)
-as a task that opens that shard for writing, then the manifest is rewritten with the shard's new
-SHA-256 (the commit point), and workers reopen the changed shard on their next call.
+as a task on the shard's worker, which keeps the shard open for writing from its first write on
+(its index updated in place, never rebuilt per call); then the manifest is rewritten with the
+shard's new SHA-256 (the commit point). That worker searches the same open gallery; any other
+reopens the changed shard on its next call. ``purpose`` filters consent in every shard as one
+gallery does (the split copies consent records, opt-out tombstones and the default purpose).
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.distributed import worker as W
-from pyfacematch.distributed.cluster import ClusterHandle, require_dask
+from pyfacematch.distributed.cluster import ClusterHandle, require_dask, wait_for_workers
 from pyfacematch.distributed.merge import merge_topk
 from pyfacematch.distributed.shards import ShardManifest, read_manifest, shard_of
 from pyfacematch.errors import InputError
 from pyfacematch.gallery import Decision, IdentifyArrays, IdentifyResult, VerifyResult
-from pyfacematch.gallery.thresholds import Thresholds
+from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.validation import as_masks, as_templates, check_id
 
 __all__ = ["MIN_BATCH", "ShardedGallery"]
@@ -94,21 +98,29 @@ class ShardedGallery:
         return [(s.path, s.sha256) for s in self.man.shards]
 
     def _workers(self) -> list[str]:
-        ws = sorted(self.client.scheduler_info().get("workers", {}))
-        if not ws:
-            raise InputError("the Dask cluster has no workers: start some, or use --cluster local")
-        return ws
+        return wait_for_workers(self.client)
 
     def _submit(self, fn: Any, shard: int, *args: Any, **kw: Any) -> Any:
         ws = self._workers()
+        return self._submit_to(ws[shard % len(ws)], fn, *args, **kw)
+
+    def _submit_to(self, worker: str, fn: Any, *args: Any, **kw: Any) -> Any:
         return self.client.submit(
             fn,
             *args,
-            workers=[ws[shard % len(ws)]],
+            workers=[worker],
             allow_other_workers=True,  # its worker died: run it elsewhere (reopens the shard)
             pure=False,
             **kw,
         )
+
+    def _groups(self) -> list[tuple[str, W.Group]]:
+        """The shards each worker holds (shard ``s`` on worker ``s mod W``)."""
+        ws = self._workers()
+        by: dict[str, W.Group] = {}
+        for s, ref in enumerate(self._refs()):
+            by.setdefault(ws[s % len(ws)], []).append((s, ref))
+        return list(by.items())
 
     def warm(self) -> list[dict[str, Any]]:
         """Open (and checksum) every shard on its worker now; returns each shard's info."""
@@ -125,13 +137,19 @@ class ShardedGallery:
         """As :meth:`Gallery.resolve_threshold`, from the manifest's calibrated thresholds."""
         return self._thr.resolve(threshold, kind)
 
-    def search_futures(self, probes: np.ndarray, masks: np.ndarray | None, k: int) -> list[Any]:
-        """Futures of every shard's top-k for one probe batch (probes sent once per worker)."""
-        [pf] = self.client.scatter([probes], broadcast=False, hash=False)
-        mf = None
-        if masks is not None:
-            [mf] = self.client.scatter([masks], broadcast=False, hash=False)
-        return [self._submit(W.search_shard, i, r, pf, mf, k) for i, r in enumerate(self._refs())]
+    def search_futures(
+        self, probes: np.ndarray, masks: np.ndarray | None, k: int, purpose: str | None = None
+    ) -> list[Any]:
+        """Futures of the top-k of one probe batch: one task per worker, over the shards it
+        holds, merged there (the batch is sent once to each worker)."""
+        out = []
+        for w, grp in self._groups():
+            [pf] = self.client.scatter([probes], workers=[w], hash=False)
+            mf = None
+            if masks is not None:
+                [mf] = self.client.scatter([masks], workers=[w], hash=False)
+            out.append(self._submit_to(w, W.search_group, grp, pf, mf, k, purpose))
+        return out
 
     def identify_arrays(
         self,
@@ -139,8 +157,14 @@ class ShardedGallery:
         k: int = 1,
         threshold: float | None = None,
         masks: Any = None,
+        *,
+        purpose: str | None = None,
     ) -> IdentifyArrays:
-        """Identify probes against every shard; the same results as one gallery (see module)."""
+        """Identify probes against every shard; the same results as one gallery (see module).
+
+        ``purpose``: only identities with current consent for it are candidates, in every shard
+        (None: the gallery's default purpose), so the k returned are the best k among them.
+        """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         p = as_templates(probes, self.dim, "probes")
@@ -153,7 +177,9 @@ class ShardedGallery:
         inflight: deque[list[Any]] = deque()
         out_s, out_i, out_t = [], [], []
         for n, (a, b) in enumerate(batches):
-            inflight.append(self.search_futures(p[a:b], None if pm is None else pm[a:b], int(k)))
+            inflight.append(
+                self.search_futures(p[a:b], None if pm is None else pm[a:b], int(k), purpose)
+            )
             while inflight and (len(inflight) >= window or n == len(batches) - 1):
                 s, i, t = merge_topk(self.client.gather(inflight.popleft()), int(k))
                 out_s.append(s)
@@ -167,27 +193,36 @@ class ShardedGallery:
         tids = (
             np.concatenate([x[:, :width] for x in out_t]) if out_t else np.empty((0, 0), np.int64)
         )
-        acc = None
-        if thr is not None:
-            top = sc[:, 0] if sc.shape[1] else np.full(sc.shape[0], np.nan, np.float32)
-            acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr
-        return IdentifyArrays(ident, sc, acc, thr, src, target, tids)
+        return IdentifyArrays(ident, sc, accept_top(sc, thr), thr, src, target, tids)
 
     def identify(
-        self, probes: Any, k: int = 1, threshold: float | None = None, masks: Any = None
+        self,
+        probes: Any,
+        k: int = 1,
+        threshold: float | None = None,
+        masks: Any = None,
+        *,
+        purpose: str | None = None,
     ) -> list[IdentifyResult]:
         """As :meth:`Gallery.identify`."""
-        return self.identify_arrays(probes, k, threshold, masks).results()
+        return self.identify_arrays(probes, k, threshold, masks, purpose=purpose).results()
 
     def verify(
-        self, identity_id: str, probe: Any, threshold: float | None = None, mask: Any = None
+        self,
+        identity_id: str,
+        probe: Any,
+        threshold: float | None = None,
+        mask: Any = None,
+        *,
+        purpose: str | None = None,
     ) -> VerifyResult:
-        """1:1 against the identity's shard (:class:`UnknownIdentityError` when not enrolled)."""
+        """1:1 against the identity's shard (:class:`UnknownIdentityError` when not enrolled,
+        :class:`NoConsentError` without current consent for ``purpose``)."""
         name = check_id(identity_id)
         thr, src, target = self.resolve_threshold(threshold, "fmr")
         i = shard_of(name, self.man.n_shards)
         r: VerifyResult = self._submit(
-            W.verify_in_shard, i, self._refs()[i], name, probe, thr, mask
+            W.verify_in_shard, i, self._refs()[i], name, probe, thr, mask, purpose
         ).result()
         if thr is not None and src != "explicit":  # report where the threshold came from
             return VerifyResult(
@@ -205,8 +240,15 @@ class ShardedGallery:
         *,
         on_duplicate: str | None = None,
         consent: str = "granted",
+        purpose: str | list[str] | None = None,
     ) -> None:
-        """Enroll one identity into its shard, then commit the manifest."""
+        """Enroll one identity into its shard, then commit the manifest.
+
+        The shard's worker keeps the shard open for writing after the first write: the next
+        enrollment into it updates the open index in place (no reopen, no rebuild); the cost
+        left per call is the shard file's checkpoint and SHA-256 for the manifest. ``purpose``:
+        the purposes consented to (None: the gallery's default), as :meth:`Gallery.enroll`.
+        """
         name = check_id(identity_id)
         t = as_templates(templates, self.dim, "templates")
         mk = as_masks(masks, t.shape[0], self.blocks, "masks")
@@ -221,6 +263,7 @@ class ShardedGallery:
             None if metadata is None else {name: dict(metadata)},
             on_duplicate,
             consent,
+            purpose,
         ).result()
         self._commit(i, res)
 
@@ -259,7 +302,10 @@ class ShardedGallery:
         }
 
     def close(self) -> None:
-        """Nothing to release on the client (workers keep their shards for the next caller)."""
+        """Release the shards the workers keep open for writing (their writer locks); workers
+        keep their read-only shards for the next caller."""
+        if self.client.status == "running":
+            self.client.run(W.release_writers)
 
     def __enter__(self) -> ShardedGallery:
         return self

@@ -35,8 +35,10 @@ from pyfacematch.errors import (
 )
 from pyfacematch.gallery import Gallery
 from pyfacematch.gallery import atomic as _fileio
+from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery.calibration import ThresholdRecord
 from pyfacematch.gallery.store import Store
+from pyfacematch.security.consent import ConsentRecord
 
 __all__ = [
     "MANIFEST_NAME",
@@ -101,6 +103,9 @@ class ShardManifest:
         ``{"path": absolute file, "sha256": …}`` of the key model that travels with the shards.
     max_tid : int
         Highest template id at split time (shards' id sequences start above it).
+    default_purpose : str or None
+        The source gallery's default purpose (each shard holds it too): what searches that name
+        no purpose filter consent on.
     """
 
     path: str
@@ -111,6 +116,7 @@ class ShardManifest:
     thresholds: dict[str, dict[str, Any] | None]
     key_model: dict[str, str] | None
     max_tid: int
+    default_purpose: str | None = None
 
     @property
     def n_shards(self) -> int:
@@ -146,6 +152,7 @@ class ShardManifest:
             "blocks": self.blocks,
             "backend": self.backend,
             "max_tid": self.max_tid,
+            "default_purpose": self.default_purpose,
             "thresholds": self.thresholds,
             "key_model": km,
             "shards": [
@@ -219,6 +226,7 @@ def read_manifest(path: str | os.PathLike[str]) -> ShardManifest:
             if km is None
             else {"path": os.fspath(base / km["file"]), "sha256": str(km["sha256"])},
             int(d.get("max_tid", 0)),
+            None if d.get("default_purpose") is None else str(d["default_purpose"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ShardManifestError(
@@ -252,6 +260,41 @@ def _group(names: Iterable[str]) -> dict[str, list[int]]:
     for r, n in enumerate(names):
         groups.setdefault(n, []).append(r)
     return groups
+
+
+@dataclass
+class _ConsentState:
+    """What a gallery's store holds about consent besides the identities' rows."""
+
+    default_purpose: str | None
+    salt: str | None  # the tombstones' HMAC key: shared, so every shard checks the same hashes
+    records: list[ConsentRecord]  # consent per identity and purpose (enrolled or not yet)
+    tombstones: list[tuple[str, float]]  # opt-outs: (hash, when)
+
+
+def _consent_state(store: Store) -> _ConsentState:
+    salt, tombs = consent_store.load_tombstones(store)
+    return _ConsentState(
+        store.get_meta_opt(consent_store.DEFAULT_PURPOSE_KEY),
+        salt,
+        consent_store.load_records(store),
+        tombs,
+    )
+
+
+def _put_consent_state(st: Store, cs: _ConsentState, here: Any) -> None:
+    """Write ``cs`` into a new shard (or merged) store: the default purpose, the salt and every
+    tombstone (an opted-out id must stay refused whichever shard it would go to), and the consent
+    records of the identities ``here(name)`` places in this store."""
+    if cs.default_purpose is not None:
+        st.set_meta(consent_store.DEFAULT_PURPOSE_KEY, cs.default_purpose)
+    consent_store.ensure_tables(st)
+    with st.transaction() as c:
+        if cs.salt is not None:
+            consent_store.put_tombstones(c, cs.salt, cs.tombstones)
+        for rec in cs.records:
+            if here(rec.identity):
+                consent_store.put_in(c, rec)
 
 
 def _seal(path: Path, backend: str) -> tuple[str, int, int]:
@@ -314,6 +357,7 @@ def split_gallery(
         except Exception:  # an old file without the key: the default
             stored_backend = None
         records = {n: store.identity_record(n) for n in _group(names)}
+        cstate = _consent_state(store)
     finally:
         store.close()
     be = backend or stored_backend or "binary"
@@ -349,6 +393,7 @@ def split_gallery(
                 if rec is not None:
                     st.set_threshold(ThresholdRecord(**rec))
             st.set_meta("backend", be)
+            _put_consent_state(st, cstate, lambda name, i=i: shard_of(name, shards) == i)
             with st.transaction() as c:  # ids enrolled later go above every split id
                 c.execute(
                     "INSERT OR REPLACE INTO sqlite_sequence(name, seq) VALUES ('templates', ?)",
@@ -374,6 +419,7 @@ def split_gallery(
         thresholds,
         km,
         max_tid,
+        cstate.default_purpose,
     )
     man.write()
     _fileio.fsync_dir(out)
@@ -401,9 +447,14 @@ def merge_shards(
         out.unlink()
     rows: list[tuple[int, str, np.ndarray, int | None]] = []
     recs: dict[str, dict[str, Any]] = {}
+    cstate = _ConsentState(man.default_purpose, None, [], [])
     for s in man.shards:
         st = Store(s.path)
         try:
+            part = _consent_state(st)
+            cstate.records.extend(part.records)
+            cstate.tombstones.extend(part.tombstones)
+            cstate.salt = cstate.salt or part.salt
             tids, names, matrix, masks = st.load_all()
             for j, n in enumerate(names):
                 rows.append((int(tids[j]), n, matrix[j], None if masks is None else int(masks[j])))
@@ -440,6 +491,7 @@ def merge_shards(
             if rec is not None:
                 st.set_threshold(rec)
         st.set_meta("backend", man.backend)
+        _put_consent_state(st, cstate, lambda name: True)
     finally:
         st.close()
     _, n_id, n_t = _seal(out, man.backend)

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from pyfacematch.distributed.shards import ShardInfo, file_sha256, verify_shard
+from pyfacematch.distributed.merge import merge_topk
+from pyfacematch.distributed.shards import ShardInfo, file_sha256, shard_of, verify_shard
 from pyfacematch.errors import ShardChecksumError
 from pyfacematch.gallery import Gallery, VerifyResult
 from pyfacematch.io import Chunk, Reject
@@ -30,20 +31,26 @@ from pyfacematch.jobs.verify import verify_chunk
 from pyfacematch.keys import KeyModel
 
 __all__ = [
+    "Group",
+    "Part",
+    "Probes",
+    "ReadPart",
     "ShardRef",
+    "VerifyRow",
     "cache_stats",
     "close_all",
     "enroll_in_shard",
     "fingerprint_task",
     "info_task",
-    "job_part",
     "open_shard",
     "read_part",
+    "release_writers",
     "remove_from_shard",
-    "search_part",
+    "search_chunk",
+    "search_group",
     "search_shard",
+    "verify_chunk_shards",
     "verify_in_shard",
-    "verify_part",
 ]
 
 #: (path, sha256 or "") of a shard or gallery file; sha256 "" = a plain gallery, not checked.
@@ -52,6 +59,7 @@ ShardRef = tuple[str, str]
 _LOCK = threading.Lock()
 _GALLERIES: dict[ShardRef, Gallery] = {}
 _KEY_MODELS: dict[ShardRef, KeyModel] = {}
+_WRITERS: dict[str, Gallery] = {}  # path -> this worker's writable gallery of that shard
 _STATS = {"opens": 0, "checksums": 0, "pid": 0}
 
 
@@ -78,7 +86,9 @@ def open_shard(ref: ShardRef) -> Gallery:
         if g is not None:
             return g
         for old in [r for r in _GALLERIES if r[0] == path]:  # the shard changed: reopen
-            _GALLERIES.pop(old).close()
+            was = _GALLERIES.pop(old)
+            if was not in _WRITERS.values():
+                was.close()
         if sha:
             verify_shard(ShardInfo(path, sha, 0, 0))
             _STATS["checksums"] += 1
@@ -115,6 +125,7 @@ def cache_stats() -> dict[str, Any]:
 
 def close_all() -> None:
     """Close every gallery this worker holds (tests, shutdown)."""
+    release_writers()
     with _LOCK:
         for g in _GALLERIES.values():
             g.close()
@@ -124,32 +135,82 @@ def close_all() -> None:
 
 # --------------------------------------------------------------------------- gallery calls
 def search_shard(
-    ref: ShardRef, probes: np.ndarray, masks: np.ndarray | None, k: int
+    ref: ShardRef,
+    probes: np.ndarray,
+    masks: np.ndarray | None,
+    k: int,
+    purpose: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One shard's top-``k`` identities per probe: (scores, identity ids, best template ids)."""
+    """One shard's top-``k`` identities per probe: (scores, identity ids, best template ids),
+    among the identities with current consent for ``purpose`` (None: the shard's default)."""
     g = open_shard(ref)
     r = g.identify_arrays(
-        probes, k=k, threshold=0.0, masks=masks if g.blocks is not None else None, with_tids=True
+        probes,
+        k=k,
+        threshold=0.0,
+        masks=masks if g.blocks is not None else None,
+        purpose=purpose,
+        with_tids=True,
     )
     assert r.tids is not None
     return r.scores, r.identities, r.tids
 
 
 def verify_in_shard(
-    ref: ShardRef, identity_id: str, probe: Any, threshold: float | None, mask: Any
+    ref: ShardRef,
+    identity_id: str,
+    probe: Any,
+    threshold: float | None,
+    mask: Any,
+    purpose: str | None = None,
 ) -> VerifyResult:
-    return open_shard(ref).verify(identity_id, probe, threshold=threshold, mask=mask)
+    return open_shard(ref).verify(
+        identity_id, probe, threshold=threshold, mask=mask, purpose=purpose
+    )
 
 
 def _write(path: str, fn: Any) -> tuple[str, int, int]:
-    g = Gallery.open(path)  # the writer: takes the shard's lock for the call
-    try:
-        fn(g)
-        g.checkpoint()
-        n_id, n_t = len(g), g.n_templates
-    finally:
-        g.close()
-    return file_sha256(path), n_id, n_t
+    """Run ``fn`` on this worker's writable gallery of the shard ``path``; its new state.
+
+    The writer is opened once (it holds the shard's writer lock while this worker keeps it) and
+    kept: the next enrollment or removal into the shard, and the searches after it, use the same
+    gallery object, its index updated in place, so a single enrollment neither reopens the shard
+    nor rebuilds its index. Each write ends with a checkpoint (the WAL copied into the file), so
+    the SHA-256 returned, which the client commits to the manifest, is the committed shard's.
+    """
+    with _LOCK:
+        _configure_threads()
+        g = _WRITERS.get(path)
+        if g is None:
+            # searches through the kept writer are not audited into the shard file (neither are
+            # those through read-only shards): the file must change only in a committed write,
+            # whose SHA-256 the manifest records
+            g = Gallery.open(path, audit_searches=False)
+            _WRITERS[path] = g
+            _STATS["opens"] += 1
+    fn(g)
+    g.audit_checkpoint()  # the signed audit head close() would add: closing changes no byte
+    g.checkpoint()
+    sha = file_sha256(path)
+    with _LOCK:  # searches on this worker now use the writer: no reopen after a write
+        for old in [r for r in _GALLERIES if r[0] == path]:
+            was = _GALLERIES.pop(old)
+            if was is not g:
+                was.close()
+        _GALLERIES[(path, sha)] = g
+    return sha, len(g), g.n_templates
+
+
+def release_writers() -> int:
+    """Close the writable shards this worker keeps (their locks go); returns how many."""
+    with _LOCK:
+        gone = list(_WRITERS.items())
+        _WRITERS.clear()
+        for _, g in gone:
+            for r in [r for r, x in _GALLERIES.items() if x is g]:
+                del _GALLERIES[r]
+            g.close()
+    return len(gone)
 
 
 def enroll_in_shard(
@@ -160,6 +221,7 @@ def enroll_in_shard(
     metadata: dict[str, Any] | None,
     on_duplicate: str | None,
     consent: str,
+    purpose: str | list[str] | None = None,
 ) -> tuple[str, int, int]:
     """Enroll into one shard file; returns its new (SHA-256, identities, templates)."""
     return _write(
@@ -171,6 +233,7 @@ def enroll_in_shard(
             metadata=metadata,
             on_duplicate=on_duplicate,
             consent=consent,
+            purpose=purpose,
         ),
     )
 
@@ -200,7 +263,7 @@ def fingerprint_task(
         "dim": g.dim,
         "blocks": None if g.blocks is None else g.blocks.tolist(),
         "has_identity": identity is not None and identity in g,
-        # the purpose a local job records (a cluster job answers for the gallery's default)
+        # the purpose a job without one answers for (and records in its fingerprint)
         "purpose": g.default_purpose,
     }
 
@@ -234,38 +297,31 @@ def _stripped(chunk: Chunk) -> Chunk:
     )
 
 
-def job_part(
-    ref: ShardRef,
-    source: Source,
-    index: int,
-    k: int,
-    key_model: ShardRef | None,
-    with_chunk: bool,
-) -> tuple[Chunk | None, list[Reject], np.ndarray, np.ndarray, np.ndarray]:
-    """Read chunk ``index`` of the input here and search it in one shard.
+#: Shards one task searches: (shard number, ref) of the shards pinned to one worker.
+Group = list[tuple[int, ShardRef]]
 
-    Returns (the chunk without its values when ``with_chunk``, rejects made while encoding,
-    scores, identity ids, best template ids) — the probe values never leave the worker.
-    """
-    g = open_shard(ref)
+#: What a task returns for a chunk: (the chunk without its values when asked, rejects made while
+#: encoding, scores (M, k'), identity ids (M, k'), best template ids (M, k')).
+Part = tuple[Chunk | None, list[Reject], np.ndarray, np.ndarray, np.ndarray]
+
+
+def _encoded_chunk(
+    group: Group, source: Source, index: int, key_model: ShardRef | None, fields: tuple[str, ...]
+) -> tuple[Chunk, np.ndarray, np.ndarray | None, list[Reject]]:
+    """Chunk ``index`` of the input, read here and encoded once for every shard of ``group``."""
+    g = open_shard(group[0][1])  # fixes the dimension and blocks the reader checks
     km = _key_model(key_model)
     _test_delay()
-    reader, chunk = _read_chunk(g, source, index, km, ())
+    reader, chunk = _read_chunk(g, source, index, km, fields)
     if chunk is None:
         raise IndexError(f"the input has no chunk {index}")
     chunk, vals, masks, extra = templates_of(chunk, km, reader)
-    if len(chunk):
-        s, ids, tids = search_shard(ref, vals, masks, k)
-    else:
-        s = np.empty((0, 0), np.float32)
-        ids = np.empty((0, 0), object)
-        tids = np.empty((0, 0), np.int64)
-    return (_stripped(chunk) if with_chunk else None), extra, s, ids, tids
+    return chunk, vals, masks, extra
 
 
 @dataclasses.dataclass
 class ReadPart:
-    """A chunk read (and encoded) on a worker, for the shard tasks that search it."""
+    """A chunk read and encoded on one worker, for tasks on other workers to search."""
 
     chunk: Chunk  # without its values
     values: np.ndarray
@@ -273,55 +329,142 @@ class ReadPart:
     extra: list[Reject]
 
 
-def read_part(ref: ShardRef, source: Source, index: int, key_model: ShardRef | None) -> ReadPart:
-    """Read chunk ``index`` of the input once (on the worker of one of the shards): the shard
-    tasks of the chunk take the result from this worker, not from the client or the scheduler."""
-    g = open_shard(ref)  # fixes the dimension and blocks the reader checks
-    km = _key_model(key_model)
-    _test_delay()
-    reader, chunk = _read_chunk(g, source, index, km, ())
-    if chunk is None:
-        raise IndexError(f"the input has no chunk {index}")
-    chunk, vals, masks, extra = templates_of(chunk, km, reader)
+#: Where a task's probes come from: ``(source, chunk number)``, read by the task itself (an npy
+#: slice costs less than shipping it), or a :class:`ReadPart` another task read once (text,
+#: Parquet and image inputs, whose parsing or embedding should not be repeated per worker).
+Probes = tuple[Source, int] | ReadPart
+
+
+def read_part(
+    group: Group,
+    source: Source,
+    index: int,
+    key_model: ShardRef | None,
+    fields: tuple[str, ...] = (),
+) -> ReadPart:
+    """Read and encode chunk ``index`` once (on the worker of ``group``): the other workers'
+    tasks of the chunk take it from this worker, not from the client or the scheduler."""
+    chunk, vals, masks, extra = _encoded_chunk(group, source, index, key_model, fields)
     return ReadPart(_stripped(chunk), vals, masks, extra)
 
 
-def search_part(
-    ref: ShardRef, part: ReadPart, k: int, with_chunk: bool
-) -> tuple[Chunk | None, list[Reject], np.ndarray, np.ndarray, np.ndarray]:
-    """Search a chunk read by :func:`read_part` in one shard; as :func:`job_part` returns."""
-    if len(part.chunk):
-        s, ids, tids = search_shard(ref, part.values, part.masks, k)
-    else:
-        s = np.empty((0, 0), np.float32)
-        ids = np.empty((0, 0), object)
-        tids = np.empty((0, 0), np.int64)
-    return (part.chunk if with_chunk else None), part.extra, s, ids, tids
+def _probes(
+    group: Group, probes: Probes, key_model: ShardRef | None, fields: tuple[str, ...]
+) -> ReadPart:
+    if isinstance(probes, ReadPart):
+        return probes
+    return read_part(group, probes[0], probes[1], key_model, fields)
 
 
-def verify_part(
-    ref: ShardRef,
-    source: Source,
-    index: int,
+def search_chunk(
+    group: Group,
+    probes: Probes,
+    k: int,
+    key_model: ShardRef | None,
+    purpose: str | None,
+    with_chunk: bool,
+) -> Part:
+    """Search one chunk of the input in every shard of ``group``.
+
+    The chunk is read here (``probes = (source, index)``: an npy slice, nothing of it passes
+    through the client, the scheduler or another worker) or comes from :func:`read_part`; it is
+    encoded and checked once, then searched in each of this worker's shards, whose top-``k``
+    lists are merged here (:func:`~pyfacematch.distributed.merge.merge_topk`): one task and one
+    small result per worker and chunk, however many shards the worker holds. The probe values
+    never go back to the client.
+    """
+    p = _probes(group, probes, key_model, ())
+    s, ids, tids = search_group(group, p.values, p.masks, k, purpose)
+    return (p.chunk if with_chunk else None), p.extra, s, ids, tids
+
+
+def search_group(
+    group: Group, probes: np.ndarray, masks: np.ndarray | None, k: int, purpose: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top-``k`` of the shards of ``group`` per probe, merged here (as :func:`search_shard`
+    returns): one result per worker however many shards it holds."""
+    if not len(probes):
+        m = len(probes)
+        return np.empty((m, 0), np.float32), np.empty((m, 0), object), np.empty((m, 0), np.int64)
+    parts = [search_shard(ref, probes, masks, k, purpose) for _, ref in group]
+    return parts[0] if len(parts) == 1 else merge_topk(parts, k)
+
+
+class _Collect:
+    """A reader as :func:`verify_chunk` sees it, collecting rejects instead of stopping: with
+    shards, the client stops at the first bad record of the whole chunk, as one process does."""
+
+    on_error = "skip"
+
+    def fail(self, rej: Reject) -> Exception:  # pragma: no cover - never called in skip mode
+        raise AssertionError("a shard's verify collects its rejects")
+
+
+#: A verified probe: (record number, probe id, claimed identity, score, decision).
+VerifyRow = tuple[int, str, str | None, float, str | None]
+
+
+def verify_chunk_shards(
+    group: Group,
+    n_shards: int,
+    probes: Probes,
     identity: str | None,
     claim_field: str,
     threshold: float | None,
     key_model: ShardRef | None,
-) -> tuple[Chunk, tuple[Any, list[Reject], dict[str, int]]]:
-    """Read chunk ``index`` here and verify it against the worker's gallery (a whole gallery)."""
-    g = open_shard(ref)
-    km = _key_model(key_model)
+    purpose: str | None,
+    with_chunk: bool,
+) -> tuple[Chunk | None, list[Reject], list[VerifyRow], list[Reject], int]:
+    """Verify the probes of one chunk whose claim lives in ``group``'s shards.
+
+    A claim goes to shard :func:`~pyfacematch.distributed.shards.shard_of` (a missing claim to
+    shard 0, which rejects it). Returns (the chunk without values when ``with_chunk``, encoding
+    rejects, verified rows, claim rejects (unknown, missing, no consent), matches); rows and
+    rejects carry their record numbers so the client puts every shard's answers back in input
+    order.
+    """
     fields = () if identity else (claim_field,)
-    reader, chunk = _read_chunk(g, source, index, km, fields)
-    if chunk is None:
-        raise IndexError(f"the input has no chunk {index}")
-    res = verify_chunk(
-        g,
-        chunk,
-        reader,
-        identity=identity,
-        claim_field=claim_field,
-        threshold=threshold,
-        key_model=km,
-    )
-    return _stripped(chunk), res
+    p = _probes(group, probes, key_model, fields)
+    chunk = p.chunk
+    rows: list[VerifyRow] = []
+    claim_rejects: list[Reject] = []
+    matches = 0
+    claims = [identity or chunk.fields[claim_field][i] for i in range(len(chunk))]
+    home = [0 if c is None else shard_of(c, n_shards) for c in claims]
+    for s, ref in group:
+        idx = [i for i, h in enumerate(home) if h == s]
+        if not idx:
+            continue
+        sub = dataclasses.replace(
+            chunk,
+            ids=[chunk.ids[i] for i in idx],
+            rows=chunk.rows[idx],
+            values=p.values[idx],
+            masks=None if p.masks is None else p.masks[idx],
+            visibility=None,
+            fields={claim_field: [claims[i] for i in idx]},
+        )
+        cols, rej, counters = verify_chunk(
+            open_shard(ref),
+            sub,
+            _Collect(),
+            identity=identity,
+            claim_field=claim_field,
+            threshold=threshold,
+            purpose=purpose,
+        )
+        gone = {r.row for r in rej}
+        kept = [int(r) for r in sub.rows if int(r) not in gone]
+        for j, row in enumerate(kept):
+            rows.append(
+                (
+                    row,
+                    cols.probe_id[j],
+                    cols.identity[j],
+                    float(cols.score[j]),
+                    cols.decision[j],
+                )
+            )
+        claim_rejects += rej
+        matches += counters["matches"]
+    return (chunk if with_chunk else None), p.extra, rows, claim_rejects, matches

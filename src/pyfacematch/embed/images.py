@@ -16,6 +16,7 @@ Guards
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -51,8 +52,9 @@ IMAGE_EXTENSIONS = (
     ".pgm",
 )
 
-#: Anything the embedders accept as one image: a path or an ``(H, W[, C])`` uint8 array.
-ImageSource = Union[str, os.PathLike, np.ndarray]
+#: Anything the embedders accept as one image: a path, an ``(H, W[, C])`` uint8 array, or the
+#: bytes of an image file (an HTTP upload).
+ImageSource = Union[str, os.PathLike, np.ndarray, bytes]
 
 #: Refuse images with more pixels than this (about 8000 × 5000).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -84,6 +86,8 @@ def describe_source(source: object, index: int) -> str:
     """A short printable name of an image source (its path, or ``<array #i>``)."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<image #{index}>"
     return f"<array #{index}>"
 
 
@@ -134,8 +138,9 @@ def load_image(
 
     Parameters
     ----------
-    source : str, os.PathLike or numpy.ndarray
-        An image file (any format Pillow reads), or an array: ``(H, W, 3)``
+    source : str, os.PathLike, bytes or numpy.ndarray
+        An image file (any format Pillow reads), the bytes of one (an upload, checked
+        like a file: size, header pixel count, format), or an array: ``(H, W, 3)``
         uint8 RGB is used as is (no copy when C-contiguous); ``(H, W)`` grey is
         repeated to three channels; ``(H, W, 4)`` drops alpha.
     max_pixels : int
@@ -157,18 +162,23 @@ def load_image(
     ImageLoadError
         With ``reason`` in :data:`LOAD_REASONS`.
     """
-    if not isinstance(source, (str, os.PathLike)):
-        return _array_to_rgb(source, max_pixels)  # type: ignore[arg-type]
-
-    path = Path(source)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageLoadError(
-            "unreadable", f"cannot read image file {path}: {exc.strerror or exc}"
-        ) from None
-    if path.is_dir():
-        raise ImageLoadError("unreadable", f"{path} is a directory, not an image file")
+    fp: Path | io.BytesIO
+    if isinstance(source, (bytes, bytearray)):
+        path: Path | str = "uploaded image"
+        size = len(source)
+        fp = io.BytesIO(source)
+    elif not isinstance(source, (str, os.PathLike)):
+        return _array_to_rgb(source, max_pixels)
+    else:
+        path = fp = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageLoadError(
+                "unreadable", f"cannot read image file {path}: {exc.strerror or exc}"
+            ) from None
+        if path.is_dir():
+            raise ImageLoadError("unreadable", f"{path} is a directory, not an image file")
     if size == 0:
         raise ImageLoadError("empty", f"image file {path} is empty (0 bytes)")
     if size > max_bytes:
@@ -190,7 +200,7 @@ def load_image(
         # warning/error would otherwise fire first with a less useful message.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as im:
+            with Image.open(fp) as im:
                 w, h = im.size
                 if w == 0 or h == 0:
                     raise ImageLoadError("empty", f"image file {path} has no pixels")

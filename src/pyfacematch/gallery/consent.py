@@ -26,6 +26,9 @@ __all__ = [
     "ensure_tables",
     "grant",
     "load_records",
+    "load_tombstones",
+    "opted_out",
+    "put_tombstones",
     "refuse_tombstoned",
     "erase_in",
     "put_in",
@@ -80,9 +83,37 @@ def load_records(store: Store, identity: str | None = None) -> list[ConsentRecor
     return [ConsentRecord(str(a), str(b), float(t), str(s), e) for a, b, t, s, e in rows]
 
 
+def load_tombstones(store: Store) -> tuple[str | None, list[tuple[str, float]]]:
+    """The tombstones' salt (hex; None before the tables exist) and every (hash, time)."""
+    with store._lock:
+        c = store._conn()
+        if not _has_tables(c):
+            return None, []
+        row = c.execute("SELECT value FROM meta WHERE key=?", (_SALT_KEY,)).fetchone()
+        tombs = [(str(h), float(t)) for h, t in c.execute("SELECT hash, at FROM tombstones")]
+    return (None if row is None else str(row[0])), tombs
+
+
+def put_tombstones(c: sqlite3.Connection, salt: str, tombstones: list[tuple[str, float]]) -> None:
+    """Inside a transaction (tables created): take ``salt`` as this store's tombstone key and
+    record ``tombstones`` made under it (copying opt-outs between a gallery and its shards)."""
+    c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (_SALT_KEY, salt))
+    c.executemany("INSERT OR REPLACE INTO tombstones(hash, at) VALUES (?, ?)", tombstones)
+
+
 def _salt(c: sqlite3.Connection) -> bytes:
     row = c.execute("SELECT value FROM meta WHERE key=?", (_SALT_KEY,)).fetchone()
     return bytes.fromhex(str(row[0]))
+
+
+def opted_out(store: Store, identity: str) -> bool:
+    """True when ``identity`` opted out (a tombstone) and has not consented again since."""
+    with store._lock:
+        c = store._conn()
+        if not _has_tables(c):
+            return False
+        h = tombstone_hash(_salt(c), identity)
+        return c.execute("SELECT 1 FROM tombstones WHERE hash=?", (h,)).fetchone() is not None
 
 
 def refuse_tombstoned(c: sqlite3.Connection, names: list[str]) -> None:

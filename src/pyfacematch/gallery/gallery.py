@@ -32,12 +32,13 @@ Example
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -71,8 +72,9 @@ from pyfacematch.gallery.results import (
 )
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
+from pyfacematch.gallery.servingfiles import SERVING_KEY, ServingFiles
 from pyfacematch.gallery.store import Store, check_new_layout, digest_tids
-from pyfacematch.gallery.thresholds import Thresholds
+from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
 from pyfacematch.gallery.validation import (
@@ -134,6 +136,27 @@ def _gallery_files(db: Path) -> list[Path]:
         with contextlib.suppress(OSError):
             out += sorted(idx.iterdir())
     return out
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _consistent_read(fn: _F) -> _F:
+    """Read-only gallery on a mapped serving folder: redo a search when the writer committed a
+    change while it ran. The writer commits the store before it moves rows in the folder, so a
+    search that overlapped such a move sees a new ``data_version`` at its end, and is redone on
+    the reloaded rows instead of scoring a moved row under its old owner."""
+
+    @functools.wraps(fn)
+    def run(self: Gallery, *args: Any, **kwargs: Any) -> Any:
+        while True:
+            out = fn(self, *args, **kwargs)
+            if not (self.read_only and self._m.mapped) or self._closed:
+                return out
+            if self._store.data_version() == self._data_version:
+                return out
+
+    return run  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- gallery
@@ -229,6 +252,12 @@ class Gallery(TrustMethods):
         Background scrubs start at most this many seconds after the first
         removal that owes one (later if the previous scrub's spacing, four
         times its duration, asks for it).
+    serving : bool or None
+        Keep a memory-mapped serving folder beside the file (``<db>.index/serving``:
+        float32 rows, compact rows, codes, ids; :mod:`.servingfiles`) so a reopened
+        gallery maps it instead of rebuilding from the store. Stored in the file;
+        None keeps what the file says. Refused for encrypted galleries (the folder
+        is not encrypted).
 
     Raises
     ------
@@ -267,8 +296,16 @@ class Gallery(TrustMethods):
         audit_searches: bool = True,
         erasure_scrub: str = "auto",
         erasure_delay: float = 2.0,
+        serving: bool | None = None,
     ) -> None:
         # every option is checked before the store creates or touches a file
+        if serving is not None and not isinstance(serving, bool):
+            raise InputError(f"serving must be True, False or None, got {serving!r}")
+        if serving and path is None:
+            raise InputError(
+                "serving=True needs a gallery file (path=...): an in-memory gallery has no "
+                "serving folder"
+            )
         check_duplicate_option(on_duplicate)
         check_scrub_mode(erasure_scrub)
         if not _in_range(erasure_delay, 0.0, 86400.0):
@@ -322,6 +359,9 @@ class Gallery(TrustMethods):
         self.blocks = self._store.blocks
         self._rw = RWLock()
         self._wmutex = threading.RLock()
+        # acting_as(actor) sets this thread's actor only: writes, searches and calibrations of
+        # other threads (and background threads) keep their own
+        self._acting = threading.local()
         self._close_lock = threading.Lock()
         self._closed = False
         self._thr = Thresholds(self._store)
@@ -365,6 +405,7 @@ class Gallery(TrustMethods):
                     mode=erasure_scrub,
                     max_delay=float(erasure_delay),
                 )
+            self._sf = self._serving_files(serving, keys)
             stored = None
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
@@ -384,6 +425,30 @@ class Gallery(TrustMethods):
             if self._lock is not None:
                 self._lock.release()
             raise
+
+    def _serving_files(self, serving: bool | None, keys: KeyProvider | None) -> ServingFiles | None:
+        """The serving folder of a file gallery that keeps one (``serving``, else as stored)."""
+        if self.path is None or keys is None:
+            return None
+        stored = self._store.get_meta_opt(SERVING_KEY)
+        enabled = stored == "1" if serving is None else serving
+        if enabled and self._ring is not None:
+            raise InputError(
+                f"gallery {os.fspath(self.path)!r} is encrypted at rest and a serving folder's "
+                "files are not: open it without serving=True (it is then rebuilt from the "
+                "encrypted store at each open)"
+            )
+        assert self.index_dir is not None
+        sf = ServingFiles(
+            self.index_dir, keys, self._store.get_meta("uuid"), writable=not self.read_only
+        )
+        if serving is not None and not self.read_only and stored != ("1" if serving else "0"):
+            self._store.set_meta(SERVING_KEY, "1" if serving else "0")
+        if not enabled:
+            if stored == "1":
+                sf.drop()  # turned off: its files hold templates
+            return None
+        return sf
 
     @classmethod
     def open(
@@ -433,12 +498,31 @@ class Gallery(TrustMethods):
     def _load(self) -> None:
         self._slot_layout = getattr(self, "_slot_layout", 0) + 1  # consent masks are per layout
         self._loaded_generation = self._store.generation
+        if self._load_mapped():
+            return
         tids, names, matrix, masks = self._store.load_all()
         self._m = TemplateMatrix(self.dim, masked=self.blocks is not None, capacity=len(tids))
+        owner = self._load_slots(tids, names)
+        self._m.append(matrix, tids, owner, masks)
+        self._siblings.invalidate()
+        self._load_index()
+        if self._sf is not None and self._sf.writable:
+            self._serving_write()
+
+    def _load_slots(self, tids: np.ndarray, names: list[str]) -> np.ndarray:
+        """Identity slots in template-id order; returns the slot of each template."""
         self._slot_names: list[str | None] = []
         self._name_to_slot: dict[str, int] = {}
         self._slot_tids: dict[int, list[int]] = {}
         self._siblings = SiblingExpander()  # invalidated whenever rows move
+        first = dict(zip(names, range(len(names))))
+        if len(first) == len(names):  # one template per identity: no per-row Python loop
+            self._slot_names = list(names)
+            self._name_to_slot = first
+            self._slot_tids = {i: [t] for i, t in enumerate(np.asarray(tids).tolist())}
+            self._max_templates = 1
+            self._n_identities = len(first)
+            return np.arange(len(names), dtype=np.int64)
         owner = np.empty(len(tids), np.int64)
         for i, name in enumerate(names):
             slot = self._name_to_slot.get(name)
@@ -446,11 +530,114 @@ class Gallery(TrustMethods):
                 slot = self._new_slot(name)
             owner[i] = slot
             self._slot_tids[slot].append(int(tids[i]))
-        self._m.append(matrix, tids, owner, masks)
-        self._siblings.invalidate()
         self._max_templates = max((len(v) for v in self._slot_tids.values()), default=1)
         self._n_identities = len(self._name_to_slot)
-        self._load_index()
+        return owner
+
+    def _load_mapped(self) -> bool:
+        """Open from the serving folder when it matches the store (see :mod:`.servingfiles`):
+        map its files instead of reading every template and rebuilding. False: not used."""
+        sf_files = self._sf
+        if sf_files is None:
+            return False
+        sf = sf_files.open(self._backend, self._loaded_generation, self.dim)
+        if sf is None:
+            return False
+        try:
+            tids, names, masks = self._store.load_index_rows()
+        except GalleryFileError as exc:  # the full read below says what is wrong, if anything
+            sf_files.reject(f"the store's template list cannot be read ({exc})")
+            return False
+        fids = np.asarray(sf.ids, np.int64)
+        if fids.shape != tids.shape or not np.array_equal(np.sort(fids), tids):
+            sf_files.reject("its template ids differ from the store's")
+            return False
+        if not all(isinstance(n, str) and n for n in names):
+            sf_files.reject("the store holds an identity that is not text")
+            return False
+        owner_by_tid = self._load_slots(tids, names)
+        pos = np.searchsorted(tids, fids)
+        self._m = TemplateMatrix.from_mapped(
+            sf.float32,
+            fids,
+            owner_by_tid[pos],
+            None if masks is None else masks[pos],
+            masked=self.blocks is not None,
+        )
+        self._siblings.invalidate()
+        b = self._backend
+        params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
+        if params:
+            b.load_params(params)
+        adopted = False
+        if not b.checkpointable:
+            try:
+                if b.name == "binary" and not sf_files.check_center(b):
+                    raise ValueError("the codes were packed with another centre")
+                b.adopt(
+                    self._m, {"codes": sf.arrays.get("codes"), "compact": self._folder_compact(sf)}
+                )
+                adopted = True
+            except (ValueError, KeyError) as exc:
+                sf_files.reject(f"{exc}; the index is rebuilt from its float32 rows")
+        if not adopted:
+            self._load_index()  # from the mapped rows (checkpoint, or rebuild) and tune if due
+            if self._sf is not None and self._sf.writable and self._sf.folder is None:
+                self._serving_write()
+            return True
+        tuned = b.tuned_size
+        if b.approximate and (not tuned or not (tuned / 2 <= self._m.n <= 2 * tuned)):
+            self._tune()
+        return True
+
+    @staticmethod
+    def _folder_compact(sf: Any) -> dict[str, Any]:
+        """Readers of the folder's compact arrays (filling the backend's own arrays)."""
+        out: dict[str, Any] = {}
+        for k, v in sf.arrays.items():
+            if k.startswith("compact_") and v.shape[0] == sf.n:
+                out[k[len("compact_") :]] = functools.partial(sf.read_into, k)
+        return out
+
+    def _serving_write(self) -> None:
+        """Write the serving folder afresh (writable galleries; never raises: logged)."""
+        sf = self._sf
+        if sf is None or not sf.writable:
+            return
+        try:
+            if self._m.n == 0:
+                sf.drop()
+                return
+            sf.write(self._m, self._backend, self._store.generation)
+            self._m.attach(sf.folder.float32)  # type: ignore[union-attr]
+        except (OSError, GalleryFileError, InputError) as exc:
+            self._serving_failed(exc)
+
+    def _serving_failed(self, exc: BaseException) -> None:
+        """A folder update failed: delete it (it may hold removed rows) and keep rows in memory."""
+        log.warning(
+            "serving folder could not be updated (%s): deleted; it is written again at the next "
+            "open (nothing enrolled was lost: the store is the truth)",
+            exc,
+        )
+        if self._m.mapped:
+            self._m.unmap()
+        if self._sf is not None:
+            self._sf.drop()
+
+    def _serving_check(self) -> None:
+        """Searches: a background checksum failure of the float32 file → rebuild from the store."""
+        sf = self._sf
+        f = None if sf is None else sf.folder
+        if f is None or not f.failures:
+            return
+        with self._wmutex:
+            if sf is None or sf.folder is not f:
+                return
+            sf.reject(f"checksum failure: {', '.join(f.failures[:3])}")
+            sf.drop()
+            with self._rw.write():
+                self._load()
 
     def _init_audit(self) -> None:
         if not self.read_only:
@@ -466,7 +653,7 @@ class Gallery(TrustMethods):
             trail = self._audit
 
             def hook(c: Any, action: str, identity: str | None, detail: str) -> None:
-                trail.append_in(c, action, identity, detail, actor=self.actor)
+                trail.append_in(c, action, identity, detail, actor=self._current_actor())
 
             self._store.audit_hook = hook
             if self.path is not None:  # read-only galleries' searches join the chain
@@ -474,7 +661,12 @@ class Gallery(TrustMethods):
 
     def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
         if self.audit_searches:
-            self._audit.queue(actor if actor is not None else self.actor, action, detail)
+            self._audit.queue(actor if actor is not None else self._current_actor(), action, detail)
+
+    def _current_actor(self) -> str | None:
+        """The actor of this thread: its innermost ``acting_as`` block, else the gallery's."""
+        a = getattr(self._acting, "actor", None)
+        return a if a is not None else self.actor
 
     def _init_consent(self, purpose: str | None) -> None:
         if not self.read_only:
@@ -565,9 +757,12 @@ class Gallery(TrustMethods):
                 with contextlib.suppress(GalleryFileError):
                     self._store.delete_checkpoints()
             self._ckpt.sweep(keep)
+            if self._sf is not None:
+                self._sf.sweep()
 
     def _refresh(self) -> None:
         """Read-only galleries: reload when another connection committed a change."""
+        self._serving_check()
         if not self.read_only or self._closed:
             return
         with self._wmutex:
@@ -734,17 +929,31 @@ class Gallery(TrustMethods):
             for g in grants:
                 self._consent.put(g)
             with self._rw.write():
-                for (name, tm, mm, _), tids in zip(items, tid_lists):
+                first = self._m.n
+                owners = []
+                for (name, _tm, _mm, _meta), tids in zip(items, tid_lists):
                     slot = self._name_to_slot.get(name)
                     if slot is None:
                         slot = self._new_slot(name)
                         self._n_identities += 1
-                    added = self._m.append(tm, tids, np.full(len(tids), slot, np.int64), mm)
-                    self._siblings.invalidate()
+                    owners.append(np.full(len(tids), slot, np.int64))
                     self._slot_tids[slot].extend(int(x) for x in tids)
                     self._max_templates = max(self._max_templates, len(self._slot_tids[slot]))
+                if items:  # one append and one index update for the whole call
+                    new_rows = np.concatenate([it[1] for it in items])
+                    if self._m.mapped:  # the float32 rows go to the mapped file
+                        self._serving_stage(new_rows)
+                    mm = None if mk is None else np.concatenate([it[2] for it in items])
+                    added = self._m.append(
+                        new_rows,
+                        np.concatenate([np.asarray(x, np.int64) for x in tid_lists]),
+                        np.concatenate(owners),
+                        mm,
+                    )
+                    self._siblings.invalidate()
                     self._backend.add(self._m, added)
                 self._maintain()
+                self._serving_after_append(first)
 
     def remove(self, identity_id: str) -> None:
         """Opt-out: erase an identity from the store, memory and index files.
@@ -799,9 +1008,11 @@ class Gallery(TrustMethods):
                         self._slot_names[slot] = None
                         self._n_identities -= 1
                     moves = self._m.remove_tids(tids)
+                    self._serving_after_remove(moves)
                     self._siblings.invalidate()
                     self._backend.remove(self._m, tids, moves)
                     self._maintain()
+                    self._serving_after_maintain()
             except Exception:
                 log.exception("updating memory after a removal failed: reloading from the store")
                 with self._rw.write():
@@ -809,6 +1020,50 @@ class Gallery(TrustMethods):
             self._drop_checkpoints()
             if self._eraser is not None:
                 self._eraser.erase()
+
+    def _serving_stage(self, rows: np.ndarray) -> None:
+        try:
+            self._sf.stage_float32(self._m, rows)  # type: ignore[union-attr]
+        except (OSError, GalleryFileError) as exc:
+            self._serving_failed(exc)
+
+    def _serving_after_append(self, first: int) -> None:
+        """Commit appended rows to the serving folder (or rewrite it when the codes moved)."""
+        sf = self._sf
+        if sf is None or not sf.writable:
+            return
+        try:
+            if sf.folder is None or not self._m.mapped:
+                self._serving_write()
+            elif not sf.check_center(self._backend):  # re-centred on growth: every code moved
+                self._serving_write()
+            elif self._m.n > first:
+                sf.commit_append(self._m, self._backend, first, self._store.generation)
+        except (OSError, GalleryFileError, InputError) as exc:
+            self._serving_failed(exc)
+
+    def _serving_after_remove(self, moves: list[tuple[int, int]]) -> None:
+        """Mirror a removal in the serving folder: the removed rows are overwritten at once."""
+        sf = self._sf
+        if sf is None or not sf.writable or sf.folder is None:
+            return
+        try:
+            sf.commit_moves(self._m, moves, self._backend, self._store.generation)
+        except (OSError, GalleryFileError, InputError) as exc:
+            self._serving_failed(exc)
+
+    def _serving_after_maintain(self) -> None:
+        """After a removal has reached the backend (and maintenance ran): write the folder afresh
+        when its zeroed tail is due for compaction or the codes were re-centred. Never before
+        the backend followed the moves: the rewrite takes codes and compact rows from it."""
+        sf = self._sf
+        if sf is None or not sf.writable or sf.folder is None:
+            return
+        try:
+            if sf.slack_due(self._m.n) or not sf.check_center(self._backend):
+                self._serving_write()  # compaction: reclaim the zeroed tail
+        except (OSError, GalleryFileError, InputError) as exc:
+            self._serving_failed(exc)
 
     def _drop_checkpoints(self) -> None:
         """Delete every checkpoint and temporary file (never raises: problems are logged)."""
@@ -880,8 +1135,9 @@ class Gallery(TrustMethods):
 
     def _search_allowed(
         self, p: np.ndarray, k: int, pm: np.ndarray | None, allowed: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top rows among consenting identities only: (scores (M, K), slots (M, K), -1 padded).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top rows among consenting identities only: (scores (M, K), slots (M, K), template
+        rows (M, K)), -1 padded.
 
         Few consenting identities (at most 1/8 of the rows): an exact scan of
         their rows alone. Otherwise the usual search, widened (×4 at a time)
@@ -896,13 +1152,15 @@ class Gallery(TrustMethods):
         na = int(row_ok.sum())
         mt = max(1, self._max_templates)
         if na == 0:
-            return np.zeros((p.shape[0], 0), np.float32), np.zeros((p.shape[0], 0), np.int64)
+            empty = np.zeros((p.shape[0], 0), np.int64)
+            return np.zeros((p.shape[0], 0), np.float32), empty, empty
         if na * 8 <= n:
             rows_a = np.flatnonzero(row_ok)
             sub = np.ascontiguousarray(m.data[rows_a])
             sub_m = None if m.masks is None else np.ascontiguousarray(m.masks[rows_a])
             sc, r = exact_topk(p, sub, min(na, k * mt), pm, sub_m, self.blocks, self.min_fraction)
-            return sc, np.where(r >= 0, owner[rows_a[np.maximum(r, 0)]], -1)
+            rows = np.where(r >= 0, rows_a[np.maximum(r, 0)], -1)
+            return sc, np.where(rows >= 0, owner[np.maximum(rows, 0)], -1), rows
         kt = min(n, k * mt)
         while True:
             sc, rows = self._search_rows(p, kt, pm)
@@ -912,11 +1170,12 @@ class Gallery(TrustMethods):
             ok = np.take_along_axis(ok, order, 1)
             sc = np.where(ok, np.take_along_axis(sc, order, 1), np.nan).astype(np.float32)
             slots = np.where(ok, np.take_along_axis(slots, order, 1), -1)
+            rows = np.where(ok, np.take_along_axis(rows, order, 1), -1)
             if kt >= n:
-                return sc, slots
+                return sc, slots, rows
             _, fs = fuse(sc, slots, k)
             if fs.shape[1] >= k and bool((fs[:, k - 1] >= 0).all()):
-                return sc, slots
+                return sc, slots, rows
             kt = min(n, kt * 4)
 
     def resolve_threshold(
@@ -931,6 +1190,7 @@ class Gallery(TrustMethods):
         """
         return self._thr.resolve(threshold, kind)
 
+    @_consistent_read
     def identify_arrays(
         self,
         probes: Any,
@@ -996,7 +1256,7 @@ class Gallery(TrustMethods):
                     sc, rows = self._search_rows(p, kt, pm)
                     slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
                 else:
-                    sc, slots = self._search_allowed(p, int(k), pm, allowed)
+                    sc, slots, rows = self._search_allowed(p, int(k), pm, allowed)
             names = self._slot_names
             if self._max_templates == 1:  # one template per identity: nothing to fuse
                 ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]
@@ -1012,10 +1272,7 @@ class Gallery(TrustMethods):
                 first = np.argmax(slots[:, None, :] == ids_slot[:, :, None], axis=2)
                 best = np.take_along_axis(rows, first, 1)
                 best_tids = np.where(ids_slot >= 0, self._m.tids[np.maximum(best, 0)], -1)
-        acc = None
-        if thr is not None:
-            top = ids_sc[:, 0] if ids_sc.shape[1] else np.full(m_rows, np.nan, np.float32)
-            acc = np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= thr  # not in float32
+        acc = accept_top(ids_sc, thr)
         self._audit_search(
             "identify",
             actor,
@@ -1049,6 +1306,7 @@ class Gallery(TrustMethods):
             probes, k, threshold, masks, purpose=purpose, actor=actor
         ).results()
 
+    @_consistent_read
     def verify(
         self,
         identity_id: str,
@@ -1270,6 +1528,7 @@ class Gallery(TrustMethods):
             with self._rw.write():
                 b.rebuild(self._m)
                 self._tune()
+                self._serving_write()
             self._drop_checkpoints()
         return self.index_info()
 
@@ -1366,6 +1625,13 @@ class Gallery(TrustMethods):
             "tuning_saved": self._tuning_error is None,
             "tuning_error": self._tuning_error,
             "checkpoint": {"file": self._ckpt_file, "not_used_because": self._ckpt.last_rejection},
+            "serving": None
+            if self._sf is None
+            else {
+                "folder": os.fspath(self._sf.dir),
+                "mapped": self._m.mapped,
+                "not_used_because": self._sf.last_rejection,
+            },
             "security": {
                 "encrypted": self._ring is not None,
                 "cancelable": self._xf is not None,
@@ -1416,12 +1682,16 @@ class Gallery(TrustMethods):
                     if self.path is not None and not self.read_only:
                         self.checkpoint()
                 finally:
-                    self._closed = True
-                    if self._eraser is not None:
-                        self._eraser.stop()
-                    self._store.close()
-                    if self._lock is not None:
-                        self._lock.release()
+                    try:
+                        if self._eraser is not None:  # its last step sweeps index files:
+                            self._eraser.stop()  # before the gallery counts as closed
+                    finally:
+                        self._closed = True
+                        try:
+                            self._store.close()
+                        finally:
+                            if self._lock is not None:
+                                self._lock.release()
 
     def __enter__(self) -> Gallery:
         return self

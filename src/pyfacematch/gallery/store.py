@@ -547,7 +547,7 @@ class Store:
         row = c.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
         try:
             version = int(row[0]) if row is not None else None
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):  # NULL, text, a blob, inf: not a version
             version = None
         if version != FORMAT_VERSION:
             raise FormatVersionError(
@@ -643,7 +643,16 @@ class Store:
             row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
             raise GalleryFileError(f"gallery has no {key!r} record: the file is damaged")
-        return str(row[0])
+        return self._meta_text(key, row[0])
+
+    def _meta_text(self, key: str, value: Any) -> str:
+        # every meta value is written as text or an integer; NULL or bytes mean an altered file
+        if value is None or isinstance(value, bytes):
+            raise GalleryDamagedError(
+                f"gallery {self._where()!r} has a {'NULL' if value is None else 'binary'} "
+                f"{key!r} record: the file is damaged or was altered; restore it from a backup"
+            )
+        return str(value)
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as c:
@@ -802,7 +811,7 @@ class Store:
         """The ``meta`` value under ``key``, or None when absent."""
         with self._lock:
             row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else self._meta_text(key, row[0])
 
     def decrypt_rows(self, chunk: list[Any], where: str) -> list[Any]:
         """(tid, name, blob, mask) rows of an encrypted gallery, decrypted (plain when not)."""
@@ -1014,6 +1023,62 @@ class Store:
         report_quarantine(bad, where)
         masks_out = None if self.blocks is None else masks[:i].view(np.uint64)
         return tids[:i], names, matrix[:i], masks_out
+
+    def load_index_rows(self) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """Template ids, identities and masks ordered by template id — no template blobs.
+
+        What a gallery needs beside the rows of a serving folder (which hold the templates): the
+        (identity, template id) pairs come from the ``templates_identity`` index alone, so the
+        table's pages (every blob) are not read; masks (galleries with region blocks) do need
+        the table.
+
+        Returns
+        -------
+        tids : int64 (N,), names : list of str (N), masks : uint64 (N,) or None
+        """
+        where = "memory" if self.path is None else repr(self._where())
+        try:
+            with self._lock:
+                con = self._conn()
+                ident = con.execute("SELECT id, name FROM identities ORDER BY id").fetchall()
+                if self.blocks is None:
+                    sql = "SELECT identity, tid, 0 FROM templates INDEXED BY templates_identity"
+                else:
+                    sql = "SELECT identity, tid, mask FROM templates"
+                cur = con.execute(sql)
+                parts: list[np.ndarray] = []
+                while True:
+                    chunk = cur.fetchmany(65536)  # bounded memory: no list of every row
+                    if not chunk:
+                        break
+                    parts.append(
+                        np.array(
+                            [(r[0], r[1], 0 if r[2] is None else r[2]) for r in chunk], np.int64
+                        ).reshape(-1, 3)
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise GalleryFileError(
+                f"cannot read the templates of gallery {where} ({exc}): "
+                "the file is corrupted; restore it from a backup"
+            ) from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # a crafted id or mask
+            raise GalleryFileError(
+                f"gallery {where} holds a template id or mask that is not an integer ({exc}): "
+                "the file is damaged"
+            ) from exc
+        rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        ids = np.fromiter((r[0] for r in ident), np.int64, len(ident))
+        pos = np.searchsorted(ids, rows[:, 0])
+        if rows.shape[0] and (pos.max() >= ids.size or (ids[pos] != rows[:, 0]).any()):
+            raise GalleryFileError(
+                f"gallery {where} holds a template of no identity: the file is damaged"
+            )
+        names = [ident[i][1] for i in pos.tolist()]
+        self.quarantined = []
+        self._quarantined_tids = set()
+        masks = None if self.blocks is None else rows[:, 2].copy().view(np.uint64)
+        return np.ascontiguousarray(rows[:, 1]), names, masks
 
     def tid_digest(self) -> str:
         """SHA-256 of the sorted live template ids (identifies the index content)."""

@@ -16,7 +16,31 @@ from pyfacematch.errors import InputError, NonFiniteError
 from pyfacematch.gallery.calibration import ThresholdRecord
 from pyfacematch.gallery.store import Store
 
-__all__ = ["Thresholds"]
+__all__ = ["Thresholds", "accept_top"]
+
+
+def accept_top(scores: np.ndarray, threshold: float | None) -> np.ndarray | None:
+    """The 1:N decision per probe: is the top candidate's score ``>= threshold``?
+
+    Parameters
+    ----------
+    scores : float (M, k)
+        Ranked candidate scores, best first; NaN (nothing comparable) and an empty row never
+        accept.
+    threshold : float or None
+        None: no decision (returns None).
+
+    Returns
+    -------
+    bool (M,) or None
+        Compared in float64, not float32, so a threshold between two float32 values decides as
+        written.
+    """
+    if threshold is None:
+        return None
+    m = scores.shape[0]
+    top = scores[:, 0] if scores.ndim == 2 and scores.shape[1] else np.full(m, np.nan)
+    return np.asarray(np.nan_to_num(top.astype(np.float64), nan=-np.inf) >= threshold)
 
 
 class Thresholds:

@@ -83,6 +83,7 @@ class TrustMethods:
         _slot_names: Any
         _store: Any
         _wmutex: Any
+        _acting: Any
         _xf: Any
         _xf_secret: Any
         actor: Any
@@ -183,22 +184,27 @@ class TrustMethods:
 
     @contextlib.contextmanager
     def acting_as(self, actor: str | None) -> Iterator[None]:
-        """Record the writes made inside the block (enroll, remove, consent) under ``actor``.
+        """Record the writes made inside the block (enroll, remove, consent, calibrate) under ``actor``.
 
-        Holds the gallery's writer mutex for the block, so writes of other threads are never
-        recorded under this actor (a service passes each request's API key id). ``None`` keeps
-        the gallery's ``actor``.
+        The actor is set for the calling thread only (a thread-local, not the shared ``actor``
+        attribute), so what other threads do meanwhile — a request of another API key, a
+        calibration, an actor-less search, a background erasure — is never recorded under this
+        actor, and blocks of different threads run concurrently. Blocks nest; ``None`` keeps the
+        current actor. A service passes each request's API key id.
         """
-        with self._wmutex:
-            if actor is None:
-                yield
-                return
-            before = self.actor
-            self.actor = actor
-            try:
-                yield
-            finally:
-                self.actor = before
+        if actor is None:
+            yield
+            return
+        before = getattr(self._acting, "actor", None)
+        self._acting.actor = actor
+        try:
+            yield
+        finally:
+            self._acting.actor = before
+
+    def opted_out(self, identity_id: str) -> bool:
+        """True when the identity opted out (withdrew every purpose) and has not consented since."""
+        return consent_store.opted_out(self._store, check_id(identity_id))
 
     def consent_records(self, identity_id: str) -> list[ConsentRecord]:
         """Consent records of an identity (expired ones included; see ``active()``)."""
@@ -226,6 +232,18 @@ class TrustMethods:
         if not self.read_only and self.path is not None:
             with self._wmutex:
                 n += import_sidecars(self._store, self._audit, self.path)
+        return n
+
+    def audit_checkpoint(self) -> int:
+        """Write queued audit records and sign the trail's head now, as :meth:`close` does.
+
+        Idempotent: after it (and :meth:`checkpoint`), closing the gallery changes no byte of
+        the file until something new is written, so a file checksum taken here (a shard's in its
+        manifest) still holds after close. Returns the records written.
+        """
+        self._check_open()
+        n = self._audit.flush()
+        self._audit.checkpoint()
         return n
 
     def audit_verify(self, expect_head: tuple[int, str] | None = None) -> dict[str, Any]:

@@ -80,6 +80,17 @@ class Backend:
     def remove(self, m: TemplateMatrix, tids: np.ndarray, moves: list[tuple[int, int]]) -> None:
         """Template ids ``tids`` were removed from ``m`` (after ``moves``)."""
 
+    def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
+        """Take the structure of the rows of ``m`` from a serving folder instead of building it:
+        ``arrays`` holds ``"codes"`` (binary codes) and ``"compact"`` (compact arrays by name).
+
+        Raises
+        ------
+        ValueError
+            This backend is not read from a serving folder, or the arrays do not fit ``m``.
+        """
+        raise ValueError(f"the {self.name} backend is not read from a serving folder")
+
     def maintenance_due(self, m: TemplateMatrix) -> bool:
         """True when a rebuild is due (tombstones, retraining)."""
         return False

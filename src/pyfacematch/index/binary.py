@@ -119,7 +119,7 @@ class BinaryBackend(Backend):
 
     def rebuild(self, m: TemplateMatrix) -> None:
         nb = (m.dim + 7) // 8
-        cap = m.data.shape[0]
+        cap = m.capacity
         # The centre changes only when the codes are re-tuned (refresh): a rebuild, e.g. when a
         # gallery is reopened, packs with the centre the tuning saw, so results do not move.
         if self.center is None or self.center.shape != (m.dim,) or not m.n:
@@ -137,13 +137,32 @@ class BinaryBackend(Backend):
             self.compact_store.rebuild(m)
         self._n = m.n
 
+    def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
+        """Take the codes (n × d/8, packed with the stored centre) and compact arrays of the rows
+        of ``m`` from a serving folder instead of packing them again."""
+        codes, compact = arrays.get("codes"), arrays.get("compact")
+        if codes is None:
+            raise ValueError("no binary codes")
+        nb = (m.dim + 7) // 8
+        if self.center is None or codes.shape != (m.n, nb):
+            raise ValueError("codes do not match the gallery (centre or shape)")
+        cuts = self._split(nb)
+        self.planes = tuple(np.zeros((m.capacity, b - a), np.uint8) for a, b in zip(cuts, cuts[1:]))
+        for plane, (a, b) in zip(self.planes, zip(cuts, cuts[1:])):
+            plane[: m.n] = codes[:, a:b]
+        if self.compact_store is not None:
+            if compact is None:
+                raise ValueError("no compact templates to adopt")
+            self.compact_store.adopt(m, compact)
+        self._n = m.n
+
     def refresh(self, m: TemplateMatrix) -> None:
         # the gallery mean drifts as it grows: re-centre and re-pack (one pass)
         self.center = None
         self.rebuild(m)
 
     def _reserve(self, m: TemplateMatrix) -> None:
-        cap = m.data.shape[0]
+        cap = m.capacity
         if self.planes[0].shape[0] < cap:
             grown = []
             for plane in self.planes:

@@ -10,6 +10,8 @@ re-score. Only unmasked cosine is served this way (masked galleries keep the flo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pyfacematch.core.compact import CompactMatrix, padded_width
@@ -48,7 +50,7 @@ class CompactStore:
 
     def rebuild(self, m: TemplateMatrix) -> None:
         self._dim = m.dim
-        self._arrays = self._alloc(max(m.data.shape[0], 1), m.dim)
+        self._arrays = self._alloc(max(m.capacity, 1), m.dim)
         if m.n:
             self._put(np.arange(m.n), m.view)
         self._n = m.n
@@ -57,7 +59,7 @@ class CompactStore:
         if not self._arrays or self._dim != m.dim:
             self.rebuild(m)
             return
-        cap = m.data.shape[0]
+        cap = m.capacity
         if self._arrays["codes"].shape[0] < cap:
             grown = self._alloc(cap, m.dim)
             for name, arr in self._arrays.items():
@@ -67,6 +69,31 @@ class CompactStore:
         if rows.size:
             self._put(rows, m.data[rows])
         self._n = m.n
+
+    def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
+        """Take the compact arrays of the rows of ``m`` (from a serving folder): each value is an
+        array, or a callable filling the given output array (a plain file read)."""
+        self._dim = m.dim
+        self._arrays = self._alloc(max(m.capacity, 1), m.dim)
+        for name, arr in self._arrays.items():
+            got = arrays.get(name)
+            if got is None:
+                if name in ("codes", "norm") or self.kind == "int8":
+                    raise ValueError(f"compact {name} missing")
+                continue
+            if callable(got):
+                got(arr)
+            elif got.shape[0] != m.n:
+                raise ValueError(f"compact {name} of the wrong length")
+            else:
+                arr[: m.n] = got
+        self._n = m.n
+
+    def arrays_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The stored arrays of ``rows`` (as a serving folder holds them: bf16 without
+        scale / resid / gsum)."""
+        keep = ("codes", "norm") if self.kind == "bf16" else tuple(self._arrays)
+        return {k: self._arrays[k][rows] for k in keep}
 
     def remove(self, m: TemplateMatrix, moves: list[tuple[int, int]], removed: int) -> None:
         for arr in self._arrays.values():

@@ -141,6 +141,15 @@ class ExactBackend(Backend):
             self.compact_store.rebuild(m)
         self._n = m.n
 
+    def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
+        """The compact copy from a serving folder (float32 needs nothing)."""
+        if self.compact_store is not None:
+            compact = arrays.get("compact")
+            if not compact:
+                raise ValueError("no compact templates")
+            self.compact_store.adopt(m, compact)
+        self._n = m.n
+
     def add(self, m: TemplateMatrix, rows: np.ndarray) -> None:
         if self.compact_store is not None:
             self.compact_store.add(m, rows)

@@ -40,23 +40,76 @@ class TemplateMatrix:
         self.owner = np.full(cap, -1, np.int64)
         self.masks: np.ndarray | None = np.zeros(cap, np.uint64) if masked else None
         self.tid_to_row = np.full(64, -1, np.int64)
+        #: True when ``data`` is a read-only mapping of a serving file kept by the caller
+        #: (:meth:`attach`): rows are then written to the file, never to ``data``.
+        self.mapped = False
+
+    @property
+    def capacity(self) -> int:
+        """Rows that fit before the arrays grow (structures aligned with rows size to it)."""
+        return int(self.tids.shape[0])
+
+    def attach(self, data: np.ndarray) -> None:
+        """Use ``data`` (float32 (≥ n, dim), e.g. a ``numpy.memmap`` of a serving file) as the
+        rows. From now on :meth:`append` and :meth:`remove_tids` leave the rows to whoever
+        writes the file, who calls :meth:`attach` again with the grown / moved rows."""
+        if data.dtype != np.float32 or data.ndim != 2 or data.shape[1] != self.dim:
+            raise ValueError(
+                f"attach needs float32 (rows, {self.dim}), got {data.dtype} {data.shape}"
+            )
+        self.data = data
+        self.mapped = True
 
     @property
     def view(self) -> np.ndarray:
         """float32 (n, dim) C-contiguous view of the rows in use."""
         return self.data[: self.n]
 
+    def unmap(self) -> None:
+        """Copy the mapped rows into memory (the file can no longer be written)."""
+        data = np.zeros((self.capacity, self.dim), np.float32)
+        data[: self.n] = self.data[: self.n]
+        self.data = data
+        self.mapped = False
+
+    @classmethod
+    def from_mapped(
+        cls,
+        data: np.ndarray,
+        tids: np.ndarray,
+        owner: np.ndarray,
+        masks: np.ndarray | None,
+        masked: bool,
+    ) -> TemplateMatrix:
+        """A matrix over ``data`` (float32 (n, dim), mapped) with its ids, owners and masks."""
+        n = int(tids.shape[0])
+        m = cls(int(data.shape[1]), masked=masked, capacity=1)
+        m.data = np.zeros((0, m.dim), np.float32)
+        m.mapped = True
+        m._reserve(n)
+        if n:
+            m._reserve_tids(int(tids.max()))
+        m.tids[:n] = tids
+        m.owner[:n] = owner
+        if m.masks is not None and masks is not None:
+            m.masks[:n] = masks
+        m.tid_to_row[tids] = np.arange(n, dtype=np.int64)
+        m.n = n
+        m.attach(data)
+        return m
+
     @property
     def mask_view(self) -> np.ndarray | None:
         return None if self.masks is None else self.masks[: self.n]
 
     def _reserve(self, n: int) -> None:
-        cap = self.data.shape[0]
+        cap = self.capacity
         if n > cap:
             new = max(n, 2 * cap)
-            data = np.zeros((new, self.dim), np.float32)
-            data[: self.n] = self.data[: self.n]
-            self.data = data
+            if not self.mapped:
+                data = np.zeros((new, self.dim), np.float32)
+                data[: self.n] = self.data[: self.n]
+                self.data = data
             for name in ("tids", "owner"):
                 arr = np.full(new, -1, np.int64)
                 arr[: self.n] = getattr(self, name)[: self.n]
@@ -82,7 +135,12 @@ class TemplateMatrix:
         if m:
             self._reserve_tids(int(tids.max()))
         idx = np.arange(self.n, self.n + m, dtype=np.int64)
-        self.data[idx] = rows
+        if not self.mapped:
+            self.data[idx] = rows
+        elif self.data.shape[0] < self.n + m:
+            raise ValueError(
+                "append to a mapped matrix: write the rows to the file and attach first"
+            )
         self.tids[idx] = tids
         self.owner[idx] = owner
         if self.masks is not None:
@@ -103,14 +161,16 @@ class TemplateMatrix:
         for r in rows.tolist():
             last = self.n - 1
             if r != last:
-                self.data[r] = self.data[last]
+                if not self.mapped:
+                    self.data[r] = self.data[last]
                 self.tids[r] = self.tids[last]
                 self.owner[r] = self.owner[last]
                 if self.masks is not None:
                     self.masks[r] = self.masks[last]
                 self.tid_to_row[self.tids[r]] = r
                 moves.append((last, r))
-            self.data[last] = 0.0  # do not keep erased templates in spare capacity
+            if not self.mapped:  # (a mapped file is overwritten by its writer)
+                self.data[last] = 0.0  # do not keep erased templates in spare capacity
             self.tids[last] = -1
             self.owner[last] = -1
             self.n -= 1

@@ -13,11 +13,11 @@ Opening maps the files (``numpy.memmap``, read-only) instead of reading and rebu
 only the pages a search touches are read. Integrity: a file shorter than the manifest says is
 refused at once (:class:`~pyfacematch.errors.GalleryFileError`, saying to rebuild from the store);
 the block checksums are verified by a background pass (``verify="background"``, the default; or
-``"full"`` before returning, or ``"none"``) and :meth:`ServingFolder.check` raises on any altered
+``"full"`` before returning, ``"split"``: all but float32 before returning, or ``"none"``) and :meth:`ServingFolder.check` raises on any altered
 block. Appends write the new rows after the committed ones, fsync, then replace the manifest
 atomically: the manifest is the commit point, so a process killed during an append leaves the
-folder at its last acknowledged state (bytes past the committed rows are ignored, then cut off by
-the next append). Encryption is not applied here: a gallery configured for encryption at rest must
+folder at its last acknowledged state (bytes past the committed rows are ignored, then overwritten
+by the next append; files are never truncated, since a reader may map rows past the end). Encryption is not applied here: a gallery configured for encryption at rest must
 not write a serving folder until the security layer covers it (see README).
 """
 
@@ -29,6 +29,7 @@ import mmap
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,22 @@ import numpy as np
 from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError
 
-__all__ = ["FORMAT", "VERSION", "BLOCK_BYTES", "ServingFolder"]
+__all__ = ["FORMAT", "VERSION", "BLOCK_BYTES", "ServingFolder", "Signer"]
+
+#: Manifest bytes → hex MAC (e.g. HMAC-SHA256 under a gallery's secret key).
+Signer = Callable[[bytes], str]
 
 FORMAT = "pyfacematch-serving"
 VERSION = 1
 #: Bytes per checksummed block.
 BLOCK_BYTES = 16 << 20
 _COMPACT = ("codes", "scale", "norm", "resid", "gsum")
+_PIECE = 1 << 20
+
+
+def _private(path: str, flags: int) -> int:
+    """Open a new file readable by its owner only (mode 0600)."""
+    return os.open(path, flags, 0o600)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,16 +69,24 @@ def _digest(buf: memoryview | bytes) -> str:
 
 
 def _block_digests(path: Path, nbytes: int, start_block: int = 0) -> list[str]:
+    # read in 1 MiB pieces: hashing a block never holds the whole 16 MiB block in memory
     out = []
     with open(path, "rb") as fh:
         fh.seek(start_block * BLOCK_BYTES)
         pos = start_block * BLOCK_BYTES
         while pos < nbytes:
-            chunk = fh.read(min(BLOCK_BYTES, nbytes - pos))
-            if not chunk:
-                break
-            out.append(_digest(chunk))
-            pos += len(chunk)
+            h = hashlib.blake2b(digest_size=16)
+            end = min(pos + BLOCK_BYTES, nbytes)
+            while pos < end:
+                piece = fh.read(min(_PIECE, end - pos))
+                if not piece:
+                    break
+                h.update(piece)
+                pos += len(piece)
+            else:
+                out.append(h.hexdigest())
+                continue
+            break  # the file ended early: no digest for a partial block
     return out
 
 
@@ -200,17 +218,24 @@ class ServingFolder:
         compact: CompactMatrix | None = None,
         codes: np.ndarray | None = None,
         params: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> ServingFolder:
-        """Write a complete folder atomically (a temporary folder renamed into place)."""
+        """Write a complete folder atomically (a temporary folder renamed into place).
+
+        ``meta`` is stored as is in the manifest (a gallery records its store generation there);
+        ``signer`` (manifest bytes → hex MAC) authenticates the manifest, and with it every block
+        checksum (see :meth:`manifest_bytes`).
+        """
         dest = Path(path)
         parts = cls._parts(exact, ids, compact, codes)
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.mkdir(parents=True, mode=0o700)  # the files hold templates: owner only
         entries = {}
         for name, arr in parts.items():
             f = tmp / f"{name}.bin"
-            with open(f, "wb") as fh:
+            with open(f, "wb", opener=_private) as fh:
                 arr.tofile(fh) if arr.size else None
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -229,8 +254,9 @@ class ServingFolder:
             "block_bytes": BLOCK_BYTES,
             "arrays": entries,
             "params": params or {},
+            "meta": meta or {},
         }
-        cls._write_manifest(tmp, manifest)
+        cls._write_manifest(tmp, manifest, signer)
         _fsync_dir(tmp)
         old = dest.with_name(dest.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -242,9 +268,20 @@ class ServingFolder:
         return cls.open(dest, verify="none")
 
     @staticmethod
-    def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+        """The canonical bytes a signer authenticates: the manifest without its ``auth`` field."""
+        body = {k: v for k, v in manifest.items() if k != "auth"}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _write_manifest(
+        folder: Path, manifest: dict[str, Any], signer: Signer | None = None
+    ) -> None:
+        manifest.pop("auth", None)
+        if signer is not None:
+            manifest["auth"] = signer(ServingFolder.manifest_bytes(manifest))
         tmp = folder / "manifest.json.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8", opener=_private) as fh:
             json.dump(manifest, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -258,6 +295,8 @@ class ServingFolder:
         *,
         compact: CompactMatrix | None = None,
         codes: np.ndarray | None = None,
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         """Append rows; when this returns they are committed (durable across a crash or SIGKILL)."""
         parts = self._parts(exact, ids, compact, codes)
@@ -270,35 +309,135 @@ class ServingFolder:
             raise InputError(
                 f"rows have dimension {parts['float32'].shape[1]}, the folder {self.dim}"
             )
-        n0 = self.n
-        manifest = json.loads(json.dumps(self.manifest))
         for name, arr in parts.items():
-            e = manifest["arrays"][name]
-            f = self.path / e["file"]
-            row_bytes = int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
+            e = self.manifest["arrays"][name]
             if list(arr.shape[1:]) != e["row_shape"] or arr.dtype.str != e["dtype"]:
                 raise InputError(f"{name}: rows of {arr.dtype} {arr.shape[1:]}, folder has {e}")
-            committed = n0 * row_bytes
+        for name, arr in parts.items():
+            self.write_rows(name, self.n, arr)
+        self.commit(self.n + int(parts["float32"].shape[0]), self.blocks_from(self.n), meta, signer)
+
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """Read array ``name`` (all committed rows) into ``out`` (C-contiguous, same dtype and
+        row shape, at least as many rows) with plain reads: faster than faulting in a mapping
+        page by page, and nothing stays resident but ``out``."""
+        e = self.manifest["arrays"][name]
+        want = self.n * self._row_bytes(name)
+        if out.dtype != np.dtype(e["dtype"]) or not out.flags.c_contiguous or out.nbytes < want:
+            raise InputError(f"read_into({name!r}): output of the wrong dtype, layout or size")
+        buf = memoryview(out.reshape(-1).view(np.uint8).data)[:want]
+        with open(self.path / e["file"], "rb", buffering=0) as fh:
+            got = 0
+            while got < want:
+                k = fh.readinto(buf[got:])
+                if not k:
+                    raise GalleryFileError(
+                        f"serving file {e['file']} ended early: rebuild it from the store"
+                    )
+                got += k
+
+    def _row_bytes(self, name: str) -> int:
+        e = self.manifest["arrays"][name]
+        return int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
+
+    def blocks_from(self, row: int) -> dict[str, set[int]]:
+        """Blocks of every array from ``row`` on (those an append rewrites)."""
+        out = {}
+        for name in self.manifest["arrays"]:
+            out[name] = {row * self._row_bytes(name) // BLOCK_BYTES}
+        return out
+
+    def write_rows(self, name: str, first: int, arr: np.ndarray) -> None:
+        """Write rows ``first …`` of array ``name`` (not committed until :meth:`commit`).
+
+        Never truncates: a reader in another process may map rows past the committed end."""
+        if not arr.size:
+            return
+        f = self.path / self.manifest["arrays"][name]["file"]
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            buf = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+            pos, off = first * self._row_bytes(name), 0
+            while off < len(buf):
+                off += os.pwrite(fd, buf[off:], pos + off)
+        finally:
+            os.close(fd)
+
+    def move_rows(
+        self,
+        moves: list[tuple[int, int]],
+        new_n: int,
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        """Follow a removal: copy row ``src`` onto row ``dst`` for each move, in order (the
+        gallery's swap-with-last), zero every row from ``new_n`` to the old end (the removed
+        templates are overwritten, not left behind), and commit ``new_n`` rows."""
+        old_n = self.n
+        if not 0 <= new_n <= old_n:
+            raise InputError(f"new row count {new_n} outside 0 … {old_n}")
+        touched: dict[str, set[int]] = {}
+        for name, e in self.manifest["arrays"].items():
+            rb = self._row_bytes(name)
+            blocks: set[int] = set()
+            fd = os.open(self.path / e["file"], os.O_RDWR)
+            try:
+                for src, dst in moves:
+                    row = os.pread(fd, rb, src * rb)
+                    if len(row) != rb:
+                        raise GalleryFileError(
+                            f"serving file {e['file']} ended early: rebuild it from the store"
+                        )
+                    os.pwrite(fd, row, dst * rb)
+                    blocks.add(dst * rb // BLOCK_BYTES)
+                if old_n > new_n:
+                    os.pwrite(fd, bytes((old_n - new_n) * rb), new_n * rb)
+                    blocks.add(new_n * rb // BLOCK_BYTES)
+            finally:
+                os.close(fd)
+            touched[name] = blocks
+        self.commit(new_n, touched, meta, signer)
+
+    def commit(
+        self,
+        rows: int,
+        touched: dict[str, set[int]],
+        meta: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        """Make ``rows`` rows the committed state: fsync, re-hash the ``touched`` blocks (and
+        every block past the old end), then replace the manifest — the commit point."""
+        manifest = json.loads(json.dumps(self.manifest))
+        for name, e in manifest["arrays"].items():
+            f = self.path / e["file"]
             with open(f, "r+b") as fh:
-                fh.truncate(committed)  # drop bytes of an append that never committed
-                fh.seek(committed)
-                arr.tofile(fh) if arr.size else None
-                fh.flush()
                 os.fsync(fh.fileno())
-            total = committed + arr.nbytes
-            first = committed // BLOCK_BYTES  # the last partial block is hashed again
-            e["blocks"] = e["blocks"][:first] + _block_digests(f, total, first)
-        manifest["rows"] = n0 + int(parts["float32"].shape[0])
-        self._write_manifest(self.path, manifest)
-        fresh = ServingFolder.open(self.path, verify="none")
-        self.manifest, self.arrays = fresh.manifest, fresh.arrays
+            total = rows * self._row_bytes(name)
+            nblocks = -(-total // BLOCK_BYTES)
+            old = list(e["blocks"])
+            redo = {b for b in touched.get(name, set()) if b < nblocks}
+            redo.update(range(max(len(old) - 1, 0), nblocks))  # grown, and the old partial block
+            if nblocks:
+                redo.add(nblocks - 1)  # the new last block may have shrunk
+            blocks = (old + [""] * nblocks)[:nblocks]
+            for b in sorted(redo):
+                if b < nblocks:
+                    blocks[b] = _block_digests(f, min(total, (b + 1) * BLOCK_BYTES), b)[0]
+            e["blocks"] = blocks
+        manifest["rows"] = int(rows)
+        if meta is not None:
+            manifest["meta"] = meta
+        self._write_manifest(self.path, manifest, signer)
+        self.manifest = manifest
+        self.arrays = ServingFolder.open(self.path, verify="none", load_compact=False).arrays
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
     def open(
         cls, path: str | os.PathLike[str], verify: str = "background", load_compact: bool = True
     ) -> ServingFolder:
-        """Open a folder. ``verify``: ``"background"`` (default), ``"full"`` or ``"none"``.
+        """Open a folder. ``verify``: ``"background"`` (default), ``"full"``, ``"split"`` or
+        ``"none"``.
 
         The float32 templates (and ids, codes) are memory-mapped with read-ahead off
         (``MADV_RANDOM``): a search reads only the pages of the few rows it re-scores. The compact
@@ -306,8 +445,10 @@ class ServingFolder:
         so they are resident either way, and anonymous memory (transparent huge pages) scans
         faster than a file mapping of 4 KiB pages; ``load_compact=False`` maps them too.
         """
-        if verify not in ("background", "full", "none"):
-            raise InputError(f"verify must be 'background', 'full' or 'none', got {verify!r}")
+        if verify not in ("background", "full", "none", "split"):
+            raise InputError(
+                f"verify must be 'background', 'full', 'split' or 'none', got {verify!r}"
+            )
         folder = Path(path)
         rebuild = "rebuild it from the store (Gallery.rebuild_index(), or write it again)"
         try:
@@ -352,20 +493,27 @@ class ServingFolder:
         if verify == "full":
             out._verify()
             out.check()
-        elif verify == "background":
+        elif verify in ("background", "split"):
+            names = None
+            if verify == "split":  # everything but float32 now (what searches scan and map to ids)
+                out._verify([k for k in manifest["arrays"] if k != "float32"], done=False)
+                out.check(wait=False)
+                names = ["float32"]
             out._thread = threading.Thread(
-                target=out._verify, name="pfm-serving-verify", daemon=True
+                target=out._verify, args=(names,), name="pfm-serving-verify", daemon=True
             )
             out._thread.start()
         else:
             out._done.set()
         return out
 
-    def _verify(self) -> None:
+    def _verify(self, names: list[str] | None = None, done: bool = True) -> None:
         # Reads the files (not the mappings), so the pass does not make every page resident in
         # this process: only what searches touch is.
         try:
-            for e in self.manifest["arrays"].values():
+            for name, e in self.manifest["arrays"].items():
+                if names is not None and name not in names:
+                    continue
                 f = self.path / e["file"]
                 dt = np.dtype(e["dtype"])
                 nbytes = self.n * dt.itemsize * int(np.prod(e["row_shape"] or [1]))
@@ -376,7 +524,17 @@ class ServingFolder:
         except Exception as exc:  # an unreadable file (I/O error) is a failed check, not a crash
             self._bad.append(f"verification failed: {exc}")
         finally:
-            self._done.set()
+            if done:
+                self._done.set()
+
+    @property
+    def failures(self) -> list[str]:
+        """Blocks (or reads) that failed verification so far (empty while all passed)."""
+        return list(self._bad)
+
+    def wait_verified(self) -> None:
+        """Block until the background pass has finished (before the files are changed)."""
+        self._done.wait()
 
     def check(self, wait: bool = True) -> bool:
         """Raise :class:`GalleryFileError` if a block failed its checksum; True once all passed.

@@ -10,11 +10,11 @@ returns a JSON-ready summary or raises a typed error, so the command line only p
 from __future__ import annotations
 
 from pyfacematch.jobs.calibrate import calibrate_gallery, impostor_pairs, read_scores
-from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, open_gallery
+from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, job_fingerprint, open_gallery
 from pyfacematch.jobs.encode import Source, encode_chunk, open_reader, templates_of
 from pyfacematch.jobs.enroll import enroll_records, refuse_duplicates
 from pyfacematch.jobs.export import export_templates, gallery_info
-from pyfacematch.jobs.identify import identify_chunk, identify_job
+from pyfacematch.jobs.identify import identify_chunk, identify_job, identify_rows
 from pyfacematch.jobs.remove import read_ids, remove_identities
 from pyfacematch.jobs.runner import JobSpec, Progress, prefetch, result_columns, run_job
 from pyfacematch.jobs.verify import verify_chunk, verify_job
@@ -32,7 +32,9 @@ __all__ = [
     "gallery_info",
     "identify_chunk",
     "identify_job",
+    "identify_rows",
     "impostor_pairs",
+    "job_fingerprint",
     "open_gallery",
     "open_reader",
     "prefetch",

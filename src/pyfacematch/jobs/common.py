@@ -16,11 +16,14 @@ from pyfacematch.errors import InputError
 from pyfacematch.gallery import Gallery
 from pyfacematch.gallery import atomic as _fileio
 from pyfacematch.io import Reject, detect_format
+from pyfacematch.jobs.encode import input_fingerprint
+from pyfacematch.jobs.runner import file_fingerprint
 
 __all__ = [
     "JobOutput",
     "exit_code",
     "gallery_fingerprint",
+    "job_fingerprint",
     "open_gallery",
     "reason_counts",
     "threshold_info",
@@ -71,6 +74,50 @@ def gallery_fingerprint(g: Gallery) -> dict[str, Any]:
         if key in info:
             fp[f"index_{key}"] = info[key]
     return fp
+
+
+def job_fingerprint(
+    source: Any,
+    reader: Any,
+    *,
+    key_model: str | os.PathLike[str] | None,
+    threshold: dict[str, Any],
+    purpose: str | None,
+    gallery: dict[str, Any],
+    **options: Any,
+) -> dict[str, Any]:
+    """The fingerprint an identify / verify job records and checks on ``--resume``.
+
+    The one place that lists what decides a job's answers, so a job started in one process and
+    resumed on a Dask cluster (or the other way round) is recognised as the same job.
+
+    Parameters
+    ----------
+    source : Source
+        The job's input (its file's size and time, or its image list and embedder).
+    reader : RecordReader
+        The reader opened on ``source`` (its format).
+    key_model : path or None
+        The key model file given on the command line.
+    threshold : dict
+        :func:`threshold_info` of the decision threshold.
+    purpose : str or None
+        The purpose the searches filter consent on (the gallery's default when none was given).
+    gallery : dict
+        :func:`gallery_fingerprint` of a gallery file, or a shard manifest's equivalent.
+    **options
+        What else the job's answers depend on (``k=``, ``claim=``).
+    """
+    return {
+        "input": input_fingerprint(source, reader),
+        "input_format": reader.fmt,
+        "id_field": source.id_field,
+        "key_model": None if key_model is None else file_fingerprint(os.fspath(key_model)),
+        **options,
+        "threshold": threshold,
+        "purpose": purpose,
+        **gallery,
+    }
 
 
 def threshold_info(thr: float | None, source: str, target: float | None) -> dict[str, Any]:

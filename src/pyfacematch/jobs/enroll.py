@@ -75,6 +75,7 @@ def enroll_records(
     quiet: bool = False,
     purpose: str | None = None,
     encrypt: bool | None = None,
+    serving: bool | None = None,
 ) -> dict[str, Any]:
     """Enroll every record of ``source`` into the gallery file ``gallery`` (created if missing).
 
@@ -102,6 +103,9 @@ def enroll_records(
         the gallery's default purpose, if any.
     encrypt : bool or None
         Create a new gallery encrypted at rest (see :class:`Gallery`).
+    serving : bool or None
+        Keep a serving folder (``Gallery(serving=True)``): each chunk is appended to it, so the
+        float32 templates stay on disk and memory grows by the compact copy only.
 
     Returns
     -------
@@ -121,7 +125,11 @@ def enroll_records(
     km = load_key_model(key_model)
     new_blocks = km.blocks if km is not None else blocks  # of a gallery created here
     exists = os.path.exists(gallery)
-    g = open_gallery(gallery, create=True, backend=backend, encrypt=encrypt) if exists else None
+    g = (
+        open_gallery(gallery, create=True, backend=backend, encrypt=encrypt, serving=serving)
+        if exists
+        else None
+    )
     try:
         check_key_model(km, g)
         reader = open_reader(source, gallery=g, key_model=km, role="enroll", blocks=blocks)
@@ -145,6 +153,7 @@ def enroll_records(
                             backend=backend,
                             encrypt=encrypt,
                             purpose=purpose,
+                            serving=serving,
                         )
                     keep = np.ones(len(chunk), bool)
                     if on_duplicate == "refuse":

@@ -14,21 +14,27 @@ import numpy as np
 
 from pyfacematch.errors import InputError
 from pyfacematch.gallery import Gallery
+from pyfacematch.gallery.thresholds import accept_top
 from pyfacematch.io import Chunk, Reject, ResultColumns
-from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, open_gallery, threshold_info
+from pyfacematch.jobs.common import (
+    JobOutput,
+    gallery_fingerprint,
+    job_fingerprint,
+    open_gallery,
+    threshold_info,
+)
 from pyfacematch.jobs.encode import (
     Source,
     check_key_model,
     default_threshold,
-    input_fingerprint,
     load_key_model,
     open_reader,
     templates_of,
 )
-from pyfacematch.jobs.runner import JobSpec, file_fingerprint, result_columns, run_job
+from pyfacematch.jobs.runner import JobSpec, result_columns, run_job
 from pyfacematch.keys import KeyModel
 
-__all__ = ["identify_chunk", "identify_job"]
+__all__ = ["identify_chunk", "identify_job", "identify_rows"]
 
 
 def identify_chunk(
@@ -67,11 +73,8 @@ def identify_chunk(
     """
     chunk, vals, masks, extra = templates_of(chunk, key_model, reader)
     if not len(chunk):
-        return (
-            result_columns([], np.empty((0, k), object), np.empty((0, k)), threshold),
-            extra,
-            {"matches": 0},
-        )
+        cols, counters = identify_rows([], np.empty((0, k), object), np.empty((0, k)), threshold)
+        return cols, extra, counters
     res = g.identify_arrays(
         vals,
         k=k,
@@ -79,9 +82,27 @@ def identify_chunk(
         masks=masks if g.blocks is not None else None,
         purpose=purpose,
     )
-    cols = result_columns(chunk.ids, res.identities, res.scores, threshold)
-    matches = 0 if res.accepted is None else int(res.accepted.sum())
-    return cols, extra, {"matches": matches}
+    cols, counters = identify_rows(chunk.ids, res.identities, res.scores, threshold, res.accepted)
+    return cols, extra, counters
+
+
+def identify_rows(
+    probe_ids: list[str],
+    identities: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | None,
+    accepted: np.ndarray | None = None,
+) -> tuple[ResultColumns, dict[str, int]]:
+    """A chunk's result rows and its ``{"matches": n}`` counter, from ranked candidates.
+
+    ``accepted`` is the search's own decision per probe; None: decided here by the same rule
+    (:func:`~pyfacematch.gallery.thresholds.accept_top`), as a job whose ranking was merged from
+    shards does.
+    """
+    if accepted is None:
+        accepted = accept_top(scores, threshold)
+    cols = result_columns(probe_ids, identities, scores, threshold)
+    return cols, {"matches": 0 if accepted is None else int(accepted.sum())}
 
 
 def identify_job(
@@ -144,16 +165,15 @@ def identify_job(
                 fmt,
                 rej_path,
                 sum_path,
-                {
-                    "input": input_fingerprint(source, reader),
-                    "input_format": reader.fmt,
-                    "id_field": source.id_field,
-                    "key_model": None if key_model is None else file_fingerprint(str(key_model)),
-                    "k": k,
-                    "threshold": threshold_info(thr, src, target),
-                    "purpose": purpose or g.default_purpose,
-                    **gallery_fingerprint(g),
-                },
+                job_fingerprint(
+                    source,
+                    reader,
+                    key_model=key_model,
+                    threshold=threshold_info(thr, src, target),
+                    purpose=purpose or g.default_purpose,
+                    gallery=gallery_fingerprint(g),
+                    k=k,
+                ),
                 {
                     "threshold": threshold_info(thr, src, target),
                     "k": k,

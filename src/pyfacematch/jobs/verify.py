@@ -16,18 +16,23 @@ import numpy as np
 from pyfacematch.errors import InputError, NoConsentError
 from pyfacematch.gallery import Gallery
 from pyfacematch.io import Chunk, Reject, ResultColumns
-from pyfacematch.jobs.common import JobOutput, gallery_fingerprint, open_gallery, threshold_info
+from pyfacematch.jobs.common import (
+    JobOutput,
+    gallery_fingerprint,
+    job_fingerprint,
+    open_gallery,
+    threshold_info,
+)
 from pyfacematch.jobs.encode import (
     Source,
     check_key_model,
     default_threshold,
-    input_fingerprint,
     load_key_model,
     open_reader,
     reject,
     templates_of,
 )
-from pyfacematch.jobs.runner import JobSpec, file_fingerprint, run_job
+from pyfacematch.jobs.runner import JobSpec, run_job
 from pyfacematch.keys import KeyModel
 
 __all__ = ["verify_chunk", "verify_job"]
@@ -169,16 +174,15 @@ def verify_job(
                 fmt,
                 rej_path,
                 sum_path,
-                {
-                    "input": input_fingerprint(source, reader),
-                    "input_format": reader.fmt,
-                    "id_field": source.id_field,
-                    "claim": identity or f"field:{claim_field}",
-                    "key_model": None if key_model is None else file_fingerprint(str(key_model)),
-                    "threshold": threshold_info(thr, src, target),
-                    "purpose": purpose or g.default_purpose,
-                    **gallery_fingerprint(g),
-                },
+                job_fingerprint(
+                    source,
+                    reader,
+                    key_model=key_model,
+                    threshold=threshold_info(thr, src, target),
+                    purpose=purpose or g.default_purpose,
+                    gallery=gallery_fingerprint(g),
+                    claim=identity or f"field:{claim_field}",
+                ),
                 {"threshold": threshold_info(thr, src, target), "input": source.name},
             )
             return run_job(

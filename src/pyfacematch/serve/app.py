@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 from prometheus_client import (
@@ -52,7 +53,7 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,6 +72,24 @@ from pyfacematch.serve.bodies import (
     parse_json,
 )
 from pyfacematch.serve.config import ServeConfig
+from pyfacematch.serve.console import (
+    CONSOLE_CSP,
+    CONSOLE_CSS,
+    CONSOLE_HEADER,
+    CONSOLE_JS,
+    COOKIE,
+    RateWindow,
+    login_page,
+    render_page,
+)
+from pyfacematch.serve.photos import (
+    FACE_POLICIES,
+    MULTIPART,
+    PhotoEmbedder,
+    Upload,
+    read_upload,
+    to_templates,
+)
 from pyfacematch.serve.problems import HTTPProblem, problem_body
 
 __all__ = ["OPENAPI", "build_app", "decision_json", "identify_json", "verify_json"]
@@ -141,11 +160,41 @@ class _Metrics:
         self.templates = Gauge(
             "pfm_gallery_templates", "Templates enrolled", ["gallery"], registry=self.registry
         )
+        self.purpose = Counter(
+            "pfm_purpose_requests",
+            "identify / verify / enroll requests per consent purpose ('default': the gallery's "
+            "purpose; 'other': beyond the first 64 purposes seen)",
+            ["gallery", "endpoint", "purpose", "status"],
+            registry=self.registry,
+        )
+        self.purpose_latency = Histogram(
+            "pfm_purpose_request_seconds",
+            "Latency of identify / verify / enroll requests per consent purpose (seconds)",
+            ["gallery", "endpoint", "purpose"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self._purposes: set[str] = set()
+
+    def observe_purpose(
+        self, gallery: str, endpoint: str, purpose: str | None, status: int, seconds: float
+    ) -> None:
+        """Count one request under its purpose (label values bounded: 64 purposes, then 'other')."""
+        p = "default" if purpose is None else purpose
+        if p not in self._purposes:
+            if len(self._purposes) >= 64:
+                p = "other"
+            else:
+                self._purposes.add(p)
+        self.purpose.labels(gallery, endpoint, p, str(status)).inc()
+        self.purpose_latency.labels(gallery, endpoint, p).observe(seconds)
 
 
 def _endpoint(path: str) -> str:
     """A bounded metrics / log label for a path (never an identity id)."""
     parts = path.split("/")
+    if len(parts) >= 2 and parts[1] == "console":
+        return "console"
     if len(parts) >= 5 and parts[1] == "v1" and parts[2] == "galleries":
         return "identities" if parts[4] == "identities" else parts[4]
     return path if path in ("/healthz", "/readyz", "/metrics", "/openapi.json") else "other"
@@ -198,8 +247,12 @@ class _Service:
         self._owned = galleries is None
         self.keys = None if config.keys is None else KeyStore(config.keys)
         self.metrics = _Metrics()
+        self.rates = RateWindow(self.metrics.registry)
         self.executor: ThreadPoolExecutor | None = None
         self.batcher: Batcher | None = None
+        self.photos: PhotoEmbedder | None = None
+        #: "off" (no embedder) | "loading" | "ready" | "failed: <reason>"
+        self.photo_state = "off"
         self.ready = False
         #: name -> "opening" | "open" | "failed: <reason>" (galleries given open: "open")
         self.state: dict[str, str] = {n: "open" for n in self.galleries}
@@ -232,6 +285,8 @@ class _Service:
     async def _open_all(self) -> None:
         """Open the configured galleries one after the other (index loaded and tuned)."""
         loop = asyncio.get_running_loop()
+        if not await self._load_photos():
+            return
         for name, path in self.config.galleries.items():
             try:
                 g = await loop.run_in_executor(self.executor, self._open_one, name, path)
@@ -246,6 +301,30 @@ class _Service:
             log.info("gallery opened", extra={"gallery": name})
         self.ready = True
 
+    async def _load_photos(self) -> bool:
+        """Start the embedder's worker processes and load its model; False if it failed."""
+        if self.photos is None:
+            return True
+        self.photo_state = "loading"
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.photos.load)
+        except Exception as exc:
+            self.photo_state = f"failed: {type(exc).__name__}: {exc}"
+            log.error(
+                "cannot load the embedder %r: %s: %s (install its extra, e.g. pip install "
+                "'pyfacematch[dlib]', or start without --embedder)",
+                self.config.embedder,
+                type(exc).__name__,
+                exc,
+            )
+            self.startup_error = exc
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            return False
+        self.photo_state = "ready"
+        log.info("embedder loaded", extra={"embedder": self.photos.name, "dim": self.photos.dim})
+        return True
+
     # lifespan ---------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -257,6 +336,16 @@ class _Service:
             max_batch=self.config.max_batch,
             on_batch=lambda kind, n: self.metrics.batch.labels(kind).observe(n),
         )
+        if self.config.embedder is not None:
+            self.photos = PhotoEmbedder(
+                self.config.embedder,
+                workers=self.config.embed_workers,
+                max_image_bytes=self.config.max_image_bytes,
+                max_image_pixels=self.config.max_image_pixels,
+                max_wait_ms=max(self.config.max_wait_ms, 2.0),
+                max_batch=self.config.max_images,
+                on_batch=lambda kind, n: self.metrics.batch.labels(kind).observe(n),
+            )
         try:
             if self._owned:
                 # opened after the server listens: /healthz answers and /readyz says 503 with
@@ -264,7 +353,7 @@ class _Service:
                 self.state = {n: "opening" for n in self.config.galleries}
                 self._opener = asyncio.create_task(self._open_all())
             else:
-                self.ready = True
+                self._opener = asyncio.create_task(self._ready_given())
             yield
         finally:
             # uvicorn calls this after in-flight requests finished (graceful SIGTERM)
@@ -273,6 +362,8 @@ class _Service:
                 with contextlib.suppress(BaseException):
                     await self._opener  # a gallery being opened is closed below
             await self.batcher.close()
+            if self.photos is not None:
+                await self.photos.close()
             if self._owned:
                 for name, g in self.galleries.items():
                     try:
@@ -281,6 +372,10 @@ class _Service:
                     except Exception:
                         log.exception("closing gallery failed", extra={"gallery": name})
             self.executor.shutdown(wait=True)
+
+    async def _ready_given(self) -> None:
+        if await self._load_photos():
+            self.ready = True
 
     # helpers ------------------------------------------------------------
     def _gallery(
@@ -293,11 +388,12 @@ class _Service:
         disclosed to it). A configured gallery still being opened answers 503 + Retry-After.
         """
         name = request.path_params["name"]
+        console = request.url.path.startswith("/console/")
+        if console:
+            self._console_csrf(request)
+            scope = "admin"  # every console action needs admin on the gallery
         if self.keys is not None:
-            token = request.headers.get("x-api-key")
-            auth = request.headers.get("authorization", "")
-            if token is None and auth[:7].lower() == "bearer ":
-                token = auth[7:].strip()
+            token = self._token(request, cookie=console)
             key = self.keys.authenticate(token)
             request.state.key_id = key.id
             if scope is None:
@@ -323,8 +419,49 @@ class _Service:
             )
         return name, g
 
-    async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
+    @staticmethod
+    def _token(request: Request, *, cookie: bool) -> str | None:
+        """The API key of a request: X-API-Key, Authorization: Bearer, or the console cookie."""
+        token = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if token is None and auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+        if token is None and cookie:
+            token = request.cookies.get(COOKIE)
+        return token
+
+    @staticmethod
+    def _console_csrf(request: Request) -> None:
+        if request.headers.get(CONSOLE_HEADER) != "1":
+            raise HTTPProblem(
+                403,
+                "console-header-missing",
+                "Console calls need their header",
+                f"/console/api calls must send '{CONSOLE_HEADER}: 1' (the console page does; "
+                "other clients use /v1 with an API key)",
+            )
+
+    def _console_galleries(self, request: Request, *, api: bool) -> tuple[str | None, list[str]]:
+        """(key id, galleries it administers) of a console request; 401 / 403 otherwise."""
+        names = list(self.state)
+        if self.keys is None:
+            return None, names
+        if api:
+            self._console_csrf(request)
+        key = self.keys.authenticate(self._token(request, cookie=True))
+        request.state.key_id = key.id
+        allowed = [n for n in names if key.allows(n, "admin")]
+        if not allowed:
+            raise HTTPProblem(
+                403,
+                "forbidden",
+                "Scope missing",
+                f"key {key.id!r} has the 'admin' scope on no served gallery: the console needs it",
+            )
+        return key.id, allowed
+
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
+        limit = self.config.max_body_bytes if limit is None else limit
         cl = request.headers.get("content-length")
         too_big = HTTPProblem(
             413,
@@ -340,6 +477,53 @@ class _Service:
             if len(buf) > limit:
                 raise too_big
         return bytes(buf)
+
+    async def _upload(self, request: Request) -> Upload:
+        """A multipart photo request, size-limited before it is parsed."""
+        if self.photos is None:
+            raise HTTPProblem(
+                415,
+                "photos-not-enabled",
+                "Photo uploads are not enabled",
+                "this server has no embedder: send templates (JSON, float32 or .npy), or start "
+                'the server with --embedder dlib (or embedder = "dlib" in its TOML file)',
+            )
+        if self.photo_state != "ready":
+            raise HTTPProblem(
+                503,
+                "embedder-starting",
+                "Embedder not ready",
+                f"the embedder is {self.photo_state.split(':')[0]}: see /readyz",
+                headers={"Retry-After": "1"},
+            )
+        c = self.config
+        body = await self._body(request, c.max_images * c.max_image_bytes + 65536)
+        return await read_upload(
+            body, request.headers, max_images=c.max_images, max_image_bytes=c.max_image_bytes
+        )
+
+    async def _photo_templates(
+        self, up: Upload, g: Gallery, max_images: int | None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Templates of the uploaded photos (one face each), embedded off the event loop."""
+        assert self.photos is not None
+        policy = up.get("faces", "single")
+        if policy not in FACE_POLICIES:
+            raise HTTPProblem(
+                400,
+                "invalid-parameter",
+                "Bad faces parameter",
+                f"faces must be one of {FACE_POLICIES}, got {policy!r}",
+            )
+        if max_images is not None and len(up.images) > max_images:
+            raise HTTPProblem(
+                413,
+                "too-many-images",
+                "Too many images",
+                f"{len(up.images)} images sent, this endpoint takes {max_images}",
+            )
+        results = await self.photos.embed(up.images)
+        return to_templates(results, policy, g.dim)
 
     @staticmethod
     def _actor(request: Request) -> str | None:
@@ -358,73 +542,110 @@ class _Service:
     # endpoints ----------------------------------------------------------
     async def identify(self, request: Request) -> Response:
         name, g = self._gallery(request, "identify")
-        body = await self._body(request)
         ct = media_type(request.headers.get("content-type"))
         q = request.query_params
-        obj = parse_json(body) if ct == JSON_TYPE else None
-        src: Any = obj if obj is not None else q
-        field = "probes" if obj is None or "probes" in obj else "probe"
-        p = decode_templates(
-            body,
-            ct,
-            g.dim,
-            field,
-            field=field,
-            obj=obj,
-            max_rows=self.config.max_probes,
-            sent_dim=q.get("dim"),
-        )
+        faces: list[dict[str, Any]] | None = None
+        src: Any
+        if ct == MULTIPART:
+            up = await self._upload(request)
+            src = up
+            request.state.purpose = src.get("purpose")
+            p, faces = await self._photo_templates(up, g)
+        else:
+            body = await self._body(request)
+            obj = parse_json(body) if ct == JSON_TYPE else None
+            src = obj if obj is not None else q
+            request.state.purpose = src.get("purpose")
+            field = "probes" if obj is None or "probes" in obj else "probe"
+            p = decode_templates(
+                body,
+                ct,
+                g.dim,
+                field,
+                field=field,
+                obj=obj,
+                max_rows=self.config.max_probes,
+                sent_dim=q.get("dim"),
+            )
         k = opt_int(src.get("k"), "k", 1, 1, MAX_K)
         thr = opt_float(src.get("threshold"), "threshold")
         purpose = self._purpose(src.get("purpose"))
         assert self.batcher is not None
         res = await self.batcher.identify(name, g, p, k, thr, purpose, self._actor(request))
-        return JSONResponse({"results": [identify_json(r) for r in res]})
+        out = [identify_json(r) for r in res]
+        if faces is not None:
+            for o, f in zip(out, faces):
+                o["face"] = f
+        return JSONResponse({"results": out})
 
     async def verify(self, request: Request) -> Response:
         name, g = self._gallery(request, "verify")
-        body = await self._body(request)
         ct = media_type(request.headers.get("content-type"))
-        obj = parse_json(body) if ct == JSON_TYPE else None
-        src: Any = obj if obj is not None else request.query_params
+        up: Upload | None = None
+        src: Any
+        if ct == MULTIPART:
+            up = src = await self._upload(request)
+        else:
+            body = await self._body(request)
+            obj = parse_json(body) if ct == JSON_TYPE else None
+            src = obj if obj is not None else request.query_params
+        request.state.purpose = src.get("purpose")
         ident = src.get("identity")
         if not isinstance(ident, str) or not ident:
             raise HTTPProblem(
                 400, "malformed-body", "Identity missing", "verify needs 'identity' (a string)"
             )
-        p = decode_templates(
-            body,
-            ct,
-            g.dim,
-            "probe",
-            field="probe",
-            obj=obj,
-            max_rows=1,
-            sent_dim=request.query_params.get("dim"),
-        )
+        faces: list[dict[str, Any]] | None = None
+        if up is not None:
+            p, faces = await self._photo_templates(up, g, max_images=1)
+        else:
+            p = decode_templates(
+                body,
+                ct,
+                g.dim,
+                "probe",
+                field="probe",
+                obj=obj,
+                max_rows=1,
+                sent_dim=request.query_params.get("dim"),
+            )
         thr = opt_float(src.get("threshold"), "threshold")
         purpose = self._purpose(src.get("purpose"))
         assert self.batcher is not None
         res = await self.batcher.verify(name, g, ident, p, thr, purpose, self._actor(request))
-        return JSONResponse(verify_json(res))
+        out = verify_json(res)
+        if faces is not None:
+            out["face"] = faces[0]
+        return JSONResponse(out)
 
     async def enroll(self, request: Request) -> Response:
         name, g = self._gallery(request, "enroll")
-        body = await self._body(request)
         ct = media_type(request.headers.get("content-type"))
-        obj = parse_json(body) if ct == JSON_TYPE else None
-        src: Any = obj if obj is not None else request.query_params
-        ident = check_id(src.get("identity"))
-        t = decode_templates(
-            body,
-            ct,
-            g.dim,
-            "templates",
-            field="templates",
-            obj=obj,
-            max_rows=self.config.max_probes,
-        )
-        meta = obj.get("metadata") if obj is not None else None
+        obj: dict[str, Any] | None = None
+        src: Any
+        if ct == MULTIPART:
+            up = src = await self._upload(request)
+            request.state.purpose = src.get("purpose")
+            ident = check_id(src.get("identity"))
+            t, _ = await self._photo_templates(up, g)
+            raw = up.get("metadata")
+            meta = None if raw is None else parse_json(raw.encode("utf-8"))
+        else:
+            body = await self._body(request)
+            obj = parse_json(body) if ct == JSON_TYPE else None
+            src = obj if obj is not None else request.query_params
+            request.state.purpose = src.get("purpose")
+            ident = check_id(src.get("identity"))
+            t = decode_templates(
+                body,
+                ct,
+                g.dim,
+                "templates",
+                field="templates",
+                obj=obj,
+                max_rows=self.config.max_probes,
+            )
+            meta = obj.get("metadata") if obj is not None else None
         if meta is not None:
             check_json(meta)
         od = src.get("on_duplicate")
@@ -566,8 +787,117 @@ class _Service:
                 decode_templates(body, ct, g.dim, f"pairs[{i}]", field="x", obj={"x": pr[i]})
                 for i in range(2)
             )
-        rec = await self._in_thread(lambda: g.calibrate(**kw))
+        actor = self._actor(request)
+
+        def run() -> Any:
+            with g.acting_as(actor):
+                return g.calibrate(**kw)
+
+        rec = await self._in_thread(run)
         return JSONResponse(asdict(rec))
+
+    async def audit_verify(self, request: Request) -> Response:
+        _, g = self._gallery(request, "admin")
+        return JSONResponse(await self._in_thread(g.audit_verify))
+
+    # console ------------------------------------------------------------
+    def _gallery_rows(self, names: list[str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for n in names:
+            g = self.galleries.get(n)
+            st = self.state.get(n, "open")
+            if g is None:
+                rows.append({"name": n, "state": st})
+                continue
+            i = self._info(n, g)
+            t = self._tuning(g)
+            rows.append({**i, "state": st, "tuned": t["tuned"], "search": t["search"]})
+        return rows
+
+    def _embedder_info(self) -> dict[str, Any]:
+        p = self.photos
+        return {
+            "state": self.photo_state,
+            "name": None if p is None else p.name,
+            "dim": None if p is None else p.dim,
+        }
+
+    def _html(self, text: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(
+            text,
+            status_code=status,
+            headers={
+                "Content-Security-Policy": CONSOLE_CSP,
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    async def console_page(self, request: Request) -> Response:
+        try:
+            key_id, names = self._console_galleries(request, api=False)
+        except HTTPProblem as exc:
+            msg = None if exc.status == 401 and COOKIE not in request.cookies else exc.detail
+            return self._html(login_page(msg))
+        rows = await self._in_thread(lambda: self._gallery_rows(names))
+        return self._html(
+            render_page(
+                key_id=key_id,
+                galleries=rows,
+                rates=self.rates.sample(),
+                embedder=self._embedder_info(),
+                ready=self.ready,
+            )
+        )
+
+    async def console_login(self, request: Request) -> Response:
+        body = await self._body(request, 8192)
+        token = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
+        resp = RedirectResponse("/console", status_code=303)
+        if self.keys is not None:
+            try:
+                key = self.keys.authenticate(token)
+            except HTTPProblem as exc:
+                return self._html(login_page(exc.detail))
+            if not any(key.allows(n, "admin") for n in self.state):
+                return self._html(
+                    login_page(f"key {key.id!r} has the 'admin' scope on no served gallery")
+                )
+            resp.set_cookie(
+                COOKIE,
+                token,
+                path="/console",
+                httponly=True,
+                samesite="strict",
+                secure=self.config.ssl_certfile is not None,
+            )
+        return resp
+
+    async def console_logout(self, request: Request) -> Response:
+        resp = RedirectResponse("/console", status_code=303)
+        resp.delete_cookie(COOKIE, path="/console")
+        return resp
+
+    async def console_stats(self, request: Request) -> Response:
+        _, names = self._console_galleries(request, api=True)
+        rows = await self._in_thread(lambda: self._gallery_rows(names))
+        return JSONResponse(
+            {
+                "galleries": rows,
+                "rates": self.rates.sample(),
+                "embedder": self._embedder_info(),
+                "ready": self.ready,
+            }
+        )
+
+    async def console_static(self, request: Request) -> Response:
+        js = request.url.path.endswith(".js")
+        return Response(
+            CONSOLE_JS if js else CONSOLE_CSS,
+            media_type="text/javascript" if js else "text/css",
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -626,11 +956,12 @@ def _problems(
     """Any exception of a handler as an RFC 9457 response (faults logged, 500)."""
 
     async def wrapped(request: Request) -> Response:
+        t0 = time.perf_counter()
         try:
-            return await handler(request)
+            resp = await handler(request)
         except Exception as exc:
             status, body = problem_body(exc, request.url.path)
-            if status >= 500:
+            if status >= 500 and not isinstance(exc, HTTPProblem):  # 503 starting is no fault
                 log.error(
                     "request failed: %s",
                     type(exc).__name__,
@@ -638,9 +969,28 @@ def _problems(
                     extra={"endpoint": _endpoint(request.url.path)},
                 )
             headers = exc.headers if isinstance(exc, HTTPProblem) else None
-            return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_TYPE)
+            resp = JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_TYPE)
+        _observe_purpose(request, resp.status_code, time.perf_counter() - t0)
+        return resp
 
     return wrapped
+
+
+def _observe_purpose(request: Request, status: int, seconds: float) -> None:
+    """Per-purpose metrics of identify / verify / enroll on a served gallery."""
+    if not hasattr(request.state, "purpose"):
+        return  # not a matching request, or refused before its body was read
+    svc: _Service = request.app.state.service
+    name = request.path_params.get("name")
+    if name not in svc.galleries:
+        return
+    p = request.state.purpose
+    if p is not None:
+        try:
+            p = check_purpose(p)
+        except Exception:
+            p = "invalid"
+    svc.metrics.observe_purpose(name, _endpoint(request.url.path), p, status, seconds)
 
 
 async def _http_exc(request: Request, exc: Exception) -> Response:
@@ -694,6 +1044,29 @@ def build_app(config: ServeConfig, galleries: dict[str, Gallery] | None = None) 
         ),
         Route(g + "/info", _problems(svc.info), methods=["GET"]),
         Route(g + "/calibrate", _problems(svc.calibrate), methods=["POST"]),
+        Route(g + "/audit/verify", _problems(svc.audit_verify), methods=["POST"]),
+        Route("/console", svc.console_page, methods=["GET"]),
+        Route("/console/login", svc.console_login, methods=["POST"]),
+        Route("/console/logout", svc.console_logout, methods=["POST"]),
+        Route("/console/console.js", svc.console_static, methods=["GET"]),
+        Route("/console/console.css", svc.console_static, methods=["GET"]),
+        Route("/console/api/stats", _problems(svc.console_stats), methods=["GET"]),
+        Route(
+            "/console/api/galleries/{name}/identities/{identity}/consent",
+            _problems(svc.consent_show),
+            methods=["GET"],
+        ),
+        Route(
+            "/console/api/galleries/{name}/identities/{identity}/consent",
+            _problems(svc.consent_withdraw),
+            methods=["DELETE"],
+        ),
+        Route(
+            "/console/api/galleries/{name}/audit/verify",
+            _problems(svc.audit_verify),
+            methods=["POST"],
+        ),
+        Route("/console/api/galleries/{name}/identify", _problems(svc.identify), methods=["POST"]),
         Route("/healthz", svc.healthz, methods=["GET"]),
         Route("/readyz", svc.readyz, methods=["GET"]),
         Route("/metrics", svc.metrics_endpoint, methods=["GET"]),
@@ -734,6 +1107,24 @@ _BINARY = {
         "x-description": "float32 little-endian rows; parameters in the query string",
     },
     "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+}
+_PHOTO = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "image": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": "one or more photos (servers started with --embedder)",
+                },
+                "faces": {"enum": ["single", "largest"], "default": "single"},
+            },
+            "required": ["image"],
+        },
+        "x-description": "the other parameters as form fields; 413 image-too-large, 415 "
+        "not-an-image / photos-not-enabled, 422 no-face / several-faces / unreadable-image",
+    }
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _IDENT = {"name": "identity", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -789,6 +1180,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                     **_BINARY,
+                    **_PHOTO,
                 },
             ),
         },
@@ -811,6 +1203,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                     **_BINARY,
+                    **_PHOTO,
                 },
             ),
         },
@@ -834,6 +1227,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                     **_BINARY,
+                    **_PHOTO,
                 },
             ),
         },
@@ -885,6 +1279,16 @@ OPENAPI: dict[str, Any] = {
                 "admin",
                 {"application/json": {"schema": {"type": "object"}}},
             ),
+        },
+        "/v1/galleries/{name}/audit/verify": {
+            "parameters": [_NAME],
+            "post": _op("Verify the audit trail's hash chain and signed checkpoints", "admin"),
+        },
+        "/console": {
+            "get": {
+                "summary": "Operator page (HTML; sign in with an admin key)",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
         },
         "/healthz": {"get": _op("Liveness", None)},
         "/readyz": {

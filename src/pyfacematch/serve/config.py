@@ -14,6 +14,11 @@ A configuration file holds the same settings as the flags (flags given on the co
     ssl_certfile = "cert.pem"   # optional TLS
     ssl_keyfile = "key.pem"
     log_level = "info"
+    embedder = "dlib"           # photo uploads (multipart): an embedder spec (create_embedder)
+    embed_workers = 1           # processes running it (the event loop never decodes a photo)
+    max_image_bytes = 10485760  # per uploaded image; 413 beyond
+    max_image_pixels = 25000000 # from the image header, before decoding (decompression bombs)
+    max_images = 16             # images per request
 
     [galleries]
     shop = "/data/shop.db"
@@ -68,6 +73,11 @@ class ServeConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     log_level: str = "info"
+    embedder: str | None = None
+    embed_workers: int = 1
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
+    max_images: int = 16
 
     def check(self) -> ServeConfig:
         """Validate; raise :class:`InputError` saying what to change."""
@@ -93,10 +103,24 @@ class ServeConfig:
             )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise InputError("TLS needs both ssl_certfile and ssl_keyfile")
-        for name, lo in (("port", 0), ("max_batch", 1), ("max_body_bytes", 1), ("threads", 1)):
+        for name, lo in (
+            ("port", 0),
+            ("max_batch", 1),
+            ("max_body_bytes", 1),
+            ("threads", 1),
+            ("embed_workers", 1),
+            ("max_image_bytes", 1),
+            ("max_image_pixels", 1),
+            ("max_images", 1),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.embedder is not None and (not isinstance(self.embedder, str) or not self.embedder):
+            raise InputError(
+                f"embedder must be a spec such as 'dlib' or 'onnx:/models/face.onnx', got "
+                f"{self.embedder!r}"
+            )
         if self.max_probes < 1:
             raise InputError(f"max_probes must be >= 1, got {self.max_probes!r}")
         if not 0.0 <= float(self.max_wait_ms) <= 1000.0:

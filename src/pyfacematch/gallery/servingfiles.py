@@ -1,0 +1,301 @@
+"""A gallery's serving folder: reopen by mapping files instead of reading the store and rebuilding.
+
+The folder ``<db>.index/serving`` (format: :mod:`pyfacematch.index.serving`) holds the gallery's
+rows in the order of its in-memory matrix: float32 templates, template ids, the compact copy of
+the ``exact`` store / ``binary`` re-rank store, and the binary codes. It is derived data, like an
+index checkpoint, and distrusted the same way:
+
+- **Authenticated.** The manifest (which holds a BLAKE2b-128 of every 16 MiB block of every file)
+  carries an HMAC-SHA256 under the gallery's secret key (:mod:`.secret`), over the gallery uuid and
+  the manifest; a folder written for another gallery, or edited, is not used.
+- **Current.** The manifest records the store generation, backend, compact kind and the binary
+  centre the codes were packed with; the folder is used only when all of them match the store,
+  and its template ids are exactly the store's. Anything else — stale generation (a crash between
+  the store commit and the folder update), another backend, a failed checksum, another format
+  version — means the folder is not used: the gallery is rebuilt from the store (the truth), a
+  warning says why, and a writable gallery writes the folder again.
+- **Verified.** Ids, compact arrays and codes (what searches scan and what maps rows to people)
+  are checked before the first answer; the float32 file (read only for the few rows re-scored) by
+  a background pass, and a gallery whose pass fails rebuilds from the store at its next call.
+- **Kept in step.** Enrollments append rows (committed by replacing the manifest after the store
+  committed); a removal copies the last rows into the holes — the same swap-with-last as memory —
+  and zeroes the freed tail at once, so the removed templates are overwritten in every file before
+  ``remove()`` returns and no dead row is ever scanned. The files never shrink in place (a reader
+  in another process may map rows past the end): once the zeroed tail passes
+  :data:`COMPACT_SLACK` of the live rows, the removal writes a fresh folder (a temporary folder
+  renamed into place; a crash leaves the old one or none, both safe), as ``rebuild_index()`` does.
+
+Encrypted galleries refuse a serving folder (``serving=True`` raises): its files are not encrypted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyfacematch.core.compact import CompactMatrix
+from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError
+from pyfacematch.gallery.secret import KeyProvider, new_mac
+from pyfacematch.index import Backend, TemplateMatrix
+from pyfacematch.index.serving import ServingFolder
+
+__all__ = ["SERVING_KEY", "ServingFiles"]
+
+log = logging.getLogger("pyfacematch.gallery")
+
+#: Store meta key: "1" when the gallery keeps a serving folder.
+SERVING_KEY = "serving_folder"
+#: Removals leave zeroed rows past the end of the files (they never shrink: a reader may map
+#: them); the folder is written afresh once those exceed this share of the live rows …
+COMPACT_SLACK = 0.25
+#: … and this many rows.
+COMPACT_MIN_ROWS = 4096
+_HEADER = b"pyfacematch-serving-manifest-v1"
+
+
+def center_digest(backend: Backend) -> str | None:
+    """BLAKE2b of the binary centre the codes are packed with (None for other backends)."""
+    c = getattr(backend, "center", None)
+    if c is None:
+        return None
+    return hashlib.blake2b(
+        np.ascontiguousarray(c, np.float32).tobytes(), digest_size=16
+    ).hexdigest()
+
+
+def _kind(backend: Backend) -> str | None:
+    cs = backend.compact_store
+    return None if cs is None else str(cs.kind)
+
+
+class ServingFiles:
+    """The serving folder of one gallery: open it if it matches, keep it in step, rewrite it.
+
+    Parameters
+    ----------
+    index_dir : Path
+        The gallery's index folder (``<db>.index``); the folder is ``index_dir / "serving"``.
+    keys : KeyProvider
+        The gallery's secret key (authenticates the manifest).
+    uuid : str
+        The gallery's uuid (a folder of another gallery is refused).
+    writable : bool
+    """
+
+    def __init__(self, index_dir: Path, keys: KeyProvider, uuid: str, *, writable: bool) -> None:
+        self.dir = index_dir / "serving"
+        self.keys = keys
+        self.uuid = uuid
+        self.writable = writable
+        self.folder: ServingFolder | None = None
+        #: Why the folder was not used at the last open (None when it was).
+        self.last_rejection: str | None = None
+
+    # ------------------------------------------------------------------ authentication
+    def _mac(self, body: bytes, create: bool) -> str | None:
+        key = self.keys.key(create=create)
+        if key is None:
+            return None
+        h = new_mac(key, _HEADER, self.uuid.encode())
+        h.update(body)
+        return h.hexdigest()
+
+    def _signer(self, body: bytes) -> str:
+        mac = self._mac(body, create=True)
+        if mac is None:  # pragma: no cover - create=True always gives a key
+            raise GalleryFileError("no gallery key to sign the serving folder")
+        return mac
+
+    def meta(self, backend: Backend, generation: int) -> dict[str, Any]:
+        return {
+            "generation": int(generation),
+            "backend": backend.name,
+            "kind": _kind(backend),
+            "center": center_digest(backend),
+        }
+
+    # ------------------------------------------------------------------ open
+    def open(self, backend: Backend, generation: int, dim: int) -> ServingFolder | None:
+        """The folder if it is authentic and matches the store state; else None (logged)."""
+        self.folder = None
+        self.last_rejection = None
+        if not (self.dir / "manifest.json").exists():
+            self.last_rejection = "no serving folder"
+            return None
+        try:
+            sf = ServingFolder.open(self.dir, verify="none", load_compact=False)
+        except (GalleryFileError, FormatVersionError, InputError, OSError, ValueError) as exc:
+            return self._reject(str(exc))
+        except Exception as exc:  # a crafted manifest (wrong types): not used, never a crash
+            return self._reject(f"unreadable manifest ({type(exc).__name__}: {exc})")
+        got = sf.manifest.get("auth")
+        try:
+            want = self._mac(ServingFolder.manifest_bytes(sf.manifest), create=False)
+        except GalleryFileError as exc:
+            return self._reject(f"gallery key unusable: {exc}")
+        if want is None or not isinstance(got, str) or not hmac.compare_digest(got, want):
+            return self._reject("its manifest fails its HMAC-SHA256 (altered, or another gallery)")
+        meta = sf.manifest.get("meta") or {}
+        expect = self.meta(backend, generation)
+        expect.pop("center")  # checked after the stored tuning is loaded (see check_center)
+        for k, v in expect.items():
+            if meta.get(k) != v:
+                return self._reject(f"{k} {meta.get(k)!r} ≠ gallery {v!r}")
+        if sf.dim != dim:
+            return self._reject(f"dimension {sf.dim} ≠ gallery {dim}")
+        if backend.name == "binary" and "codes" not in sf.manifest["arrays"]:
+            return self._reject("no binary codes")
+        if _kind(backend) is not None and not sf.manifest.get("kind"):
+            return self._reject("no compact templates")
+        try:  # now the arrays that are scanned and map rows to people; float32 in the background
+            # mapped, not read: the backend copies the compact arrays once, into its own
+            sf = ServingFolder.open(self.dir, verify="split", load_compact=False)
+            sf.check(wait=False)
+        except (GalleryFileError, FormatVersionError, OSError) as exc:
+            return self._reject(str(exc))
+        self.folder = sf
+        return sf
+
+    def check_center(self, backend: Backend) -> bool:
+        f = self.folder
+        return f is not None and (f.manifest.get("meta") or {}).get("center") == center_digest(
+            backend
+        )
+
+    def _reject(self, why: str) -> ServingFolder | None:
+        self.last_rejection = why
+        self.folder = None
+        log.warning("serving folder %s not used (%s): rebuilding from the store", self.dir, why)
+        return None  # what open() returns for a folder it does not use
+
+    def reject(self, why: str) -> None:
+        """Log that the opened folder cannot be used after all (caller rebuilds)."""
+        self._reject(why)
+
+    # ------------------------------------------------------------------ arrays of rows
+    @staticmethod
+    def _compact_of(backend: Backend, rows: np.ndarray, dim: int) -> CompactMatrix | None:
+        cs = backend.compact_store
+        if cs is None:
+            return None
+        a = cs.arrays_of(rows)
+        empty_f, empty_i = np.zeros(0, np.float32), np.zeros(0, np.int32)
+        return CompactMatrix(
+            cs.kind,
+            dim,
+            a["codes"],
+            a.get("scale", empty_f),
+            a["norm"],
+            a.get("resid", empty_f),
+            a.get("gsum", empty_i),
+        )
+
+    @staticmethod
+    def _codes_of(backend: Backend, n0: int, n1: int) -> np.ndarray | None:
+        planes = getattr(backend, "planes", None)
+        if backend.name != "binary" or planes is None:
+            return None
+        return np.ascontiguousarray(np.hstack([p[n0:n1] for p in planes]))
+
+    # ------------------------------------------------------------------ writing
+    def write(self, m: TemplateMatrix, backend: Backend, generation: int) -> ServingFolder:
+        """Write the whole folder from ``m`` (at least one row) and ``backend`` (atomically)."""
+        if self.folder is not None:
+            self.folder.wait_verified()  # its pass reads the files being replaced
+        self.dir.parent.mkdir(mode=0o700, exist_ok=True)
+        rows = np.arange(m.n, dtype=np.int64)
+        c = self._compact_of(backend, rows, m.dim) if m.n else None
+        sf = ServingFolder.write(
+            self.dir,
+            m.view,
+            m.tids[: m.n],
+            compact=c,
+            codes=self._codes_of(backend, 0, m.n),
+            meta=self.meta(backend, generation),
+            signer=self._signer,
+        )
+        self.folder = sf
+        return sf
+
+    def stage_float32(self, m: TemplateMatrix, rows: np.ndarray) -> None:
+        """Write new float32 rows after ``m``'s (uncommitted) and map them into ``m``."""
+        sf = self._live()
+        sf.write_rows("float32", m.n, rows)
+        total = m.n + rows.shape[0]
+        m.attach(np.memmap(sf.path / "float32.bin", np.float32, "r", shape=(total, m.dim)))
+
+    def commit_append(
+        self, m: TemplateMatrix, backend: Backend, first: int, generation: int
+    ) -> None:
+        """Commit rows ``first … m.n`` (float32 already staged): ids, compact, codes, manifest."""
+        sf = self._live()
+        rows = np.arange(first, m.n, dtype=np.int64)
+        sf.write_rows("ids", first, m.tids[first : m.n])
+        c = self._compact_of(backend, rows, m.dim)
+        if c is not None:
+            for k, arr in c.arrays().items():
+                if "compact_" + k in sf.manifest["arrays"] and arr.shape[0] == rows.size:
+                    sf.write_rows("compact_" + k, first, arr)
+        codes = self._codes_of(backend, first, m.n)
+        if codes is not None and "codes" in sf.manifest["arrays"]:
+            sf.write_rows("codes", first, codes)
+        sf.commit(m.n, sf.blocks_from(first), self.meta(backend, generation), self._signer)
+        m.attach(sf.float32)
+
+    def commit_moves(
+        self, m: TemplateMatrix, moves: list[tuple[int, int]], backend: Backend, generation: int
+    ) -> None:
+        """Follow a removal (``moves`` as :meth:`TemplateMatrix.remove_tids` returned them)."""
+        sf = self._live()
+        sf.move_rows(moves, m.n, self.meta(backend, generation), self._signer)
+        m.attach(sf.float32)
+
+    def slack_due(self, n: int) -> bool:
+        """True when the zeroed rows past the end call for writing the folder afresh."""
+        sf = self.folder
+        if sf is None:
+            return False
+        try:
+            rows = (sf.path / "float32.bin").stat().st_size // (4 * sf.dim)
+        except OSError:
+            return False
+        slack = rows - n
+        return slack > COMPACT_MIN_ROWS and slack > COMPACT_SLACK * n
+
+    def _live(self) -> ServingFolder:
+        sf = self.folder
+        if sf is None:
+            raise GalleryFileError("no serving folder in use")
+        sf.wait_verified()  # its background pass reads the blocks about to change
+        sf.check()
+        return sf
+
+    def drop(self) -> None:
+        """Delete the folder (and leftovers of an interrupted rewrite): they may hold templates."""
+        self.folder = None
+        if not self.writable:
+            return
+        for name in ("serving", "serving.tmp", "serving.old"):
+            p = self.dir.parent / name
+            if p.is_symlink():
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            elif p.exists():
+                shutil.rmtree(p, ignore_errors=True)
+
+    def sweep(self) -> None:
+        """Delete leftovers of an interrupted rewrite (``serving.tmp`` / ``serving.old``)."""
+        if not self.writable:
+            return
+        for name in ("serving.tmp", "serving.old"):
+            p = self.dir.parent / name
+            if p.exists() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
