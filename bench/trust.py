@@ -47,6 +47,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"| identify single (ms/call) | {sm['off']:.2f} | {sm['on']:.2f} | {r['identify_single_ratio']:.2f} |"
     )
+    ro = r["identify_single_read_only_ms"]
+    print(
+        f"| identify single, 'on' gallery read-only (ms/call; audit off / on = sidecar) | {ro['off']:.2f} | {ro['on']:.2f} | {r['identify_single_read_only_ratio']:.2f} |"
+    )
+    print(
+        f"# encrypt in place (copy of 'off'): {r['encrypt_in_place_s']:.1f} s "
+        f"(open before: {r['encrypt_in_place_open_s']:.1f} s); answers identical: "
+        f"{r['encrypt_in_place_same_answers']}; read-only records chained in: "
+        f"{r['read_only_records_imported']} (writable open incl. import: {r['open_with_import_s']:.1f} s)"
+    )
     print(
         f"# mated probes: same top-1 on vs off {r['same_top1_mated_on_vs_off']:.3f}, "
         f"max top-1 score difference {r['max_top1_score_diff_mated']:.1e}"

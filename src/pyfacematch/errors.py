@@ -37,6 +37,7 @@ __all__ = [
     "ShardChecksumError",
     "ShardManifestError",
     "ClusterError",
+    "UnsafePermissionsError",
 ]
 
 
@@ -110,6 +111,11 @@ class GalleryReadOnlyError(GalleryFileError, PermissionError):
 
 class KeyFileError(GalleryFileError):
     """The gallery's secret key (key file or environment variable) cannot be trusted or read."""
+
+
+class UnsafePermissionsError(GalleryFileError, PermissionError):
+    """A gallery file or folder can be written by other users: refused at open (the message
+    names the ``chmod`` to run once the file is known to be untouched)."""
 
 
 class GalleryClosedError(GalleryFileError):

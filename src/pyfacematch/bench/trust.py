@@ -8,7 +8,13 @@ transform, identify records queued for the audit writer thread). Measured in one
   first; each chunk is one transaction);
 - open: close and reopen each, ``repeat`` interleaved rounds (decryption happens here);
 - identify, batched: ``batch`` probes per call; single: one probe per call, ``single`` calls;
-  ``repeat`` interleaved rounds, medians.
+  ``repeat`` interleaved rounds, medians;
+- identify single on the "on" gallery opened **read-only**, search audit off vs on: "on"
+  appends each search record to its sidecar file (one ``write()`` per call,
+  :mod:`pyfacematch.gallery.auditsidecar`), chained in by the next writable open (timed);
+- encrypt in place: a copy of the "off" gallery encrypted by ``Gallery.encrypt_in_place`` (one
+  transaction, then old checkpoints deleted, ``VACUUM``, encrypted checkpoint), one run; its
+  answers are checked equal to the plaintext gallery's.
 
 The ratio is on/off (1.00 = no overhead). On a shared machine the absolute figures are noisy;
 the ratios are measured in the same run, rounds interleaved, so a neighbour's burst lands on both.
@@ -110,6 +116,40 @@ def measure_trust(
         finally:
             for g in gs.values():
                 g.close()
+        # the same "on" gallery read-only, search audit off vs on: the sidecar's own cost
+        ro = {
+            nm: Gallery.open(paths["on"], read_only=True, audit_searches=nm == "on")
+            for nm in ("off", "on")
+        }
+        try:
+            single_ro = median_times_interleaved(
+                {nm: singles_of(g) for nm, g in ro.items()}, repeat=repeat
+            )
+        finally:
+            for g in ro.values():
+                g.close()
+
+        def sidecar_lines() -> int:
+            return sum(len(f.read_bytes().splitlines()) for f in tmp.glob("on.db.audit-ro-*.jsonl"))
+
+        written = sidecar_lines()
+        t0 = time.perf_counter()
+        with Gallery.open(paths["on"]):  # the writable open chains the read-only records in
+            t_import = time.perf_counter() - t0
+        imported = written - sidecar_lines()
+        # encrypt in place: a copy of the plaintext gallery (its files only, no WAL left)
+        inplace = tmp / "inplace.db"
+        shutil.copy2(paths["off"], inplace)
+        t0 = time.perf_counter()
+        with Gallery.open(inplace) as g:
+            t_open = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            g.encrypt_in_place()
+            t_enc = time.perf_counter() - t1
+            c = g.identify_arrays(probes, k=10)
+        same_inplace = bool(
+            np.array_equal(a.identities, c.identities) and np.array_equal(a.scores, c.scores)
+        )
         return {
             "n": n,
             "dim": dim,
@@ -128,6 +168,13 @@ def measure_trust(
             "identify_single_ms": {k: 1e3 * v / single for k, v in single_s.items()},
             "identify_single_ratio": single_s["on"] / single_s["off"],
             "audit_records_left_to_flush": audited,
+            "identify_single_read_only_ms": {k: 1e3 * v / single for k, v in single_ro.items()},
+            "identify_single_read_only_ratio": single_ro["on"] / single_ro["off"],
+            "read_only_records_imported": imported,
+            "open_with_import_s": t_import,
+            "encrypt_in_place_s": t_enc,
+            "encrypt_in_place_open_s": t_open,
+            "encrypt_in_place_same_answers": same_inplace,
         }
     finally:
         if saved is not None:

@@ -92,7 +92,9 @@ def open_shard(ref: ShardRef) -> Gallery:
         if sha:
             verify_shard(ShardInfo(path, sha, 0, 0))
             _STATS["checksums"] += 1
-        g = Gallery.open(path, read_only=True)
+        # shard searches are not audited per shard (the shard files are derived copies; no
+        # writable open would ever chain a sidecar beside them in): as before, nothing written
+        g = Gallery.open(path, read_only=True, audit_searches=False)
         _STATS["opens"] += 1
         _GALLERIES[ref] = g
         return g

@@ -9,8 +9,10 @@ The chain rules are :mod:`pyfacematch.security.audit`. Here:
   remove, consent, calibration, key rotation are chained atomically with the
   change) and queues identify/verify records, written in batches by a
   background thread (one transaction per batch, off the search path; at most
-  :attr:`AuditTrail.flush_seconds` late, flushed at close; a crash loses the
-  queued search records, never a change's record);
+  :attr:`AuditTrail.flush_seconds` late, flushed at close; a SIGKILL loses at
+  most the search records of the last :attr:`AuditTrail.flush_seconds` plus the
+  time one batch takes to commit, never a change's record); read-only galleries
+  append theirs to a sidecar file instead (:mod:`.auditsidecar`);
 - :func:`verify_store`, :func:`export_jsonl` and :func:`prune` back the
   ``pyfacematch audit`` commands.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pyfacematch.errors import KeyFileError
+from pyfacematch.gallery.auditsidecar import SidecarWriter
 from pyfacematch.gallery.secret import FileKeyProvider, KeyProvider
 from pyfacematch.gallery.store import Store
 from pyfacematch.security.audit import (
@@ -153,10 +156,19 @@ class AuditTrail:
 
     flush_seconds = 0.5
 
-    def __init__(self, store: Store, keys: KeyProvider, *, writable: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: KeyProvider,
+        *,
+        writable: bool,
+        sidecar: SidecarWriter | None = None,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.writable = writable
+        #: Where a read-only gallery's search records go (see :mod:`.auditsidecar`).
+        self.sidecar = sidecar
         self.uid = store.get_meta("uuid")
         self._q: list[tuple[float, str | None, str, str | None, str]] = []
         self._qlock = threading.Lock()
@@ -220,10 +232,15 @@ class AuditTrail:
 
     # ------------------------------------------------------------ search records (batched)
     def queue(self, actor: str | None, action: str, detail: dict[str, Any]) -> None:
-        """Queue an identify/verify record; written within :attr:`flush_seconds`."""
-        if not self.writable:
-            return
+        """Queue an identify/verify record; written within :attr:`flush_seconds`.
+
+        Read-only trails write it to their sidecar file at once instead.
+        """
         text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+        if not self.writable:
+            if self.sidecar is not None:
+                self.sidecar.append(time.time(), actor, action, text)
+            return
         with self._qlock:
             self._q.append((time.time(), actor, action, None, text))
             if self._thread is None and not self._stop:
@@ -261,7 +278,9 @@ class AuditTrail:
         return len(batch)
 
     def close(self) -> None:
-        """Stop the writer thread, flush, sign the head."""
+        """Stop the writer thread, flush, sign the head (read-only: close the sidecar)."""
+        if self.sidecar is not None:
+            self.sidecar.close()
         with self._qlock:
             self._stop = True
             t = self._thread

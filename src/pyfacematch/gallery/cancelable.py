@@ -31,7 +31,7 @@ from pyfacematch.gallery.store import Store
 from pyfacematch.security.cancelable import CancelableTransform
 from pyfacematch.security.envelope import META_KEY, KeyRing
 
-__all__ = ["META_CANCELABLE", "open_transform", "revoke"]
+__all__ = ["META_CANCELABLE", "open_transform", "revoke", "unwrap_meta_secret"]
 
 #: ``meta`` key recording that templates are transformed (and, unencrypted, the wrapped secret).
 META_CANCELABLE = "cancelable"
@@ -65,6 +65,31 @@ def _record(store: Store, ring: KeyRing | None, keys: KeyProvider | None, secret
     nonce = os.urandom(12)
     ct = _kek(_master(keys, where)).encrypt(nonce, secret, _aad(store.get_meta("uuid")))
     return json.dumps({"v": 1, "in": "meta", "wrapped": (nonce + ct).hex()})
+
+
+def unwrap_meta_secret(store: Store, text: str, master: bytes) -> bytes | None:
+    """The secret recorded in ``meta`` (unencrypted galleries); None when kept elsewhere.
+
+    Raises
+    ------
+    TamperedRecordError
+        The wrapped secret does not open under ``master``.
+    """
+    where = repr(os.fspath(store.path or ":memory:"))
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("in") != "meta":
+        return None
+    try:
+        blob = bytes.fromhex(str(doc["wrapped"]))
+        return _kek(master).decrypt(blob[:12], blob[12:], _aad(store.get_meta("uuid")))
+    except (KeyError, ValueError, InvalidTag) as exc:
+        raise TamperedRecordError(
+            f"the cancelable-template secret of gallery {where} cannot be unwrapped: "
+            "another key, or the file was altered"
+        ) from exc
 
 
 def open_transform(
@@ -121,16 +146,13 @@ def open_transform(
             )
         secret = ring.keys[ring.transform]
     else:
-        try:
-            blob = bytes.fromhex(str(doc["wrapped"]))
-            secret = _kek(_master(keys, where)).decrypt(
-                blob[:12], blob[12:], _aad(store.get_meta("uuid"))
-            )
-        except (KeyError, ValueError, InvalidTag) as exc:
+        got = unwrap_meta_secret(store, text, _master(keys, where))
+        if got is None:
             raise TamperedRecordError(
-                f"the cancelable-template secret of gallery {where} cannot be unwrapped: "
-                "another key, or the file was altered"
-            ) from exc
+                f"gallery {where} records cancelable templates without their secret: the "
+                "file was altered; restore it from a backup"
+            )
+        secret = got
     return CancelableTransform(secret, store.dim, store.blocks), (
         secret if store.path is None else None
     )

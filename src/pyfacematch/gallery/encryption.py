@@ -7,7 +7,11 @@ to the store and the key providers of :mod:`.secret`:
   encrypted gallery) and finishes or rolls back a master-key rotation that a
   crash interrupted, and finishes an interrupted data-key rotation;
 - :func:`rotate_master` rewraps the data key under a new master key;
-- :func:`rotate_data` re-encrypts every template row under a new data key.
+- :func:`rotate_data` re-encrypts every template row under a new data key;
+- :func:`encrypt_in_place` encrypts an existing plaintext gallery (one transaction);
+- :func:`seal_params` / :func:`open_params` keep derived index parameters that are
+  computed from the templates (the binary backend's centre: the mean template) sealed
+  like the rows when the gallery is encrypted.
 
 Crash safety: every step is one SQLite transaction, and every key a row or a
 wrapped key needs stays in the key ring until the step that made it
@@ -18,12 +22,17 @@ opens with the old or the new master key and holds the same templates.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pyfacematch.errors import InputError, KeyFileError
+from pyfacematch.gallery.cancelable import META_CANCELABLE, unwrap_meta_secret
+from pyfacematch.gallery.derived import parse_params
+from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY
 from pyfacematch.gallery.secret import FileKeyProvider, KeyProvider
 from pyfacematch.gallery.store import Store
 from pyfacematch.security import envelope
@@ -31,10 +40,13 @@ from pyfacematch.security.envelope import META_KEY, KeyRing, check_master
 
 __all__ = [
     "checkpoint_context",
+    "encrypt_in_place",
     "KeyRing",
+    "open_params",
     "open_ring",
     "rotate_data",
     "rotate_master",
+    "seal_params",
     "warn_unencrypted",
 ]
 
@@ -87,9 +99,9 @@ def open_ring(
     if text is None:
         if encrypt and not new_file and store.counts()[1] > 0:
             raise InputError(
-                f"gallery {where} holds unencrypted templates: encryption is chosen when a "
-                "gallery is created; export its templates and enroll them into a new gallery "
-                "made with encrypt=True"
+                f"gallery {where} holds unencrypted templates: open it without encrypt=True "
+                "and call encrypt_in_place() (CLI: `pyfacematch encrypt -g GALLERY`), which "
+                "encrypts its rows and checkpoints and scrubs the plaintext"
             )
         if not encrypt:
             warn_unencrypted(where)
@@ -217,6 +229,8 @@ def _reencrypt(store: Store, ring: KeyRing, master: bytes) -> int:
         if not rows:
             break
         envelope._step("data:batch")
+    with store.transaction() as c:  # sealed index parameters move to the new key too
+        _reseal_meta_params(c, ring)
     ring.retire_data_keys()
     with store.transaction() as c:  # 3: the old data keys are gone
         c.execute("UPDATE meta SET value=? WHERE key=?", (ring.to_json(), META_KEY))
@@ -225,3 +239,134 @@ def _reencrypt(store: Store, ring: KeyRing, master: bytes) -> int:
     with contextlib.suppress(Exception):
         store.wal_checkpoint()  # old ciphertexts leave the WAL (secure_delete zeroes pages)
     return done
+
+
+# --------------------------------------------------------------------------- derived parameters
+_SEALED = "center_sealed"
+
+
+def _params_context(context: str) -> bytes:
+    return b"params:" + context.encode()
+
+
+def seal_params(ring: KeyRing | None, context: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with its ``center`` (a mean of templates) sealed when the gallery is encrypted.
+
+    The centre is the mean of the gallery's templates: biometric-derived data that an
+    encrypted gallery must not keep in clear (ISO/IEC 24745 confidentiality of references).
+    ``context`` binds it to where it is stored (e.g. the meta key), so it cannot be moved.
+    """
+    if ring is None or params.get("center") is None:
+        return params
+    out = {k: v for k, v in params.items() if k != "center"}
+    raw = json.dumps(params["center"], separators=(",", ":")).encode()
+    out[_SEALED] = ring.seal_blob(raw, _params_context(context)).hex()
+    return out
+
+
+def open_params(
+    ring: KeyRing | None, context: str, params: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The inverse of :func:`seal_params`; None when a sealed centre cannot be opened."""
+    if params is None or _SEALED not in params:
+        return params
+    if ring is None:
+        log.warning("sealed index parameters %s in an unencrypted gallery: re-tuned", context)
+        return None
+    try:
+        plain = ring.open_blob(bytes.fromhex(str(params[_SEALED])), _params_context(context))
+    except ValueError:
+        plain = None
+    if plain is None:
+        log.warning("sealed index parameters %s cannot be opened: re-tuned", context)
+        return None
+    out = {k: v for k, v in params.items() if k != _SEALED}
+    out["center"] = json.loads(plain)
+    checked, why = parse_params(json.dumps(out), len(out["center"]))
+    if why is not None:
+        log.warning("sealed index parameters %s not used (%s): re-tuned", context, why)
+    return checked
+
+
+def _reseal_meta_params(c: Any, ring: KeyRing) -> None:
+    """Seal (again, under the active data key) every stored tuning parameter set."""
+    rows = c.execute("SELECT key, value FROM meta WHERE key LIKE 'tuning:%'").fetchall()
+    for key, value in rows:
+        try:
+            params = json.loads(value)
+        except (TypeError, ValueError):
+            continue  # malformed: get_params ignores it and the gallery re-tunes
+        if not isinstance(params, dict):
+            continue
+        params = open_params(ring, str(key), params)
+        if params is None:
+            c.execute("DELETE FROM meta WHERE key=?", (key,))  # re-tuned at the next load
+            continue
+        sealed = seal_params(ring, str(key), params)
+        c.execute("UPDATE meta SET value=? WHERE key=?", (json.dumps(sealed, sort_keys=True), key))
+
+
+def encrypt_in_place(store: Store, keys: KeyProvider) -> tuple[KeyRing, int]:
+    """Encrypt the rows of an unencrypted gallery in **one** transaction; the ring and row count.
+
+    In the same transaction: every template row is sealed (AES-256-GCM, bound to gallery,
+    identity and template id; the mask moves inside the ciphertext), the cancelable-template
+    secret moves into the key ring, sealed index parameters replace clear ones, every
+    checkpoint record is forgotten (their files hold plaintext: the caller deletes them), the
+    key ring is stored, a scrub is flagged owed (``VACUUM``: SQLite keeps stale copies of
+    rewritten rows in free page space, see :mod:`.erasure`) and the change is audited. A crash
+    before the commit leaves the plaintext gallery exactly as it was; after it, an encrypted
+    gallery whose next writable open finishes the scrub and deletes the old checkpoint files.
+
+    Raises
+    ------
+    InputError
+        The gallery is already encrypted.
+    KeyFileError
+        No master key can be had from ``keys``.
+    """
+    where = repr(os.fspath(store.path or ":memory:"))
+    if store.get_meta_opt(META_KEY) is not None:
+        raise InputError(f"gallery {where} is already encrypted at rest: nothing to do")
+    master = check_master(keys.key(create=True), where, keys.description)
+    ring = KeyRing.create(master, store.get_meta("uuid"))
+    n = 0
+    with store.transaction() as c:
+        last = -1
+        while True:
+            rows = c.execute(
+                "SELECT t.tid, i.name, t.data, t.mask FROM templates t JOIN identities i"
+                " ON i.id = t.identity WHERE t.tid > ? ORDER BY t.tid LIMIT ?",
+                (last, _BATCH),
+            ).fetchall()
+            if not rows:
+                break
+            for tid, name, data, mask in rows:
+                raw = bytes(data) if isinstance(data, (bytes, memoryview)) else b""
+                m = mask if isinstance(mask, int) and not isinstance(mask, bool) else None
+                blob = ring.seal_row(str(name), int(tid), raw, m)
+                c.execute("UPDATE templates SET data=?, mask=NULL WHERE tid=?", (blob, tid))
+            n += len(rows)
+            last = int(rows[-1][0])
+            envelope._step("encrypt:batch")
+        row = c.execute("SELECT value FROM meta WHERE key=?", (META_CANCELABLE,)).fetchone()
+        if row is not None:
+            secret = unwrap_meta_secret(store, str(row[0]), master)
+            if secret is not None:  # the secret moves into the ring (wrapped by the master)
+                ring.set_transform_secret(master, secret)
+                c.execute(
+                    "UPDATE meta SET value=? WHERE key=?",
+                    (json.dumps({"v": 1, "in": "key-ring"}), META_CANCELABLE),
+                )
+        _reseal_meta_params(c, ring)
+        c.execute("DELETE FROM checkpoints")
+        c.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (META_KEY, ring.to_json())
+        )
+        c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (SCRUB_PENDING_KEY,))
+        store._audit(c, "encrypt-in-place", None, f"templates={n}")
+        store._bump(c)
+        envelope._step("encrypt:before-commit")
+    store.cipher = ring
+    envelope._step("encrypt:committed")
+    return ring, n

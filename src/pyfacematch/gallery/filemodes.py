@@ -7,7 +7,9 @@ process umask, because a umask of ``022`` (the usual default) would otherwise
 make them world-readable. The mode is given at creation *and* set again with
 ``chmod`` (a creation mode is only ever narrowed by the umask, never widened,
 but an explicit ``chmod`` makes the result independent of it).
-Existing files are never loosened; see :func:`tighten`.
+Existing files are never loosened; see :func:`tighten`. An existing file or
+folder that other users can *write* is refused instead (:func:`refuse_shared_writes`):
+someone may already have altered it, so tightening it silently would hide that.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
+
+from pyfacematch.errors import UnsafePermissionsError
 
 __all__ = [
     "PRIVATE_DIR",
     "PRIVATE_FILE",
     "create_private_file",
     "make_private_dir",
+    "refuse_shared_writes",
     "shared_bits",
     "sqlite_files",
     "tighten",
@@ -90,3 +96,26 @@ def tighten(path: str | os.PathLike[str], mode: int = PRIVATE_FILE) -> bool:
     except OSError:  # pragma: no cover - e.g. a read-only file system
         return False
     return True
+
+
+def refuse_shared_writes(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse files or folders (not followed if symlinks) that group or others can write.
+
+    Missing paths are skipped. Raises
+    :class:`~pyfacematch.errors.UnsafePermissionsError` naming the ``chmod`` to run.
+    """
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o022:
+            continue
+        folder = stat.S_ISDIR(st.st_mode)
+        p = os.fspath(path)
+        raise UnsafePermissionsError(
+            f"{'folder' if folder else 'file'} {p!r} of the gallery has mode "
+            f"{stat.S_IMODE(st.st_mode):o}: other users can write it, so its templates, keys or "
+            "audit trail may have been altered; refused (nothing was opened or changed). Check "
+            f"it (`pyfacematch audit verify`), then run `chmod {'700' if folder else '600'} {p}`"
+        )

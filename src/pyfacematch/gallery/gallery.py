@@ -56,10 +56,12 @@ from pyfacematch.gallery import audit as audit_store
 from pyfacematch.gallery import cancelable as cancel_store
 from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
+from pyfacematch.gallery.auditsidecar import SidecarWriter, import_sidecars
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser, check_scrub_mode
-from pyfacematch.gallery.locking import RWLock, WriterLock
+from pyfacematch.gallery.filemodes import refuse_shared_writes, sqlite_files
+from pyfacematch.gallery.locking import RWLock, WriterLock, lock_path_for
 from pyfacematch.gallery.quarantine import QuarantinedTemplate
 from pyfacematch.gallery.results import (
     Candidate,
@@ -122,6 +124,18 @@ def _in_range(
         return False
     f = float(v)
     return (lo < f if low_open else lo <= f) and (f < hi if high_open else f <= hi)
+
+
+def _gallery_files(db: Path) -> list[Path]:
+    """The database, its companions, lock and key files, the index folder and its files."""
+    out = [*sqlite_files(db), lock_path_for(db)]
+    out += [db.with_name(db.name + s) for s in (".key", ".audit.key")]
+    idx = db.with_name(db.name + ".index")
+    if idx.is_dir() and not idx.is_symlink():
+        out.append(idx)
+        with contextlib.suppress(OSError):
+            out += sorted(idx.iterdir())
+    return out
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -189,7 +203,8 @@ class Gallery(TrustMethods):
         Keyword options of the backend (e.g. ``hnsw_m``).
     read_only : bool
         Open an existing gallery file for searching only: no lock is taken,
-        nothing is written, and before answering the gallery reloads itself
+        the database is never written (search records go to an audit sidecar
+        file, see ``audit_searches``), and before answering the gallery reloads itself
         when another process has committed a change (SQLite ``data_version``
         and the store generation), so it never returns a removed identity
         after the writer's ``remove()`` has returned.
@@ -216,7 +231,9 @@ class Gallery(TrustMethods):
     audit_searches : bool
         Record identify and verify calls in the audit trail (batched, off the
         search path). Changes (enroll, remove, consent, keys) are always
-        recorded. Read-only galleries write nothing, searches included.
+        recorded. Read-only galleries never write the database: their search
+        records go to a sidecar file beside it, chained into the trail by the
+        next writable open (:mod:`.auditsidecar`).
     cancelable : bool or None
         Store and search templates through a keyed random orthonormal
         transform (:mod:`pyfacematch.security.cancelable`): scores unchanged,
@@ -324,6 +341,8 @@ class Gallery(TrustMethods):
                 "(read-only opens never create one)"
             )
         new_file = path is not None and not Path(path).exists()
+        if path is not None and not new_file:  # before the lock or SQLite touch anything
+            refuse_shared_writes(_gallery_files(Path(path)))
         if path is not None and not self.read_only:
             if not Path(path).exists():  # a bad layout leaves no file, not even the lock
                 check_new_layout(dim, blocks)
@@ -623,8 +642,12 @@ class Gallery(TrustMethods):
     def _init_audit(self) -> None:
         if not self.read_only:
             audit_store.ensure_chain(self._store)
+        akeys = audit_store.audit_key_provider(self.path)
+        sidecar = None
+        if self.read_only and self.path is not None and self.audit_searches:
+            sidecar = SidecarWriter(self.path, self._store.get_meta("uuid"), akeys)
         self._audit = audit_store.AuditTrail(
-            self._store, audit_store.audit_key_provider(self.path), writable=not self.read_only
+            self._store, akeys, writable=not self.read_only, sidecar=sidecar
         )
         if not self.read_only:
             trail = self._audit
@@ -633,6 +656,8 @@ class Gallery(TrustMethods):
                 trail.append_in(c, action, identity, detail, actor=self._current_actor())
 
             self._store.audit_hook = hook
+            if self.path is not None:  # read-only galleries' searches join the chain
+                import_sidecars(self._store, trail, self.path)
 
     def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
         if self.audit_searches:
@@ -671,7 +696,10 @@ class Gallery(TrustMethods):
     def _load_index(self) -> None:
         b = self._backend
         # malformed or non-finite parameters come back as None: re-tuned below, never used
-        params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
+        key = self._tuning_key()
+        params: dict[str, Any] = (
+            encryption.open_params(self._ring, key, self._store.get_params(key)) or {}
+        )
         loaded = False
         if params and not b.checkpointable:
             b.load_params(
@@ -701,8 +729,12 @@ class Gallery(TrustMethods):
                 self._ckpt.reject(rec.file, "it cannot be decrypted with the gallery's data key")
                 return False
             data = plain
+        params = encryption.open_params(self._ring, self._ckpt_params_context(rec), rec.params)
+        if params is None:
+            self._ckpt.reject(rec.file, "its sealed parameters cannot be opened")
+            return False
         try:
-            b.load_params(rec.params)
+            b.load_params(params)
             b.deserialize(data, self._m)
             if b.size != self._m.n:
                 why = "index holds a different number of templates"
@@ -742,6 +774,13 @@ class Gallery(TrustMethods):
             self._consent = ConsentView(consent_store.load_records(self._store))
             if self._store.generation == self._loaded_generation:
                 return  # thresholds, tuning or checkpoint records only
+            if self._ring is None and self._keys is not None:
+                # encrypted in place by the writer meanwhile: its key ring opens the rows
+                # (a missing or wrong key raises here, never a silently empty gallery)
+                if self._store.get_meta_opt(encryption.META_KEY) is not None:
+                    self._ring = encryption.open_ring(
+                        self._store, self._keys, encrypt=None, new_file=False, writable=False
+                    )
             with self._rw.write():
                 self._load()
 
@@ -1060,7 +1099,8 @@ class Gallery(TrustMethods):
         if self.read_only:
             return
         try:
-            self._store.set_params(self._tuning_key(), b.params())
+            key = self._tuning_key()
+            self._store.set_params(key, encryption.seal_params(self._ring, key, b.params()))
             self._tuning_error = None
         except Exception as exc:  # reported, not swallowed: a reopened gallery would re-tune
             self._tuning_error = f"{type(exc).__name__}: {exc}"
@@ -1517,10 +1557,17 @@ class Gallery(TrustMethods):
                 gen = self._store.generation
                 if self._ring is not None:  # encrypted at rest like the store's rows
                     data = self._ring.seal_blob(data, self._ckpt_context(b.name, gen))
+                    params = encryption.seal_params(
+                        self._ring, f"checkpoint:{b.name}:{int(gen)}", params
+                    )
                 self._ckpt_file = self._ckpt.write(b.name, data, gen, n, digest, params)
             self._store.scrub_erased()  # VACUUM first if a removal still owes its scrub
             if self._eraser is not None and self._eraser.pending:
                 self._eraser.complete(0.0)  # scrubbed above: settle the eraser's state
+
+    @staticmethod
+    def _ckpt_params_context(rec: Any) -> str:
+        return f"checkpoint:{rec.backend}:{int(rec.generation)}"
 
     def _ckpt_context(self, backend: str, generation: int) -> bytes:
         return encryption.checkpoint_context(backend, generation)

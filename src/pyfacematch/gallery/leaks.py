@@ -10,7 +10,9 @@ output, rejects file or log the caller names. What is reported (see
   dimension) anywhere — in an unencrypted database or checkpoint, in a job
   output or log; templates of no enrolled identity (a removed identity's, e.g.
   in an old checkpoint file); files or folders readable by other users;
-  numbers that spell a template in a text file;
+  numbers that spell a template in a text file; unit-norm float16 / bfloat16
+  runs; exact float16, bfloat16, int8 (compact) or 1-bit-code copies of
+  enrolled templates; face landmark sets of a known scheme (float32);
 - **warning**: files writable by others or owned by someone else, stray files
   in the index folder, a broken audit chain, an unencrypted gallery;
 - **info**: where the keys come from, notes of the audit check.
@@ -25,23 +27,72 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pyfacematch.core import scoring
+from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.gallery.audit import audit_key_provider, verify_store
 from pyfacematch.gallery.checkpoints import CHECKPOINT_NAME
 from pyfacematch.gallery.encryption import checkpoint_context
 from pyfacematch.gallery.filemodes import sqlite_files
 from pyfacematch.gallery.secret import ENV_VAR, KeyProvider
 from pyfacematch.gallery.store import Store
+from pyfacematch.keys.schemes import get_scheme
 from pyfacematch.security.envelope import KeyRing
 from pyfacematch.security.leaks import (
+    CopyFinder,
     Finding,
     find_text_vectors,
     find_unit_vectors,
     iter_files,
     mode_findings,
+    scan_file,
     unit_vectors_in,
 )
 
-__all__ = ["leak_audit"]
+__all__ = ["copy_forms", "landmark_shapes", "leak_audit"]
+
+#: Landmark schemes whose sets are looked for (2-D, and 3-D where the scheme has depth).
+LANDMARK_SCHEMES = ("ibug68", "mediapipe478", "dense200")
+
+
+def landmark_shapes() -> dict[str, np.ndarray]:
+    """Mean shapes of the schemes looked for: ``name`` (x, y) and ``name-3d`` (x, y, z)."""
+    out: dict[str, np.ndarray] = {}
+    for name in LANDMARK_SCHEMES:
+        try:
+            m = np.asarray(get_scheme(name).mean_shape, np.float64)
+        except Exception:  # noqa: BLE001 - a scheme that is not installed is not looked for
+            continue
+        out[name] = m[:, :2]
+        if m.shape[1] == 3:
+            out[name + "-3d"] = m
+    return out
+
+
+def copy_forms(templates: np.ndarray, center: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Other encodings of the templates a file may hold: float16, bfloat16 and int8 (the
+    compact store's), 1-bit sign codes (plain, and centred as the binary backend packs)."""
+    x = np.ascontiguousarray(templates, np.float32)
+    n, d = x.shape
+    if n == 0:
+        return {}
+    w = CopyFinder.PREFIX  # only a prefix is compared: keep that much of each form
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, n, 65536):  # bounded memory at millions of templates
+        c = x[i : i + 65536]
+        got = {
+            "float16": c[:, : w // 2 + 1].astype("<f2").view(np.uint8),
+            "bfloat16": CompactMatrix.from_float32(c, kind="bf16").codes[:, :d].view(np.uint8),
+            "int8": CompactMatrix.from_float32(c, kind="int8").codes[:, :d].view(np.uint8),
+            "1-bit code": scoring.pack_signs(c),
+        }
+        if center is not None:
+            got["1-bit code (centred)"] = scoring.pack_signs(c, center=center)
+        for k, v in got.items():
+            parts.setdefault(k, []).append(np.ascontiguousarray(v[:, :w]))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
 
 _TEXT_SUFFIXES = {".csv", ".jsonl", ".json", ".txt", ".log", ".tsv", ".md"}
 
@@ -68,6 +119,8 @@ def leak_audit(
     *,
     cancelable: bool,
     extra: Sequence[str | os.PathLike[str]] = (),
+    templates: np.ndarray | None = None,
+    center: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Examine every file of the gallery (and ``extra`` paths); the report as a dict.
 
@@ -83,6 +136,11 @@ def leak_audit(
     cancelable : bool
     extra : paths
         Job outputs, rejects files, logs (files or folders).
+    templates : float32 (n, dim) or None
+        The live templates as stored: their float16, bfloat16, int8 and 1-bit forms are
+        looked for too.
+    center : float32 (dim,) or None
+        The binary backend's centre (its codes are signs of ``templates - center``).
     """
     assert store.path is not None
     db = store.path
@@ -104,6 +162,8 @@ def leak_audit(
                 continue
             findings.append(f)
     recorded = set(store.checkpoint_files())
+    copies = None if templates is None else CopyFinder(copy_forms(templates, center))
+    shapes = landmark_shapes()
     for path, role in _targets(db, extra_paths):
         secret = path.name.endswith(".key")
         findings += mode_findings(path, secret=secret)
@@ -156,6 +216,36 @@ def leak_audit(
                     f"{n_other} unit-vector runs of dimension {dim} that belong to no enrolled "
                     "identity (a removed identity's template, or a probe)"
                     + (" inside an encrypted checkpoint" if plain is not None else ""),
+                )
+            )
+        # other dtypes, exact copies, landmarks (skipped where float32 templates already
+        # condemn the file: an unencrypted database would take long and say nothing new)
+        other = scan_file(path, dim, copies, None if vecs else shapes)
+        for kind, n in other["units"].items():
+            findings.append(
+                Finding(
+                    "leak",
+                    "plaintext-template",
+                    os.fspath(path),
+                    f"{n} unit-norm runs of {dim} {kind} values (templates in {kind})",
+                )
+            )
+        for form, rows in sorted(other["copies"].items()):
+            findings.append(
+                Finding(
+                    "leak",
+                    "template-copy",
+                    os.fspath(path),
+                    f"{form} copies of {len(rows)} enrolled {what}templates",
+                )
+            )
+        for scheme, n in sorted(other["landmarks"].items()):
+            findings.append(
+                Finding(
+                    "leak",
+                    "landmarks",
+                    os.fspath(path),
+                    f"{n} face landmark sets fitting the {scheme} scheme (float32 coordinates)",
                 )
             )
         if role in ("job", "beside") and path.suffix.lower() in _TEXT_SUFFIXES:

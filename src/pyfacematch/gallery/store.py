@@ -406,6 +406,7 @@ class Store:
         new_blocks = None if exists else check_new_layout(dim, blocks)  # before any file exists
         wal_left = False
         if self.path is not None and exists:
+            filemodes.refuse_shared_writes(filemodes.sqlite_files(self.path))  # before any read
             wal_left = self._check_wal(integrity_check)
         created = False
         if self.path is not None and not exists:

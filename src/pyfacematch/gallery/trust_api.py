@@ -24,11 +24,13 @@ from pyfacematch.gallery import audit as audit_store
 from pyfacematch.gallery import cancelable as cancel_store
 from pyfacematch.gallery import consent as consent_store
 from pyfacematch.gallery import encryption
+from pyfacematch.gallery.auditsidecar import import_sidecars
 from pyfacematch.gallery.secret import KeyProvider
 from pyfacematch.gallery.validation import (
     check_id,
     encodable,
 )
+from pyfacematch.security import envelope
 from pyfacematch.security.consent import ConsentRecord, check_purpose
 
 __all__ = ["TrustMethods"]
@@ -63,6 +65,7 @@ class TrustMethods:
 
     if TYPE_CHECKING:  # provided by Gallery
         _audit: Any
+        _backend: Any
         _check_open: Any
         _check_writable: Any
         _ckpt: Any
@@ -219,9 +222,17 @@ class TrustMethods:
 
     # ------------------------------------------------------------------ audit trail
     def audit_flush(self) -> int:
-        """Write queued identify/verify audit records now (normally within 0.5 s); how many."""
+        """Write queued identify/verify audit records now (normally within 0.5 s); how many.
+
+        A writable gallery also chains in the records read-only galleries left in their
+        sidecar files (:mod:`.auditsidecar`), counted in the result.
+        """
         self._check_open()
-        return self._audit.flush()
+        n = self._audit.flush()
+        if not self.read_only and self.path is not None:
+            with self._wmutex:
+                n += import_sidecars(self._store, self._audit, self.path)
+        return n
 
     def audit_checkpoint(self) -> int:
         """Write queued audit records and sign the trail's head now, as :meth:`close` does.
@@ -271,7 +282,10 @@ class TrustMethods:
         from pyfacematch.gallery import leaks
 
         with self._rw.read():
-            live = {hash(r.tobytes()) for r in self._m.data[: self._m.n]}
+            mat = np.array(self._m.data[: self._m.n], np.float32)
+            center = getattr(self._backend, "center", None)
+            center = None if center is None else np.array(center, np.float32)
+        live = {hash(r.tobytes()) for r in mat}
         return leaks.leak_audit(
             self._store,
             self._ring,
@@ -279,6 +293,8 @@ class TrustMethods:
             live,
             cancelable=self._xf is not None,
             extra=list(extra),
+            templates=mat,
+            center=center,
         )
 
     @property
@@ -318,6 +334,56 @@ class TrustMethods:
             if self.path is not None:
                 self._store.wal_checkpoint()
                 self.checkpoint()
+        return n
+
+    def encrypt_in_place(self, key_provider: KeyProvider | None = None) -> int:
+        """Encrypt this unencrypted file gallery at rest, in place; the number of templates.
+
+        One SQLite transaction seals every template row (AES-256-GCM, as a gallery made
+        with ``encrypt=True``), moves a cancelable secret into the key ring and seals the
+        index parameters derived from templates; then the plaintext checkpoint files are
+        deleted, the database is rebuilt (``VACUUM``: no stale plaintext copy survives in
+        a free page or the WAL) and the checkpoint is written again, encrypted. A SIGKILL
+        at any point leaves a gallery that reopens either fully plaintext (before the
+        commit) or fully encrypted (after it; the next writable open finishes the scrub
+        and deletes the old files), answering exactly as before.
+
+        Parameters
+        ----------
+        key_provider : KeyProvider or None
+            The master key (default: the gallery's, ``PYFACEMATCH_GALLERY_KEY`` or
+            ``<db>.key``). Open the gallery with the same provider afterwards.
+
+        Raises
+        ------
+        InputError
+            In-memory or already encrypted gallery.
+        GalleryReadOnlyError
+            Opened read-only.
+        """
+        self._check_writable("encrypt_in_place")
+        if self.path is None:
+            raise InputError("encrypt_in_place: an in-memory gallery has nothing at rest")
+        if self._ring is not None:
+            raise InputError(
+                f"encrypt_in_place: gallery {os.fspath(self.path)!r} is already encrypted"
+            )
+        keys = key_provider or self._keys
+        with self._wmutex:
+            self._check_open()
+            self._audit.flush()  # queued search records land in the trail first
+            ring, n = encryption.encrypt_in_place(self._store, keys)
+            self._keys = keys
+            self._ckpt.keys = keys
+            with self._rw.write():
+                self._ring = ring
+                self._load()  # reads the sealed rows back: they all open
+            self._drop_checkpoints()  # the old files hold plaintext templates
+            envelope._step("encrypt:dropped")
+            self._store.scrub_erased()  # VACUUM + WAL truncation (flag set in the commit)
+            envelope._step("encrypt:scrubbed")
+            self.checkpoint()
+        log.info("gallery %s encrypted in place (%d templates)", os.fspath(self.path), n)
         return n
 
     def _check_encrypted(self, what: str) -> encryption.KeyRing:

@@ -5,11 +5,24 @@ slides over a file's bytes at each of the four float32 alignments and reports
 every window of ``dim`` finite values, each of magnitude at most 1, whose
 squares sum to 1 (± 1e-3) and of which at least half are non-zero. Random
 bytes (ciphertext, compressed data) almost never pass: their float32
-exponents are spread over the whole range. What is not found: templates
-stored in another dtype (float16, int8 codes, 1-bit codes), scaled, or
-compressed; landmark coordinates (not unit vectors); see the README.
+exponents are spread over the whole range. The same test runs on float16 and
+bfloat16 values (:func:`unit_vectors_in` with ``kind``; from dimension
+:data:`MIN_DIM_16` on).
 :func:`find_text_vectors` finds ``dim`` or more numbers in [-1, 1] written as
 text on one line (a CSV or JSON job output or rejects file holding a template).
+
+:class:`CopyFinder` finds exact byte copies of known templates in other forms
+(float16, bfloat16, the int8 codes of :class:`~pyfacematch.core.compact.CompactMatrix`,
+1-bit sign codes with and without the binary backend's centre): the caller
+gives the encoded forms of the enrolled templates, and every file offset is
+looked up (8-byte keys, then a full comparison). :func:`find_landmark_sets`
+finds face landmark sets (float32 x, y[, z] per point) of a known scheme: a
+window of ``P`` points whose similarity-Procrustes fit to the scheme's mean
+shape explains at least :data:`LANDMARK_FIT` of its variance (real dlib-68
+and MediaPipe-478 landmarks of the 54 photos in the shared data: ≥ 0.973;
+Gaussian noise: ≤ 0.11). Not found: templates scaled by an unknown factor or
+compressed, int8 codes of another quantiser (FAISS SQ8 trains its own ranges),
+landmarks in float64 or as text.
 """
 
 from __future__ import annotations
@@ -25,7 +38,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LANDMARK_FIT",
+    "CopyFinder",
     "Finding",
+    "find_landmark_sets",
     "find_text_vectors",
     "find_unit_vectors",
     "iter_files",
@@ -51,15 +67,32 @@ class Finding:
         return asdict(self)
 
 
-def unit_vectors_in(data: bytes, dim: int) -> list[tuple[int, bytes]]:
-    """(offset, bytes) of unit-norm float32 runs of length ``dim`` in ``data`` (all alignments)."""
+#: value width (bytes) and norm tolerance of each floating-point kind
+_KINDS = {"float32": (4, _TOL), "float16": (2, 1e-2), "bfloat16": (2, 2e-2)}
+
+
+def _decode(data: bytes, kind: str, n: int, align: int) -> np.ndarray:
+    if kind == "float32":
+        return np.frombuffer(data, "<f4", count=n, offset=align).astype(np.float64)
+    u = np.frombuffer(data, "<u2", count=n, offset=align)
+    if kind == "float16":
+        return u.view(np.float16).astype(np.float64)
+    return (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)  # bfloat16
+
+
+def unit_vectors_in(data: bytes, dim: int, kind: str = "float32") -> list[tuple[int, bytes]]:
+    """(offset, bytes) of unit-norm runs of ``dim`` values of ``kind`` in ``data`` (all alignments).
+
+    ``kind``: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``.
+    """
+    width, tol = _KINDS[kind]
     out: list[tuple[int, bytes]] = []
-    for align in range(4):
-        n = (len(data) - align) // 4
+    for align in range(width):
+        n = (len(data) - align) // width
         if n < dim:
             continue
         with np.errstate(invalid="ignore", over="ignore"):  # NaN bit patterns are expected
-            v = np.frombuffer(data, "<f4", count=n, offset=align).astype(np.float64)
+            v = _decode(data, kind, n, align)
             bad = ~np.isfinite(v) | (np.abs(v) > 1.0)
             sq = np.where(bad, 4.0, v * v)  # a bad value pushes its windows' sum past 1 + tol
         nz = (v != 0) & ~bad
@@ -67,15 +100,176 @@ def unit_vectors_in(data: bytes, dim: int) -> list[tuple[int, bytes]]:
         z = np.concatenate([[0], np.cumsum(nz)])
         s = c[dim:] - c[:-dim]
         nnz = z[dim:] - z[:-dim]
-        hits = np.flatnonzero((np.abs(s - 1.0) <= _TOL) & (nnz * 2 >= dim))
+        hits = np.flatnonzero((np.abs(s - 1.0) <= tol) & (nnz * 2 >= dim))
         last = -dim
         for i in hits.tolist():
             if i < last + dim:  # overlapping windows of one vector count once
                 continue
             last = i
-            o = align + 4 * i
-            out.append((o, data[o : o + 4 * dim]))
+            o = align + width * i
+            out.append((o, data[o : o + width * dim]))
     out.sort()
+    return out
+
+
+class CopyFinder:
+    """Finds exact byte copies of known encodings of templates in files.
+
+    Parameters
+    ----------
+    forms : mapping of str to uint8 array (n, L)
+        For each form (``"float16"``, ``"int8"``, ``"bits"`` …) the encoded bytes of every
+        enrolled template, one row each; only the first :data:`PREFIX` bytes are compared (a
+        chance match of 32 given bytes does not happen). Forms shorter than 8 bytes are not
+        searched (a 4-byte pattern occurs by chance in a large file): see :attr:`skipped`.
+    """
+
+    PREFIX = 32
+
+    def __init__(self, forms: dict[str, np.ndarray]) -> None:
+        self.skipped: list[str] = []
+        self.forms: list[str] = []
+        keys, pats, fid, rid = [], [], [], []
+        for form, rows in forms.items():
+            rows = np.ascontiguousarray(rows, np.uint8)
+            if rows.ndim != 2 or rows.shape[1] < 8 or rows.shape[0] == 0:
+                if rows.ndim == 2 and rows.shape[0]:
+                    self.skipped.append(form)
+                continue
+            pat = np.zeros((rows.shape[0], self.PREFIX), np.uint8)
+            w = min(self.PREFIX, rows.shape[1])
+            pat[:, :w] = rows[:, :w]
+            keys.append(rows[:, :8].copy().view("<u8").ravel())
+            pats.append(pat)
+            fid.append(np.full(rows.shape[0], len(self.forms), np.int32))
+            rid.append(np.arange(rows.shape[0], dtype=np.int64))
+            self.forms.append(form)
+        self._widths = {f: min(self.PREFIX, np.asarray(forms[f]).shape[1]) for f in self.forms}
+        self._seen = np.zeros(1 << self._BITS, bool)  # a one-hash Bloom filter of the keys
+        if keys:
+            k = np.concatenate(keys)
+            order = np.argsort(k, kind="stable")
+            self._keys = k[order]
+            self._pats = np.concatenate(pats)[order]
+            self._fid = np.concatenate(fid)[order]
+            self._rid = np.concatenate(rid)[order]
+            self._seen[self._slot(self._keys)] = True
+        else:
+            self._keys = np.zeros(0, np.uint64)
+
+    _BITS = 25
+
+    @classmethod
+    def _slot(cls, k: np.ndarray) -> np.ndarray:
+        """Filter slot of each key (Fibonacci hashing: the top bits of key × 2⁶⁴/φ)."""
+        return (k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - cls._BITS)
+
+    @property
+    def overlap(self) -> int:
+        """Bytes a block must keep from the previous one so no copy is cut."""
+        return self.PREFIX
+
+    def find_in(self, data: bytes) -> list[tuple[int, str, int]]:
+        """(offset, form, template row) of every copy starting in ``data``."""
+        if self._keys.size == 0 or len(data) < 8:
+            return []
+        b = np.frombuffer(data, np.uint8)
+        w = np.lib.stride_tricks.sliding_window_view(b, 8)
+        keys = np.ascontiguousarray(w).view("<u8").ravel()
+        out = []
+        cand = np.flatnonzero(self._seen[self._slot(keys)])  # cheap; rare false candidates
+        kc = keys[cand]
+        at = np.minimum(np.searchsorted(self._keys, kc), self._keys.size - 1)
+        cand = cand[self._keys[at] == kc]  # the sorted keys: no re-sort per block
+        for off in cand.tolist():
+            lo = int(np.searchsorted(self._keys, keys[off], "left"))
+            hi = int(np.searchsorted(self._keys, keys[off], "right"))
+            for j in range(lo, hi):
+                form = self.forms[int(self._fid[j])]
+                n = self._widths[form]
+                if data[off : off + n] == self._pats[j, :n].tobytes():
+                    out.append((off, form, int(self._rid[j])))
+        return out
+
+
+#: Smallest dimension the 16-bit unit-norm test runs at: below it, short runs of SQLite
+#: b-tree cells (ids such as ``p406`` and their headers) pass as 32 float16 values of norm 1.
+MIN_DIM_16 = 64
+
+#: Share of a window's variance a scheme's mean shape must explain to count as landmarks.
+LANDMARK_FIT = 0.9
+_PLAUSIBLE = 1e5  # |coordinate| bound (pixels); ciphertext floats rarely stay within it
+
+
+def _runs(ok: np.ndarray, length: int) -> list[tuple[int, int]]:
+    """[start, end) of maximal runs of True of at least ``length``."""
+    d = np.diff(np.concatenate([[0], ok.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    return [(int(a), int(e)) for a, e in zip(starts, ends) if e - a >= length]
+
+
+def _fit_windows(v: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """Procrustes fit (explained variance share) of every window of ``v`` to ``shape`` (P, k)."""
+    from scipy.signal import correlate
+
+    p, k = shape.shape
+    y = shape[:, :2] - shape[:, :2].mean(axis=0)
+    y = y / np.linalg.norm(y)
+    n = p * k
+
+    def pattern(cols: dict[int, np.ndarray]) -> np.ndarray:
+        r = np.zeros((p, k))
+        for j, col in cols.items():
+            r[:, j] = col
+        return r.ravel()
+
+    one = np.ones(p)
+    a = correlate(v, pattern({0: y[:, 0], 1: y[:, 1]}), mode="valid", method="fft")
+    b = correlate(v, pattern({0: y[:, 1], 1: -y[:, 0]}), mode="valid", method="fft")
+    sx = correlate(v, pattern({0: one}), mode="valid", method="fft")
+    sy = correlate(v, pattern({1: one}), mode="valid", method="fft")
+    q = correlate(v * v, pattern({0: one, 1: one}), mode="valid", method="fft")
+    var = q - (sx * sx + sy * sy) / p
+    scale = np.maximum(np.abs(q), 1e-30)
+    fit = np.where(var > 1e-9 * scale, (a * a + b * b) / np.maximum(var, 1e-300), 0.0)
+    return fit[: max(0, v.size - n + 1)]
+
+
+def find_landmark_sets(data: bytes, shapes: dict[str, np.ndarray], skip: int = 0) -> dict[str, int]:
+    """Scheme name -> landmark sets (float32, ``k`` coordinates a point) found in ``data``.
+
+    Sets that end within the first ``skip`` bytes are not counted (seen in a previous block).
+    """
+    out: dict[str, int] = {}
+    if not shapes:
+        return out
+    shortest = min(int(np.asarray(v).size) for v in shapes.values())
+    for align in range(4):
+        n = (len(data) - align) // 4
+        if n <= 0:
+            continue
+        v32 = np.frombuffer(data, "<f4", count=n, offset=align)
+        with np.errstate(invalid="ignore", over="ignore"):
+            a = np.abs(v32)
+            ok = (a <= _PLAUSIBLE) & ((a >= 1e-6) | (a == 0))  # NaN compares False
+        runs = _runs(ok, shortest)
+        if not runs:
+            continue
+        for name, shape in shapes.items():
+            m = shape.size
+            for start, end in runs:
+                if end - start < m:
+                    continue
+                v = v32[start:end].astype(np.float64)  # finite, plausible values only
+                fit = _fit_windows(v, np.asarray(shape, np.float64))
+                hits = np.flatnonzero(fit >= LANDMARK_FIT)
+                last = -m
+                for i in hits.tolist():
+                    if i < last + m:  # one set matches at one offset; neighbours overlap it
+                        continue
+                    last = i
+                    if align + 4 * (start + i + m) > skip:
+                        out[name] = out.get(name, 0) + 1
     return out
 
 
@@ -205,3 +399,48 @@ def render_markdown(report: dict[str, Any]) -> str:
             detail = str(f["detail"]).replace("|", "\\|")
             lines.append(f"| {f['severity']} | {f['kind']} | `{f['file'] or '-'}` | {detail} |")
     return "\n".join(lines) + "\n"
+
+
+def scan_file(
+    path: str | os.PathLike[str],
+    dim: int,
+    copies: CopyFinder | None = None,
+    shapes: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """One pass over a file for the forms :func:`find_unit_vectors` does not see.
+
+    The 16-bit unit-norm test runs for ``dim >= MIN_DIM_16`` only (exact copies of
+    enrolled templates are found at any dimension).
+
+    Returns ``units`` (kind -> unit-norm runs of float16 / bfloat16 values), ``copies``
+    (form -> template rows with an exact copy) and ``landmarks`` (scheme -> sets found;
+    only when ``shapes`` is given).
+    """
+    units: dict[str, int] = {}
+    found: dict[str, set[int]] = {}
+    marks: dict[str, int] = {}
+    keep = 4 * dim + 4
+    if copies is not None:
+        keep = max(keep, copies.overlap)
+    if shapes:
+        keep = max(keep, 4 * max(int(np.asarray(v).size) for v in shapes.values()) + 4)
+    with open(path, "rb") as f:
+        prev = b""
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            data = prev + block
+            # a hit wholly inside the kept tail was counted with the previous block
+            for kind in ("float16", "bfloat16") if dim >= MIN_DIM_16 else ():
+                n = sum(1 for o, b in unit_vectors_in(data, dim, kind) if o + len(b) > len(prev))
+                if n:
+                    units[kind] = units.get(kind, 0) + n
+            if copies is not None:
+                for _off, form, row in copies.find_in(data):
+                    found.setdefault(form, set()).add(row)
+            if shapes:
+                for name, n in find_landmark_sets(data, shapes, skip=len(prev)).items():
+                    marks[name] = marks.get(name, 0) + n
+            prev = data[-keep:] if len(data) > keep else data
+    return {"units": units, "copies": found, "landmarks": marks}
