@@ -521,3 +521,17 @@ def test_removal_is_atomic_for_concurrent_searches_of_a_read_only_gallery(tmp_pa
         for th in threads:
             th.join()
     assert not errors, errors[0]
+
+
+def test_an_array_passed_as_an_identity_id_is_not_printed_in_the_error(tmp_path):
+    # verify(probe, "p4") with the arguments swapped: the message must not carry the template
+    from pyfacematch.errors import InputError
+
+    p = tmp_path / "g.db"
+    t = make(p, backend="binary")
+    with Gallery.open(p) as g:
+        with pytest.raises(InputError) as ei:
+            g.verify(t[4], "p4")
+        msg = str(ei.value)
+        assert "shape" in msg and f"{t[4][0]:.4f}"[:6] not in msg
+        assert repr(float(t[4][0]))[:8] not in msg

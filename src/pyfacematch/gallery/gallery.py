@@ -149,12 +149,17 @@ def _consistent_read(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def run(self: Gallery, *args: Any, **kwargs: Any) -> Any:
-        while True:
-            out = fn(self, *args, **kwargs)
-            if not (self.read_only and self._m.mapped) or self._closed:
-                return out
-            if self._store.data_version() == self._data_version:
-                return out
+        redo = getattr(self._acting, "redo", False)
+        try:
+            while True:
+                out = fn(self, *args, **kwargs)
+                if not (self.read_only and self._m.mapped) or self._closed:
+                    return out
+                if self._store.data_version() == self._data_version:
+                    return out
+                self._acting.redo = True  # one request, one audit record: not again
+        finally:
+            self._acting.redo = redo
 
     return run  # type: ignore[return-value]
 
@@ -660,7 +665,7 @@ class Gallery(TrustMethods):
                 import_sidecars(self._store, trail, self.path)
 
     def _audit_search(self, action: str, actor: str | None, detail: dict[str, Any]) -> None:
-        if self.audit_searches:
+        if self.audit_searches and not getattr(self._acting, "redo", False):
             self._audit.queue(actor if actor is not None else self._current_actor(), action, detail)
 
     def _current_actor(self) -> str | None:

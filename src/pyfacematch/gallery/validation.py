@@ -117,8 +117,21 @@ def check_id(identity_id: Any) -> str:
     name) cannot be stored; it is refused here, before anything is written.
     """
     if not isinstance(identity_id, str) or not identity_id:
-        raise InputError(f"identity ids are non-empty strings, got {identity_id!r}")
+        raise InputError(f"identity ids are non-empty strings, got {_describe(identity_id)}")
     return encodable(identity_id, "identity id")
+
+
+def _describe(value: Any) -> str:
+    """A value for an error message, never the contents of an array (it may be a template:
+    ``verify(probe, "p4")`` with the arguments swapped would print biometric data)."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype} (arguments swapped?)"
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"a {type(value).__name__} of {len(value)} items (arguments swapped?)"
+    if isinstance(value, str):
+        return "an empty string"
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
 def encodable(text: str, what: str) -> str:
