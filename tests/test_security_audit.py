@@ -211,3 +211,31 @@ def test_search_records_are_written_in_the_background_and_the_writer_stops_when_
     assert not any(t.name == "pyfacematch-audit" for t in threading.enumerate())
     g.close()
     assert _verify(db)[0] == 0
+
+
+def test_close_does_not_wait_for_the_audit_writers_next_tick(tmp_path, monkeypatch):
+    # the writer thread gathers search records for flush_seconds; close() wakes it (a CLI job
+    # paid up to half a second at every exit before), and the records still reach the trail
+    import time
+
+    import numpy as np
+
+    import pyfacematch as pf
+    from pyfacematch.gallery.audit import AuditTrail, read_records
+
+    monkeypatch.setattr(AuditTrail, "flush_seconds", 30.0)
+    path = tmp_path / "g.db"
+    x = np.eye(8, 16, dtype=np.float32)
+    g = pf.Gallery.open(path, dim=16)
+    g.enroll_many([f"p{i}" for i in range(8)], x)
+    g.identify(x[3])
+    t0 = time.monotonic()
+    g.close()
+    assert time.monotonic() - t0 < 5.0
+    from pyfacematch.gallery.store import Store
+
+    s = Store(path)
+    try:
+        assert any(r.action == "identify" for r in read_records(s))
+    finally:
+        s.close()

@@ -173,6 +173,7 @@ class AuditTrail:
         self._q: list[tuple[float, str | None, str, str | None, str]] = []
         self._qlock = threading.Lock()
         self._stop = False
+        self._wake = threading.Event()  # set by close(): flush now instead of at the next tick
         self._thread: threading.Thread | None = None
         if writable:
             keys.key(create=True)  # created with the gallery (0600), refused if others read it
@@ -252,7 +253,7 @@ class AuditTrail:
     def _run(self) -> None:
         """Flush every :attr:`flush_seconds` while records keep coming; exit when idle."""
         while True:
-            time.sleep(self.flush_seconds)  # gather a batch
+            self._wake.wait(self.flush_seconds)  # gather a batch (close() cuts the wait short)
             with contextlib.suppress(Exception):
                 self.flush()
             with self._qlock:
@@ -284,6 +285,7 @@ class AuditTrail:
         with self._qlock:
             self._stop = True
             t = self._thread
+        self._wake.set()
         if t is not None:
             t.join(timeout=10)
         if self.writable:
