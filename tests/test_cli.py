@@ -437,6 +437,9 @@ def test_ctrl_c_mid_job_exits_130_and_resumes(data):
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # a suite started in the background (`cmd &`) runs with SIGINT ignored, which children
+        # inherit: give the job the disposition a terminal gives it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     t0 = time.monotonic()
     while p.poll() is None and time.monotonic() - t0 < 60:

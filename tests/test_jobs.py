@@ -391,12 +391,19 @@ def test_ctrl_c_stops_the_job_after_the_current_chunk(setup, monkeypatch, capsys
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while chunk 1 is searched
         return real(self, *a, **kw)
 
-    with monkeypatch.context() as m:
-        m.setattr(Gallery, "identify_arrays", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv")))
+    # a suite started in the background (`cmd &`) runs with SIGINT ignored, and the job only
+    # takes over Python's default handler: run this as under a terminal
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(Gallery, "identify_arrays", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv")))
+    finally:
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, before)
     assert "stopping after the current chunk" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert restored is signal.default_int_handler  # the job put the handler back
     man = json.loads((d / "cut.csv.job" / "manifest.json").read_text())
     assert calls["n"] == 2 and man["chunks_done"] == 2  # chunk 1 finished and committed
     s = identify_job(d / "g.db", src, JobOutput(str(d / "cut.csv"), resume=True), quiet=True)
