@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyfacematch.bench.util import machine, machine_line
+from pyfacematch.bench.util import machine, machine_line, shared_data_dir
 
 
 def _folders(faces: Path, root: Path) -> tuple[Path, Path, Path]:
@@ -47,8 +47,11 @@ def _timed(cmd: list[str], cwd: Path) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    ap.add_argument("--data", default=str(default), help="folder holding faces/<person>/<photo>")
+    ap.add_argument(
+        "--data",
+        default=str(shared_data_dir(__file__)),
+        help="folder holding faces/<person>/<photo>",
+    )
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args(argv)
     faces = Path(a.data) / "faces"

@@ -40,10 +40,9 @@ import sys
 from pathlib import Path
 
 from pyfacematch.bench.embed import measure_embed
-from pyfacematch.bench.util import machine, machine_line
+from pyfacematch.bench.util import machine, machine_line, shared_data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_DATA = shared_data_dir(__file__)
 
 
 def main(argv: list[str] | None = None) -> int:

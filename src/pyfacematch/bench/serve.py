@@ -186,10 +186,25 @@ def run_load(
     wall = time.perf_counter() - w0
     s1, c1 = _cpu_seconds(pid), time.process_time()
     after = _batch_stats(httpx.get(url + "/metrics").text, kind)
+    out = _summary(f"{kind} {body_kind}", lat, errors, wall, before, after, s1 - s0)
+    out["client_cpu"] = (c1 - c0) / wall
+    return out
+
+
+def _summary(
+    scenario: str,
+    lat: list[float],
+    errors: int,
+    wall: float,
+    before: tuple[float, float],
+    after: tuple[float, float],
+    server_cpu_s: float,
+) -> dict[str, Any]:
+    """Requests/s, latency percentiles (ms), rows per core call and server CPU of one load run."""
     calls, rows = after[0] - before[0], after[1] - before[1]
     ms = np.asarray(lat) * 1000.0
     return {
-        "scenario": f"{kind} {body_kind}",
+        "scenario": scenario,
         "requests": len(lat),
         "errors": errors,
         "rps": len(lat) / wall,
@@ -198,11 +213,11 @@ def run_load(
         "p99": float(np.percentile(ms, 99)),
         "max": float(ms.max()),
         "rows_per_call": rows / calls if calls else float("nan"),
-        "server_cpu": (s1 - s0) / wall,
+        "server_cpu": server_cpu_s / wall,
         # CPU time the server spent per answered request: less sensitive than req/s to other
-        # processes on the machine (cores / this = the server's capacity if it had the machine)
-        "server_cpu_ms_per_request": 1000.0 * (s1 - s0) / max(1, len(lat)),
-        "client_cpu": (c1 - c0) / wall,
+        # processes on the machine (cores / this = the server's capacity if it had the machine);
+        # for photos it counts the server and its embedding worker processes
+        "server_cpu_ms_per_request": 1000.0 * server_cpu_s / max(1, len(lat)),
     }
 
 
@@ -225,7 +240,6 @@ def run_photo_load(
     wall = time.perf_counter() - w0
     s1 = _tree_cpu_seconds(pid)
     after = _batch_stats(httpx.get(url + "/metrics").text, "photo")
-    ms = np.asarray(lat) * 1000.0
     with ParallelEmbedder("dlib", workers=workers) as emb:
         emb.embed(photos[:2])  # models loaded, as in the server
         n, t0 = 0, time.perf_counter()
@@ -233,24 +247,15 @@ def run_photo_load(
             n += len(emb.embed(photos))
         base = n / (time.perf_counter() - t0)
         base_cpu_ms = 1000.0 * emb.cpu_seconds / max(1, n + 2)
-    calls, rows = after[0] - before[0], after[1] - before[1]
-    return {
-        "scenario": "identify photo",
-        "requests": len(lat),
-        "errors": errors,
-        "rps": len(lat) / wall,
-        "p50": float(np.percentile(ms, 50)),
-        "p90": float(np.percentile(ms, 90)),
-        "p99": float(np.percentile(ms, 99)),
-        "max": float(ms.max()),
-        "rows_per_call": rows / calls if calls else float("nan"),
-        "server_cpu": (s1 - s0) / wall,
-        # the server and its embedding worker processes, per answered photo request
-        "server_cpu_ms_per_request": 1000.0 * (s1 - s0) / max(1, len(lat)),
-        "in_process_cpu_ms_per_photo": base_cpu_ms,
-        "in_process_photos_per_s": base,
-        "ratio_to_in_process": (len(lat) / wall) / base,
-    }
+    out = _summary("identify photo", lat, errors, wall, before, after, s1 - s0)
+    out.update(
+        {
+            "in_process_cpu_ms_per_photo": base_cpu_ms,
+            "in_process_photos_per_s": base,
+            "ratio_to_in_process": (len(lat) / wall) / base,
+        }
+    )
+    return out
 
 
 def _serve(

@@ -7,12 +7,14 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "SIMD_FLAGS",
+    "shared_data_dir",
     "median_times_interleaved",
     "median_time",
     "cpu_info",
@@ -225,3 +227,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(
         [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)]
     )
+
+
+def shared_data_dir(script: str) -> Path:
+    """The shared photo set for a ``bench/`` script: ``$PYFACEMATCH_SHARED_DATA`` (as the tests
+    read it, ``tests/conftest.py``), else ``../shared/data`` beside the checkout holding ``script``."""
+    env = os.environ.get("PYFACEMATCH_SHARED_DATA")
+    return Path(env) if env else Path(script).resolve().parents[1].parent / "shared" / "data"

@@ -877,16 +877,14 @@ class Store:
         if self.path is None:
             return
         with self._lock:
-            c = self._conn()
-            if c.execute("SELECT 1 FROM meta WHERE key=?", (SCRUB_PENDING_KEY,)).fetchone():
-                try:
-                    scrub_erased(c)
-                except sqlite3.Error as exc:
-                    raise GalleryFileError(
-                        f"the removal is committed but could not be scrubbed from "
-                        f"{self._where()!r} ({exc}): call checkpoint() again when no other "
-                        "process writes to the gallery"
-                    ) from exc
+            try:
+                self.vacuum_if_owed()
+            except sqlite3.Error as exc:
+                raise GalleryFileError(
+                    f"the removal is committed but could not be scrubbed from "
+                    f"{self._where()!r} ({exc}): call checkpoint() again when no other "
+                    "process writes to the gallery"
+                ) from exc
             self.wal_checkpoint()
 
     def vacuum_if_owed(self) -> None:
