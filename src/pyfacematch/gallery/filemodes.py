@@ -10,6 +10,8 @@ but an explicit ``chmod`` makes the result independent of it).
 Existing files are never loosened; see :func:`tighten`. An existing file or
 folder that other users can *write* is refused instead (:func:`refuse_shared_writes`):
 someone may already have altered it, so tightening it silently would hide that.
+The folder that holds a gallery is checked too (:func:`refuse_unsafe_folder`):
+whoever can write a folder can replace or pre-create the files in it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +31,7 @@ __all__ = [
     "create_private_file",
     "make_private_dir",
     "refuse_shared_writes",
+    "refuse_unsafe_folder",
     "shared_bits",
     "sqlite_files",
     "tighten",
@@ -118,4 +122,84 @@ def refuse_shared_writes(paths: Iterable[str | os.PathLike[str]]) -> None:
             f"{stat.S_IMODE(st.st_mode):o}: other users can write it, so its templates, keys or "
             "audit trail may have been altered; refused (nothing was opened or changed). Check "
             f"it (`pyfacematch audit verify`), then run `chmod {'700' if folder else '600'} {p}`"
+        )
+
+
+def _private_group(gid: int) -> bool:
+    """The group is this user's own: their primary group, with no other member listed.
+
+    Debian/Ubuntu-style "user private groups" make folders group-writable by
+    default (umask 002); such a group holds nobody else, so its write bit is safe.
+    """
+    if sys.platform == "win32":  # pragma: no cover - POSIX modes only
+        return True
+    import grp
+    import pwd
+
+    try:
+        me = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    if gid != me.pw_gid:
+        return False
+    if any(m != me.pw_name for m in group.gr_mem):
+        return False
+    # No other account may have it as its primary group either.
+    return all(p.pw_gid != gid or p.pw_uid == me.pw_uid for p in pwd.getpwall())
+
+
+def refuse_unsafe_folder(
+    file: str | os.PathLike[str], companions: Iterable[str | os.PathLike[str]] = ()
+) -> None:
+    """Refuse a gallery whose folder lets other users replace or plant its files.
+
+    The rule is the one OpenSSH's ``StrictModes`` and ``sudo`` apply to the
+    folders above a secret: a folder that another user can write may have had
+    any file in it swapped (a write bit on a folder allows ``rename`` and
+    ``unlink`` of files one does not own), so the gallery is refused when its
+    folder is writable by others, or by a group that holds other users,
+    unless the folder has the sticky bit (``/tmp``-like: others cannot then
+    replace files they do not own). In a sticky shared folder anyone can still
+    *create* a name first (a ``-wal``, a lock file, a key file), so every
+    existing companion in ``companions`` must then belong to this user.
+    Missing folders are left to the caller's own error. Raises
+    :class:`~pyfacematch.errors.UnsafePermissionsError` saying what to run.
+    """
+    if sys.platform == "win32":  # pragma: no cover - POSIX modes only
+        return
+    folder = Path(os.path.abspath(os.fspath(file))).parent
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o022:
+        return
+    if mode & stat.S_ISVTX:
+        me = os.geteuid()
+        for c in companions:
+            try:
+                cst = os.lstat(c)
+            except OSError:
+                continue
+            if cst.st_uid != me:
+                raise UnsafePermissionsError(
+                    f"{os.fspath(c)!r} is in the shared folder {os.fspath(folder)!r} (mode "
+                    f"{mode:o}) and belongs to another user (uid {cst.st_uid}): anyone can plant "
+                    "a file there before the gallery creates it; refused (nothing was opened or "
+                    "changed). Keep galleries in a folder only you can write "
+                    "(`mkdir -m 700 DIR`) and move the gallery there"
+                )
+        return
+    if mode & 0o002 or not _private_group(st.st_gid):
+        who = "all users" if mode & 0o002 else f"group {st.st_gid}, which holds other users"
+        fix = "o-w" if mode & 0o002 else "g-w"
+        if mode & 0o002 and mode & 0o020 and not _private_group(st.st_gid):
+            fix = "go-w"
+        raise UnsafePermissionsError(
+            f"the folder {os.fspath(folder)!r} of gallery {os.fspath(file)!r} has mode {mode:o}: "
+            f"{who} can write it, so they could replace the gallery's files; refused (nothing "
+            f"was opened or changed). Run `chmod {fix} {os.fspath(folder)}`, or keep the gallery "
+            "in a folder only you can write"
         )

@@ -60,7 +60,7 @@ from pyfacematch.gallery.auditsidecar import SidecarWriter, import_sidecars
 from pyfacematch.gallery.calibration import ThresholdRecord, calibrate_threshold, pair_scores
 from pyfacematch.gallery.checkpoints import CheckpointFiles
 from pyfacematch.gallery.erasure import SCRUB_PENDING_KEY, WalEraser, check_scrub_mode
-from pyfacematch.gallery.filemodes import refuse_shared_writes, sqlite_files
+from pyfacematch.gallery.filemodes import refuse_shared_writes, refuse_unsafe_folder, sqlite_files
 from pyfacematch.gallery.locking import RWLock, WriterLock, lock_path_for
 from pyfacematch.gallery.quarantine import QuarantinedTemplate
 from pyfacematch.gallery.results import (
@@ -345,6 +345,8 @@ class Gallery(TrustMethods):
                 f"cannot open {os.fspath(path)!r} read-only: no gallery file there "
                 "(read-only opens never create one)"
             )
+        if path is not None:  # before any file is read or created
+            refuse_unsafe_folder(path, _gallery_files(Path(path)))
         new_file = path is not None and not Path(path).exists()
         if path is not None and not new_file:  # before the lock or SQLite touch anything
             refuse_shared_writes(_gallery_files(Path(path)))

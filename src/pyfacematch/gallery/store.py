@@ -403,6 +403,8 @@ class Store:
                 f"{self._where()!r} is an empty file, not a gallery: "
                 "remove it or choose another path to create a new gallery"
             )
+        if self.path is not None:  # before any file is read or created
+            filemodes.refuse_unsafe_folder(self.path, filemodes.sqlite_files(self.path))
         new_blocks = None if exists else check_new_layout(dim, blocks)  # before any file exists
         wal_left = False
         if self.path is not None and exists:
