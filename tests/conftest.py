@@ -30,3 +30,12 @@ def simd_level(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         pf.simd.set_level(before)
+
+
+# The whole suite's logs and output are scanned for templates (tests/_logscan.py).
+from _logscan import (  # noqa: E402, F401
+    pytest_configure,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)

@@ -43,6 +43,7 @@ __all__ = [
     "Finding",
     "find_landmark_sets",
     "find_text_vectors",
+    "scan_log_text",
     "find_unit_vectors",
     "iter_files",
     "mode_findings",
@@ -322,6 +323,123 @@ def find_text_vectors(path: str | os.PathLike[str], dim: int) -> int:
             if np.any(np.abs(s - 1.0) <= 1e-2):
                 hits += 1
     return hits
+
+
+#: Template lengths looked for in logs, where the dimension is not known.
+LOG_DIMS = (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048)
+# A run of numbers as text: numbers separated only by commas, blanks and brackets.
+_NUMBER = rb"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"  # one reading per text: no backtracking blow-up
+# A run starts only where a number starts (the look-behind), so a long digit string costs
+# linear time, not one backtracking attempt per position.
+_RUN = re.compile(rb"(?<![\d.])" + _NUMBER + rb"(?:[\s,\[\]()]+" + _NUMBER + rb"){7,}")
+_RUN_NUM = re.compile(_NUMBER)
+_B64 = re.compile(rb"[A-Za-z0-9+/_-]{40,}={0,2}")
+_HEX = re.compile(rb"(?:[0-9a-fA-F]{2}[ :]?){32,}")
+_ESC = re.compile(rb"(?:\\x[0-9a-fA-F]{2}|\\[ntr\\'\"]|[ -\[\]-~]){32,}")
+_LINE_MAX = 1 << 20  # longer lines are examined in their first MiB only
+
+
+def _text_run_is_template(v: np.ndarray) -> int:
+    """The length of a unit-norm template inside a run of numbers (0: none).
+
+    The whole run of unit norm (one template printed, any length >= 8), or a
+    window of a usual template length (a batch printed flat).
+    """
+    if np.any(np.abs(v) > 1.0) or np.count_nonzero(v) * 2 < v.size:
+        return 0 if v.size < 16 else _window_template(v)
+    if abs(float(v @ v) - 1.0) <= 1e-2:
+        return int(v.size)
+    return _window_template(v)
+
+
+def _window_template(v: np.ndarray) -> int:
+    sq = np.where(np.abs(v) <= 1.0, v * v, 4.0)
+    c = np.concatenate([[0.0], np.cumsum(sq)])
+    nz = np.concatenate([[0], np.cumsum(v != 0)])
+    for dim in LOG_DIMS:
+        if dim > v.size:
+            break
+        s = c[dim:] - c[:-dim]
+        ok = (np.abs(s - 1.0) <= 1e-2) & ((nz[dim:] - nz[:-dim]) * 2 >= dim)
+        if ok.any():
+            return dim
+    return 0
+
+
+def _binary_template(data: bytes) -> tuple[str, int] | None:
+    """(kind, dim) of a unit-norm float32/float16/bfloat16 run in decoded bytes, if any."""
+    for dim in LOG_DIMS:
+        for kind in ("float32", "float16", "bfloat16"):
+            width = _KINDS[kind][0]
+            if width * dim > len(data) or (width == 2 and dim < MIN_DIM_16):
+                continue
+            if unit_vectors_in(data, dim, kind):
+                return kind, dim
+    return None
+
+
+def _bytes_in_line(line: bytes) -> str | None:
+    """A template written as base64, hex or a bytes repr in one line of text, described."""
+    import base64
+    import binascii
+
+    for m in _B64.finditer(line):
+        tok = m.group()
+        try:
+            raw = base64.b64decode(tok + b"=" * (-len(tok) % 4), altchars=b"-_")
+        except (binascii.Error, ValueError):
+            continue
+        hit = _binary_template(raw)
+        if hit:
+            return f"{hit[1]} {hit[0]} values of unit norm in base64"
+    for m in _HEX.finditer(line):
+        hit = _binary_template(bytes.fromhex(re.sub(rb"[ :]", b"", m.group()).decode()))
+        if hit:
+            return f"{hit[1]} {hit[0]} values of unit norm in hex"
+    for m in _ESC.finditer(line):
+        if b"\\x" in m.group():
+            hit = _binary_template(m.group().decode("unicode_escape").encode("latin-1"))
+            if hit:
+                return f"{hit[1]} {hit[0]} values of unit norm as bytes"
+    return None
+
+
+def scan_log_text(data: bytes) -> list[tuple[int, str]]:
+    """Template-like content in log text: ``(line number, what)`` per finding.
+
+    Logs and console output must never hold a template (ISO/IEC 24745 §5:
+    biometric references are confidential wherever they are stored or sent).
+    The dimension is unknown, so the usual template lengths (:data:`LOG_DIMS`)
+    are tried. Looked for, per line:
+
+    - numbers as text (a list, a numpy repr, JSON): a run of 8 or more
+      numbers of unit norm, or a window of a usual length inside a longer run;
+    - bytes written as base64, hex or a Python ``bytes`` repr (``\\x..``
+      escapes) that decode to a unit-norm float32, float16 or bfloat16 run.
+
+    Not found: a few values of a template (numpy summarises arrays of more than
+    1,000 values with ``...``), templates scaled by an unknown factor,
+    encrypted or compressed bytes (which are no leak).
+    """
+    out: list[tuple[int, str]] = []
+    # Numbers as text first, over the whole text: numpy wraps a long array over many lines.
+    text_lines: set[int] = set()
+    for m in _RUN.finditer(data):
+        try:
+            v = np.array([float(x) for x in _RUN_NUM.findall(m.group())], np.float64)
+        except ValueError:  # pragma: no cover - the pattern only matches numbers
+            continue
+        dim = _text_run_is_template(v)
+        if dim:
+            no = data.count(b"\n", 0, m.start()) + 1
+            text_lines.add(no)
+            out.append((no, f"{dim} numbers of unit norm written as text"))
+    for no, line in enumerate(data.splitlines(), 1):
+        if len(line) >= 32 and no not in text_lines:
+            what = _bytes_in_line(line[:_LINE_MAX])
+            if what:
+                out.append((no, what))
+    return out
 
 
 def iter_files(root: str | os.PathLike[str]) -> Iterator[Path]:
