@@ -117,3 +117,21 @@ def test_landmark_sets_are_found(tmp_path: Path) -> None:
     assert any(k == "landmarks" and "mediapipe478 scheme" in d for k, d in _found(rep, f2d)), (
         _found(rep, f2d)
     )
+
+
+def test_landmark_sets_in_float64_and_as_text_are_found(tmp_path: Path) -> None:
+    db, _ = _gallery(tmp_path)
+    _, lm68, lm478 = _real()
+    f64 = _plant(db, "lm64", lm68[4:6].astype("<f8").tobytes(), pad=5)  # numpy's default dtype
+    rows = "\n".join(",".join(f"{c:.2f}" for c in s.ravel()) for s in lm68[10:12])
+    csv = db.with_name(db.name + ".lm.csv")
+    csv.write_text("photo,points\n" + rows + "\n" + str(lm478[3, :, :2].ravel().tolist()) + "\n")
+    csv.chmod(0o600)
+    rep, _ = leak_report(db)
+    assert (
+        "landmarks",
+        "2 face landmark sets fitting the ibug68 scheme (float64 coordinates)",
+    ) in _found(rep, f64)
+    text = [d for k, d in _found(rep, csv) if k == "landmarks"]
+    assert "2 face landmark sets fitting the ibug68 scheme (as text)" in text, text
+    assert any("mediapipe478 scheme (as text)" in d for d in text), text

@@ -42,6 +42,7 @@ from pyfacematch.security.envelope import KeyRing
 from pyfacematch.security.leaks import (
     CopyFinder,
     Finding,
+    find_text_landmarks,
     find_text_vectors,
     find_unit_vectors,
     iter_files,
@@ -239,16 +240,25 @@ def leak_audit(
                     f"{form} copies of {len(rows)} enrolled {what}templates",
                 )
             )
-        for scheme, n in sorted(other["landmarks"].items()):
+        for (scheme, kind), n in sorted(other["landmarks"].items()):
             findings.append(
                 Finding(
                     "leak",
                     "landmarks",
                     os.fspath(path),
-                    f"{n} face landmark sets fitting the {scheme} scheme (float32 coordinates)",
+                    f"{n} face landmark sets fitting the {scheme} scheme ({kind} coordinates)",
                 )
             )
         if role in ("job", "beside") and path.suffix.lower() in _TEXT_SUFFIXES:
+            for scheme, n in sorted(find_text_landmarks(path, shapes).items()):
+                findings.append(
+                    Finding(
+                        "leak",
+                        "landmarks",
+                        os.fspath(path),
+                        f"{n} face landmark sets fitting the {scheme} scheme (as text)",
+                    )
+                )
             t = find_text_vectors(path, dim)
             if t:
                 findings.append(

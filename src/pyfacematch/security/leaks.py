@@ -20,9 +20,10 @@ finds face landmark sets (float32 x, y[, z] per point) of a known scheme: a
 window of ``P`` points whose similarity-Procrustes fit to the scheme's mean
 shape explains at least :data:`LANDMARK_FIT` of its variance (real dlib-68
 and MediaPipe-478 landmarks of the 54 photos in the shared data: ≥ 0.973;
-Gaussian noise: ≤ 0.11). Not found: templates scaled by an unknown factor or
-compressed, int8 codes of another quantiser (FAISS SQ8 trains its own ranges),
-landmarks in float64 or as text.
+Gaussian noise: ≤ 0.11). The same fit runs on float64 coordinates and, in text files,
+on numbers written as text (:func:`find_text_landmarks`). Not found: templates
+scaled by an unknown factor or compressed, int8 codes of another quantiser
+(FAISS SQ8 trains its own ranges).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "CopyFinder",
     "Finding",
     "find_landmark_sets",
+    "find_text_landmarks",
     "find_text_vectors",
     "scan_log_text",
     "find_unit_vectors",
@@ -236,20 +238,25 @@ def _fit_windows(v: np.ndarray, shape: np.ndarray) -> np.ndarray:
     return fit[: max(0, v.size - n + 1)]
 
 
-def find_landmark_sets(data: bytes, shapes: dict[str, np.ndarray], skip: int = 0) -> dict[str, int]:
-    """Scheme name -> landmark sets (float32, ``k`` coordinates a point) found in ``data``.
+def find_landmark_sets(
+    data: bytes, shapes: dict[str, np.ndarray], skip: int = 0, kind: str = "float32"
+) -> dict[str, int]:
+    """Scheme name -> landmark sets (``k`` coordinates a point) found in ``data``.
 
+    ``kind``: the coordinates' type, ``"float32"`` (default) or ``"float64"`` (numpy's
+    default, what a script saving landmarks writes unless told otherwise).
     Sets that end within the first ``skip`` bytes are not counted (seen in a previous block).
     """
     out: dict[str, int] = {}
     if not shapes:
         return out
+    width = {"float32": 4, "float64": 8}[kind]
     shortest = min(int(np.asarray(v).size) for v in shapes.values())
-    for align in range(4):
-        n = (len(data) - align) // 4
+    for align in range(width):
+        n = (len(data) - align) // width
         if n <= 0:
             continue
-        v32 = np.frombuffer(data, "<f4", count=n, offset=align)
+        v32 = np.frombuffer(data, f"<f{width}", count=n, offset=align)
         with np.errstate(invalid="ignore", over="ignore"):
             a = np.abs(v32)
             ok = (a <= _PLAUSIBLE) & ((a >= 1e-6) | (a == 0))  # NaN compares False
@@ -269,7 +276,7 @@ def find_landmark_sets(data: bytes, shapes: dict[str, np.ndarray], skip: int = 0
                     if i < last + m:  # one set matches at one offset; neighbours overlap it
                         continue
                     last = i
-                    if align + 4 * (start + i + m) > skip:
+                    if align + width * (start + i + m) > skip:
                         out[name] = out.get(name, 0) + 1
     return out
 
@@ -328,7 +335,9 @@ def find_text_vectors(path: str | os.PathLike[str], dim: int) -> int:
 #: Template lengths looked for in logs, where the dimension is not known.
 LOG_DIMS = (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048)
 # A run of numbers as text: numbers separated only by commas, blanks and brackets.
-_NUMBER = rb"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"  # one reading per text: no backtracking blow-up
+_NUMBER = (
+    rb"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"  # one reading per text: no backtracking blow-up
+)
 # A run starts only where a number starts (the look-behind), so a long digit string costs
 # linear time, not one backtracking attempt per position.
 _RUN = re.compile(rb"(?<![\d.])" + _NUMBER + rb"(?:[\s,\[\]()]+" + _NUMBER + rb"){7,}")
@@ -442,6 +451,43 @@ def scan_log_text(data: bytes) -> list[tuple[int, str]]:
     return out
 
 
+def find_text_landmarks(
+    path: str | os.PathLike[str], shapes: dict[str, np.ndarray]
+) -> dict[str, int]:
+    """Scheme name -> landmark sets written as text (CSV, JSON, a numpy repr) in a file.
+
+    Each line's runs of numbers are fitted like binary coordinates
+    (:func:`find_landmark_sets`); a set written over several lines is not seen.
+    """
+    out: dict[str, int] = {}
+    if not shapes:
+        return out
+    shortest = min(int(np.asarray(v).size) for v in shapes.values())
+    with open(path, "rb") as f:
+        for line in f:
+            if len(line) < 2 * shortest:
+                continue
+            for m in _RUN.finditer(line[:_LINE_MAX]):
+                nums = _RUN_NUM.findall(m.group())
+                if len(nums) < shortest:
+                    continue
+                v = np.array([float(x) for x in nums], np.float64)
+                if not np.all(np.abs(v) <= _PLAUSIBLE):
+                    continue
+                for name, shape in shapes.items():
+                    size = int(np.asarray(shape).size)
+                    if v.size < size:
+                        continue
+                    fit = _fit_windows(v, np.asarray(shape, np.float64))
+                    hits = np.flatnonzero(fit >= LANDMARK_FIT)
+                    last = -size
+                    for i in hits.tolist():
+                        if i >= last + size:
+                            last = i
+                            out[name] = out.get(name, 0) + 1
+    return out
+
+
 def iter_files(root: str | os.PathLike[str]) -> Iterator[Path]:
     """``root`` itself if it is a file, else every file below it (symlinks not followed)."""
     p = Path(root)
@@ -531,17 +577,17 @@ def scan_file(
     enrolled templates are found at any dimension).
 
     Returns ``units`` (kind -> unit-norm runs of float16 / bfloat16 values), ``copies``
-    (form -> template rows with an exact copy) and ``landmarks`` (scheme -> sets found;
-    only when ``shapes`` is given).
+    (form -> template rows with an exact copy) and ``landmarks`` ((scheme, float32 or
+    float64) -> sets found; only when ``shapes`` is given).
     """
     units: dict[str, int] = {}
     found: dict[str, set[int]] = {}
-    marks: dict[str, int] = {}
+    marks: dict[tuple[str, str], int] = {}
     keep = 4 * dim + 4
     if copies is not None:
         keep = max(keep, copies.overlap)
     if shapes:
-        keep = max(keep, 4 * max(int(np.asarray(v).size) for v in shapes.values()) + 4)
+        keep = max(keep, 8 * max(int(np.asarray(v).size) for v in shapes.values()) + 8)
     with open(path, "rb") as f:
         prev = b""
         while True:
@@ -557,8 +603,8 @@ def scan_file(
             if copies is not None:
                 for _off, form, row in copies.find_in(data):
                     found.setdefault(form, set()).add(row)
-            if shapes:
-                for name, n in find_landmark_sets(data, shapes, skip=len(prev)).items():
-                    marks[name] = marks.get(name, 0) + n
+            for kind in ("float32", "float64") if shapes else ():
+                for name, n in find_landmark_sets(data, shapes, len(prev), kind).items():
+                    marks[(name, kind)] = marks.get((name, kind), 0) + n
             prev = data[-keep:] if len(data) > keep else data
     return {"units": units, "copies": found, "landmarks": marks}
