@@ -603,8 +603,8 @@ def scan_file(
             if copies is not None:
                 for _off, form, row in copies.find_in(data):
                     found.setdefault(form, set()).add(row)
-            for kind in ("float32", "float64") if shapes else ():
-                for name, n in find_landmark_sets(data, shapes, len(prev), kind).items():
+            for kind in ("float32", "float64"):
+                for name, n in find_landmark_sets(data, shapes or {}, len(prev), kind).items():
                     marks[(name, kind)] = marks.get((name, kind), 0) + n
             prev = data[-keep:] if len(data) > keep else data
     return {"units": units, "copies": found, "landmarks": marks}
