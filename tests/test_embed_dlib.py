@@ -173,14 +173,24 @@ def test_dlib_leave_one_out_on_all_54_photos(embedder, embedder5):
     from pyfacematch.embed import default_operating_point
 
     thr = default_operating_point(embedder5.name).threshold
-    b5 = embedder5.embed(paths)
-    assert not b5.failures
-    t5 = b5.templates().astype(np.float64)
-    assert _loo_rank1(b5.templates(), d["labels"]) == 1.0
     same = d["labels"][:, None] == d["labels"][None, :]
     off = ~np.eye(len(paths), dtype=bool)
-    for s in (t5 @ t5.T, t5 @ t.astype(np.float64).T):
-        assert s[same & off].min() >= thr > s[~same].max()
+    # upsample "auto": what the command line's image jobs use (they keep the largest face)
+    for emb in (embedder5, DlibEmbedder(upsample="auto")):
+        b5 = emb.embed(paths)
+        assert not b5.failures
+        t5 = b5.templates().astype(np.float64)
+        assert _loo_rank1(b5.templates(), d["labels"]) == 1.0
+        for s in (t5 @ t5.T, t5 @ t.astype(np.float64).T):
+            assert s[same & off].min() >= thr > s[~same].max()
+
+
+def test_image_jobs_embed_with_five_points_and_auto_upsampling(small):
+    from pyfacematch.jobs.encode import Source, open_reader
+
+    reader = open_reader(Source(images=str(DATA / "faces")), role="enroll")
+    det = reader.embedder.detector
+    assert det.points == 5 and det.auto_upsample
 
 
 def test_create_embedder_dlib(small):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,36 @@ def _points5(lm: np.ndarray) -> np.ndarray:
     return out
 
 
+def _make_onnx_descriptor(path: Path, threads: int | None):  # noqa: ANN202
+    from pyfacematch.embed.dlib_onnx import DlibOnnxDescriptor
+
+    return DlibOnnxDescriptor(path, threads=threads)
+
+
+class _Background:
+    """``fn(*args)`` run in a daemon thread; :meth:`result` waits for it and returns its value or
+    raises its exception (a model that fails to load fails the first call that needs it)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        # not a daemon: an embedder made and never used lets the load finish before exit
+        self._thread = threading.Thread(target=self._run, args=(fn, args))
+        self._thread.start()
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class DlibEmbedder(Embedder):
     """dlib's face recognition pipeline as an :class:`Embedder` (128-d templates).
 
@@ -343,6 +374,16 @@ class DlibEmbedder(Embedder):
             raise InputError(f"expected descriptor 'auto', 'onnx' or 'dlib', got {descriptor!r}")
         dlib = _import_dlib()
         self._dlib = dlib
+        mdir = dlib_model_dir(model_dir)
+        self._resnet_path = mdir / _FILES["resnet"]
+        self._fr_model = None  # dlib's own network: loaded on first use (jitters, or no onnx)
+        self._onnx_loader: _Background | None = None
+        if descriptor == "auto":
+            descriptor = "onnx" if _onnx_available() else "dlib"
+        if descriptor == "onnx":
+            # the onnxruntime session is made in a thread while the detector loads and the first
+            # images are decoded and detected; the first descriptor call waits for it
+            self._onnx_loader = _Background(_make_onnx_descriptor, self._resnet_path, threads)
         if isinstance(detector, DlibDetector):
             self.detector = detector
         else:
@@ -352,19 +393,13 @@ class DlibEmbedder(Embedder):
         self.num_jitters = int(num_jitters)
         self.padding = float(padding)
         self.chip_size = 150
-        mdir = dlib_model_dir(model_dir)
-        self._resnet_path = mdir / _FILES["resnet"]
-        self._fr_model = None  # dlib's own network: loaded on first use (jitters, or no onnx)
-        self._onnx = None
-        if descriptor == "auto":
-            descriptor = "onnx" if _onnx_available() else "dlib"
-        if descriptor == "onnx":
-            from pyfacematch.embed.dlib_onnx import DlibOnnxDescriptor
-
-            self._onnx = DlibOnnxDescriptor(self._resnet_path, threads=threads)
-        else:
+        if descriptor == "dlib":
             self._fr_model = self._fr
         self.descriptor = descriptor
+
+    @property
+    def _onnx(self):  # noqa: ANN202 - DlibOnnxDescriptor or None
+        return None if self._onnx_loader is None else self._onnx_loader.result()
 
     @property
     def _fr(self):  # noqa: ANN202 - dlib.face_recognition_model_v1
