@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None, default_data: Path | None = None) -> dic
     ap.add_argument("--data", default=None, help="folder holding faces/<person>/<photo>")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
+        "--before",
+        default=None,
+        metavar="PYTHON",
+        help="also run the same two commands with this interpreter (one whose pyfacematch is "
+        "another version, e.g. the main branch's venv), as 'before', in the same rounds",
+    )
+    ap.add_argument(
         "--face-recognition",
         default=None,
         help="face_recognition's command (default: found on PATH)",
@@ -107,9 +114,12 @@ def main(argv: list[str] | None = None, default_data: Path | None = None) -> dic
         sys.exit(f"no photo folders under {faces}: pass --data")
     print(machine_line(machine()))
     fr = a.face_recognition or shutil.which("face_recognition")
-    pfm = [sys.executable, "-m", "pyfacematch"]
-    times: dict[str, list[float]] = {"pyfacematch": [], "face_recognition": []}
-    cpu: dict[str, list[float]] = {"pyfacematch": [], "face_recognition": []}
+    ours = {"pyfacematch": [sys.executable, "-m", "pyfacematch"]}
+    if a.before:
+        ours["before"] = [a.before, "-m", "pyfacematch"]
+    names = [*ours, "face_recognition"]
+    times: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     rank1: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -123,20 +133,21 @@ def main(argv: list[str] | None = None, default_data: Path | None = None) -> dic
                 if rnd:
                     times["face_recognition"].append(t)
                     cpu["face_recognition"].append(c)
-            for f in root.glob("g.db*"):
-                shutil.rmtree(f) if f.is_dir() else f.unlink()
-            enroll = [*pfm, "enroll", "-g", "g.db", "--images", str(known), "--quiet"]
-            t, c, _ = _run(enroll, root, env)
-            t2, c2, _ = _run(
-                [*pfm, "identify", "-g", "g.db", "--images", str(unknown), "-o", "res.csv"]
-                + ["--quiet", "--overwrite"],
-                root,
-                env,
-            )
-            rank1["pyfacematch"] = _rank1_ours(root / "res.csv", truth)
-            if rnd:
-                times["pyfacematch"].append(t + t2)
-                cpu["pyfacematch"].append(c + c2)
+            for name, pfm in ours.items():
+                for f in root.glob("g.db*"):
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
+                enroll = [*pfm, "enroll", "-g", "g.db", "--images", str(known), "--quiet"]
+                t, c, _ = _run(enroll, root, env)
+                t2, c2, _ = _run(
+                    [*pfm, "identify", "-g", "g.db", "--images", str(unknown), "-o", "res.csv"]
+                    + ["--quiet", "--overwrite"],
+                    root,
+                    env,
+                )
+                rank1[name] = _rank1_ours(root / "res.csv", truth)
+                if rnd:
+                    times[name].append(t + t2)
+                    cpu[name].append(c + c2)
     med = {k: statistics.median(v) for k, v in times.items() if v}
     print(
         f"# 5 enrolled + 9 probes, {a.rounds} interleaved rounds after a warm-up, median wall "
@@ -147,11 +158,13 @@ def main(argv: list[str] | None = None, default_data: Path | None = None) -> dic
             f"{k}: {v:.2f} s (rounds: {', '.join(f'{x:.2f}' for x in times[k])}); CPU "
             f"{statistics.median(cpu[k]):.2f} s; rank-1 of the 9 probes {rank1[k]:.2f}"
         )
-    if "face_recognition" in med:
-        print(
-            f"ratio face_recognition / pyfacematch: {med['face_recognition'] / med['pyfacematch']:.2f}"
-        )
-    else:
+    for k in ("before", "face_recognition"):
+        if k in med:
+            print(
+                f"ratio {k} / pyfacematch: wall {med[k] / med['pyfacematch']:.2f}, CPU "
+                f"{statistics.median(cpu[k]) / statistics.median(cpu['pyfacematch']):.2f}"
+            )
+    if "face_recognition" not in med:
         print(
             "face_recognition not found (pip install --no-deps face_recognition, or pass "
             "--face-recognition PATH): no baseline"
