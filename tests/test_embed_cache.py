@@ -66,6 +66,28 @@ def test_disabled_or_unwritable_cache_still_gives_the_model(tmp_path, monkeypatc
     assert cached_file("m.bin", make) is None
 
 
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_folder_or_entry_others_can_write_is_not_used(tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    monkeypatch.setenv("PYFACEMATCH_CACHE_DIR", str(folder))
+    make = Maker(b"model" * 100)
+    cached_bytes("m.bin", make)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "m.bin").stat().st_mode & 0o777 == 0o600
+    # an entry someone else could have written is made again (and rewritten private)
+    os.chmod(folder / "m.bin.sha256", 0o666)
+    assert cached_bytes("m.bin", make) == make.data and make.calls == 2
+    assert (folder / "m.bin.sha256").stat().st_mode & 0o777 == 0o600
+    assert cached_bytes("m.bin", make) == make.data and make.calls == 2
+    # a folder others can write (not sticky): not used at all
+    os.chmod(folder, 0o777)
+    assert cached_bytes("m.bin", make) == make.data and make.calls == 3
+    assert cached_file("m.bin", make) is None and make.calls == 3
+    # sticky, as /tmp: others cannot replace our files, so it is used
+    os.chmod(folder, 0o1777)
+    assert cached_file("m.bin", make) == folder / "m.bin" and make.calls == 3
+
+
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="XDG layout (Linux and BSDs)")
 def test_default_folder_follows_xdg(tmp_path, monkeypatch):
     monkeypatch.delenv("PYFACEMATCH_CACHE_DIR", raising=False)

@@ -15,16 +15,21 @@ cache folder of the XDG Base Directory specification (``$XDG_CACHE_HOME``, defau
 Integrity: each entry ``NAME`` has a sidecar ``NAME.sha256`` written after it; an entry is used
 only when its SHA-256 matches the sidecar, else it is made again and rewritten. Both files are
 written to a temporary name and moved into place (``os.replace``, atomic on POSIX and Windows),
-so a crash or a concurrent job never leaves a half-written entry in use. This catches truncation
-and corruption, not an attacker who can write to the user's own cache folder (who could as well
-edit the installed packages). A cache that cannot be written (read-only home, full disk) is
-skipped silently: the model is then made in memory every time, as without a cache.
+so a crash or a concurrent job never leaves a half-written entry in use. The hash catches
+truncation and corruption; against another user planting a matching pair, the rule OpenSSH's
+``StrictModes`` applies (as the galleries do, :mod:`pyfacematch.gallery.filemodes`) is applied on
+POSIX: the folder must be the user's own and writable by no one else (or sticky, as ``/tmp``), the
+entry and its sidecar the user's own and writable by no one else; otherwise the cache is not used.
+New folders are made ``0700``, entries ``0600``. A cache that cannot be written (read-only home,
+full disk) or is not trusted is skipped silently: the model is then made in memory every time, as
+without a cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -48,14 +53,32 @@ def cache_dir() -> Path | None:
     return base / "pyfacematch" / "models"
 
 
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else (always true where there are no uids)."""
+    if not hasattr(os, "getuid"):
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _trusted_folder(folder: Path) -> bool:
+    try:
+        st = folder.stat()
+    except OSError:
+        return False
+    return _private(st) or bool(st.st_mode & stat.S_ISVTX)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def _read_checked(path: Path) -> bytes | None:
     """The entry's bytes when it exists and matches its sidecar, else None."""
+    side = path.with_name(path.name + ".sha256")
     try:
-        want = path.with_name(path.name + ".sha256").read_text("ascii").strip()
+        if not (_private(path.stat()) and _private(side.stat())):
+            return None
+        want = side.read_text("ascii").strip()
         data = path.read_bytes()
     except (OSError, UnicodeDecodeError):
         return None
@@ -79,7 +102,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _store(path: Path, data: bytes) -> bool:
     """Write an entry and then its sidecar; False when the cache cannot be written."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _trusted_folder(path.parent):
+            return False
         _write_atomic(path, data)
         _write_atomic(path.with_name(path.name + ".sha256"), (_sha256(data) + "\n").encode())
     except OSError:
@@ -99,7 +124,7 @@ def cached_bytes(name: str, make: Callable[[], bytes]) -> bytes:
         Returns the bytes when the entry is missing or fails its check.
     """
     folder = cache_dir()
-    if folder is None:
+    if folder is None or (folder.exists() and not _trusted_folder(folder)):
         return make()
     path = folder / name
     data = _read_checked(path)
@@ -116,7 +141,7 @@ def cached_file(name: str, make: Callable[[], bytes]) -> Path | None:
     model its usual way.
     """
     folder = cache_dir()
-    if folder is None:
+    if folder is None or (folder.exists() and not _trusted_folder(folder)):
         return None
     path = folder / name
     if _read_checked(path) is not None:
