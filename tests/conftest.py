@@ -16,6 +16,21 @@ SHARED_DATA = Path(os.environ.get("PYFACEMATCH_SHARED_DATA", REPO.parent / "shar
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Derived models (pyfacematch.embed.cache) go to a temporary folder, not the user's cache;
+    the command lines the tests start inherit it."""
+    before = os.environ.get("PYFACEMATCH_CACHE_DIR")
+    os.environ["PYFACEMATCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYFACEMATCH_CACHE_DIR", None)
+        else:
+            os.environ["PYFACEMATCH_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from pyfacematch.embed.dlib import dlib_available
 
@@ -19,7 +20,7 @@ from pyfacematch.embed.dlib import DlibDetector, DlibEmbedder  # noqa: E402
 from pyfacematch.embed.images import load_image  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,12 @@ def small():
 
 @pytest.fixture(scope="module")
 def embedder():
+    # the reference pipeline of the stored descriptors: HOG, 68 landmarks, ResNet
+    return DlibEmbedder(points=68)
+
+
+@pytest.fixture(scope="module")
+def embedder5():
     return DlibEmbedder()
 
 
@@ -98,8 +105,58 @@ def test_dlib_detector_alone(embedder, small):
     assert f.points5.shape == (5, 2) and f.landmarks.shape == (68, 2)
 
 
+def test_default_aligns_on_dlibs_five_points(embedder5, embedder, small):
+    # embedding-only jobs load dlib's 5-point predictor (9 MB) instead of the 68-point one
+    assert embedder5.detector.points == 5 and embedder.detector.points == 68
+    paths = [str(DATA / p) for p in small["paths"]]
+    b5, b68 = embedder5.embed(paths), embedder.embed(paths)
+    assert not b5.failures
+    f5 = [r.faces[0] for r in b5.images]
+    assert all(f.scheme == "dlib5" and f.landmarks.shape == (5, 2) for f in f5)
+    # eye centres from the eye corners agree with the 68-point eye centres; no nose tip or mouth
+    p68 = np.stack([r.faces[0].points5 for r in b68.images])
+    p5 = np.stack([f.points5 for f in f5])
+    assert np.abs(p5[:, :2] - p68[:, :2]).max() < 4.0
+    assert np.isnan(p5[:, 2:]).all()
+    t5, t68 = b5.templates().astype(np.float64), b68.templates().astype(np.float64)
+    assert (t5 * t68).sum(1).min() > 0.99  # another alignment of the same face
+    assert (t5 * small["embeddings"]).sum(1).min() > 0.99
+    assert _loo_rank1(b5.templates(), small["labels"]) == 1.0
+    # caller-given 5 points align as detected ones
+    again = embedder5.embed(paths[:2], landmarks=[f.landmarks for f in f5[:2]]).templates()
+    np.testing.assert_allclose(again, t5[:2], atol=1e-6)
+
+
+def test_cached_hog_detector_equals_dlibs(small, tmp_path, monkeypatch):
+    import dlib
+
+    from pyfacematch.embed.dlib import _frontal_face_detector
+
+    monkeypatch.setenv("PYFACEMATCH_CACHE_DIR", str(tmp_path))
+    builtin = dlib.get_frontal_face_detector()
+    first = _frontal_face_detector(dlib)  # makes the cache entry
+    entry = next(tmp_path.glob("dlib-*-frontal_face_detector.svm"))
+    cached = _frontal_face_detector(dlib)  # loads it
+    imgs = [load_image(DATA / p) for p in small["paths"]]
+    imgs.append(np.repeat(np.repeat(imgs[0], 2, axis=0), 2, axis=1))
+    for img in imgs:
+        want = builtin.run(img, 1, 0.0)
+        for det in (first, cached):
+            got = det.run(img, 1, 0.0)
+            assert [(r.left(), r.top(), r.right(), r.bottom()) for r in got[0]] == [
+                (r.left(), r.top(), r.right(), r.bottom()) for r in want[0]
+            ]
+            assert list(got[1]) == list(want[1]) and list(got[2]) == list(want[2])
+    # a damaged entry is never used: it is made again
+    good = entry.read_bytes()
+    entry.write_bytes(good[: len(good) // 2])
+    again = _frontal_face_detector(dlib)
+    assert entry.read_bytes() == good
+    assert list(again.run(imgs[0], 1, 0.0)[1]) == list(builtin.run(imgs[0], 1, 0.0)[1])
+
+
 @pytest.mark.slow
-def test_dlib_leave_one_out_on_all_54_photos(embedder):
+def test_dlib_leave_one_out_on_all_54_photos(embedder, embedder5):
     npz = SHARED / "faces_johns.npz"
     if not npz.is_file():
         pytest.skip(f"the 54-photo set is not here ({SHARED}); it lives outside a user's clone")
@@ -110,6 +167,30 @@ def test_dlib_leave_one_out_on_all_54_photos(embedder):
     t = b.templates()
     assert _loo_rank1(t, d["labels"]) == 1.0
     assert (t.astype(np.float64) * d["embeddings"]).sum(1).min() > 0.999
+    # the default (5-point) alignment: rank-1 stays 1.0 and the default threshold still
+    # separates every genuine pair from every impostor pair, also 5-point probes against
+    # 68-point templates (galleries enrolled before the default changed)
+    from pyfacematch.embed import default_operating_point
+
+    thr = default_operating_point(embedder5.name).threshold
+    same = d["labels"][:, None] == d["labels"][None, :]
+    off = ~np.eye(len(paths), dtype=bool)
+    # upsample "auto": what the command line's image jobs use (they keep the largest face)
+    for emb in (embedder5, DlibEmbedder(upsample="auto")):
+        b5 = emb.embed(paths)
+        assert not b5.failures
+        t5 = b5.templates().astype(np.float64)
+        assert _loo_rank1(b5.templates(), d["labels"]) == 1.0
+        for s in (t5 @ t5.T, t5 @ t.astype(np.float64).T):
+            assert s[same & off].min() >= thr > s[~same].max()
+
+
+def test_image_jobs_embed_with_five_points_and_auto_upsampling(small):
+    from pyfacematch.jobs.encode import Source, open_reader
+
+    reader = open_reader(Source(images=str(DATA / "faces")), role="enroll")
+    det = reader.embedder.detector
+    assert det.points == 5 and det.auto_upsample
 
 
 def test_create_embedder_dlib(small):

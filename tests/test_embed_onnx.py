@@ -175,6 +175,10 @@ def test_onnx_with_dlib_detector():
         face = max(det.detect(img), key=lambda f: f.area)
         crops.append(align_face(img, face.points5, (112, 112)))
     np.testing.assert_allclose(b.templates(), _reference(crops, w), atol=2e-5)
+    # dlib's 5-point predictor gives no mouth corners: a reject with its reason, no NaN crop
+    b5 = OnnxEmbedder(_linear_model(w), detector=DlibDetector(points=5)).embed(paths)
+    assert [r.reason for r in b5.images] == ["bad_landmarks"] * 2
+    assert "points=68" in b5.images[0].message
 
 
 def test_onnx_real_model():

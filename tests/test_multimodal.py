@@ -404,6 +404,43 @@ def test_cli_calibrate_enroll_identify_remove(encoder, tmp_path, capsys):
 
 
 @pytest.mark.slow  # two spawned workers load dlib, onnxruntime and MediaPipe: ~10 s
+def test_cli_workers_give_the_answers_of_one_process(encoder, tmp_path, capsys):
+    import shutil
+
+    from pyfacematch.cli import main
+
+    enr, probe = tmp_path / "enr", tmp_path / "probe"
+    probe.mkdir()
+    for person in ("John_Salley", "John_Savage"):
+        first, *rest = sorted((DATA / "faces" / person).glob("*.jpg"))
+        (enr / person).mkdir(parents=True)
+        shutil.copy(first, enr / person)
+        for r in rest:
+            shutil.copy(r, probe / f"{person}__{r.name}")
+    (probe / "bad.jpg").write_text("not a photo")
+    res = {}
+    for w in ("1", "2"):
+        g, out = str(tmp_path / f"g{w}.mm"), tmp_path / f"res{w}.json"
+        # a new gallery with workers: its dimensions come from a worker (no model load here)
+        assert main(["multimodal", "enroll", "-g", g, "--images", str(enr), "--workers", w]) == 0
+        args = ["multimodal", "identify", "-g", g, "--images", str(probe), "-o", str(out)]
+        assert main([*args, "-k", "2", "--workers", w]) == 1  # the bad photo is rejected
+        res[w] = json.loads(out.read_text())
+    assert [r["reason"] for r in res["2"]["rejects"]] == ["not_an_image"]
+    one, two = res["1"]["results"], res["2"]["results"]
+    assert [r["probe"] for r in two] == [r["probe"] for r in one] and len(one) == 4
+    for a, b in zip(one, two):
+        assert b["candidates"][0]["identity"] == b["probe"].split("__")[0]
+        for ca, cb in zip(a["candidates"], b["candidates"]):
+            assert ca["identity"] == cb["identity"]
+            assert abs(ca["fused"] - cb["fused"]) <= 2e-4  # rounded to 4 places
+    assert main(["multimodal", "info", "-g", str(tmp_path / "g2.mm"), "--workers", "-1"]) == 0
+    assert (
+        main(["multimodal", "enroll", "-g", "x.mm", "--images", str(enr), "--workers", "-1"]) == 2
+    )
+
+
+@pytest.mark.slow  # two spawned workers load dlib, onnxruntime and MediaPipe: ~10 s
 def test_parallel_photo_encoder_gives_the_same_templates_in_input_order(encoder, tmp_path):
     from pyfacematch.jobs.multimodal import ParallelPhotoEncoder
 

@@ -6,6 +6,7 @@ decided by the fused score (argument parsing and printing only; see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -65,6 +66,13 @@ def add_multimodal(subs: Any) -> None:
         action="store_true",
         help="every key block counts (no occlusion masks from the picture)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="encode the photos in N processes (0: one per core; default 1: in this process)",
+    )
     p.add_argument("-k", type=int, default=1, help="identify: candidates per photo")
     p.add_argument("--threshold", type=float, help="on the fused score (default: calibrated)")
     p.add_argument("--fmr", type=float, help="calibrate: 1:1 target on the fused score")
@@ -78,8 +86,25 @@ def add_multimodal(subs: Any) -> None:
 
 
 def _encoder(args: argparse.Namespace, policy: str) -> Any:
-    from pyfacematch.jobs.multimodal import PhotoEncoder
+    import os
 
+    from pyfacematch.errors import InputError
+    from pyfacematch.jobs.multimodal import ParallelPhotoEncoder, PhotoEncoder
+
+    if args.workers < 0:
+        raise InputError(f"--workers must be >= 0 (0: one per core), got {args.workers}")
+    workers = args.workers or os.cpu_count() or 1
+    if workers > 1:
+        if args.key_model is not None and not os.path.exists(args.key_model):
+            raise InputError(f"key model {args.key_model!r} does not exist")
+        return ParallelPhotoEncoder(
+            workers=workers,
+            embedder=args.embedder,
+            key_model=args.key_model,
+            landmarker=args.landmarker,
+            occlusion=not args.no_occlusion,
+            policy=policy,
+        )
     return PhotoEncoder(
         args.embedder,
         args.key_model,
@@ -100,13 +125,7 @@ def _open(args: argparse.Namespace, enc: Any) -> Any:
         raise InputError(f"no multi-modal gallery at {args.gallery!r}: enroll or calibrate first")
     opts: dict[str, Any] = {}
     if new:
-        opts = {
-            "embedding_dim": int(enc.embedder.dim),
-            "key_dim": enc.key_model.dim,
-            "key_blocks": enc.key_model.blocks,
-            "models": enc.models,
-            "encrypt": True if args.encrypt else None,
-        }
+        opts = {**enc.describe(), "encrypt": True if args.encrypt else None}
     if args.purpose and args.action == "enroll":
         opts["purpose"] = args.purpose
     return MultimodalGallery(args.gallery, **opts)
@@ -138,7 +157,10 @@ def cmd_multimodal(args: argparse.Namespace) -> int:
     else:
         folder = _need_images(args)
         enc = _encoder(args, "largest" if args.action == "identify" else "single")
-        with _open(args, enc) as g:
+        with contextlib.ExitStack() as stack:
+            if hasattr(enc, "close"):  # worker processes stop with the command
+                stack.callback(enc.close)
+            g = stack.enter_context(_open(args, enc))
             if args.action == "enroll":
                 out = enroll_folder(g, folder, enc)
             elif args.action == "calibrate":

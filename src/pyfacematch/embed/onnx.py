@@ -376,6 +376,11 @@ class OnnxEmbedder(Embedder):
 
     def align(self, image: np.ndarray, face: Face) -> np.ndarray:
         """ArcFace five-point aligned crop at the model's input size, (h, w, 3) uint8."""
+        if not np.isfinite(face.points5).all():
+            raise LandmarkError(
+                "this face has no five ArcFace points (dlib's 5-point predictor gives no mouth "
+                "corners): detect with DlibDetector(points=68) for an ONNX embedder"
+            )
         return align_face(image, face.points5, self.input_size)
 
     def embed(

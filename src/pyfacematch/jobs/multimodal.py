@@ -124,8 +124,11 @@ class PhotoEncoder:
         self.policy = policy
         self.rescue = bool(rescue)
         if isinstance(embedder, str):
-            # HOG without upsampling first, upsampled only when that finds no face (4x cheaper)
-            opts: dict[str, Any] = {"upsample": "auto"} if embedder.startswith("dlib") else {}
+            # HOG without upsampling first, upsampled only when that finds no face (4x cheaper);
+            # chips on the 68 landmarks the rescue (below) was measured with
+            opts: dict[str, Any] = (
+                {"upsample": "auto", "points": 68} if embedder.startswith("dlib") else {}
+            )
             embedder = create_embedder(embedder, **opts)
         self.embedder = embedder
         if key_model is None:
@@ -147,6 +150,16 @@ class PhotoEncoder:
             from pyfacematch.embed.occlusion import OcclusionDetector
 
             self.occlusion = OcclusionDetector()
+
+    def describe(self) -> dict[str, Any]:
+        """What a new :class:`MultimodalGallery` for these templates needs: ``embedding_dim``,
+        ``key_dim``, ``key_blocks``, ``models``."""
+        return {
+            "embedding_dim": int(self.embedder.dim),
+            "key_dim": int(self.key_model.dim),
+            "key_blocks": self.key_model.blocks,
+            "models": self.models,
+        }
 
     @property
     def models(self) -> dict[str, str]:
@@ -278,7 +291,15 @@ class PhotoEncoder:
 _WORKER: dict[str, Any] = {}
 
 
+def _describe(options: dict[str, Any]) -> dict[str, Any]:
+    return _worker_encoder(options).describe()
+
+
 def _encode_chunk(options: dict[str, Any], images: list[Any]) -> PhotoTemplates:
+    return _worker_encoder(options).encode(images)
+
+
+def _worker_encoder(options: dict[str, Any]) -> PhotoEncoder:
     enc = _WORKER.get("encoder")
     if enc is None:
         from pyfacematch.embed import create_embedder
@@ -286,9 +307,11 @@ def _encode_chunk(options: dict[str, Any], images: list[Any]) -> PhotoTemplates:
         opts = dict(options)
         spec = opts.pop("embedder", "dlib")
         dl = spec.startswith("dlib")
-        emb = create_embedder(spec, **({"threads": 1, "upsample": "auto"} if dl else {}))
+        emb = create_embedder(
+            spec, **({"threads": 1, "upsample": "auto", "points": 68} if dl else {})
+        )
         enc = _WORKER["encoder"] = PhotoEncoder(emb, **opts)
-    return enc.encode(images)
+    return enc
 
 
 def _merge(parts: list[tuple[int, PhotoTemplates]], dim: int, kdim: int) -> PhotoTemplates:
@@ -331,6 +354,14 @@ class ParallelPhotoEncoder:
             raise InputError("ParallelPhotoEncoder takes the key model as a path (KeyModel.save)")
         self.workers, self.chunk_size, self.options = workers, chunk_size, options
         self._pool: Any = None
+        self._description: dict[str, Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """As :meth:`PhotoEncoder.describe`, asked of a worker (which keeps its models for the
+        chunks that follow: the models are never loaded in this process)."""
+        if self._description is None:
+            self._description = self._executor().submit(_describe, self.options).result()
+        return self._description
 
     def _executor(self) -> Any:
         if self._pool is None:
@@ -410,7 +441,7 @@ def _rejects(t: PhotoTemplates) -> list[dict[str, Any]]:
 def enroll_folder(
     gallery: MultimodalGallery,
     folder: str | os.PathLike[str],
-    encoder: PhotoEncoder,
+    encoder: PhotoEncoder | ParallelPhotoEncoder,
     **options: Any,
 ) -> dict[str, Any]:
     """Enroll every person of ``DIR/<person>/<photos>`` with all their usable photos."""
@@ -435,7 +466,7 @@ def enroll_folder(
 def identify_folder(
     gallery: MultimodalGallery,
     folder: str | os.PathLike[str],
-    encoder: PhotoEncoder,
+    encoder: PhotoEncoder | ParallelPhotoEncoder,
     *,
     k: int = 1,
     threshold: float | None = None,
@@ -475,7 +506,7 @@ def identify_folder(
 def calibrate_folder(
     gallery: MultimodalGallery,
     folder: str | os.PathLike[str],
-    encoder: PhotoEncoder,
+    encoder: PhotoEncoder | ParallelPhotoEncoder,
     *,
     fmr: float | None = None,
     fpir: float | None = None,
