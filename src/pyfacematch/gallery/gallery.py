@@ -73,7 +73,7 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.servingfiles import SERVING_KEY, ServingFiles
-from pyfacematch.gallery.store import Store, check_new_layout, digest_tids
+from pyfacematch.gallery.store import Store, check_new_layout, clean_marker_path, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
@@ -128,7 +128,7 @@ def _in_range(
 
 def _gallery_files(db: Path) -> list[Path]:
     """The database, its companions, lock and key files, the index folder and its files."""
-    out = [*sqlite_files(db), lock_path_for(db)]
+    out = [*sqlite_files(db), clean_marker_path(db), lock_path_for(db)]
     out += [db.with_name(db.name + s) for s in (".key", ".audit.key")]
     idx = db.with_name(db.name + ".index")
     if idx.is_dir() and not idx.is_symlink():
@@ -373,6 +373,8 @@ class Gallery(TrustMethods):
         self._eraser: WalEraser | None = None
         self._ring: encryption.KeyRing | None = None
         try:
+            if not self.read_only:
+                self._store.begin_writes()  # a crash from here on leaves no clean-close marker
             keys = None
             if self.path is not None:
                 keys = key_provider or key_provider_for(self.path)
@@ -1625,6 +1627,7 @@ class Gallery(TrustMethods):
             "identities": self._n_identities,
             "templates": self._m.n,
             "generation": self._loaded_generation,
+            "integrity_check_at_open": self._store.integrity,
             "lock": None if self._lock is None else os.fspath(self._lock.path),
             "erasure": erasure,
             "tuning_saved": self._tuning_error is None,

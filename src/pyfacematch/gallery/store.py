@@ -36,6 +36,18 @@ Trust nothing at load
   that SQLite would silently drop behind a damaged frame are refused
   (:mod:`pyfacematch.gallery.wal`, which also says what cannot be detected),
   and a full ``PRAGMA integrity_check`` (not only ``quick_check``) runs then.
+- ``PRAGMA quick_check`` reads every page of the file (3.4 GB at a million
+  templates: most of a reopen). It runs at open unless the file is exactly as
+  its last writer left it at a clean close: a writable store
+  (:meth:`Store.begin_writes`) deletes the marker ``<db>.closed`` before its
+  first write and writes it again at :meth:`Store.close` after the WAL was
+  truncated, holding the file's size, inode and modification/change times
+  (``st_ctime`` cannot be set from user space). Any later write to the file —
+  a damaged page written through the file system, a crash, another program —
+  changes them and the check runs again; so does a non-empty ``-wal``.
+  What remains unchecked: damage that bypasses the file system (a failing
+  disk, raw device writes), which SQLite still reports as
+  :class:`~pyfacematch.errors.GalleryDamagedError` when a damaged page is read.
 - Files are created owner-only (0600) whatever the umask, the ``-wal`` and
   ``-shm`` files too (:mod:`pyfacematch.gallery.filemodes`).
 """
@@ -83,6 +95,8 @@ from pyfacematch.gallery.wal import check_left_wal
 from pyfacematch.security.envelope import KeyRing
 
 __all__ = [
+    "clean_marker_path",
+    "closed_cleanly",
     "digest_tids",
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -347,13 +361,19 @@ class Store:
         When opening an existing file: run ``PRAGMA quick_check`` (a full
         ``integrity_check`` when a ``-wal`` file was left by a crash) and
         refuse a ``-wal`` file whose later commits SQLite would drop behind a
-        damaged frame. ``False`` skips both (and accepts that loss).
+        damaged frame. ``False`` skips both (and accepts that loss). The
+        quick_check is skipped when the file is unchanged since a clean close
+        (see the module notes); :attr:`integrity` says what ran.
 
     Attributes
     ----------
     quarantined : list of QuarantinedTemplate
         Template rows that failed their checks in the last :meth:`load_all`
         (never returned by it); rows of removed identities are dropped.
+    integrity : str
+        The check that ran at open: ``"quick_check"``, ``"integrity_check"``
+        (a WAL was left), ``"closed cleanly"`` (skipped: unchanged since a
+        clean close), ``"off"`` (``integrity_check=False``) or ``"new"``.
 
     Raises
     ------
@@ -405,9 +425,14 @@ class Store:
             )
         new_blocks = None if exists else check_new_layout(dim, blocks)  # before any file exists
         wal_left = False
+        clean = False
+        self._owner = False
+        self.integrity = "new" if not exists else "off"
         if self.path is not None and exists:
-            filemodes.refuse_shared_writes(filemodes.sqlite_files(self.path))  # before any read
+            files = [*filemodes.sqlite_files(self.path), clean_marker_path(self.path)]
+            filemodes.refuse_shared_writes(files)  # before any read
             wal_left = self._check_wal(integrity_check)
+            clean = integrity_check and not wal_left and closed_cleanly(self.path)
         created = False
         if self.path is not None and not exists:
             try:
@@ -431,7 +456,13 @@ class Store:
         try:
             self._configure()
             if exists:
-                self._check_existing(integrity_check, wal_left)
+                self._check_existing(integrity_check and not clean, wal_left)
+                if integrity_check:
+                    self.integrity = (
+                        "closed cleanly"
+                        if clean
+                        else ("integrity_check" if wal_left else "quick_check")
+                    )
             else:
                 self._create(int(dim), new_blocks)  # type: ignore[arg-type]
             self.dim, self.blocks = self._read_shape()
@@ -616,15 +647,31 @@ class Store:
             )
         return con
 
+    def begin_writes(self) -> None:
+        """Declare this store the file's writer: its clean-close marker is deleted now (before
+        any write) and written again by :meth:`close` when the WAL could be truncated."""
+        if self.path is None:
+            return
+        drop_clean_marker(self.path)
+        self._owner = True
+
     def close(self) -> None:
-        """Checkpoint the WAL and close the connection (idempotent)."""
+        """Checkpoint the WAL and close the connection (idempotent).
+
+        A writer (:meth:`begin_writes`) whose WAL was truncated then records the clean-close
+        marker, so the next open can skip ``quick_check`` while the file stays unchanged."""
         with self._lock:
             if self._con is None:
                 return
+            truncated = False
             with contextlib.suppress(sqlite3.Error, GalleryFileError):
                 self.wal_checkpoint()
+                truncated = True
             self._con.close()
             self._con = None  # type: ignore[assignment]
+            if self._owner and truncated and self.path is not None:
+                with contextlib.suppress(OSError):
+                    write_clean_marker(self.path)
 
     def wal_checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it to zero bytes."""
@@ -1237,6 +1284,88 @@ class Store:
                     "SELECT ts, action, identity, detail FROM audit ORDER BY seq"
                 )
             ]
+
+
+CLEAN_MARKER_SUFFIX = ".closed"
+_CLEAN_FORMAT = "pyfacematch-clean-close-v1"
+
+
+def clean_marker_path(db: str | os.PathLike[str]) -> Path:
+    """``<db>.closed``: the fingerprint of the file as its last writer left it at close."""
+    p = Path(db)
+    return p.with_name(p.name + CLEAN_MARKER_SUFFIX)
+
+
+def _fingerprint(db: Path) -> dict[str, int]:
+    st = os.stat(db)
+    return {
+        "size": st.st_size,
+        "ino": st.st_ino,
+        "dev": st.st_dev,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(os.fspath(d), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_clean_marker(db: str | os.PathLike[str]) -> None:
+    """Record the file's fingerprint after a clean close (the WAL truncated, nothing pending)."""
+    p = Path(db)
+    wal = p.with_name(p.name + "-wal")
+    with contextlib.suppress(FileNotFoundError):
+        if wal.stat().st_size > 0:
+            return  # another connection wrote after the truncation: not clean
+    body = json.dumps({"format": _CLEAN_FORMAT, **_fingerprint(p)}).encode()
+    m = clean_marker_path(p)
+    tmp = m.with_name(m.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(os.fspath(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, filemodes.PRIVATE_FILE)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, m)
+    _fsync_dir(p.parent)
+
+
+def drop_clean_marker(db: str | os.PathLike[str]) -> None:
+    """Delete the marker durably before the first write of a writer."""
+    m = clean_marker_path(db)
+    try:
+        m.unlink()
+    except FileNotFoundError:
+        return
+    _fsync_dir(m.parent)
+
+
+def closed_cleanly(db: str | os.PathLike[str]) -> bool:
+    """True when ``db`` is byte-for-byte where its last writer's clean close left it, as far as
+    the file system can tell: same size, inode, modification and change times, and no
+    non-empty ``-wal``. A missing, unreadable or mismatching marker means False (check)."""
+    p = Path(db)
+    wal = p.with_name(p.name + "-wal")
+    try:
+        if wal.exists() and wal.stat().st_size > 0:
+            return False
+        raw = clean_marker_path(p).read_bytes()
+        if len(raw) > 4096:
+            return False
+        rec = json.loads(raw)
+        if not isinstance(rec, dict) or rec.get("format") != _CLEAN_FORMAT:
+            return False
+        return all(rec.get(k) == v for k, v in _fingerprint(p).items())
+    except (OSError, ValueError, RecursionError):
+        return False
 
 
 def digest_tids(tids: np.ndarray) -> str:
