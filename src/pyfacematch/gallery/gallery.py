@@ -555,7 +555,17 @@ class Gallery(TrustMethods):
         except GalleryFileError as exc:  # the full read below says what is wrong, if anything
             sf_files.reject(f"the store's template list cannot be read ({exc})")
             return False
-        fids = np.asarray(sf.ids, np.int64)
+        try:  # read and checked block by block in one pass (the rest: background, below)
+            fids = sf.read_verified("ids").astype(np.int64, copy=False)
+            codes = sf.read_verified("codes") if "codes" in sf.arrays else None
+            # mapped only in read-only galleries: a writer changes the files in place before
+            # its backend applies the same change to its own copy
+            compact = self._folder_compact(
+                sf, mapped=self._backend.name == "binary" and self.read_only
+            )
+        except (GalleryFileError, OSError) as exc:
+            sf_files.reject(str(exc), failed=bool(sf.failures))
+            return False
         if fids.shape != tids.shape or not np.array_equal(np.sort(fids), tids):
             sf_files.reject("its template ids differ from the store's")
             return False
@@ -581,12 +591,12 @@ class Gallery(TrustMethods):
             try:
                 if b.name == "binary" and not sf_files.check_center(b):
                     raise ValueError("the codes were packed with another centre")
-                b.adopt(
-                    self._m, {"codes": sf.arrays.get("codes"), "compact": self._folder_compact(sf)}
-                )
+                b.adopt(self._m, {"codes": codes, "compact": compact})
                 adopted = True
             except (ValueError, KeyError) as exc:
                 sf_files.reject(f"{exc}; the index is rebuilt from its float32 rows")
+        if sf_files.folder is sf:
+            sf.verify_in_background()  # what was mapped, not read: compact rows, float32
         if not adopted:
             self._load_index()  # from the mapped rows (checkpoint, or rebuild) and tune if due
             if self._sf is not None and self._sf.writable and self._sf.folder is None:
@@ -598,13 +608,28 @@ class Gallery(TrustMethods):
         return True
 
     @staticmethod
-    def _folder_compact(sf: Any) -> dict[str, Any]:
-        """Readers of the folder's compact arrays (filling the backend's own arrays)."""
+    def _folder_compact(sf: Any, mapped: bool) -> dict[str, Any]:
+        """The folder's compact arrays: mapped (read-only ``binary`` galleries re-rank a few rows
+        of them; checked by the background pass) or read and checked now (``exact`` scans every
+        row; a writer changes its own copy)."""
         out: dict[str, Any] = {}
         for k, v in sf.arrays.items():
             if k.startswith("compact_") and v.shape[0] == sf.n:
-                out[k[len("compact_") :]] = functools.partial(sf.read_into, k)
+                out[k[len("compact_") :]] = v if mapped else sf.read_verified(k)
         return out
+
+    def wait_verified(self) -> bool:
+        """Wait for the serving folder's background checksum pass (if one runs).
+
+        Returns True when the answers from here on come from verified files only (or the
+        gallery does not use a serving folder); False when the pass failed (the gallery then
+        rebuilds from the store at its next call and its answers are verified again).
+        """
+        f = None if self._sf is None else self._sf.folder
+        if f is None:
+            return True
+        f.wait_verified()
+        return f.verified
 
     def _serving_write(self) -> None:
         """Write the serving folder afresh (writable galleries; never raises: logged)."""
@@ -641,7 +666,7 @@ class Gallery(TrustMethods):
         with self._wmutex:
             if sf is None or sf.folder is not f:
                 return
-            sf.reject(f"checksum failure: {', '.join(f.failures[:3])}")
+            sf.reject(f"checksum failure: {', '.join(f.failures[:3])}", failed=True)
             sf.drop()
             with self._rw.write():
                 self._load()
@@ -1639,6 +1664,7 @@ class Gallery(TrustMethods):
                 "folder": os.fspath(self._sf.dir),
                 "mapped": self._m.mapped,
                 "not_used_because": self._sf.last_rejection,
+                "verified": self._sf.folder is not None and self._sf.folder.verified,
             },
             "security": {
                 "encrypted": self._ring is not None,

@@ -1,0 +1,101 @@
+"""Opening from a serving folder reads only what every search scans (issue 15, open path).
+
+A read-only ``binary`` gallery maps its compact re-rank arrays (nothing read at open) and checks
+them with the float32 file in a background pass; ids and binary codes are checked block by block
+as they are read, before the first answer. An altered mapped block is found by the pass (the
+gallery says its answers were not final and rebuilds from the store); an altered code block is
+refused at open.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyfacematch as pf
+
+D = 64
+OPTS = {"rerank_store": "int8"}
+
+
+def _build(path: Path) -> np.ndarray:
+    x = pf.normalize(np.random.default_rng(3).standard_normal((1200, D)))
+    with pf.Gallery(D, path=path, backend="binary", backend_options=OPTS, serving=True) as g:
+        g.enroll_many([f"id{j}" for j in range(1200)], x)
+        g.remove("id7")
+    return x
+
+
+def _answers(g: pf.Gallery, q: np.ndarray) -> tuple[bytes, list[list[str]]]:
+    a = g.identify_arrays(q, k=5)
+    return a.scores.tobytes(), a.identities.tolist()
+
+
+def _probes(x: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(4)
+    return pf.normalize(x[:20] + 0.2 * rng.standard_normal((20, D)).astype(np.float32))
+
+
+def test_read_only_open_maps_the_rerank_arrays_and_verifies_them_in_the_background(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "g.db"
+    x = _build(path)
+    q = _probes(x)
+    with pf.Gallery(path=path, backend_options=OPTS, serving=False) as g:
+        want = _answers(g, q)  # rebuilt from the store: the reference
+    _build(path := tmp_path / "h.db")
+    with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+        cs = g._backend.compact_store  # type: ignore[attr-defined]
+        assert isinstance(cs._arrays["codes"], np.memmap)  # mapped, not read at open
+        assert _answers(g, q) == want
+        assert g.wait_verified() is True
+        s = g.info()["serving"]
+        assert s["verified"] is True and s["not_used_because"] is None and s["mapped"]
+        assert g.info()["integrity_check_at_open"] == "closed cleanly"
+
+
+def test_altered_mapped_compact_block_is_found_and_the_gallery_rebuilds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "g.db"
+    x = _build(path)
+    q = _probes(x)
+    with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+        want = _answers(g, q)
+    f = tmp_path / "g.db.index" / "serving" / "compact_codes.bin"
+    raw = bytearray(f.read_bytes())
+    raw[64 * 3 + 5] ^= 0x40  # one int8 code of row 3: could prune the true match
+    f.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="pyfacematch.gallery"):
+        g = pf.Gallery(path=path, read_only=True, backend_options=OPTS)
+        assert g.info()["serving"]["not_used_because"] is None  # nothing of it read at open
+        assert g.wait_verified() is False  # the pass found it: answers so far were not final
+        assert g.info()["serving"]["verified"] is False
+        got = _answers(g, q)  # the next call rebuilds from the store first
+    assert got == want
+    assert any("compact_codes.bin block 0" in r.getMessage() for r in caplog.records)
+    assert not g._m.mapped  # read-only: rebuilt in memory from the store
+    g.close()
+
+
+def test_altered_binary_code_block_is_refused_before_the_first_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "g.db"
+    x = _build(path)
+    q = _probes(x)
+    with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+        want = _answers(g, q)
+    f = tmp_path / "g.db.index" / "serving" / "codes.bin"
+    raw = bytearray(f.read_bytes())
+    raw[100] ^= 1
+    f.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="pyfacematch.gallery"):
+        with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+            why = g.info()["serving"]["not_used_because"]
+            assert why is not None and "codes.bin block 0" in why
+            assert _answers(g, q) == want
