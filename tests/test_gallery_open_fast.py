@@ -99,3 +99,32 @@ def test_altered_binary_code_block_is_refused_before_the_first_answer(
             why = g.info()["serving"]["not_used_because"]
             assert why is not None and "codes.bin block 0" in why
             assert _answers(g, q) == want
+
+
+def test_slot_tids_behaves_as_the_dict_it_replaces() -> None:
+    from pyfacematch.gallery.slots import SlotTids
+
+    rng = np.random.default_rng(0)
+    base = rng.permutation(50).astype(np.int64) + 100
+    ref: dict[int, list[int]] = {i: [int(t)] for i, t in enumerate(base)}
+    lazy = SlotTids(base)
+    for step in range(400):
+        op = rng.integers(5)
+        k = int(rng.integers(70))
+        if op == 0 and k in ref:  # enroll another template of an identity (list changed in place)
+            ref[k].append(step)
+            lazy[k].append(step)
+        elif op == 1:  # remove an identity
+            assert ref.pop(k, None) == lazy.pop(k, None)
+        elif op == 2:  # a new identity
+            ref[k] = []
+            lazy[k] = []
+        elif op == 3:
+            assert (k in ref) == (k in lazy)
+        else:
+            assert ref.get(k) == lazy.get(k)
+        assert len(ref) == len(lazy)
+    assert dict(lazy.items()) == ref and sorted(lazy) == sorted(ref)
+    assert sorted(map(tuple, lazy.values())) == sorted(map(tuple, ref.values()))
+    with pytest.raises(KeyError):
+        lazy[10_000]

@@ -36,7 +36,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +73,7 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.servingfiles import SERVING_KEY, ServingFiles
+from pyfacematch.gallery.slots import SlotTids
 from pyfacematch.gallery.store import Store, check_new_layout, clean_marker_path, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
@@ -520,13 +521,13 @@ class Gallery(TrustMethods):
         """Identity slots in template-id order; returns the slot of each template."""
         self._slot_names: list[str | None] = []
         self._name_to_slot: dict[str, int] = {}
-        self._slot_tids: dict[int, list[int]] = {}
+        self._slot_tids: MutableMapping[int, list[int]] = {}
         self._siblings = SiblingExpander()  # invalidated whenever rows move
         first = dict(zip(names, range(len(names))))
         if len(first) == len(names):  # one template per identity: no per-row Python loop
             self._slot_names = list(names)
             self._name_to_slot = first
-            self._slot_tids = {i: [t] for i, t in enumerate(np.asarray(tids).tolist())}
+            self._slot_tids = SlotTids(np.asarray(tids, np.int64))  # no list per identity
             self._max_templates = 1
             self._n_identities = len(first)
             return np.arange(len(names), dtype=np.int64)
