@@ -128,3 +128,32 @@ def test_slot_tids_behaves_as_the_dict_it_replaces() -> None:
     assert sorted(map(tuple, lazy.values())) == sorted(map(tuple, ref.values()))
     with pytest.raises(KeyError):
         lazy[10_000]
+
+
+def test_name_slots_is_built_at_first_use_and_then_a_dict() -> None:
+    from pyfacematch.gallery.slots import NameSlots
+
+    names = ["a", "b", "c"]
+    ns = NameSlots(names)
+    assert ns._d is None  # nothing built at open
+    assert ns.get("b") == 1 and "c" in ns and "z" not in ns and len(ns) == 3
+    ns["d"] = 3
+    assert ns.pop("a") == 0 and dict(ns) == {"b": 1, "c": 2, "d": 3}
+    assert names == ["a", "b", "c"]  # the caller's list is not changed
+
+
+def test_mapped_reopen_finds_every_identity_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    x = _build(path)
+    with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+        assert g._store.one_template_each and g._m.mapped
+        assert "id0" in g and "id7" not in g and len(g) == 1199
+        assert g.verify("id5", x[5]).score == pytest.approx(1.0, abs=1e-5)
+    with pf.Gallery(path=path, backend_options=OPTS) as g:  # writable: enroll and remove by name
+        g.remove("id9")
+        g.enroll("id9", x[9])
+        g.enroll("id5", x[6], on_duplicate="append")  # a second template of id5
+        assert len(g) == 1199 and g.n_templates == 1200
+    with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+        assert not g._store.one_template_each
+        assert g.verify("id9", x[9]).score == pytest.approx(1.0, abs=1e-5)

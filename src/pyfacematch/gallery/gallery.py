@@ -73,7 +73,7 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.servingfiles import SERVING_KEY, ServingFiles
-from pyfacematch.gallery.slots import SlotTids
+from pyfacematch.gallery.slots import NameSlots, SlotTids
 from pyfacematch.gallery.store import Store, check_new_layout, clean_marker_path, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
@@ -517,19 +517,24 @@ class Gallery(TrustMethods):
         if self._sf is not None and self._sf.writable:
             self._serving_write()
 
-    def _load_slots(self, tids: np.ndarray, names: list[str]) -> np.ndarray:
-        """Identity slots in template-id order; returns the slot of each template."""
+    def _load_slots(self, tids: np.ndarray, names: list[str], distinct: bool = False) -> np.ndarray:
+        """Identity slots in template-id order; returns the slot of each template.
+
+        ``distinct``: the names are known to be distinct (one template per identity), so the
+        name → slot dict is built at its first use instead of now."""
         self._slot_names: list[str | None] = []
-        self._name_to_slot: dict[str, int] = {}
+        self._name_to_slot: MutableMapping[str, int] = {}
         self._slot_tids: MutableMapping[int, list[int]] = {}
         self._siblings = SiblingExpander()  # invalidated whenever rows move
-        first = dict(zip(names, range(len(names))))
-        if len(first) == len(names):  # one template per identity: no per-row Python loop
+        first: MutableMapping[str, int] = (
+            NameSlots(names) if distinct else dict(zip(names, range(len(names))))
+        )
+        if distinct or len(first) == len(names):  # one template per identity: no per-row loop
             self._slot_names = list(names)
             self._name_to_slot = first
             self._slot_tids = SlotTids(np.asarray(tids, np.int64))  # no list per identity
             self._max_templates = 1
-            self._n_identities = len(first)
+            self._n_identities = len(names)
             return np.arange(len(names), dtype=np.int64)
         owner = np.empty(len(tids), np.int64)
         for i, name in enumerate(names):
@@ -573,7 +578,7 @@ class Gallery(TrustMethods):
         if not all(isinstance(n, str) and n for n in names):
             sf_files.reject("the store holds an identity that is not text")
             return False
-        owner_by_tid = self._load_slots(tids, names)
+        owner_by_tid = self._load_slots(tids, names, distinct=self._store.one_template_each)
         pos = np.searchsorted(tids, fids)
         self._m = TemplateMatrix.from_mapped(
             sf.float32,

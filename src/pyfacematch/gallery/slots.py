@@ -9,10 +9,11 @@ list for a slot only when it is read for a change or looked up; it behaves as th
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["SlotTids"]
+__all__ = ["NameSlots", "SlotTids"]
 
 
 class SlotTids(MutableMapping[int, list[int]]):
@@ -76,3 +77,45 @@ class SlotTids(MutableMapping[int, list[int]]):
             if i not in self._gone and i not in self._over:
                 yield [int(self._base[i])]
         yield from list(self._over.values())
+
+
+class NameSlots(MutableMapping[str, int]):
+    """``identity name → slot`` for names known to be distinct, built at its first use.
+
+    The dict of a million names costs about a second to build; a gallery that only identifies
+    (the answers map slots to names through a list) never needs it. Any lookup or change builds
+    it once from ``names`` (slot ``i`` ↔ ``names[i]``); afterwards it is that dict.
+    """
+
+    def __init__(self, names: list[Any]) -> None:
+        self._names: list[Any] | None = names
+        self._d: dict[str, int] | None = None
+
+    def _dict(self) -> dict[str, int]:
+        d = self._d
+        if d is None:
+            names = self._names or []
+            d = self._d = dict(zip(names, range(len(names))))
+            self._names = None
+        return d
+
+    def __getitem__(self, k: str) -> int:
+        return self._dict()[k]
+
+    def get(self, k: str, default: Any = None) -> Any:
+        return self._dict().get(k, default)
+
+    def __contains__(self, k: object) -> bool:
+        return k in self._dict()
+
+    def __setitem__(self, k: str, v: int) -> None:
+        self._dict()[k] = v
+
+    def __delitem__(self, k: str) -> None:
+        del self._dict()[k]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())

@@ -411,6 +411,8 @@ class Store:
         self._lock = threading.RLock()
         self.quarantined: list[QuarantinedTemplate] = []
         self._quarantined_tids: set[int] = set()
+        #: Set by :meth:`load_index_rows`: every identity has exactly one template.
+        self.one_template_each = False
         #: Key ring of an encrypted gallery (set by the Gallery after opening), else None.
         self.cipher: KeyRing | None = None
         #: Appends a chained audit record in the caller's transaction (set by the Gallery):
@@ -1124,6 +1126,10 @@ class Store:
         self.quarantined = []
         self._quarantined_tids = set()
         masks = None if self.blocks is None else rows[:, 2].copy().view(np.uint64)
+        # one template per identity: the templates' identity ids are all distinct (names are
+        # distinct by the schema's UNIQUE constraint)
+        sp = np.sort(pos)
+        self.one_template_each = bool(sp.size == 0 or (np.diff(sp) > 0).all())
         return np.ascontiguousarray(rows[:, 1]), names, masks
 
     def tid_digest(self) -> str:
