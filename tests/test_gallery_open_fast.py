@@ -157,3 +157,20 @@ def test_mapped_reopen_finds_every_identity_by_name(tmp_path: Path) -> None:
     with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
         assert not g._store.one_template_each
         assert g.verify("id9", x[9]).score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_plain_reopen_reuses_the_recorded_backend_options(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    x = _build(path)
+    q = _probes(x)
+    with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
+        want = _answers(g, q)
+    with pf.Gallery(path=path, read_only=True) as g:  # no options: the recorded int8 store
+        assert g._backend.compact_store is not None  # type: ignore[attr-defined]
+        assert g.info()["serving"]["not_used_because"] is None and _answers(g, q) == want
+    with pf.Gallery(path=path, backend_options={}) as g:  # given explicitly: they win, recorded
+        assert g._backend.compact_store is None  # type: ignore[attr-defined]
+    with pf.Gallery(path=path, read_only=True) as g:
+        assert g._backend.compact_store is None  # type: ignore[attr-defined]
+    with pf.Gallery(path=path, backend="exact") as g:  # another backend: its own defaults
+        assert g._backend.name == "exact"

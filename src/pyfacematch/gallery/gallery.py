@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import threading
@@ -165,6 +166,11 @@ def _consistent_read(fn: _F) -> _F:
     return run  # type: ignore[return-value]
 
 
+#: Store meta key: the backend options of the last writable open (JSON), reused by a reopen
+#: that gives none.
+BACKEND_OPTIONS_KEY = "backend_options"
+
+
 # --------------------------------------------------------------------------- gallery
 class Gallery(TrustMethods):
     """A gallery of enrolled identities, in memory or on disk.
@@ -206,7 +212,9 @@ class Gallery(TrustMethods):
         :class:`~pyfacematch.gallery.store.Store`). Template rows are always
         checked; bad ones are quarantined (:attr:`quarantined`).
     backend_options : mapping or None
-        Keyword options of the backend (e.g. ``hnsw_m``).
+        Keyword options of the backend (e.g. ``hnsw_m``, ``rerank_store``). A writable
+        open records them in the file; None reuses the recorded ones when the backend is
+        the stored one (so a plain reopen matches its serving folder and checkpoint).
     read_only : bool
         Open an existing gallery file for searching only: no lock is taken,
         the database is never written (search records go to an audit sidecar
@@ -418,9 +426,17 @@ class Gallery(TrustMethods):
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
             name = backend or stored or DEFAULT_BACKEND
+            if backend_options is None and name == stored:
+                # the options the gallery was last opened with for writing (e.g. its re-rank
+                # store): reopening without them would not match its index or serving folder
+                kept = self._stored_backend_options(name)
+                if kept:
+                    early, opts = make_backend(name, **kept), kept
             self._backend: Backend = early or make_backend(name, **opts)
             if name != stored and not self.read_only:
                 self._store.set_meta("backend", name)
+            if not self.read_only and self.path is not None:
+                self._keep_backend_options(name, opts)
             self._data_version = self._store.data_version()
             self._ckpt_file: str | None = None
             self._load()
@@ -433,6 +449,31 @@ class Gallery(TrustMethods):
             if self._lock is not None:
                 self._lock.release()
             raise
+
+    def _stored_backend_options(self, name: str) -> dict[str, Any]:
+        """Backend options recorded in the store for backend ``name`` ({} if none or unusable)."""
+        raw = self._store.get_meta_opt(BACKEND_OPTIONS_KEY)
+        if raw is None:
+            return {}
+        try:
+            rec = json.loads(raw)
+            if not isinstance(rec, dict) or rec.get("backend") != name:
+                return {}
+            kept = check_backend_options(rec.get("options"))
+            make_backend(name, **kept)  # refused by the backend: not used
+            return kept
+        except Exception as exc:  # derived data: a bad record is ignored, never a failed open
+            log.warning("stored backend options not used (%s): defaults apply", exc)
+            return {}
+
+    def _keep_backend_options(self, name: str, opts: Mapping[str, Any]) -> None:
+        """Record the options of a writable open so that a plain reopen uses them too."""
+        try:
+            raw = json.dumps({"backend": name, "options": dict(opts)}, sort_keys=True)
+        except (TypeError, ValueError):
+            return  # not JSON (never the case for the built-in backends): not recorded
+        if self._store.get_meta_opt(BACKEND_OPTIONS_KEY) != raw:
+            self._store.set_meta(BACKEND_OPTIONS_KEY, raw)
 
     def _serving_files(self, serving: bool | None, keys: KeyProvider | None) -> ServingFiles | None:
         """The serving folder of a file gallery that keeps one (``serving``, else as stored)."""
