@@ -324,14 +324,6 @@ def check_new_layout(dim: Any, blocks: Any) -> list[int] | None:
     return [int(v) for v in b]
 
 
-def _last_rowid(cur: sqlite3.Cursor) -> int:
-    """The row id an INSERT just made (SQLite always gives one after a successful INSERT)."""
-    rowid = cur.lastrowid
-    if rowid is None:  # pragma: no cover - an INSERT that inserted nothing
-        raise GalleryFileError("SQLite reported no row id after an INSERT: the store is unusable")
-    return int(rowid)
-
-
 def _on_read_only_fs(path: Any) -> bool:
     """True when the folder holding ``path`` is on a file system mounted read-only."""
     try:
@@ -775,10 +767,7 @@ class Store:
             A template is not a finite unit-norm float32 row of length ``dim``
             (nothing is written).
         """
-        checked = [
-            (name, check_templates(tmpl, self.dim, f"templates of {name!r}"), masks, metadata)
-            for name, tmpl, masks, metadata in items
-        ]  # refused before anything is written: a bad row would be quarantined at load
+        checked = self._check_items(items)  # refused before anything is written
         if tids is not None and (
             len(tids) != len(checked) or any(len(t) != c[1].shape[0] for t, c in zip(tids, checked))
         ):
@@ -790,10 +779,29 @@ class Store:
                 in_txn(c)
             next_tid: int | None = None
             ring = self.cipher
+            # names already enrolled: one query per 500 names, not one per identity; names
+            # enrolled by this call are added as they go (a repeated name appends or is refused)
+            known = self._known_names(c, [it[0] for it in checked])
+            pending: list[tuple[int, int, bytes, int | None]] = []
+            new_idents: list[tuple[Any, ...]] = []
+            next_ident: int | None = None
+
+            def flush() -> None:  # identities first: the templates reference them
+                if new_idents:
+                    c.executemany(
+                        "INSERT INTO identities(id, name, metadata, consent, consent_at,"
+                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        new_idents,
+                    )
+                    new_idents.clear()
+                self._insert_templates(c, pending)
+
             for item_no, (name, tmpl, masks, metadata) in enumerate(checked):
-                row = c.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+                got = known.get(name)
+                row = None if got is None else (got,)
                 meta_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
                 if row is not None:
+                    flush()  # the row may still be pending (a name repeated in this call)
                     if on_duplicate != "append":
                         raise DuplicateIdentityError(
                             f"identity {name!r} is already enrolled: pass on_duplicate='append' "
@@ -809,46 +817,79 @@ class Store:
                         c.execute("UPDATE identities SET updated_at=? WHERE id=?", (now, ident))
                     action = "append"
                 else:
-                    cur = c.execute(
-                        "INSERT INTO identities(name, metadata, consent, consent_at, created_at,"
-                        " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (name, meta_json, consent, now, now, now),
-                    )
-                    ident = _last_rowid(cur)
+                    if next_ident is None:  # the id SQLite would give (max + 1), once
+                        top = c.execute("SELECT max(id) FROM identities").fetchone()[0]
+                        next_ident = int(top or 0) + 1
+                    ident, next_ident = next_ident, next_ident + 1
+                    new_idents.append((ident, name, meta_json, consent, now, now, now))
+                    known[name] = ident
                     action = "enroll"
                 new_tids = np.empty(tmpl.shape[0], np.int64)
                 for j in range(tmpl.shape[0]):
                     m = None if masks is None else _u64_to_i64(int(masks[j]))
+                    # ids chosen here, as AUTOINCREMENT would (the only writer, inside the
+                    # transaction): the rows then go in by executemany, many per statement
+                    if tids is not None:
+                        tid = int(tids[item_no][j])
+                    else:
+                        if next_tid is None:  # once per transaction
+                            next_tid = self._next_tid(c)
+                        tid, next_tid = next_tid, next_tid + 1
                     if ring is None:
-                        if tids is None:
-                            cur = c.execute(
-                                "INSERT INTO templates(identity, data, mask) VALUES (?, ?, ?)",
-                                (ident, tmpl[j].tobytes(), m),
-                            )
-                        else:
-                            cur = c.execute(
-                                "INSERT INTO templates(tid, identity, data, mask)"
-                                " VALUES (?, ?, ?, ?)",
-                                (int(tids[item_no][j]), ident, tmpl[j].tobytes(), m),
-                            )
-                        new_tids[j] = _last_rowid(cur)
-                    else:  # the template id is bound into the ciphertext: chosen first
-                        if tids is not None:
-                            tid = int(tids[item_no][j])
-                        else:
-                            if next_tid is None:  # once per transaction (the only writer)
-                                next_tid = self._next_tid(c)
-                            tid, next_tid = next_tid, next_tid + 1
+                        pending.append((tid, ident, tmpl[j].tobytes(), m))
+                    else:  # the template id is bound into the ciphertext
                         blob = ring.seal_row(name, tid, tmpl[j].tobytes(), m)
-                        c.execute(
-                            "INSERT INTO templates(tid, identity, data, mask) VALUES (?, ?, ?, NULL)",
-                            (tid, ident, blob),
-                        )
-                        new_tids[j] = tid
+                        pending.append((tid, ident, blob, None))
+                    new_tids[j] = tid
+                if len(pending) >= 4096:  # bounded: a few MB of blobs at a time
+                    flush()
                 self._audit(c, action, name, f"templates={tmpl.shape[0]}")
                 out.append(new_tids)
+            flush()
             gen = self._bump(c)
         return out, gen
+
+    def _check_items(
+        self, items: Sequence[tuple[str, np.ndarray, np.ndarray | None, Mapping[str, Any] | None]]
+    ) -> list[tuple[str, np.ndarray, np.ndarray | None, Mapping[str, Any] | None]]:
+        """Every item's templates checked (:func:`check_templates`): all rows at once when
+        they are plain float32 (one pass, not one per identity), item by item when that fails
+        (the error then names the identity)."""
+        arrs = [it[1] for it in items]
+        plain = len(arrs) > 1 and all(
+            isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2 for a in arrs
+        )
+        if plain:
+            try:
+                check_templates(np.concatenate(arrs), self.dim, "templates")
+                return [(n, np.ascontiguousarray(t), m, md) for n, t, m, md in items]
+            except (InputError, ValueError):
+                pass  # named below
+        return [
+            (name, check_templates(tmpl, self.dim, f"templates of {name!r}"), masks, metadata)
+            for name, tmpl, masks, metadata in items
+        ]
+
+    @staticmethod
+    def _known_names(c: sqlite3.Connection, names: list[str]) -> dict[str, int]:
+        """``name → identity id`` of those of ``names`` already in the table."""
+        out: dict[str, int] = {}
+        uniq = list(dict.fromkeys(names))
+        for k in range(0, len(uniq), 500):
+            part = uniq[k : k + 500]
+            q = f"SELECT name, id FROM identities WHERE name IN ({','.join('?' * len(part))})"
+            out.update((str(n), int(i)) for n, i in c.execute(q, part).fetchall())
+        return out
+
+    @staticmethod
+    def _insert_templates(
+        c: sqlite3.Connection, pending: list[tuple[int, int, bytes, int | None]]
+    ) -> None:
+        if pending:
+            c.executemany(
+                "INSERT INTO templates(tid, identity, data, mask) VALUES (?, ?, ?, ?)", pending
+            )
+            pending.clear()
 
     @staticmethod
     def _next_tid(c: sqlite3.Connection) -> int:
