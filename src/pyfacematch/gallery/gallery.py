@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,7 +74,8 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.servingfiles import SERVING_KEY, ServingFiles
-from pyfacematch.gallery.store import Store, check_new_layout, digest_tids
+from pyfacematch.gallery.slots import NameSlots, SlotTids
+from pyfacematch.gallery.store import Store, check_new_layout, clean_marker_path, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
 from pyfacematch.gallery.tuning import make_tuning_probes, run_tuning, tuning_similarity
@@ -128,7 +130,7 @@ def _in_range(
 
 def _gallery_files(db: Path) -> list[Path]:
     """The database, its companions, lock and key files, the index folder and its files."""
-    out = [*sqlite_files(db), lock_path_for(db)]
+    out = [*sqlite_files(db), clean_marker_path(db), lock_path_for(db)]
     out += [db.with_name(db.name + s) for s in (".key", ".audit.key")]
     idx = db.with_name(db.name + ".index")
     if idx.is_dir() and not idx.is_symlink():
@@ -162,6 +164,11 @@ def _consistent_read(fn: _F) -> _F:
             self._acting.redo = redo
 
     return run  # type: ignore[return-value]
+
+
+#: Store meta key: the backend options of the last writable open (JSON), reused by a reopen
+#: that gives none.
+BACKEND_OPTIONS_KEY = "backend_options"
 
 
 # --------------------------------------------------------------------------- gallery
@@ -205,7 +212,9 @@ class Gallery(TrustMethods):
         :class:`~pyfacematch.gallery.store.Store`). Template rows are always
         checked; bad ones are quarantined (:attr:`quarantined`).
     backend_options : mapping or None
-        Keyword options of the backend (e.g. ``hnsw_m``).
+        Keyword options of the backend (e.g. ``hnsw_m``, ``rerank_store``). A writable
+        open records them in the file; None reuses the recorded ones when the backend is
+        the stored one (so a plain reopen matches its serving folder and checkpoint).
     read_only : bool
         Open an existing gallery file for searching only: no lock is taken,
         the database is never written (search records go to an audit sidecar
@@ -375,6 +384,8 @@ class Gallery(TrustMethods):
         self._eraser: WalEraser | None = None
         self._ring: encryption.KeyRing | None = None
         try:
+            if not self.read_only:
+                self._store.begin_writes()  # a crash from here on leaves no clean-close marker
             keys = None
             if self.path is not None:
                 keys = key_provider or key_provider_for(self.path)
@@ -417,9 +428,17 @@ class Gallery(TrustMethods):
             with contextlib.suppress(GalleryFileError):
                 stored = self._store.get_meta("backend")
             name = backend or stored or DEFAULT_BACKEND
+            if backend_options is None and name == stored:
+                # the options the gallery was last opened with for writing (e.g. its re-rank
+                # store): reopening without them would not match its index or serving folder
+                kept = self._stored_backend_options(name)
+                if kept:
+                    early, opts = make_backend(name, **kept), kept
             self._backend: Backend = early or make_backend(name, **opts)
             if name != stored and not self.read_only:
                 self._store.set_meta("backend", name)
+            if not self.read_only and self.path is not None:
+                self._keep_backend_options(name, opts)
             self._data_version = self._store.data_version()
             self._ckpt_file: str | None = None
             self._load()
@@ -432,6 +451,31 @@ class Gallery(TrustMethods):
             if self._lock is not None:
                 self._lock.release()
             raise
+
+    def _stored_backend_options(self, name: str) -> dict[str, Any]:
+        """Backend options recorded in the store for backend ``name`` ({} if none or unusable)."""
+        raw = self._store.get_meta_opt(BACKEND_OPTIONS_KEY)
+        if raw is None:
+            return {}
+        try:
+            rec = json.loads(raw)
+            if not isinstance(rec, dict) or rec.get("backend") != name:
+                return {}
+            kept = check_backend_options(rec.get("options"))
+            make_backend(name, **kept)  # refused by the backend: not used
+            return kept
+        except Exception as exc:  # derived data: a bad record is ignored, never a failed open
+            log.warning("stored backend options not used (%s): defaults apply", exc)
+            return {}
+
+    def _keep_backend_options(self, name: str, opts: Mapping[str, Any]) -> None:
+        """Record the options of a writable open so that a plain reopen uses them too."""
+        try:
+            raw = json.dumps({"backend": name, "options": dict(opts)}, sort_keys=True)
+        except (TypeError, ValueError):
+            return  # not JSON (never the case for the built-in backends): not recorded
+        if self._store.get_meta_opt(BACKEND_OPTIONS_KEY) != raw:
+            self._store.set_meta(BACKEND_OPTIONS_KEY, raw)
 
     def _serving_files(self, serving: bool | None, keys: KeyProvider | None) -> ServingFiles | None:
         """The serving folder of a file gallery that keeps one (``serving``, else as stored)."""
@@ -516,19 +560,24 @@ class Gallery(TrustMethods):
         if self._sf is not None and self._sf.writable:
             self._serving_write()
 
-    def _load_slots(self, tids: np.ndarray, names: list[str]) -> np.ndarray:
-        """Identity slots in template-id order; returns the slot of each template."""
+    def _load_slots(self, tids: np.ndarray, names: list[str], distinct: bool = False) -> np.ndarray:
+        """Identity slots in template-id order; returns the slot of each template.
+
+        ``distinct``: the names are known to be distinct (one template per identity), so the
+        name → slot dict is built at its first use instead of now."""
         self._slot_names: list[str | None] = []
-        self._name_to_slot: dict[str, int] = {}
-        self._slot_tids: dict[int, list[int]] = {}
+        self._name_to_slot: MutableMapping[str, int] = {}
+        self._slot_tids: MutableMapping[int, list[int]] = {}
         self._siblings = SiblingExpander()  # invalidated whenever rows move
-        first = dict(zip(names, range(len(names))))
-        if len(first) == len(names):  # one template per identity: no per-row Python loop
+        first: MutableMapping[str, int] = (
+            NameSlots(names) if distinct else dict(zip(names, range(len(names))))
+        )
+        if distinct or len(first) == len(names):  # one template per identity: no per-row loop
             self._slot_names = list(names)
             self._name_to_slot = first
-            self._slot_tids = {i: [t] for i, t in enumerate(np.asarray(tids).tolist())}
+            self._slot_tids = SlotTids(np.asarray(tids, np.int64))  # no list per identity
             self._max_templates = 1
-            self._n_identities = len(first)
+            self._n_identities = len(names)
             return np.arange(len(names), dtype=np.int64)
         owner = np.empty(len(tids), np.int64)
         for i, name in enumerate(names):
@@ -555,14 +604,24 @@ class Gallery(TrustMethods):
         except GalleryFileError as exc:  # the full read below says what is wrong, if anything
             sf_files.reject(f"the store's template list cannot be read ({exc})")
             return False
-        fids = np.asarray(sf.ids, np.int64)
+        try:  # read and checked block by block in one pass (the rest: background, below)
+            fids = sf.read_verified("ids").astype(np.int64, copy=False)
+            codes = sf.read_verified("codes") if "codes" in sf.arrays else None
+            # mapped only in read-only galleries: a writer changes the files in place before
+            # its backend applies the same change to its own copy
+            compact = self._folder_compact(
+                sf, mapped=self._backend.name == "binary" and self.read_only
+            )
+        except (GalleryFileError, OSError) as exc:
+            sf_files.reject(str(exc), failed=bool(sf.failures))
+            return False
         if fids.shape != tids.shape or not np.array_equal(np.sort(fids), tids):
             sf_files.reject("its template ids differ from the store's")
             return False
         if not all(isinstance(n, str) and n for n in names):
             sf_files.reject("the store holds an identity that is not text")
             return False
-        owner_by_tid = self._load_slots(tids, names)
+        owner_by_tid = self._load_slots(tids, names, distinct=self._store.one_template_each)
         pos = np.searchsorted(tids, fids)
         self._m = TemplateMatrix.from_mapped(
             sf.float32,
@@ -581,12 +640,12 @@ class Gallery(TrustMethods):
             try:
                 if b.name == "binary" and not sf_files.check_center(b):
                     raise ValueError("the codes were packed with another centre")
-                b.adopt(
-                    self._m, {"codes": sf.arrays.get("codes"), "compact": self._folder_compact(sf)}
-                )
+                b.adopt(self._m, {"codes": codes, "compact": compact})
                 adopted = True
             except (ValueError, KeyError) as exc:
                 sf_files.reject(f"{exc}; the index is rebuilt from its float32 rows")
+        if sf_files.folder is sf:
+            sf.verify_in_background()  # what was mapped, not read: compact rows, float32
         if not adopted:
             self._load_index()  # from the mapped rows (checkpoint, or rebuild) and tune if due
             if self._sf is not None and self._sf.writable and self._sf.folder is None:
@@ -598,13 +657,28 @@ class Gallery(TrustMethods):
         return True
 
     @staticmethod
-    def _folder_compact(sf: Any) -> dict[str, Any]:
-        """Readers of the folder's compact arrays (filling the backend's own arrays)."""
+    def _folder_compact(sf: Any, mapped: bool) -> dict[str, Any]:
+        """The folder's compact arrays: mapped (read-only ``binary`` galleries re-rank a few rows
+        of them; checked by the background pass) or read and checked now (``exact`` scans every
+        row; a writer changes its own copy)."""
         out: dict[str, Any] = {}
         for k, v in sf.arrays.items():
             if k.startswith("compact_") and v.shape[0] == sf.n:
-                out[k[len("compact_") :]] = functools.partial(sf.read_into, k)
+                out[k[len("compact_") :]] = v if mapped else sf.read_verified(k)
         return out
+
+    def wait_verified(self) -> bool:
+        """Wait for the serving folder's background checksum pass (if one runs).
+
+        Returns True when the answers from here on come from verified files only (or the
+        gallery does not use a serving folder); False when the pass failed (the gallery then
+        rebuilds from the store at its next call and its answers are verified again).
+        """
+        f = None if self._sf is None else self._sf.folder
+        if f is None:
+            return True
+        f.wait_verified()
+        return f.verified
 
     def _serving_write(self) -> None:
         """Write the serving folder afresh (writable galleries; never raises: logged)."""
@@ -641,7 +715,7 @@ class Gallery(TrustMethods):
         with self._wmutex:
             if sf is None or sf.folder is not f:
                 return
-            sf.reject(f"checksum failure: {', '.join(f.failures[:3])}")
+            sf.reject(f"checksum failure: {', '.join(f.failures[:3])}", failed=True)
             sf.drop()
             with self._rw.write():
                 self._load()
@@ -1627,6 +1701,7 @@ class Gallery(TrustMethods):
             "identities": self._n_identities,
             "templates": self._m.n,
             "generation": self._loaded_generation,
+            "integrity_check_at_open": self._store.integrity,
             "lock": None if self._lock is None else os.fspath(self._lock.path),
             "erasure": erasure,
             "tuning_saved": self._tuning_error is None,
@@ -1638,6 +1713,7 @@ class Gallery(TrustMethods):
                 "folder": os.fspath(self._sf.dir),
                 "mapped": self._m.mapped,
                 "not_used_because": self._sf.last_rejection,
+                "verified": self._sf.folder is not None and self._sf.folder.verified,
             },
             "security": {
                 "encrypted": self._ring is not None,

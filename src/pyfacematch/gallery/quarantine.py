@@ -182,11 +182,11 @@ def check_templates(tmpl: Any, dim: int, what: str = "templates") -> np.ndarray:
         )
     if tmpl.ndim != 2 or tmpl.shape[1] != dim:
         raise DimensionError(f"{what} must have shape (T, {dim}), got {tmpl.shape}")
-    a64 = tmpl.astype(np.float64)
-    fin = np.isfinite(a64).all(axis=1)
+    fin = np.isfinite(tmpl).all(axis=1)
     if not fin.all():
         raise NonFiniteError(f"{what} row {int(np.argmin(fin))} holds NaN or Inf")
-    norms = np.linalg.norm(a64, axis=1)
+    # float64 accumulation without a float64 copy of the whole batch (bulk enrollment)
+    norms = np.sqrt(np.einsum("ij,ij->i", tmpl, tmpl, dtype=np.float64))
     if (norms == 0).any():
         raise ZeroVectorError(f"{what} row {int(np.argmin(norms))} has norm zero")
     off = np.abs(norms - 1.0) > NORM_TOLERANCE

@@ -14,9 +14,15 @@ index checkpoint, and distrusted the same way:
   the store commit and the folder update), another backend, a failed checksum, another format
   version — means the folder is not used: the gallery is rebuilt from the store (the truth), a
   warning says why, and a writable gallery writes the folder again.
-- **Verified.** Ids, compact arrays and codes (what searches scan and what maps rows to people)
-  are checked before the first answer; the float32 file (read only for the few rows re-scored) by
-  a background pass, and a gallery whose pass fails rebuilds from the store at its next call.
+- **Verified.** Ids and binary codes (what maps rows to people, and what every search scans in
+  full) are checked block by block as they are read, before the first answer (each byte read
+  once). The compact re-rank arrays and the float32 file — of which a search reads only the few
+  rows it re-ranks — stay mapped and are checked by a background pass started at open (for the
+  ``exact`` backend, which scans every compact row, and for writable galleries, which change
+  their own copy, the compact arrays are read and checked before the first answer too). **Answers given while that pass runs are not final**:
+  ``Gallery.info()["serving"]["verified"]`` is False until it has passed, and a gallery whose
+  pass fails logs why, drops the folder and rebuilds from the store at its next call (callers
+  that need only verified answers call ``Gallery.wait_verified()`` first).
 - **Kept in step.** Enrollments append rows (committed by replacing the manifest after the store
   committed); a removal copies the last rows into the holes — the same swap-with-last as memory —
   and zeroes the freed tail at once, so the removed templates are overwritten in every file before
@@ -98,6 +104,9 @@ class ServingFiles:
         self.folder: ServingFolder | None = None
         #: Why the folder was not used at the last open (None when it was).
         self.last_rejection: str | None = None
+        #: Manifests (by their MAC) whose checksum pass failed: never mapped again by this
+        #: process (a read-only gallery cannot delete the folder; the writer rewrites it).
+        self._failed: set[str] = set()
 
     # ------------------------------------------------------------------ authentication
     def _mac(self, body: bytes, create: bool) -> str | None:
@@ -143,6 +152,8 @@ class ServingFiles:
             return self._reject(f"gallery key unusable: {exc}")
         if want is None or not isinstance(got, str) or not hmac.compare_digest(got, want):
             return self._reject("its manifest fails its HMAC-SHA256 (altered, or another gallery)")
+        if got in self._failed:
+            return self._reject("its checksums failed earlier (altered files)")
         meta = sf.manifest.get("meta") or {}
         expect = self.meta(backend, generation)
         expect.pop("center")  # checked after the stored tuning is loaded (see check_center)
@@ -155,12 +166,9 @@ class ServingFiles:
             return self._reject("no binary codes")
         if _kind(backend) is not None and not sf.manifest.get("kind"):
             return self._reject("no compact templates")
-        try:  # now the arrays that are scanned and map rows to people; float32 in the background
-            # mapped, not read: the backend copies the compact arrays once, into its own
-            sf = ServingFolder.open(self.dir, verify="split", load_compact=False)
-            sf.check(wait=False)
-        except (GalleryFileError, FormatVersionError, OSError) as exc:
-            return self._reject(str(exc))
+        # Nothing is read here: the gallery reads ids and binary codes verifying each block as
+        # it reads them (ServingFolder.read_verified), maps the rest, then starts the background
+        # pass (ServingFolder.verify_in_background) over what it did not read.
         self.folder = sf
         return sf
 
@@ -176,8 +184,12 @@ class ServingFiles:
         log.warning("serving folder %s not used (%s): rebuilding from the store", self.dir, why)
         return None  # what open() returns for a folder it does not use
 
-    def reject(self, why: str) -> None:
-        """Log that the opened folder cannot be used after all (caller rebuilds)."""
+    def reject(self, why: str, failed: bool = False) -> None:
+        """Log that the opened folder cannot be used after all (caller rebuilds); ``failed``:
+        its checksums failed, so it is not opened again by this process."""
+        f = self.folder
+        if failed and f is not None and isinstance(f.manifest.get("auth"), str):
+            self._failed.add(f.manifest["auth"])
         self._reject(why)
 
     # ------------------------------------------------------------------ arrays of rows

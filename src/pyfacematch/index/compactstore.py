@@ -59,6 +59,7 @@ class CompactStore:
         if not self._arrays or self._dim != m.dim:
             self.rebuild(m)
             return
+        self._own()
         cap = m.capacity
         if self._arrays["codes"].shape[0] < cap:
             grown = self._alloc(cap, m.dim)
@@ -72,22 +73,36 @@ class CompactStore:
 
     def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
         """Take the compact arrays of the rows of ``m`` (from a serving folder): each value is an
-        array, or a callable filling the given output array (a plain file read)."""
+        array of ``m.n`` rows, kept as given (a read-only mapping is copied at the first change,
+        so opening reads nothing), or a callable filling the given output array."""
         self._dim = m.dim
-        self._arrays = self._alloc(max(m.capacity, 1), m.dim)
-        for name, arr in self._arrays.items():
+        ref = self._alloc(1, m.dim)
+        n = m.n
+        out: dict[str, np.ndarray] = {}
+        for name, r in ref.items():
             got = arrays.get(name)
             if got is None:
                 if name in ("codes", "norm") or self.kind == "int8":
                     raise ValueError(f"compact {name} missing")
+                out[name] = np.zeros((max(n, 1), *r.shape[1:]), r.dtype)
                 continue
             if callable(got):
+                arr = np.zeros((max(n, 1), *r.shape[1:]), r.dtype)
                 got(arr)
-            elif got.shape[0] != m.n:
-                raise ValueError(f"compact {name} of the wrong length")
             else:
-                arr[: m.n] = got
-        self._n = m.n
+                arr = got
+                if arr.shape[0] != n:
+                    raise ValueError(f"compact {name} of the wrong length")
+                if arr.dtype != r.dtype or arr.shape[1:] != r.shape[1:]:
+                    raise ValueError(f"compact {name} of the wrong dtype or width")
+            out[name] = arr
+        self._arrays = out
+        self._n = n
+
+    def _own(self) -> None:
+        """Copy adopted read-only (mapped) arrays into memory before changing them."""
+        if any(not a.flags.writeable for a in self._arrays.values()):
+            self._arrays = {k: np.array(a) for k, a in self._arrays.items()}
 
     def arrays_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The stored arrays of ``rows`` (as a serving folder holds them: bf16 without
@@ -96,6 +111,7 @@ class CompactStore:
         return {k: self._arrays[k][rows] for k in keep}
 
     def remove(self, m: TemplateMatrix, moves: list[tuple[int, int]], removed: int) -> None:
+        self._own()
         for arr in self._arrays.values():
             for src, dst in moves:
                 arr[dst] = arr[src]

@@ -98,6 +98,7 @@ class ServingFolder:
         self.manifest = manifest
         self.arrays = arrays
         self._bad: list[str] = []
+        self._verified: set[str] = set()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -336,6 +337,49 @@ class ServingFolder:
                     )
                 got += k
 
+    def read_verified(self, name: str) -> np.ndarray:
+        """Array ``name`` (all committed rows) read into memory and checked against its block
+        checksums in the same pass (each byte read once); :class:`GalleryFileError` on a
+        mismatch. The array then counts as verified (the background pass skips it)."""
+        e = self.manifest["arrays"][name]
+        dt = np.dtype(e["dtype"])
+        shape = (self.n, *[int(v) for v in e["row_shape"]])
+        out = np.empty(shape, dt)
+        want = self.n * self._row_bytes(name)
+        buf = memoryview(out.reshape(-1).view(np.uint8).data)[:want]
+        blocks = e["blocks"]
+        with open(self.path / e["file"], "rb", buffering=0) as fh:
+            for b, pos in enumerate(range(0, want, BLOCK_BYTES)):
+                end = min(pos + BLOCK_BYTES, want)
+                got = pos
+                while got < end:
+                    k = fh.readinto(buf[got:end])
+                    if not k:
+                        raise GalleryFileError(
+                            f"serving file {e['file']} ended early: rebuild it from the store"
+                        )
+                    got += k
+                if b >= len(blocks) or _digest(buf[pos:end]) != blocks[b]:
+                    self._bad.append(f"{e['file']} block {b}")
+                    self.check(wait=False)
+        self._verified.add(name)
+        return out
+
+    def verify_in_background(self) -> None:
+        """Check every array not yet verified (:meth:`read_verified`) in a background thread;
+        :meth:`check` / :attr:`failures` / :attr:`verified` report its outcome."""
+        names = [k for k in self.manifest["arrays"] if k not in self._verified]
+        self._done.clear()
+        self._thread = threading.Thread(
+            target=self._verify, args=(names,), name="pfm-serving-verify", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def verified(self) -> bool:
+        """True once every block of every array passed its checksum."""
+        return not self._bad and self._verified.issuperset(self.manifest["arrays"])
+
     def _row_bytes(self, name: str) -> int:
         e = self.manifest["arrays"][name]
         return int(np.dtype(e["dtype"]).itemsize * int(np.prod(e["row_shape"] or [1])))
@@ -518,9 +562,13 @@ class ServingFolder:
                 dt = np.dtype(e["dtype"])
                 nbytes = self.n * dt.itemsize * int(np.prod(e["row_shape"] or [1]))
                 got = _block_digests(f, nbytes)
+                ok = True
                 for b, want in enumerate(e["blocks"]):
                     if b >= len(got) or got[b] != want:
                         self._bad.append(f"{e['file']} block {b}")
+                        ok = False
+                if ok:
+                    self._verified.add(name)
         except Exception as exc:  # an unreadable file (I/O error) is a failed check, not a crash
             self._bad.append(f"verification failed: {exc}")
         finally:
