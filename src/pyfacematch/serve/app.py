@@ -397,6 +397,7 @@ class _Service:
             max_wait_ms=self.config.max_wait_ms,
             max_batch=self.config.max_batch,
             on_batch=lambda kind, n: self.metrics.batch.labels(kind).observe(n),
+            max_inflight=self.config.max_inflight,
         )
         if self.config.embedder is not None:
             self.photos = PhotoEmbedder(

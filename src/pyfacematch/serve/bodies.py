@@ -35,6 +35,7 @@ __all__ = [
     "opt_float",
     "opt_int",
     "parse_json",
+    "unit_rows",
 ]
 
 JSON_TYPE = "application/json"
@@ -192,7 +193,27 @@ def decode_templates(
             "Too many templates in one request",
             f"{what}: {arr.shape[0]} rows, the limit is {max_rows}: split the request",
         )
-    return as_templates(arr, dim, what)
+    return unit_rows(arr, dim, what)
+
+
+def unit_rows(arr: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """:func:`~pyfacematch.gallery.validation.as_templates` in fewer numpy calls, same bytes.
+
+    For a float (n, dim) array with n >= 1, the row sums of squares in float64 tell both checks
+    at once: a NaN or infinity anywhere makes its row's sum non-finite, and a float32 value
+    squared in float64 never overflows (nor does a subnormal one underflow to 0), so a finite,
+    non-zero sum means a finite, non-zero row. The result is then computed exactly as
+    ``as_templates`` does (``np.linalg.norm`` is ``sqrt(add.reduce(x * x))``), so the bytes are
+    the same. Any other case (a failed check included) is handed to ``as_templates``, which
+    raises its typed error.
+    """
+    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] == 0 or arr.dtype.kind != "f":
+        return as_templates(arr, dim, what)
+    a64 = arr.astype(np.float64, copy=False)
+    ss = np.add.reduce(a64 * a64, axis=1)
+    if not (np.isfinite(ss).all() and ss.all()):
+        return as_templates(arr, dim, what)  # raises NonFiniteError / ZeroVectorError
+    return np.ascontiguousarray(a64 / np.sqrt(ss)[:, None], np.float32)
 
 
 def opt_int(v: Any, name: str, default: int, lo: int = 1, hi: int | None = None) -> int:
