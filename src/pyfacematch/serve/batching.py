@@ -198,16 +198,16 @@ class Batcher:
         the batch that finishes calls this again, and the requests that arrived meanwhile
         (batches grow with the load by themselves) start at once if their wait is over.
         """
-        if not lane.items or lane.running >= self.max_inflight:
-            return
-        left = lane.items[0].at + self.max_wait - loop.time()
-        if lane.rows >= self.max_batch or left <= 0:
+        while lane.items and lane.running < self.max_inflight:
+            left = lane.items[0].at + self.max_wait - loop.time()
+            if lane.rows < self.max_batch and left > 0:
+                if lane.timer is None:
+                    lane.timer = loop.call_later(left, self._on_timer, key, lane, loop)
+                return
             if lane.timer is not None:
                 lane.timer.cancel()
                 lane.timer = None
-            self._start(key, lane, loop)
-        elif lane.timer is None:
-            lane.timer = loop.call_later(left, self._on_timer, key, lane, loop)
+            self._start(key, lane, loop)  # then the rest: another batch, or a timer
 
     def _on_timer(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
         lane.timer = None
