@@ -239,3 +239,37 @@ def test_close_does_not_wait_for_the_audit_writers_next_tick(tmp_path, monkeypat
         assert any(r.action == "identify" for r in read_records(s))
     finally:
         s.close()
+
+
+def test_batched_search_records_equal_one_by_one(tmp_path: Path) -> None:
+    """append_many_in (the writer thread's flush) writes the rows append_in would, byte for byte,
+    checkpoints included, and the trail verifies."""
+    import shutil
+
+    from pyfacematch.gallery.audit import CHECKPOINT_EVERY
+
+    db = tmp_path / "a.db"
+    _gallery(db, n_search=1)
+    for suffix in ("", ".audit.key"):
+        shutil.copy(str(db) + suffix, str(tmp_path / "b.db") + suffix)
+    n = CHECKPOINT_EVERY + 37  # crosses a checkpoint seq
+    recs = [(1.7e9 + i, f"k{i % 3}", "verify", None, json.dumps({"i": i})) for i in range(n)]
+    rows = {}
+    for name, many in (("a.db", False), ("b.db", True)):
+        with Gallery.open(tmp_path / name) as g:
+            trail = g._audit
+            with g._store.transaction() as c:
+                if many:
+                    trail.append_many_in(c, recs)
+                else:
+                    for ts, actor, action, ident, text in recs:
+                        trail.append_in(c, action, ident, text, actor=actor, ts=ts)
+        con = sqlite3.connect(tmp_path / name)
+        rows[name] = (
+            con.execute("SELECT * FROM audit ORDER BY seq").fetchall(),
+            con.execute("SELECT seq, head, mac FROM audit_checkpoints ORDER BY seq").fetchall(),
+        )
+        con.close()
+        assert _verify(tmp_path / name)[0] == 0
+    assert rows["a.db"] == rows["b.db"]
+    assert len(rows["a.db"][1]) >= 1

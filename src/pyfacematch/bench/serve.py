@@ -8,18 +8,15 @@ a binary body (float32 rows), identify with a JSON body, verify (binary). Report
 requests/s, p50 / p90 / p99 / max latency (client side, ms), achieved probe rows per gallery call
 (from the server's ``pfm_batch_rows`` histogram), the server's and the load generator's CPU use.
 
-The load generator is a bounded asyncio client (``clients`` coroutines on one event loop, one
-keep-alive connection each, a minimal HTTP/1.1 writer/reader on asyncio streams; httpx's
-AsyncClient was measured to spend several times the server's CPU per request), not a C tool
-such as wrk: it runs on the same two cores as the
-server, so its CPU share is reported next to every figure, and the requests/s it reaches are a
-lower bound on what the server can answer.
+The load generator (:mod:`pyfacematch.bench.loadgen`) is ``wrk`` (C, event-driven) with a Lua
+script sending the binary or JSON bodies, where it is installed (``apt-get install wrk``), else
+a bounded asyncio client (``--load async``). Either runs on the same two cores as the server,
+so its CPU share is reported next to every figure.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -32,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pyfacematch.bench.loadgen import Req, have_wrk, load
 from pyfacematch.bench.util import cpu_model, table, unit_rows
 from pyfacematch.gallery import Gallery
 
@@ -102,128 +100,76 @@ def _batch_stats(text: str, kind: str) -> tuple[float, float]:
     return out["count"], out["sum"]
 
 
-def _request(kind: str, body_kind: str, p: np.ndarray, ident: str, port: int) -> bytes:
-    """The bytes of one HTTP/1.1 keep-alive request."""
+def _request(kind: str, body_kind: str, p: np.ndarray, ident: str) -> Req:
+    """One request: identify (binary float32 or JSON body) or verify (binary)."""
     if kind == "identify" and body_kind == "binary":
-        path, ctype, body = "/v1/galleries/bench/identify", "application/octet-stream", p.tobytes()
-    elif kind == "identify":
-        path, ctype = "/v1/galleries/bench/identify", "application/json"
+        return ("POST", "/v1/galleries/bench/identify", "application/octet-stream", p.tobytes())
+    if kind == "identify":
         body = json.dumps({"probes": [p.tolist()]}).encode()
-    else:
-        path, ctype = f"/v1/galleries/bench/verify?identity={ident}", "application/octet-stream"
-        body = p.tobytes()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+        return ("POST", "/v1/galleries/bench/identify", "application/json", body)
+    path = f"/v1/galleries/bench/verify?identity={ident}"
+    return ("POST", path, "application/octet-stream", p.tobytes())
 
 
-def _photo_request(photo: bytes, port: int) -> bytes:
+def _photo_request(photo: bytes) -> Req:
     """One multipart identify request carrying one photo."""
     b = b"pfmbenchboundary"
     body = (
         b"--" + b + b'\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
         b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--" + b + b"--\r\n"
     )
-    head = (
-        f"POST /v1/galleries/photos/identify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={b.decode()}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def _load(
-    port: int, reqs: list[bytes], clients: int, seconds: float
-) -> tuple[list[float], int]:
-    """``clients`` keep-alive connections on one asyncio loop, each sending requests back to back.
-
-    A minimal HTTP/1.1 client on asyncio streams (status line, Content-Length body): much less
-    CPU per request than a general client, so more of the two cores is left to the server.
-    """
-    lat: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(j: int) -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = j
-        try:
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                writer.write(reqs[i % len(reqs)])
-                i += clients
-                head = await reader.readuntil(b"\r\n\r\n")
-                n = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        n = int(line[15:])
-                await reader.readexactly(n)
-                lat.append(time.perf_counter() - t0)
-                if head[9:12] != b"200":
-                    errors += 1
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(worker(j) for j in range(clients)))
-    return lat, errors
+    ctype = f"multipart/form-data;boundary={b.decode()}"  # wrk's file format: no spaces
+    return ("POST", "/v1/galleries/photos/identify", ctype, body)
 
 
 def run_load(
     url: str, pid: int, kind: str, body_kind: str, probes: np.ndarray, ids: list[str],
-    clients: int, seconds: float,
+    clients: int, seconds: float, generator: str = "auto",
 ) -> dict[str, Any]:  # fmt: skip
     """One scenario against a running server; figures as a dict."""
     import httpx
 
     before = _batch_stats(httpx.get(url + "/metrics").text, kind)
-    s0, c0, w0 = _cpu_seconds(pid), time.process_time(), time.perf_counter()
     port = int(url.rsplit(":", 1)[1])
-    reqs = [_request(kind, body_kind, p, ids[n], port) for n, p in enumerate(probes)]
-    lat, errors = asyncio.run(_load(port, reqs, clients, seconds))
-    wall = time.perf_counter() - w0
-    s1, c1 = _cpu_seconds(pid), time.process_time()
+    reqs = [_request(kind, body_kind, p, ids[n]) for n, p in enumerate(probes)]
+    s0 = _cpu_seconds(pid)
+    r = load(generator, port, reqs, clients, seconds)
+    s1 = _cpu_seconds(pid)
     after = _batch_stats(httpx.get(url + "/metrics").text, kind)
-    out = _summary(f"{kind} {body_kind}", lat, errors, wall, before, after, s1 - s0)
-    out["client_cpu"] = (c1 - c0) / wall
-    return out
+    return _summary(f"{kind} {body_kind}", r, before, after, s1 - s0)
 
 
 def _summary(
     scenario: str,
-    lat: list[float],
-    errors: int,
-    wall: float,
+    r: dict[str, Any],
     before: tuple[float, float],
     after: tuple[float, float],
     server_cpu_s: float,
 ) -> dict[str, Any]:
-    """Requests/s, latency percentiles (ms), rows per core call and server CPU of one load run."""
+    """Requests/s, latency percentiles (ms), rows per core call, server and client CPU."""
     calls, rows = after[0] - before[0], after[1] - before[1]
-    ms = np.asarray(lat) * 1000.0
+    wall = r["wall"]
     return {
         "scenario": scenario,
-        "requests": len(lat),
-        "errors": errors,
-        "rps": len(lat) / wall,
-        "p50": float(np.percentile(ms, 50)),
-        "p90": float(np.percentile(ms, 90)),
-        "p99": float(np.percentile(ms, 99)),
-        "max": float(ms.max()),
+        "generator": r["generator"],
+        "requests": r["requests"],
+        "errors": r["errors"],
+        "rps": r["requests"] / wall,
+        **{k: r[k] for k in ("p50", "p90", "p99", "max")},
         "rows_per_call": rows / calls if calls else float("nan"),
         "server_cpu": server_cpu_s / wall,
         # CPU time the server spent per answered request: less sensitive than req/s to other
         # processes on the machine (cores / this = the server's capacity if it had the machine);
         # for photos it counts the server and its embedding worker processes
-        "server_cpu_ms_per_request": 1000.0 * server_cpu_s / max(1, len(lat)),
+        "server_cpu_ms_per_request": 1000.0 * server_cpu_s / max(1, r["requests"]),
+        "client_cpu": r["client_cpu_s"] / wall,  # cores used by the load generator
     }
 
 
 def run_photo_load(
-    url: str, pid: int, photos: list[bytes], clients: int, seconds: float, workers: int
-) -> dict[str, Any]:
+    url: str, pid: int, photos: list[bytes], clients: int, seconds: float, workers: int,
+    generator: str = "auto",
+) -> dict[str, Any]:  # fmt: skip
     """Photo identify (multipart) against a server with an embedder, and the same photos
     embedded in this process by :class:`ParallelEmbedder` with as many workers (the baseline,
     measured right after, on the same machine)."""
@@ -233,11 +179,8 @@ def run_photo_load(
 
     port = int(url.rsplit(":", 1)[1])
     before = _batch_stats(httpx.get(url + "/metrics").text, "photo")
-    s0, w0 = _tree_cpu_seconds(pid), time.perf_counter()
-    lat, errors = asyncio.run(
-        _load(port, [_photo_request(p, port) for p in photos], clients, seconds)
-    )
-    wall = time.perf_counter() - w0
+    s0 = _tree_cpu_seconds(pid)
+    r = load(generator, port, [_photo_request(p) for p in photos], clients, seconds)
     s1 = _tree_cpu_seconds(pid)
     after = _batch_stats(httpx.get(url + "/metrics").text, "photo")
     with ParallelEmbedder("dlib", workers=workers) as emb:
@@ -247,12 +190,12 @@ def run_photo_load(
             n += len(emb.embed(photos))
         base = n / (time.perf_counter() - t0)
         base_cpu_ms = 1000.0 * emb.cpu_seconds / max(1, n + 2)
-    out = _summary("identify photo", lat, errors, wall, before, after, s1 - s0)
+    out = _summary("identify photo", r, before, after, s1 - s0)
     out.update(
         {
             "in_process_cpu_ms_per_photo": base_cpu_ms,
             "in_process_photos_per_s": base,
-            "ratio_to_in_process": (len(lat) / wall) / base,
+            "ratio_to_in_process": out["rps"] / base,
         }
     )
     return out
@@ -284,6 +227,16 @@ def _serve(
     raise SystemExit("server not ready after 600 s")
 
 
+def _http_stack() -> str:
+    """What uvicorn picks in this interpreter (``loop="auto"``, ``http="auto"``)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    js = "orjson" if importlib.util.find_spec("orjson") else "json"
+    return f"uvicorn + {loop} + {http}, {js}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of ``bench/serve.py``; prints a Markdown table and writes JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -305,6 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photo-clients", type=int, default=8)
     ap.add_argument("--embed-workers", type=int, default=1)
     ap.add_argument("--skip-templates", action="store_true", help="only the photo scenario")
+    ap.add_argument(
+        "--load",
+        choices=("auto", "wrk", "async"),
+        default="auto",
+        help="load generator: wrk (C, with a Lua script), async (Python asyncio client) or "
+        "auto (wrk where installed)",
+    )
+    ap.add_argument(
+        "--scenarios",
+        default="identify-binary,identify-json,verify-binary",
+        help="comma-separated subset of identify-binary, identify-json, verify-binary",
+    )
+    ap.add_argument(
+        "--batching", choices=("both", "on", "off"), default="both", help="servers to run"
+    )
     a = ap.parse_args(argv)
     folder = Path(a.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -312,14 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_templates:
         build_gallery(path, a.n, a.dim)
     rng = np.random.default_rng(7)
-    probes = unit_rows(2048, a.dim, seed=10**9)
-    ids = [f"id{int(i)}" for i in rng.integers(0, a.n, 2048)]
+    probes = unit_rows(1024, a.dim, seed=10**9)
+    ids = [f"id{int(i)}" for i in rng.integers(0, a.n, 1024)]
+    generator = a.load if a.load != "auto" else ("wrk" if have_wrk() else "async")
+    scenarios = [tuple(x.strip().split("-", 1)) for x in a.scenarios.split(",") if x.strip()]
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[a.batching]
     rows = []
-    for batching in () if a.skip_templates else (True, False):
+    for batching in () if a.skip_templates else modes:
         url, proc = _serve(path, batching, a.server_args.split())
         try:
-            for kind, body in (("identify", "binary"), ("identify", "json"), ("verify", "binary")):
-                r = run_load(url, proc.pid, kind, body, probes, ids, a.clients, a.seconds)
+            for kind, body in scenarios:
+                r = run_load(
+                    url, proc.pid, kind, body, probes, ids, a.clients, a.seconds, generator
+                )
                 r["batching"] = "on" if batching else "off"
                 rows.append(r)
                 print(json.dumps(r), flush=True)
@@ -335,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--embedder", "dlib", "--embed-workers", str(a.embed_workers)]
         url, proc = _serve(ppath, True, extra + a.server_args.split(), name="photos")
         try:
-            r = run_photo_load(url, proc.pid, photos, a.photo_clients, a.seconds, a.embed_workers)
+            r = run_photo_load(
+                url, proc.pid, photos, a.photo_clients, a.seconds, a.embed_workers, generator
+            )
             r["batching"] = "on"
-            r["client_cpu"] = float("nan")
             rows.append(r)
             print(json.dumps(r), flush=True)
         finally:
@@ -345,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(60)
     print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at the end; gallery {a.n} x {a.dim}; "
-          f"{a.clients} keep-alive clients, one probe per request, {a.seconds:g} s per scenario\n")  # fmt: skip
+          f"{a.clients} keep-alive clients, one probe per request, {a.seconds:g} s per scenario; "
+          f"load generator {generator}; server HTTP stack {_http_stack()}\n")  # fmt: skip
     heads: list[str] = ["batching", "scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]
     heads += ["rows/call", "server CPU", "server CPU ms/req", "client CPU", "errors"]
     cells: list[list[Any]] = []

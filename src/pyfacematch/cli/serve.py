@@ -51,6 +51,12 @@ def add_serve(subs: Any) -> None:
     p.add_argument("--max-wait-ms", type=float, default=None, help="batch gathering wait (1.5)")
     p.add_argument("--max-batch", type=int, default=None, help="probe rows per batch (256)")
     p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        help="batches of one gallery scored at once (2: the next batch gathers while one runs)",
+    )
+    p.add_argument(
         "--embedder",
         default=None,
         metavar="SPEC",
@@ -94,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=args.batching,
         max_wait_ms=args.max_wait_ms,
         max_batch=args.max_batch,
+        max_inflight=args.max_inflight,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         log_level=args.log_level,

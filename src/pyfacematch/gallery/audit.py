@@ -208,6 +208,42 @@ class AuditTrail:
             self._checkpoint_in(c, seq, h)
         return seq
 
+    def append_many_in(
+        self,
+        c: sqlite3.Connection,
+        records: list[tuple[float, str | None, str, str | None, str]],
+    ) -> int:
+        """Append ``(ts, actor, action, identity, detail)`` records in the caller's transaction.
+
+        The same rows as one :meth:`append_in` per record (each chained on the one before,
+        checkpoints at the same seqs), read and written in two statements instead of two per
+        record: a service audits thousands of searches a second. Returns the last seq.
+        """
+        row = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None or row[1] is None:
+            seq, prev = _start(c, self.uid)
+            if row is not None:
+                seq = int(row[0])
+        else:
+            seq, prev = int(row[0]), str(row[1])
+        rows: list[tuple[Any, ...]] = []
+        marks: list[tuple[int, str]] = []
+        for ts, actor, action, identity, detail in records:
+            seq += 1
+            h = record_hash(prev, seq, ts, actor, action, identity, detail)
+            rows.append((seq, ts, action, identity, detail, actor, prev, h))
+            if seq % CHECKPOINT_EVERY == 0:
+                marks.append((seq, h))
+            prev = h
+        c.executemany(
+            "INSERT INTO audit(seq, ts, action, identity, detail, actor, prev, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for m_seq, m_head in marks:
+            self._checkpoint_in(c, m_seq, m_head)
+        return seq
+
     def _checkpoint_in(self, c: sqlite3.Connection, seq: int, head: str) -> None:
         key = self.keys.key(create=False)
         if key is None:
@@ -269,8 +305,7 @@ class AuditTrail:
             return 0
         try:
             with self.store.transaction() as c:
-                for ts, actor, action, ident, text in batch:
-                    self.append_in(c, action, ident, text, actor=actor, ts=ts)
+                self.append_many_in(c, batch)
         except Exception:
             with self._qlock:
                 self._q = batch + self._q

@@ -15,7 +15,9 @@ unsalted SHA-256 is appropriate: NIST SP 800-63B §5.1.2.2 asks that secrets of 
 of entropy be "hashed with an approved one-way function" and reserves salted, deliberately slow
 key-derivation functions for lower-entropy secrets (passwords), where brute force is the
 threat; a 256-bit random token cannot be guessed, and a fast hash keeps the per-request check
-cheap. Keys are looked up by their hash, so no comparison of secret bytes happens in Python.
+cheap. Keys are looked up by their hash, so no comparison of secret bytes happens in Python;
+a token already seen is found in a dict of the tokens that matched a key (emptied on reload),
+so a client's later requests skip the hash.
 
 The file is re-read when its modification time changes (checked at most every
 ``reload_interval`` seconds), so a key revoked in the file is refused within that interval
@@ -155,6 +157,9 @@ class KeyStore:
         self.path = Path(path)
         self.reload_interval = float(reload_interval)
         self._keys: dict[str, ApiKey] = {}
+        #: token -> its key, for tokens seen and known (at most one entry per key: no growth
+        #: from unknown tokens); emptied when the file is re-read
+        self._seen: dict[str, ApiKey] = {}
         self._mtime = -1.0
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -184,6 +189,7 @@ class KeyStore:
                 k.bucket = old.bucket if same and old is not None else TokenBucket(k.rate, k.burst)
             keys[k.sha256] = k
         self._keys = keys
+        self._seen = {}
         self._mtime = st.st_mtime
 
     def _maybe_reload(self) -> None:
@@ -217,7 +223,11 @@ class KeyStore:
                 "send the key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 hdr,
             )
-        key = self._keys.get(hash_token(token))
+        key = self._seen.get(token)
+        if key is None:
+            key = self._keys.get(hash_token(token))
+            if key is not None and len(self._seen) < 4 * len(self._keys) + 16:
+                self._seen[token] = key
         if key is None:
             raise HTTPProblem(
                 401, "unauthenticated", "Unknown API key", "the key is not valid", hdr

@@ -1,8 +1,9 @@
 """Dynamic batching: concurrent identify / verify requests become one gallery call.
 
-Each (gallery, kind) has a queue and one gathering task. The task takes the first waiting
-request, then gathers more for at most ``max_wait_ms`` or until ``max_batch`` probe rows are
-gathered, and runs them in a worker thread (the event loop never blocks on a search): identify
+Each (gallery, kind) has a lane: a list of waiting requests and a timer on the event loop (no
+task or queue per request). A batch starts when ``max_batch`` probe rows wait or the oldest
+waiting request has waited ``max_wait_ms``, and runs in a worker thread (the event loop never
+blocks on a search): identify
 requests sharing ``k``, ``threshold`` and ``purpose`` (and the API key, when the gallery audits
 searches) are stacked into ONE
 :meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
@@ -16,7 +17,6 @@ request is its own call in the thread pool (kept for measurement).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -36,10 +36,21 @@ class _Item:
     params: tuple[Any, ...]
     probes: np.ndarray  # (n, d) float32, already validated
     future: asyncio.Future[Any] = field(repr=False)
+    at: float = 0.0  # loop time of arrival
 
     @property
     def rows(self) -> int:
         return int(self.probes.shape[0])
+
+
+@dataclass
+class _Lane:
+    """The requests of one (gallery, kind) waiting for a batch, and its running batches."""
+
+    items: list[_Item] = field(default_factory=list)
+    rows: int = 0
+    running: int = 0
+    timer: asyncio.TimerHandle | None = None
 
 
 def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
@@ -115,9 +126,9 @@ class Batcher:
         self.on_batch = on_batch
         self.max_inflight = max(1, int(max_inflight))
         self._running: set[asyncio.Task[None]] = set()
-        self._queues: dict[tuple[str, str], asyncio.Queue[_Item]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._lanes: dict[tuple[str, str], _Lane] = {}
         self._galleries: dict[str, Gallery] = {}
+        self._closed = False
 
     async def identify(
         self,
@@ -159,7 +170,7 @@ class Batcher:
         self, name: str, gallery: Gallery, kind: str, params: tuple[Any, ...], probes: np.ndarray
     ) -> Any:
         loop = asyncio.get_running_loop()
-        if not self.enabled:
+        if not self.enabled or self._closed:  # closed: a straggler runs on its own
             item = _Item(kind, params, probes, loop.create_future())
             run = _run_identify if kind == "identify" else _run_verify
             (res,) = await loop.run_in_executor(self.executor, run, gallery, [item])
@@ -169,41 +180,57 @@ class Batcher:
                 raise res
             return res
         key = (name, kind)
-        q = self._queues.get(key)
-        if q is None:
-            q = self._queues[key] = asyncio.Queue()
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
             self._galleries[name] = gallery
-            self._tasks.append(asyncio.create_task(self._gather(key, q)))
         fut: asyncio.Future[Any] = loop.create_future()
-        q.put_nowait(_Item(kind, params, probes, fut))
+        lane.items.append(_Item(kind, params, probes, fut, loop.time()))
+        lane.rows += int(probes.shape[0])
+        self._schedule(key, lane, loop)
         return await fut
 
-    async def _gather(self, key: tuple[str, str], q: asyncio.Queue[_Item]) -> None:
-        loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(self.max_inflight)
-        while True:
-            await slots.acquire()  # wait for a free slot before gathering: batches grow meanwhile
-            first = await q.get()
-            items = [first]
-            rows = first.rows
-            deadline = loop.time() + self.max_wait
-            while rows < self.max_batch:
-                try:
-                    nxt = q.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        nxt = await asyncio.wait_for(q.get(), left)
-                    except asyncio.TimeoutError:
-                        break
-                items.append(nxt)
-                rows += nxt.rows
-            task = asyncio.create_task(self._run(key, items))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-            task.add_done_callback(lambda _t: slots.release())
+    def _schedule(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a batch of ``lane`` now, or arm its timer, or leave it to a finishing batch.
+
+        A batch starts when a slot is free and either ``max_batch`` rows wait or the oldest
+        waiting request has waited ``max_wait_ms``. While every slot is busy nothing is armed:
+        the batch that finishes calls this again, and the requests that arrived meanwhile
+        (batches grow with the load by themselves) start at once if their wait is over.
+        """
+        while lane.items and lane.running < self.max_inflight:
+            left = lane.items[0].at + self.max_wait - loop.time()
+            if lane.rows < self.max_batch and left > 0:
+                if lane.timer is None:
+                    lane.timer = loop.call_later(left, self._on_timer, key, lane, loop)
+                return
+            if lane.timer is not None:
+                lane.timer.cancel()
+                lane.timer = None
+            self._start(key, lane, loop)  # then the rest: another batch, or a timer
+
+    def _on_timer(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
+        lane.timer = None
+        self._schedule(key, lane, loop)
+
+    def _start(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
+        """Take up to ``max_batch`` rows of waiting requests (at least one) and run them."""
+        items, rows, i = lane.items, 0, 0
+        while i < len(items) and rows < self.max_batch:
+            rows += items[i].rows
+            i += 1
+        batch, lane.items = items[:i], items[i:]
+        lane.rows -= rows
+        lane.running += 1
+        task = loop.create_task(self._run(key, batch))
+        self._running.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._running.discard(t)
+            lane.running -= 1
+            self._schedule(key, lane, loop)
+
+        task.add_done_callback(done)
 
     async def _run(self, key: tuple[str, str], items: list[_Item]) -> None:
         name, kind = key
@@ -247,13 +274,16 @@ class Batcher:
         return (k, thr, purpose, actor if gallery.audit_searches else None)
 
     async def close(self) -> None:
-        """Stop the gathering tasks (call after in-flight requests have finished)."""
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
-        self._queues.clear()
+        """Run what still waits, then wait for the running batches (after in-flight requests)."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        while self._running or any(lane.items for lane in self._lanes.values()):
+            for key, lane in self._lanes.items():
+                if lane.timer is not None:
+                    lane.timer.cancel()
+                    lane.timer = None
+                while lane.items and lane.running < self.max_inflight:
+                    self._start(key, lane, loop)
+            if self._running:
+                await asyncio.gather(*list(self._running), return_exceptions=True)
+        self._lanes.clear()

@@ -8,6 +8,7 @@ A configuration file holds the same settings as the flags (flags given on the co
     batching = true
     max_wait_ms = 1.5
     max_batch = 256
+    max_inflight = 2            # batches of one gallery scored at once (the next one gathers)
     max_body_bytes = 8388608
     max_probes = 1024
     threads = 4                 # worker threads running gallery calls
@@ -67,6 +68,7 @@ class ServeConfig:
     batching: bool = True
     max_wait_ms: float = 1.5
     max_batch: int = 256
+    max_inflight: int = 2
     max_body_bytes: int = 8 * 1024 * 1024
     max_probes: int = 1024
     threads: int = 4
@@ -106,6 +108,7 @@ class ServeConfig:
         for name, lo in (
             ("port", 0),
             ("max_batch", 1),
+            ("max_inflight", 1),
             ("max_body_bytes", 1),
             ("threads", 1),
             ("embed_workers", 1),

@@ -1,0 +1,130 @@
+"""The service's per-request fast paths give the same answers as the slow ones.
+
+``unit_rows`` (request bodies to unit float32 rows) against the library's ``as_templates``,
+byte for byte; the JSON codec's strictness; the batcher's lanes (a real in-memory gallery):
+concurrent requests become fewer gallery calls, every answer equals the direct call, no more
+than ``max_inflight`` batches run at once, and close() answers what still waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+
+from pyfacematch.errors import NonFiniteError, ZeroVectorError  # noqa: E402
+from pyfacematch.gallery import Gallery  # noqa: E402
+from pyfacematch.gallery.validation import as_templates  # noqa: E402
+from pyfacematch.serve.batching import Batcher  # noqa: E402
+from pyfacematch.serve.bodies import decode_templates, dumps, parse_json, unit_rows  # noqa: E402
+from pyfacematch.serve.problems import HTTPProblem  # noqa: E402
+
+DIM = 64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3, 17])
+def test_unit_rows_same_bytes_as_as_templates(dtype, n):
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        scale = 10.0 ** float(rng.integers(-30, 30))
+        a = (rng.standard_normal((n, DIM)) * scale).astype(dtype)
+        assert unit_rows(a, DIM, "p").tobytes() == as_templates(a, DIM, "p").tobytes()
+    tiny = np.full((1, DIM), np.float32(1e-45), np.float32)  # subnormal: not a zero row
+    assert unit_rows(tiny, DIM, "p").tobytes() == as_templates(tiny, DIM, "p").tobytes()
+
+
+def test_unit_rows_typed_errors():
+    a = np.ones((2, DIM), np.float32)
+    for bad, err in ((np.nan, NonFiniteError), (np.inf, NonFiniteError), (-np.inf, NonFiniteError)):
+        b = a.copy()
+        b[1, 5] = bad
+        with pytest.raises(err, match="row 1"):
+            unit_rows(b, DIM, "probes")
+    z = a.copy()
+    z[1] = 0
+    with pytest.raises(ZeroVectorError, match="row 1"):
+        unit_rows(z, DIM, "probes")
+    body = np.ones((1, DIM), "<f4")
+    body[0, 3] = np.nan
+    with pytest.raises(NonFiniteError):
+        decode_templates(body.tobytes(), "application/octet-stream", DIM, "probes")
+
+
+def test_json_codec_is_strict_and_compact():
+    for bad in (b'{"probes": [[NaN, 1]]}', b'{"a": Infinity}', b"\xff\xfe", b"{not json"):
+        with pytest.raises(HTTPProblem) as e:
+            parse_json(bad)
+        assert e.value.status == 400
+    obj = parse_json(b'{"probes": [[1, 2.5, true]]}')
+    with pytest.raises(HTTPProblem, match="only numbers"):  # a bool is not a number
+        decode_templates(b"", "application/json", 3, "probes", field="probes", obj=obj)
+    assert dumps({"a": 0.1 + 0.2, "b": None, "c": "é"}) == '{"a":0.30000000000000004,"b":null,"c":"é"}'.encode()  # fmt: skip
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """A real thread pool that records how many calls run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.calls = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        def run():  # type: ignore[no-untyped-def]
+            with self.lock:
+                self.now += 1
+                self.calls += 1
+                self.most = max(self.most, self.now)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        return super().submit(run)
+
+
+@pytest.mark.parametrize("inflight", [1, 2])
+def test_batcher_lanes_gather_and_answer_each_request(inflight):
+    rng = np.random.default_rng(3)
+    g = Gallery(dim=DIM, backend="exact")
+    t = as_templates(rng.standard_normal((200, DIM)), DIM, "t")
+    g.enroll_many([f"p{i}" for i in range(200)], t)
+    probes = as_templates(t[:60] + 0.3 * rng.standard_normal((60, DIM)), DIM, "p")
+    want = [r.candidates for r in g.identify(probes, k=3)]
+    ex = _CountingExecutor()
+    rows: list[int] = []
+    b = Batcher(ex, max_wait_ms=5.0, max_batch=16, max_inflight=inflight,
+                on_batch=lambda kind, n: rows.append(n))  # fmt: skip
+
+    async def main() -> list:
+        async def one(i: int):
+            await asyncio.sleep(0.0005 * (i % 7))
+            return await b.identify("g", g, probes[i : i + 1], 3, None)
+
+        ident = await asyncio.gather(*(one(i) for i in range(60)))
+        # verify requests share the lane machinery: one unknown identity fails alone
+        ver = await asyncio.gather(
+            *(b.verify("g", g, f"p{i}", t[i : i + 1], None) for i in range(5)),
+            b.verify("g", g, "nobody", t[:1], None),
+            return_exceptions=True,
+        )
+        await b.close()
+        return [ident, ver]
+
+    ident, ver = asyncio.run(main())
+    ex.shutdown()
+    assert [r[0].candidates for r in ident] == want
+    assert sum(rows) == 66  # every request scored exactly once (60 identify + 6 verify)
+    assert max(rows) <= 16 and len(rows) < 66  # gathered, never beyond max_batch
+    assert ex.most <= inflight  # identify ended before verify began: one lane at a time
+    assert [round(v.score, 5) for v in ver[:5]] == [1.0] * 5
+    assert type(ver[5]).__name__ == "UnknownIdentityError"
