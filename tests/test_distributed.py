@@ -629,3 +629,113 @@ def test_cli_verify_on_shards_with_purpose(consent_files: dict[str, Path], tmp_p
     assert (tmp_path / "c.csv.rejects.csv").read_bytes() == (
         tmp_path / "l.csv.rejects.csv"
     ).read_bytes()
+
+
+# --------------------------------------------------------------------------- per-worker work
+@pytest.fixture(scope="module")
+def binary_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tuned binary gallery (3,000 identities, one template each) split into 4 shards, and
+    mated probes (each a gallery template plus noise)."""
+    d = tmp_path_factory.mktemp("binary")
+    rng = np.random.default_rng(5)
+    t = rng.standard_normal((3000, DIM)).astype(np.float32)
+    g = Gallery.open(d / "people.db", dim=DIM, backend="binary")
+    g.enroll_many([f"b{i:05d}" for i in range(len(t))], t)
+    g.close()
+    who = rng.integers(0, len(t), 1500)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    probes = t[who] + 0.06 * rng.standard_normal((len(who), DIM)).astype(np.float32)
+    np.save(d / "probes.npy", probes.astype(np.float32))
+    split_gallery(d / "people.db", d / "shards", 4)
+    return {"db": d / "people.db", "shards": d / "shards", "probes": d / "probes.npy"}
+
+
+def test_split_shares_the_binary_centre_and_sizes_each_shortlist(
+    binary_files: dict[str, Path],
+) -> None:
+    """Shards carry the source's binary centre (a probe's code is the same in every shard) and
+    re-rank a shortlist sized to their share of the source's, not the whole source's each."""
+    from pyfacematch.distributed.shards import shard_shortlist
+
+    one = Gallery.open(binary_files["db"], read_only=True)
+    shards = [
+        Gallery.open(s.path, read_only=True) for s in read_manifest(binary_files["shards"]).shards
+    ]
+    try:
+        b = one._backend
+        assert b.name == "binary" and b.tuned_size > 0
+        for s in shards:
+            sb = s._backend
+            np.testing.assert_array_equal(sb.center, b.center)
+            assert sb.depth == shard_shortlist(b.depth, 4) < b.depth
+            assert sb.scan_depth == shard_shortlist(b.scan_depth, 4) < b.scan_depth
+            # the shard's own codes are the source's codes of the same templates
+            tids = s._m.tids[: s._m.n]
+            rows = np.searchsorted(one._m.tids[: one._m.n], tids)
+            assert np.array_equal(one._m.tids[rows], tids)
+            np.testing.assert_array_equal(sb.codes(s._m.n), b.codes(one._m.n)[rows])
+    finally:
+        one.close()
+        for s in shards:
+            s.close()
+    assert shard_shortlist(32, 1) == 32 and shard_shortlist(32, 2) == 28
+    assert shard_shortlist(32, 8) == 12 and shard_shortlist(1, 8) == 1
+
+
+def test_worker_searches_its_shards_with_probes_prepared_once(
+    binary_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holding several shards checks, normalises and packs a probe chunk once, and
+    the merged top-1 is the one gallery's (ids, scores, template ids)."""
+    from pyfacematch.core import scoring
+    from pyfacematch.distributed import worker
+
+    probes = np.load(binary_files["probes"])
+    one = Gallery.open(binary_files["db"], read_only=True)
+    try:
+        ref = one.identify_arrays(probes, k=1, threshold=0.0, with_tids=True)
+    finally:
+        one.close()
+    group = [
+        (i, (s.path, s.sha256)) for i, s in enumerate(read_manifest(binary_files["shards"]).shards)
+    ]
+    packs: list[int] = []
+    real = scoring.pack_signs
+
+    def counted(x: object, center: object = None) -> np.ndarray:
+        packs.append(len(x))  # type: ignore[arg-type]
+        return real(x, center=center)
+
+    worker.search_group(group, probes[:1], None, 1, None)  # shards opened (their codes packed)
+    monkeypatch.setattr(scoring, "pack_signs", counted)
+    try:
+        s, ids, tids = worker.search_group(group, probes, None, 1, None)
+        assert packs == [len(probes)]  # once for the 4 shards, not once per shard
+        np.testing.assert_array_equal(ids, ref.identities)
+        np.testing.assert_allclose(s, ref.scores, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(tids, ref.tids)
+    finally:
+        worker.close_all()
+
+
+def test_prepared_probes_refused_by_another_layout(binary_files: dict[str, Path]) -> None:
+    from pyfacematch.errors import DimensionError
+
+    g = Gallery.open(binary_files["db"], read_only=True)
+    other = Gallery(DIM * 2)
+    try:
+        p = np.load(binary_files["probes"])[:20]
+        prep = g.prepare_probes(p)
+        got = g.identify_arrays(prep, k=2)
+        ref = g.identify_arrays(p, k=2)
+        np.testing.assert_array_equal(got.identities, ref.identities)
+        np.testing.assert_array_equal(got.scores, ref.scores)
+        with pytest.raises(DimensionError, match="prepared by a gallery of another key model"):
+            other.identify_arrays(prep)
+        with pytest.raises(InputError, match="pass masks to prepare_probes"):
+            g.identify_arrays(prep, masks=np.zeros(20, np.uint64))
+        with pytest.raises(DimensionError):
+            g.prepare_probes(np.ones((3, DIM + 1), np.float32))
+    finally:
+        g.close()
+        other.close()

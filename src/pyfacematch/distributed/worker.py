@@ -24,6 +24,7 @@ from pyfacematch.distributed.merge import merge_topk
 from pyfacematch.distributed.shards import ShardInfo, file_sha256, shard_of, verify_shard
 from pyfacematch.errors import ShardChecksumError
 from pyfacematch.gallery import Gallery, VerifyResult
+from pyfacematch.index import PreparedProbes
 from pyfacematch.io import Chunk, Reject
 from pyfacematch.jobs import Source, open_reader, templates_of
 from pyfacematch.jobs.encode import load_key_model
@@ -136,19 +137,22 @@ def close_all() -> None:
 # --------------------------------------------------------------------------- gallery calls
 def search_shard(
     ref: ShardRef,
-    probes: np.ndarray,
+    probes: np.ndarray | PreparedProbes,
     masks: np.ndarray | None,
     k: int,
     purpose: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One shard's top-``k`` identities per probe: (scores, identity ids, best template ids),
-    among the identities with current consent for ``purpose`` (None: the shard's default)."""
+    among the identities with current consent for ``purpose`` (None: the shard's default).
+    ``probes`` may be prepared once for several shards (then ``masks`` is None: they carry
+    theirs)."""
     g = open_shard(ref)
+    prepared = isinstance(probes, PreparedProbes)
     r = g.identify_arrays(
         probes,
         k=k,
         threshold=0.0,
-        masks=masks if g.blocks is not None else None,
+        masks=masks if g.blocks is not None and not prepared else None,
         purpose=purpose,
         with_tids=True,
     )
@@ -386,7 +390,11 @@ def search_group(
     if not len(probes):
         m = len(probes)
         return np.empty((m, 0), np.float32), np.empty((m, 0), object), np.empty((m, 0), np.int64)
-    parts = [search_shard(ref, probes, masks, k, purpose) for _, ref in group]
+    # checked, normalised (and, for shards sharing the split's binary centre, sign-packed) once
+    # for all the shards this worker holds, not once per shard
+    first = open_shard(group[0][1])
+    prep = first.prepare_probes(probes, masks if first.blocks is not None else None)
+    parts = [search_shard(ref, prep, None, k, purpose) for _, ref in group]
     return parts[0] if len(parts) == 1 else merge_topk(parts, k)
 
 
