@@ -18,6 +18,7 @@ import pytest
 
 from pyfacematch.distributed import merge_shards, read_manifest, shard_of, split_gallery
 from pyfacematch.distributed.merge import merge_topk
+from pyfacematch.distributed.shards import file_sha256
 from pyfacematch.errors import (
     DuplicateIdentityError,
     InputError,
@@ -577,7 +578,8 @@ def test_single_enrollments_keep_the_shard_open(
     gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
 ) -> None:
     """Enrollments one at a time into a shard: the shard's worker opens it for writing once and
-    keeps it (no reopen, no index rebuild per call), and searches use that same open gallery."""
+    keeps it (no reopen, no index rebuild per call); searches after a write reopen the shard
+    read-only without a second checksum pass (the worker computed the SHA-256 it wrote)."""
     from pyfacematch.distributed import worker
 
     n0 = split_gallery(gallery_files["db"], tmp_path / "sh", 2).shards[0].identities
@@ -592,7 +594,8 @@ def test_single_enrollments_keep_the_shard_open(
         sg.enroll(name, row)
         assert sg.identify(row, k=1)[0].candidates[0].identity == name
     after = cluster.client.run(worker.cache_stats)
-    assert {w: s["opens"] for w, s in after.items()} == {w: s["opens"] for w, s in before.items()}
+    for key in ("writer_opens", "checksums"):
+        assert {w: s[key] for w, s in after.items()} == {w: s[key] for w, s in before.items()}
     assert read_manifest(tmp_path / "sh").shards[0].identities == n0 + len(names)
     # the committed manifest matches the shard file: merging (checksums checked) sees them all
     sg.close()  # releases the writer lock
@@ -739,3 +742,59 @@ def test_prepared_probes_refused_by_another_layout(binary_files: dict[str, Path]
     finally:
         g.close()
         other.close()
+
+
+def test_idle_shard_writer_releases_its_lock(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """A worker keeps a shard open for writing only while writes keep coming: after
+    ``WRITER_IDLE`` seconds without one the writer lock is released, so another process can
+    write the shard without the ShardedGallery being closed."""
+    from pyfacematch.distributed import worker
+    from pyfacematch.errors import GalleryLockedError
+
+    split_gallery(gallery_files["db"], tmp_path / "sh", 2)
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    old = cluster.client.run(worker.set_writer_idle, 0.3)
+    try:
+        name = next(n for n in (f"idle{i}" for i in range(50)) if shard_of(n, 2) == 1)
+        sg.enroll(name, np.random.default_rng(3).standard_normal(DIM).astype(np.float32))
+        path = sg.man.shards[1].path
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                g = Gallery.open(path)  # a writer in this process: the worker's lock is gone
+                break
+            except GalleryLockedError:
+                assert time.monotonic() < deadline, "the idle shard writer kept its lock"
+                time.sleep(0.1)
+        try:
+            assert name in g
+        finally:
+            g.close()
+    finally:
+        cluster.client.run(worker.set_writer_idle, next(iter(old.values())))
+        sg.close()
+
+
+def test_shard_searches_are_audited(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """Searches on shards leave the shard file unchanged (its manifest SHA-256 holds) and are
+    recorded in a sidecar beside it, chained into the shard's audit trail at its next writable
+    open."""
+    from pyfacematch.distributed import worker
+
+    man = split_gallery(gallery_files["db"], tmp_path / "sh", 2)
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    sg.identify_arrays(np.load(gallery_files["probes"])[:1000], k=1)
+    sg.close()
+    cluster.client.run(worker.close_all)  # the read-only shards close their sidecars
+    for s, now in zip(man.shards, read_manifest(tmp_path / "sh").shards):
+        assert file_sha256(s.path) == now.sha256 == s.sha256  # searching changed no byte
+        g = Gallery.open(s.path)  # a writable open chains the sidecar in
+        try:
+            acts = [a for _, a, _, _ in g.audit_log()]
+        finally:
+            g.close()
+        assert "identify" in acts, acts[-5:]
