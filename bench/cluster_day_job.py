@@ -6,7 +6,7 @@ as a script, this folder comes first on the import path and that name would shad
 Usage::
 
     python bench/cluster_day_job.py                                   # 200k probes vs 200k gallery
-    python bench/cluster_day_job.py --probes 1000000 --gallery 1000000 --shards 2,8
+    python bench/cluster_day_job.py --probes 1000000 --gallery 1000000 --shards 2,8 --rounds 1
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="single-thread worker processes")
     ap.add_argument("--backend", default="binary")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (medians)")
+    ap.add_argument(
+        "--no-search-cost",
+        action="store_true",
+        help="skip the one-chunk CPU comparison of the whole gallery and its shards",
+    )
     a = ap.parse_args(argv)
     info = machine()
     print(machine_line(info), file=sys.stderr, flush=True)
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds=a.rounds,
         seed=a.seed,
         keep=a.keep,
+        search_cost=not a.no_search_cost,
         log=log,
     )
     out["machine"] = info

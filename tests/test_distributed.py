@@ -18,6 +18,7 @@ import pytest
 
 from pyfacematch.distributed import merge_shards, read_manifest, shard_of, split_gallery
 from pyfacematch.distributed.merge import merge_topk
+from pyfacematch.distributed.shards import file_sha256
 from pyfacematch.errors import (
     DuplicateIdentityError,
     InputError,
@@ -577,7 +578,8 @@ def test_single_enrollments_keep_the_shard_open(
     gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
 ) -> None:
     """Enrollments one at a time into a shard: the shard's worker opens it for writing once and
-    keeps it (no reopen, no index rebuild per call), and searches use that same open gallery."""
+    keeps it (no reopen, no index rebuild per call); searches after a write reopen the shard
+    read-only without a second checksum pass (the worker computed the SHA-256 it wrote)."""
     from pyfacematch.distributed import worker
 
     n0 = split_gallery(gallery_files["db"], tmp_path / "sh", 2).shards[0].identities
@@ -592,7 +594,8 @@ def test_single_enrollments_keep_the_shard_open(
         sg.enroll(name, row)
         assert sg.identify(row, k=1)[0].candidates[0].identity == name
     after = cluster.client.run(worker.cache_stats)
-    assert {w: s["opens"] for w, s in after.items()} == {w: s["opens"] for w, s in before.items()}
+    for key in ("writer_opens", "checksums"):
+        assert {w: s[key] for w, s in after.items()} == {w: s[key] for w, s in before.items()}
     assert read_manifest(tmp_path / "sh").shards[0].identities == n0 + len(names)
     # the committed manifest matches the shard file: merging (checksums checked) sees them all
     sg.close()  # releases the writer lock
@@ -629,3 +632,169 @@ def test_cli_verify_on_shards_with_purpose(consent_files: dict[str, Path], tmp_p
     assert (tmp_path / "c.csv.rejects.csv").read_bytes() == (
         tmp_path / "l.csv.rejects.csv"
     ).read_bytes()
+
+
+# --------------------------------------------------------------------------- per-worker work
+@pytest.fixture(scope="module")
+def binary_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tuned binary gallery (3,000 identities, one template each) split into 4 shards, and
+    mated probes (each a gallery template plus noise)."""
+    d = tmp_path_factory.mktemp("binary")
+    rng = np.random.default_rng(5)
+    t = rng.standard_normal((3000, DIM)).astype(np.float32)
+    g = Gallery.open(d / "people.db", dim=DIM, backend="binary")
+    g.enroll_many([f"b{i:05d}" for i in range(len(t))], t)
+    g.close()
+    who = rng.integers(0, len(t), 1500)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    probes = t[who] + 0.06 * rng.standard_normal((len(who), DIM)).astype(np.float32)
+    np.save(d / "probes.npy", probes.astype(np.float32))
+    split_gallery(d / "people.db", d / "shards", 4)
+    return {"db": d / "people.db", "shards": d / "shards", "probes": d / "probes.npy"}
+
+
+def test_split_shares_the_binary_centre_and_sizes_each_shortlist(
+    binary_files: dict[str, Path],
+) -> None:
+    """Shards carry the source's binary centre (a probe's code is the same in every shard) and
+    re-rank a shortlist sized to their share of the source's, not the whole source's each."""
+    from pyfacematch.distributed.shards import shard_shortlist
+
+    one = Gallery.open(binary_files["db"], read_only=True)
+    shards = [
+        Gallery.open(s.path, read_only=True) for s in read_manifest(binary_files["shards"]).shards
+    ]
+    try:
+        b = one._backend
+        assert b.name == "binary" and b.tuned_size > 0
+        for s in shards:
+            sb = s._backend
+            np.testing.assert_array_equal(sb.center, b.center)
+            assert sb.depth == shard_shortlist(b.depth, 4) < b.depth
+            assert sb.scan_depth == shard_shortlist(b.scan_depth, 4) < b.scan_depth
+            # the shard's own codes are the source's codes of the same templates
+            tids = s._m.tids[: s._m.n]
+            rows = np.searchsorted(one._m.tids[: one._m.n], tids)
+            assert np.array_equal(one._m.tids[rows], tids)
+            np.testing.assert_array_equal(sb.codes(s._m.n), b.codes(one._m.n)[rows])
+    finally:
+        one.close()
+        for s in shards:
+            s.close()
+    assert shard_shortlist(32, 1) == 32 and shard_shortlist(32, 2) == 28
+    assert shard_shortlist(32, 8) == 12 and shard_shortlist(1, 8) == 1
+
+
+def test_worker_searches_its_shards_with_probes_prepared_once(
+    binary_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holding several shards checks, normalises and packs a probe chunk once, and
+    the merged top-1 is the one gallery's (ids, scores, template ids)."""
+    from pyfacematch.core import scoring
+    from pyfacematch.distributed import worker
+
+    probes = np.load(binary_files["probes"])
+    one = Gallery.open(binary_files["db"], read_only=True)
+    try:
+        ref = one.identify_arrays(probes, k=1, threshold=0.0, with_tids=True)
+    finally:
+        one.close()
+    group = [
+        (i, (s.path, s.sha256)) for i, s in enumerate(read_manifest(binary_files["shards"]).shards)
+    ]
+    packs: list[int] = []
+    real = scoring.pack_signs
+
+    def counted(x: object, center: object = None) -> np.ndarray:
+        packs.append(len(x))  # type: ignore[arg-type]
+        return real(x, center=center)
+
+    worker.search_group(group, probes[:1], None, 1, None)  # shards opened (their codes packed)
+    monkeypatch.setattr(scoring, "pack_signs", counted)
+    try:
+        s, ids, tids = worker.search_group(group, probes, None, 1, None)
+        assert packs == [len(probes)]  # once for the 4 shards, not once per shard
+        np.testing.assert_array_equal(ids, ref.identities)
+        np.testing.assert_allclose(s, ref.scores, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(tids, ref.tids)
+    finally:
+        worker.close_all()
+
+
+def test_prepared_probes_refused_by_another_layout(binary_files: dict[str, Path]) -> None:
+    from pyfacematch.errors import DimensionError
+
+    g = Gallery.open(binary_files["db"], read_only=True)
+    other = Gallery(DIM * 2)
+    try:
+        p = np.load(binary_files["probes"])[:20]
+        prep = g.prepare_probes(p)
+        got = g.identify_arrays(prep, k=2)
+        ref = g.identify_arrays(p, k=2)
+        np.testing.assert_array_equal(got.identities, ref.identities)
+        np.testing.assert_array_equal(got.scores, ref.scores)
+        with pytest.raises(DimensionError, match="prepared by a gallery of another key model"):
+            other.identify_arrays(prep)
+        with pytest.raises(InputError, match="pass masks to prepare_probes"):
+            g.identify_arrays(prep, masks=np.zeros(20, np.uint64))
+        with pytest.raises(DimensionError):
+            g.prepare_probes(np.ones((3, DIM + 1), np.float32))
+    finally:
+        g.close()
+        other.close()
+
+
+def test_idle_shard_writer_releases_its_lock(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """A worker keeps a shard open for writing only while writes keep coming: after
+    ``WRITER_IDLE`` seconds without one the writer lock is released, so another process can
+    write the shard without the ShardedGallery being closed."""
+    from pyfacematch.distributed import worker
+    from pyfacematch.errors import GalleryLockedError
+
+    split_gallery(gallery_files["db"], tmp_path / "sh", 2)
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    old = cluster.client.run(worker.set_writer_idle, 0.3)
+    try:
+        name = next(n for n in (f"idle{i}" for i in range(50)) if shard_of(n, 2) == 1)
+        sg.enroll(name, np.random.default_rng(3).standard_normal(DIM).astype(np.float32))
+        path = sg.man.shards[1].path
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                g = Gallery.open(path)  # a writer in this process: the worker's lock is gone
+                break
+            except GalleryLockedError:
+                assert time.monotonic() < deadline, "the idle shard writer kept its lock"
+                time.sleep(0.1)
+        try:
+            assert name in g
+        finally:
+            g.close()
+    finally:
+        cluster.client.run(worker.set_writer_idle, next(iter(old.values())))
+        sg.close()
+
+
+def test_shard_searches_are_audited(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """Searches on shards leave the shard file unchanged (its manifest SHA-256 holds) and are
+    recorded in a sidecar beside it, chained into the shard's audit trail at its next writable
+    open."""
+    from pyfacematch.distributed import worker
+
+    man = split_gallery(gallery_files["db"], tmp_path / "sh", 2)
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    sg.identify_arrays(np.load(gallery_files["probes"])[:1000], k=1)
+    sg.close()
+    cluster.client.run(worker.close_all)  # the read-only shards close their sidecars
+    for s, now in zip(man.shards, read_manifest(tmp_path / "sh").shards):
+        assert file_sha256(s.path) == now.sha256 == s.sha256  # searching changed no byte
+        g = Gallery.open(s.path)  # a writable open chains the sidecar in
+        try:
+            acts = [a for _, a, _, _ in g.audit_log()]
+        finally:
+            g.close()
+        assert "identify" in acts, acts[-5:]

@@ -20,9 +20,10 @@ workers' plus this process's, which hosts the client and the scheduler) say whet
 adds work or only waits: CPU time is far less sensitive to other people's load than wall time.
 
 Before the runs, one chunk is searched in this process on one core thread in the whole gallery
-and in its shards one after another (``search_cost_<S>_shards``): the CPU sharding itself adds,
-before any coordination (each shard repeats what does not shrink with it: probe validation and
-normalisation, sign packing, the exact re-rank of its shortlist).
+and in all its shards as one worker holding them searches them (``search_cost_<S>_shards``): the
+CPU sharding itself adds, before any coordination (what does not shrink with a shard: the probe
+check and normalisation and the sign packing, done once per worker, and each shard's scan
+admission and shortlist re-rank, sized to its share of the whole gallery's).
 
 Reported per run: wall seconds, probes/s, CPU seconds, ratios to the in-process run, peak RSS of
 the in-process command or of each worker process (VmHWM, and before it opened a shard), and the
@@ -33,6 +34,7 @@ travelling, scheduling).
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import statistics
@@ -68,6 +70,11 @@ def _cpu(who: int) -> float:
 
 def _worker_cpu() -> float:
     return _cpu(resource.RUSAGE_SELF)
+
+
+def _load() -> list[float]:
+    """The machine's load averages (1, 5, 15 min): figures on a shared machine carry them."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _median(xs: list[float]) -> float:
@@ -134,34 +141,42 @@ def _cluster_run(
 
 
 def _search_cost(db: Path, shard_dir: Path, probes: Any, reps: int = 3) -> dict[str, Any]:
-    """CPU seconds of one probe chunk searched in the whole gallery and in each of its shards,
-    in this process on one core thread: what sharding costs before any coordination (each
-    shard repeats the per-probe work that does not shrink with it: validation, normalisation,
-    sign packing, the exact re-rank of its shortlist). Medians of ``reps``."""
+    """CPU seconds of one probe chunk searched in the whole gallery and in all its shards as one
+    worker holding every shard searches them (:func:`~pyfacematch.distributed.worker.search_group`:
+    the chunk checked, normalised and packed once, each shard scanned and its shortlist re-ranked,
+    the top-k lists merged), in this process on one core thread: what sharding costs before any
+    coordination. Medians of ``reps``; the whole gallery is closed before the shards open (at 1M
+    identities both at once would double this process's memory)."""
     from pyfacematch.core.scoring import get_num_threads, set_num_threads
     from pyfacematch.distributed import read_manifest
+    from pyfacematch.distributed.worker import close_all, search_group
     from pyfacematch.gallery import Gallery
 
-    def timed(gs: list[Any]) -> float:
+    def timed(fn: Any) -> float:
+        fn()  # warm: pages of the files mapped, first-use allocations
         xs = []
         for _ in range(reps):
             c0 = _cpu(resource.RUSAGE_SELF)
-            for g in gs:
-                g.identify_arrays(probes, k=1, threshold=0.0, with_tids=True)
+            fn()
             xs.append(_cpu(resource.RUSAGE_SELF) - c0)
         return float(statistics.median(xs))
 
     threads = get_num_threads()
     set_num_threads(1)
-    whole = Gallery.open(db, read_only=True)
-    shards = [Gallery.open(s.path, read_only=True) for s in read_manifest(shard_dir).shards]
     try:
-        one, many = timed([whole]), timed(shards)
+        whole = Gallery.open(db, read_only=True)
+        try:
+            one = timed(lambda: whole.identify_arrays(probes, k=1, threshold=0.0, with_tids=True))
+        finally:
+            whole.close()
+        man = read_manifest(shard_dir)
+        group = [(i, (s.path, s.sha256)) for i, s in enumerate(man.shards)]
+        try:
+            many = timed(lambda: search_group(group, probes, None, 1, None))
+        finally:
+            close_all()
     finally:
         set_num_threads(threads)
-        whole.close()
-        for g in shards:
-            g.close()
     return {
         "probes": len(probes),
         "whole_cpu_s": round(one, 3),
@@ -183,9 +198,11 @@ def measure_distributed(
     rounds: int = 2,
     seed: int = 0,
     keep: bool = False,
+    search_cost: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Run the comparison (see the module); returns the figures."""
+    """Run the comparison (see the module); returns the figures. ``search_cost=False`` skips
+    the one-chunk CPU comparison (minutes at 1M identities)."""
     from pyfacematch.distributed import split_gallery
     from pyfacematch.distributed.jobs import identify_job_cluster
     from pyfacematch.jobs import Source
@@ -199,6 +216,7 @@ def measure_distributed(
         "backend": backend,
         "workers": workers,
         "chunk_size": chunk_size,
+        "load_at_start": _load(),
     }
     try:
         t0 = time.perf_counter()
@@ -219,7 +237,7 @@ def measure_distributed(
             split_gallery(db, work / f"shards{n_sh}", n_sh)
             out[f"split_{n_sh}_s"] = round(time.perf_counter() - t0, 2)
         chunk0 = np.load(work / "probes.npy", mmap_mode="r")[:chunk_size]
-        for n_sh in shards:
+        for n_sh in shards if search_cost else ():
             cost = _search_cost(db, work / f"shards{n_sh}", np.ascontiguousarray(chunk0))
             out[f"search_cost_{n_sh}_shards"] = cost
             log(
@@ -246,8 +264,14 @@ def measure_distributed(
                 raise RuntimeError(f"pyfacematch identify failed (exit {rc})")
             cpu = _cpu(resource.RUSAGE_CHILDREN) - c0
             ref = ref or _rows(work / "local.csv")
-            local_runs.append({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": rss})
-            log(f"[{rnd}] in-process: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {rss:.0f} MiB")
+            ld = _load()
+            local_runs.append(
+                {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": rss, "load": ld}
+            )
+            log(
+                f"[{rnd}] in-process: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {rss:.0f} MiB "
+                f"(load average {ld})"
+            )
             for n_sh in shards:
                 r = _cluster_run(work, n_sh, workers, src, n_probes, identify_job_cluster)
                 got = _rows(work / f"cluster{n_sh}.csv")
@@ -255,6 +279,7 @@ def measure_distributed(
                 r["rows_identical"] = f"{sum(a == b for a, b in zip(got, ref))}/{len(ref)}"
                 r["wall_vs_in_process"] = round(r["wall_s"] / wall, 3)
                 r["cpu_vs_in_process"] = round(r["cpu_total_s"] / cpu, 3)
+                r["load"] = _load()
                 log(
                     f"[{rnd}] {n_sh} shards on {workers} workers: {r['wall_s']:.1f} s wall "
                     f"({r['wall_vs_in_process']:.2f}x the in-process run before it), CPU "
@@ -262,9 +287,10 @@ def measure_distributed(
                     f"{r['cpu_workers_s']:.1f}, client+scheduler {r['cpu_client_s']:.1f}), "
                     f"worker peak {r['worker_peak_mib']} MiB (before opening "
                     f"{r['worker_base_mib']}), overhead {r['overhead_per_task_ms']} ms/task, "
-                    f"identical rows {r['rows_identical']}"
+                    f"identical rows {r['rows_identical']} (load average {r['load']})"
                 )
                 runs[n_sh].append(r)
+        out["load_at_end"] = _load()
         out["in_process"] = {
             "runs": local_runs,
             "median_wall_s": _median([x["wall_s"] for x in local_runs]),

@@ -122,8 +122,15 @@ def connect(
 
         try:
             # shards are pinned to workers on purpose: work stealing would move a shard's task
-            # to a worker that must open (and read) that shard again
-            with dask.config.set({"distributed.scheduler.work-stealing": False}):
+            # to a worker that must open (and read) that shard again; and each worker's
+            # statistical profiler (a thread sampling the task's stack every 10 ms, for the
+            # dashboard's profile page) is CPU the job does not need on a machine it shares
+            with dask.config.set(
+                {
+                    "distributed.scheduler.work-stealing": False,
+                    "distributed.worker.profile.enabled": False,
+                }
+            ):
                 lc = distributed.LocalCluster(
                     n_workers=n,
                     threads_per_worker=int(threads_per_worker),

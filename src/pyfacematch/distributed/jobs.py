@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ from pyfacematch.jobs.identify import identify_rows
 __all__ = ["identify_job_cluster", "verify_job_cluster"]
 
 Result = tuple[ResultColumns, list[Reject], dict[str, int]]
+
+#: Seconds a job reuses the worker list it asked the scheduler for (see ``_ClusterRun.workers``).
+WORKERS_TTL = 5.0
 
 
 @dataclass
@@ -96,6 +100,8 @@ class _ClusterRun:
         self.purpose = purpose
         self.tasks_done = 0
         self.n_workers = 0
+        self._ws: list[str] = []
+        self._ws_at = 0.0
         self.reads: dict[int, int] = {}  # chunk -> read tasks (counted when it is gathered)
         self.self_read = True  # set per job: may each worker read a chunk itself?
 
@@ -104,10 +110,16 @@ class _ClusterRun:
         return None if self.km_ref is None else self.km_ref[0]
 
     def workers(self) -> list[str]:
-        """The workers now (waiting for one to join when there are none, e.g. while a killed
-        worker is being replaced)."""
+        """The workers (waiting for one to join when there are none, e.g. while a killed worker
+        is being replaced). Asked of the scheduler at most every ``WORKERS_TTL`` seconds, not
+        once per chunk: a task pinned to a worker that died meanwhile runs on another
+        (``allow_other_workers``), and a replacement is picked up at the next refresh."""
+        now = time.monotonic()
+        if self._ws and now - self._ws_at < WORKERS_TTL:
+            return self._ws
         ws = wait_for_workers(self.client)
         self.n_workers = len(ws)
+        self._ws, self._ws_at = ws, time.monotonic()
         return ws
 
     def groups(self) -> list[tuple[str | None, W.Group]]:

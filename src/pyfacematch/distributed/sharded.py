@@ -274,10 +274,14 @@ class ShardedGallery:
         res = self._submit(W.remove_from_shard, i, self.man.shards[i].path, name).result()
         self._commit(i, res)
 
-    def _commit(self, i: int, res: tuple[str, int, int]) -> None:
-        self.man = self.man.with_shard(i, *res)
-        self.man.write()
-        self._thr = _ManifestThresholds(self.man)
+    def _commit(self, i: int, res: W.WriteResult) -> None:
+        sha, n_id, n_t, refused = res
+        if sha != self.man.shards[i].sha256:
+            self.man = self.man.with_shard(i, sha, n_id, n_t)
+            self.man.write()
+            self._thr = _ManifestThresholds(self.man)
+        if refused is not None:  # nothing of the write was done (the shard's state is committed)
+            raise refused
 
     # ------------------------------------------------------------------ listing
     def __len__(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterable
@@ -48,6 +49,7 @@ __all__ = [
     "merge_shards",
     "read_manifest",
     "shard_of",
+    "shard_shortlist",
     "split_gallery",
     "verify_shard",
 ]
@@ -297,6 +299,56 @@ def _put_consent_state(st: Store, cs: _ConsentState, here: Any) -> None:
                 consent_store.put_in(c, rec)
 
 
+#: Standard deviations of margin in a shard's shortlist over its expected share (see below).
+SHORTLIST_MARGIN_SD = 4.0
+
+
+def shard_shortlist(depth: int, shards: int) -> int:
+    """The exactly re-ranked shortlist (or admission rank) of each of ``shards`` shards of a gallery whose shortlist
+    is ``depth`` (binary backend), so that the merged answer is the one gallery's.
+
+    With the source's centre every template keeps its binary code, so a row's Hamming rank in
+    its shard is the number of rows ahead of it globally that hash to the same shard: for a row
+    of global rank ``r < depth``, Binomial(r, 1/shards), at most Binomial(depth - 1, 1/shards).
+    The shard's shortlist is the mean of that plus ``SHORTLIST_MARGIN_SD`` standard deviations
+    (at most ``depth``): a row the whole gallery would re-rank exactly is outside its shard's
+    shortlist with probability < 1e-4 even at the last rank, and the row that decides a
+    probe's answer is nearly always near the top (the depth is tuned at twice the rank 99% of
+    probes need). The shards re-rank about as many rows in all as the one gallery instead of
+    ``shards`` times as many. The first plane's admission rank (``scan_depth``: a row is read
+    whole when its first-plane distance is within the running ``scan_depth``-th best) is sized
+    the same way: the rows ahead of a row in its shard are those ahead of it globally that hash
+    there.
+    """
+    if shards <= 1:
+        return int(depth)
+    q = 1.0 / shards
+    need = depth * q + SHORTLIST_MARGIN_SD * math.sqrt(depth * q * (1.0 - q))
+    return max(1, min(int(depth), int(math.ceil(need))))
+
+
+def _shared_binary_tuning(
+    src: dict[str, Any] | None, matrix: np.ndarray, shards: int
+) -> dict[str, Any] | None:
+    """The binary tuning every shard starts from: the source's centre (so a probe's code is the
+    same in every shard: a worker packs it once, and Hamming ranks are the source's) and, when
+    the source was tuned, its admission depth and its shortlist sized per shard
+    (:func:`shard_shortlist`). A source without a stored plain centre (never tuned, or sealed by
+    encryption) gives the mean of its templates, and the shards tune their depths themselves."""
+    if not len(matrix):
+        return None
+    if src is not None and src.get("center") is not None and src.get("depth"):
+        out: dict[str, Any] = {"center": [float(v) for v in src["center"]]}
+        out["depth"] = shard_shortlist(int(src["depth"]), shards)
+        if src.get("scan_depth"):  # the first plane's admission rank: the same argument
+            out["scan_depth"] = shard_shortlist(int(src["scan_depth"]), shards)
+        if src.get("measured_recall") is not None:
+            out["measured_recall"] = float(src["measured_recall"])
+        return out
+    center = np.asarray(matrix, np.float32).mean(axis=0, dtype=np.float64).astype(np.float32)
+    return {"center": [float(v) for v in center]}
+
+
 def _seal(path: Path, backend: str) -> tuple[str, int, int]:
     """Open a freshly written shard once as a gallery (build, tune and checkpoint its index)."""
     g = Gallery.open(path, backend=backend)
@@ -357,10 +409,14 @@ def split_gallery(
         except Exception:  # an old file without the key: the default
             stored_backend = None
         records = {n: store.identity_record(n) for n in _group(names)}
+        src_tuning = store.get_params("tuning:binary")
         cstate = _consent_state(store)
     finally:
         store.close()
     be = backend or stored_backend or "binary"
+    shared = _shared_binary_tuning(
+        src_tuning if be == (stored_backend or "binary") else None, matrix, shards
+    )
     max_tid = int(tids.max()) if tids.size else 0
     per_shard: list[list[tuple[str, list[int]]]] = [[] for _ in range(shards)]
     for name, rows in _group(names).items():
@@ -393,6 +449,12 @@ def split_gallery(
                 if rec is not None:
                     st.set_threshold(ThresholdRecord(**rec))
             st.set_meta("backend", be)
+            if be == "binary" and shared is not None:
+                n_t = sum(len(rows) for _, rows in members)
+                st.set_params(
+                    "tuning:binary",
+                    shared if "depth" not in shared else {**shared, "tuned_size": n_t},
+                )
             _put_consent_state(st, cstate, lambda name, i=i: shard_of(name, shards) == i)
             with st.transaction() as c:  # ids enrolled later go above every split id
                 c.execute(

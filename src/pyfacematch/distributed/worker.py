@@ -22,8 +22,9 @@ import numpy as np
 
 from pyfacematch.distributed.merge import merge_topk
 from pyfacematch.distributed.shards import ShardInfo, file_sha256, shard_of, verify_shard
-from pyfacematch.errors import ShardChecksumError
+from pyfacematch.errors import PyFaceMatchError, ShardChecksumError
 from pyfacematch.gallery import Gallery, VerifyResult
+from pyfacematch.index import PreparedProbes
 from pyfacematch.io import Chunk, Reject
 from pyfacematch.jobs import Source, open_reader, templates_of
 from pyfacematch.jobs.encode import load_key_model
@@ -37,6 +38,7 @@ __all__ = [
     "ReadPart",
     "ShardRef",
     "VerifyRow",
+    "WriteResult",
     "cache_stats",
     "close_all",
     "enroll_in_shard",
@@ -49,6 +51,7 @@ __all__ = [
     "search_chunk",
     "search_group",
     "search_shard",
+    "set_writer_idle",
     "verify_chunk_shards",
     "verify_in_shard",
 ]
@@ -56,11 +59,23 @@ __all__ = [
 #: (path, sha256 or "") of a shard or gallery file; sha256 "" = a plain gallery, not checked.
 ShardRef = tuple[str, str]
 
+#: A write's outcome: the shard's new (SHA-256, identities, templates) and the typed error that
+#: refused the write, if any (the state is committed to the manifest before it is raised).
+WriteResult = tuple[str, int, int, "PyFaceMatchError | None"]
+
 _LOCK = threading.Lock()
 _GALLERIES: dict[ShardRef, Gallery] = {}
 _KEY_MODELS: dict[ShardRef, KeyModel] = {}
 _WRITERS: dict[str, Gallery] = {}  # path -> this worker's writable gallery of that shard
-_STATS = {"opens": 0, "checksums": 0, "pid": 0}
+_BUSY: dict[str, int] = {}  # path -> writes in progress through its writer
+_LAST_WRITE: dict[str, float] = {}  # path -> when its last write ended (monotonic)
+_WRITTEN: dict[str, str] = {}  # path -> the SHA-256 this worker computed after its last write
+
+#: Seconds a worker keeps a shard open for writing after its last write (then it is closed and
+#: its writer lock released, so another process, e.g. ``shard merge`` or another client's
+#: ShardedGallery, can write it). A burst of single enrollments reuses the open writer.
+WRITER_IDLE = 10.0
+_STATS = {"opens": 0, "writer_opens": 0, "checksums": 0, "pid": 0}
 
 
 def _configure_threads() -> None:
@@ -89,12 +104,14 @@ def open_shard(ref: ShardRef) -> Gallery:
             was = _GALLERIES.pop(old)
             if was not in _WRITERS.values():
                 was.close()
-        if sha:
+        if sha and _WRITTEN.get(path) != sha:  # not the SHA-256 this worker just wrote
             verify_shard(ShardInfo(path, sha, 0, 0))
             _STATS["checksums"] += 1
-        # shard searches are not audited per shard (the shard files are derived copies; no
-        # writable open would ever chain a sidecar beside them in): as before, nothing written
-        g = Gallery.open(path, read_only=True, audit_searches=False)
+        # searches are audited as in any read-only gallery: a sidecar file beside the shard
+        # (the shard file itself, whose SHA-256 the manifest records, does not change), chained
+        # into the shard's audit trail by its next writable open (an enroll or remove, `shard
+        # merge`, or Gallery.audit_flush())
+        g = Gallery.open(path, read_only=True)
         _STATS["opens"] += 1
         _GALLERIES[ref] = g
         return g
@@ -131,24 +148,28 @@ def close_all() -> None:
             g.close()
         _GALLERIES.clear()
         _KEY_MODELS.clear()
+        _WRITTEN.clear()
 
 
 # --------------------------------------------------------------------------- gallery calls
 def search_shard(
     ref: ShardRef,
-    probes: np.ndarray,
+    probes: np.ndarray | PreparedProbes,
     masks: np.ndarray | None,
     k: int,
     purpose: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One shard's top-``k`` identities per probe: (scores, identity ids, best template ids),
-    among the identities with current consent for ``purpose`` (None: the shard's default)."""
+    among the identities with current consent for ``purpose`` (None: the shard's default).
+    ``probes`` may be prepared once for several shards (then ``masks`` is None: they carry
+    theirs)."""
     g = open_shard(ref)
+    prepared = isinstance(probes, PreparedProbes)
     r = g.identify_arrays(
         probes,
         k=k,
         threshold=0.0,
-        masks=masks if g.blocks is not None else None,
+        masks=masks if g.blocks is not None and not prepared else None,
         purpose=purpose,
         with_tids=True,
     )
@@ -169,46 +190,80 @@ def verify_in_shard(
     )
 
 
-def _write(path: str, fn: Any) -> tuple[str, int, int]:
-    """Run ``fn`` on this worker's writable gallery of the shard ``path``; its new state.
+def _write(path: str, fn: Any) -> WriteResult:
+    """Run ``fn`` on this worker's writable gallery of the shard ``path``; its new state (and
+    the typed error that refused the write, if one did: the client commits the state first).
 
     The writer is opened once (it holds the shard's writer lock while this worker keeps it) and
-    kept: the next enrollment or removal into the shard, and the searches after it, use the same
-    gallery object, its index updated in place, so a single enrollment neither reopens the shard
-    nor rebuilds its index. Each write ends with a checkpoint (the WAL copied into the file), so
-    the SHA-256 returned, which the client commits to the manifest, is the committed shard's.
+    kept while writes keep coming: the next enrollment or removal into the shard within
+    :data:`WRITER_IDLE` seconds uses the same gallery object, its index updated in place, so a
+    single enrollment neither reopens the shard nor rebuilds its index; after that idle time the
+    writer is closed and its lock released (:func:`_release_if_idle`). Each write ends with a
+    checkpoint (the WAL copied into the file), so the SHA-256 returned, which the client commits
+    to the manifest, is the committed shard's. Searches never go through the writer (its search
+    records would change the shard file between committed writes): they use a read-only
+    gallery, reopened after a write without a second checksum pass.
     """
     with _LOCK:
         _configure_threads()
         g = _WRITERS.get(path)
         if g is None:
-            # searches through the kept writer are not audited into the shard file (neither are
-            # those through read-only shards): the file must change only in a committed write,
-            # whose SHA-256 the manifest records
+            # searches through the writer would not be audited (see above): there are none
             g = Gallery.open(path, audit_searches=False)
             _WRITERS[path] = g
-            _STATS["opens"] += 1
-    fn(g)
-    g.audit_checkpoint()  # the signed audit head close() would add: closing changes no byte
-    g.checkpoint()
-    sha = file_sha256(path)
-    with _LOCK:  # searches on this worker now use the writer: no reopen after a write
-        for old in [r for r in _GALLERIES if r[0] == path]:
-            was = _GALLERIES.pop(old)
-            if was is not g:
-                was.close()
-        _GALLERIES[(path, sha)] = g
-    return sha, len(g), g.n_templates
+            _STATS["writer_opens"] += 1
+        _BUSY[path] = _BUSY.get(path, 0) + 1
+    try:
+        refused: PyFaceMatchError | None = None
+        try:
+            fn(g)
+        except PyFaceMatchError as exc:
+            # a refused write changed no identity, but the writable open chained the search
+            # records of the read-only galleries' sidecars into the shard: the file changed, so
+            # its new SHA-256 is committed too, then the refusal is raised on the client
+            refused = exc
+        g.audit_checkpoint()  # the signed audit head close() would add: closing changes no byte
+        g.checkpoint()
+        sha = file_sha256(path)
+        with _LOCK:  # the read-only galleries of the old file go; the next search reopens
+            _WRITTEN[path] = sha
+            for old in [r for r in _GALLERIES if r[0] == path]:
+                _GALLERIES.pop(old).close()
+        return sha, len(g), g.n_templates, refused
+    finally:
+        with _LOCK:
+            _BUSY[path] -= 1
+            _LAST_WRITE[path] = time.monotonic()
+        t = threading.Timer(WRITER_IDLE, _release_if_idle, (path,))
+        t.daemon = True
+        t.start()
+
+
+def _release_if_idle(path: str) -> None:
+    """Close the writer of ``path`` if no write used it for :data:`WRITER_IDLE` seconds."""
+    with _LOCK:
+        g = _WRITERS.get(path)
+        idle = time.monotonic() - _LAST_WRITE.get(path, 0.0)
+        if g is None or _BUSY.get(path) or idle < WRITER_IDLE * 0.99:
+            return  # in use, or written again since: that write's timer decides
+        del _WRITERS[path]
+        g.close()
+
+
+def set_writer_idle(seconds: float) -> float:
+    """Set :data:`WRITER_IDLE` in this worker process (``client.run(set_writer_idle, s)``);
+    returns the previous value."""
+    global WRITER_IDLE
+    old, WRITER_IDLE = WRITER_IDLE, float(seconds)
+    return old
 
 
 def release_writers() -> int:
     """Close the writable shards this worker keeps (their locks go); returns how many."""
     with _LOCK:
-        gone = list(_WRITERS.items())
-        _WRITERS.clear()
-        for _, g in gone:
-            for r in [r for r, x in _GALLERIES.items() if x is g]:
-                del _GALLERIES[r]
+        gone = [(p, g) for p, g in _WRITERS.items() if not _BUSY.get(p)]
+        for p, g in gone:
+            del _WRITERS[p]
             g.close()
     return len(gone)
 
@@ -222,8 +277,8 @@ def enroll_in_shard(
     on_duplicate: str | None,
     consent: str,
     purpose: str | list[str] | None = None,
-) -> tuple[str, int, int]:
-    """Enroll into one shard file; returns its new (SHA-256, identities, templates)."""
+) -> WriteResult:
+    """Enroll into one shard file; returns its new (SHA-256, identities, templates, refusal)."""
     return _write(
         path,
         lambda g: g.enroll_many(
@@ -238,8 +293,9 @@ def enroll_in_shard(
     )
 
 
-def remove_from_shard(path: str, identity_id: str) -> tuple[str, int, int]:
-    """Remove (opt-out) from one shard file; returns its new (SHA-256, identities, templates)."""
+def remove_from_shard(path: str, identity_id: str) -> WriteResult:
+    """Remove (opt-out) from one shard file; returns its new (SHA-256, identities, templates,
+    refusal)."""
     return _write(path, lambda g: g.remove(identity_id))
 
 
@@ -386,7 +442,11 @@ def search_group(
     if not len(probes):
         m = len(probes)
         return np.empty((m, 0), np.float32), np.empty((m, 0), object), np.empty((m, 0), np.int64)
-    parts = [search_shard(ref, probes, masks, k, purpose) for _, ref in group]
+    # checked, normalised (and, for shards sharing the split's binary centre, sign-packed) once
+    # for all the shards this worker holds, not once per shard
+    first = open_shard(group[0][1])
+    prep = first.prepare_probes(probes, masks if first.blocks is not None else None)
+    parts = [search_shard(ref, prep, None, k, purpose) for _, ref in group]
     return parts[0] if len(parts) == 1 else merge_topk(parts, k)
 
 

@@ -99,6 +99,7 @@ from pyfacematch.index import (
     exact_topk,
     make_backend,
 )
+from pyfacematch.index.prepared import PreparedProbes
 from pyfacematch.security.consent import ConsentView, check_purpose
 
 __all__ = [
@@ -872,6 +873,45 @@ class Gallery(TrustMethods):
     def _masks(self, masks: Any, n: int, what: str) -> np.ndarray | None:
         return as_masks(masks, n, self.blocks, what)
 
+    def prepare_probes(self, probes: Any, masks: Any = None) -> PreparedProbes:
+        """Check and normalise a probe batch once, for :meth:`identify_arrays` of this gallery
+        and of any other of the same dimension and region blocks (e.g. the shards one Dask
+        worker holds: each would otherwise repeat the check, the normalisation and, for shards
+        sharing the binary centre, the sign packing).
+
+        Parameters
+        ----------
+        probes : array_like, (M, d) or (d,)
+        masks : array_like of uint64, (M,), or None
+            Probe block masks (galleries with blocks).
+
+        Returns
+        -------
+        PreparedProbes
+            Pass it as ``probes`` (and no ``masks``) to :meth:`identify_arrays`.
+        """
+        self._check_open()
+        p = self._templates(probes, "probes")
+        return PreparedProbes(p, self._masks(masks, p.shape[0], "probe masks"), self.blocks)
+
+    def _prepared(self, prep: PreparedProbes, masks: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probes and masks of ``prep`` if they fit this gallery (typed errors otherwise)."""
+        if masks is not None:
+            raise InputError(
+                "prepared probes carry their masks: pass masks to prepare_probes(), not here"
+            )
+        if prep.dim != self.dim:
+            raise DimensionError(
+                f"expected probes of dimension {self.dim} (this gallery), got {prep.dim}: were "
+                "they prepared by a gallery of another key model?"
+            )
+        if not prep.same_blocks(self.blocks):
+            raise InputError(
+                "these probes were prepared by a gallery with other region blocks: prepare them "
+                "with this gallery (Gallery.prepare_probes)"
+            )
+        return prep.values, prep.masks
+
     def _check_open(self) -> None:
         if self._closed:
             where = "memory" if self.path is None else repr(os.fspath(self.path))
@@ -1199,23 +1239,36 @@ class Gallery(TrustMethods):
         return exact_search(self._m, probes, k, pm, self.blocks, self.min_fraction, self._backend)
 
     def _approx(
-        self, probes: np.ndarray, k: int, pm: np.ndarray | None
+        self,
+        probes: np.ndarray,
+        k: int,
+        pm: np.ndarray | None,
+        prepared: PreparedProbes | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         sib = self._siblings if self._max_templates > 1 else None
         return approx_search(
-            self._backend, self._m, probes, k, pm, self.blocks, self.min_fraction, sib
+            self._backend, self._m, probes, k, pm, self.blocks, self.min_fraction, sib, prepared
         )
 
     def _search_rows(
-        self, probes: np.ndarray, k: int, pm: np.ndarray | None
+        self,
+        probes: np.ndarray,
+        k: int,
+        pm: np.ndarray | None,
+        prepared: PreparedProbes | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         b = self._backend
         if not b.approximate and b.name == "exact" or not b.active or self._m.n < SMALL_GALLERY:
             return self._exact(probes, k, pm)
-        return self._approx(probes, k, pm)
+        return self._approx(probes, k, pm, prepared)
 
     def _search_allowed(
-        self, p: np.ndarray, k: int, pm: np.ndarray | None, allowed: np.ndarray
+        self,
+        p: np.ndarray,
+        k: int,
+        pm: np.ndarray | None,
+        allowed: np.ndarray,
+        prepared: PreparedProbes | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top rows among consenting identities only: (scores (M, K), slots (M, K), template
         rows (M, K)), -1 padded.
@@ -1244,7 +1297,7 @@ class Gallery(TrustMethods):
             return sc, np.where(rows >= 0, owner[np.maximum(rows, 0)], -1), rows
         kt = min(n, k * mt)
         while True:
-            sc, rows = self._search_rows(p, kt, pm)
+            sc, rows = self._search_rows(p, kt, pm, prepared)
             slots = np.where(rows >= 0, owner[np.maximum(rows, 0)], -1)
             ok = (slots >= 0) & allowed[np.maximum(slots, 0)]
             order = np.argsort(~ok, axis=1, kind="stable")
@@ -1287,7 +1340,9 @@ class Gallery(TrustMethods):
 
         Parameters
         ----------
-        probes : array_like, (M, d) or (d,)
+        probes : array_like, (M, d) or (d,), or PreparedProbes
+            Probes, or probes checked once by :meth:`prepare_probes` (of this gallery or of one
+            with the same dimension and blocks; their masks then come with them).
         k : int
             Identities per probe (fewer when the gallery holds fewer).
         threshold : float or None
@@ -1316,10 +1371,15 @@ class Gallery(TrustMethods):
         self._refresh()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        p = self._templates(probes, "probes")
-        pm = self._masks(masks, p.shape[0], "probe masks")
+        prep = probes if isinstance(probes, PreparedProbes) else None
+        if prep is not None:  # checked and normalised once for several galleries (shards)
+            p, pm = self._prepared(prep, masks)
+        else:
+            p = self._templates(probes, "probes")
+            pm = self._masks(masks, p.shape[0], "probe masks")
         if self._xf is not None:  # once per probe batch
             p = self._xf.apply(p)
+            prep = None  # its codes are those of the untransformed probes
         thr, src, target = self.resolve_threshold(threshold, "fpir")
         m_rows = p.shape[0]
         with self._rw.read():
@@ -1334,10 +1394,10 @@ class Gallery(TrustMethods):
                     allowed = None  # every enrolled identity consents: nothing to filter
                 if allowed is None:
                     kt = min(n, int(k) * max(1, self._max_templates))
-                    sc, rows = self._search_rows(p, kt, pm)
+                    sc, rows = self._search_rows(p, kt, pm, prep)
                     slots = np.where(rows >= 0, self._m.owner[np.maximum(rows, 0)], -1)
                 else:
-                    sc, slots, rows = self._search_allowed(p, int(k), pm, allowed)
+                    sc, slots, rows = self._search_allowed(p, int(k), pm, allowed, prep)
             names = self._slot_names
             if self._max_templates == 1:  # one template per identity: nothing to fuse
                 ids_sc, ids_slot = sc[:, : int(k)], slots[:, : int(k)]

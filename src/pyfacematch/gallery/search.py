@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.index import Backend, TemplateMatrix, exact_topk, rank_shortlist
+from pyfacematch.index.prepared import PreparedProbes
 
 __all__ = ["SiblingExpander", "approx_search", "exact_search", "fuse"]
 
@@ -48,9 +49,13 @@ def approx_search(
     blocks: np.ndarray | None,
     min_fraction: float,
     siblings: SiblingExpander | None,
+    prepared: PreparedProbes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Backend shortlist (widened by ``siblings`` when given), re-ranked exactly."""
-    cand = backend.shortlist(m, probes, k)
+    """Backend shortlist (widened by ``siblings`` when given), re-ranked exactly.
+
+    ``prepared``: the same probes prepared once for several galleries (their codes memoised).
+    """
+    cand = backend.shortlist(m, probes, k, prepared)
     if siblings is not None:
         cand = siblings.expand(m, cand)
     if blocks is None and backend.compact_store is not None and cand.shape[1]:

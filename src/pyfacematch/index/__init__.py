@@ -28,6 +28,7 @@ from pyfacematch.index.faiss import (
 )
 from pyfacematch.index.matrix import TemplateMatrix
 from pyfacematch.index.options import Option, check_options
+from pyfacematch.index.prepared import PreparedProbes
 
 __all__ = [
     "BACKENDS",
@@ -40,6 +41,7 @@ __all__ = [
     "ExactBackend",
     "FaissBackend",
     "Option",
+    "PreparedProbes",
     "TemplateMatrix",
     "check_options",
     "complete_shortlist",

@@ -32,6 +32,7 @@ import numpy as np
 from pyfacematch.core import scoring
 from pyfacematch.index.matrix import TemplateMatrix
 from pyfacematch.index.options import checked_float, checked_int
+from pyfacematch.index.prepared import PreparedProbes
 
 __all__ = ["MAX_DEPTH", "Backend", "complete_shortlist"]
 
@@ -136,7 +137,13 @@ class Backend:
         return None
 
     # search -------------------------------------------------------------
-    def candidates(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+    def candidates(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        k: int,
+        prepared: PreparedProbes | None = None,
+    ) -> np.ndarray:
         """This backend's own candidate rows (M, C) int64, -1 padded, for ``k`` answers.
 
         May hold fewer than ``k`` valid rows for some probes (graph searches that stop early,
@@ -144,7 +151,13 @@ class Backend:
         """
         raise NotImplementedError
 
-    def shortlist(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+    def shortlist(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        k: int,
+        prepared: PreparedProbes | None = None,
+    ) -> np.ndarray:
         """Candidate rows for the exact re-rank, at least ``min(k, N)`` valid per probe.
 
         Parameters
@@ -170,7 +183,7 @@ class Backend:
             return np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), (mp, n)))
         if not self.active:  # falling back to the exact scan until the structure can be built
             return complete_shortlist(m, probes, np.full((mp, 0), -1, np.int64), k)
-        return complete_shortlist(m, probes, self.candidates(m, probes, k), k)
+        return complete_shortlist(m, probes, self.candidates(m, probes, k, prepared), k)
 
     def depth_ladder(self, m: TemplateMatrix) -> list[int]:
         """Depths :meth:`tune` tries, shallowest first (empty: not tuned by ladder)."""

@@ -23,6 +23,7 @@ from pyfacematch.index.base import MAX_DEPTH, Backend
 from pyfacematch.index.compactstore import STORES, CompactStore
 from pyfacematch.index.matrix import TemplateMatrix
 from pyfacematch.index.options import Option, check_options, checked_int
+from pyfacematch.index.prepared import PreparedProbes
 
 __all__ = ["BINARY_OPTIONS", "BinaryBackend"]
 
@@ -204,9 +205,16 @@ class BinaryBackend(Backend):
         return why
 
     # search --------------------------------------------------------------
-    def candidates(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+    def candidates(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        k: int,
+        prepared: PreparedProbes | None = None,
+    ) -> np.ndarray:
         c = max(int(self.depth or 0), k)
-        q = self._codes_of(probes)
+        # probes prepared once for several shards: packed once per centre, not once per shard
+        q = self._codes_of(probes) if prepared is None else prepared.codes(self.center)
         if self.two_stage:
             scan = max(int(self.scan_depth), c)
             return scoring.hamming_topk2(q, self.planes[0][: m.n], self.planes[1][: m.n], c, scan)[

@@ -17,6 +17,7 @@ from pyfacematch.index.base import Backend
 from pyfacematch.index.compactstore import STORES, CompactStore
 from pyfacematch.index.matrix import TemplateMatrix
 from pyfacematch.index.options import Option, check_options
+from pyfacematch.index.prepared import PreparedProbes
 
 __all__ = ["EXACT_OPTIONS", "ExactBackend", "exact_topk", "rank_shortlist"]
 
@@ -167,7 +168,13 @@ class ExactBackend(Backend):
     def size(self) -> int:
         return self._n
 
-    def candidates(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+    def candidates(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        k: int,
+        prepared: PreparedProbes | None = None,
+    ) -> np.ndarray:
         q = np.ascontiguousarray(probes, np.float32)
         if self.compact_store is not None:
             return self.compact_store.topk(m, q, min(k, m.n))[1]

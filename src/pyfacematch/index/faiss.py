@@ -35,6 +35,7 @@ from pyfacematch.errors import GalleryFileError, IndexTrainingError, InputError
 from pyfacematch.index.base import Backend
 from pyfacematch.index.matrix import TemplateMatrix
 from pyfacematch.index.options import Option, check_options, checked_int
+from pyfacematch.index.prepared import PreparedProbes
 
 __all__ = [
     "FAISS_KINDS",
@@ -326,7 +327,13 @@ class FaissBackend(Backend):
         self.trained_size = int(p.get("trained_size") or 0)
         self.pq_shortlist = int(p.get("pq_shortlist") or self.pq_shortlist)
 
-    def candidates(self, m: TemplateMatrix, probes: np.ndarray, k: int) -> np.ndarray:
+    def candidates(
+        self,
+        m: TemplateMatrix,
+        probes: np.ndarray,
+        k: int,
+        prepared: PreparedProbes | None = None,
+    ) -> np.ndarray:
         c = k
         if self.kind == "ivfpq":
             c = max(k, self.pq_shortlist)
