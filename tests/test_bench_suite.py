@@ -100,6 +100,12 @@ def test_smoke_figures_agree_with_references(smoke: tuple[dict[str, Any], Path])
     assert sec["keys"]["data"]["max_abs_key_diff"] < 1e-4
     # scoring: pyfacematch's top-1 equals numpy's
     assert all(r["top1_agrees_with_numpy"] == 1.0 for r in sec["scoring"]["data"]["topk"])
+    # one probe: the core's plain read of the gallery was timed in the same rounds, other batches not
+    for r in sec["scoring"]["data"]["topk"]:
+        if r["batch"] == 1:
+            assert r["stream_read_ms_same_rounds"] > 0 and r["stream_read_fraction"] > 0
+        else:
+            assert r["stream_read_fraction"] is None
     # backends: the exact backend through the Gallery API finds the brute-force top-1
     tuned = {r["backend"]: r for r in sec["backends"]["data"]["tuned"]}
     assert tuned["exact"]["recall1"] == 1.0

@@ -84,6 +84,29 @@ def test_num_threads() -> None:
         pf.set_num_threads(2.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("n", [1, 4097, 65536 * 3 + 5, 1 << 20])
+def test_stream_read_sums_every_element_once_at_any_split(n: int) -> None:
+    """The benchmarks' read reference (``_core.stream_read``: Σ x², chunks claimed by threads)."""
+    import numpy as np
+
+    from pyfacematch import _core
+
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    want = float(np.sum(x.astype(np.float64) ** 2))
+    before = pf.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            pf.set_num_threads(t)
+            assert _core.stream_read(x) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    finally:
+        pf.set_num_threads(before)
+    if n == 1:
+        from pyfacematch.errors import EmptyInputError
+
+        with pytest.raises(EmptyInputError, match="empty"):
+            _core.stream_read(x[:0])
+
+
 def test_stream_prefetch_is_chosen_from_the_cpu_vendor() -> None:
     info = pf.simd.info()
     vendor = info["cpu_vendor"]

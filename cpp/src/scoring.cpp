@@ -249,7 +249,11 @@ std::int64_t first_nonfinite_row(const float* X, std::size_t n, std::size_t d) {
 
 double stream_read(const float* x, std::size_t n) {
     const KernelTable& K = kernels();
-    const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(get_num_threads(), n / 4096));
+    // Split as the one-probe scan splits its rows (plan(): four chunks per thread, claimed as threads
+    // come free), so the read it is compared with runs under the same scheduling: with one part per
+    // thread, a thread another process holds off the CPU made this reference slower than the scan
+    // itself on a shared machine (560 against 403 ms for 2 GB at a load average of 12).
+    const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(4 * get_num_threads(), n / 65536));
     std::vector<double> sums(parts, 0.0);
     parallel_for(parts, [&](std::size_t p) {
         const std::size_t a = part_begin(n, parts, p), b = part_begin(n, parts, p + 1);

@@ -6,7 +6,8 @@
 // Same contract as topk_bf16 in kernels_avx512.cpp: every (probe, row) gets an approximate score a
 // with a proven bound e on |a - exact| and is offered to the probe's ApproxSel; the exact float32
 // re-score in scoring.cpp then decides. The bound is the one derived there (bf16_error_scale):
-//  - the inputs are the same bf16 numbers: each float rounded to nearest even by VCVTNEPS2BF16,
+//  - the inputs are the same bf16 numbers: each float rounded to nearest even (VCVTNEPS2BF16 for
+//    the probes, VCVTNE2PS2BF16 for the gallery rows: the same rounding, Intel SDM vol. 2),
 //    the norms summed in float32, the block's largest row norm (|g| ≤ gmax);
 //  - the accumulation: TDPBF16PS is specified (Intel SDM vol. 2, TDPBF16PS operation) as, for every
 //    output element, tmp += a[2k]·b[2k]; tmp += a[2k+1]·b[2k+1] over k in order, each product of two
@@ -51,43 +52,76 @@ static inline float bf16_error_scale(std::size_t d) {
     return (float)(c * (1.0 + 2.0 * (double)(d + 16) * u) * (1.0 + 8 * u));
 }
 
-// One row as bf16 pairs into out (dpp words, zero-padded past ceil(d/2)); returns |row|² in float32.
-static inline float bf16_row(const float* x, std::size_t d, std::size_t dpp, std::uint32_t* out) {
-    __m512 ss = _mm512_setzero_ps();
-    std::memset(out, 0, dpp * 4);
-    std::uint16_t* o = reinterpret_cast<std::uint16_t*>(out);
-    std::size_t p = 0;
-    for (; p + 16 <= d; p += 16) {
-        __m512 v = _mm512_loadu_ps(x + p);
-        ss = _mm512_fmadd_ps(v, v, ss);
-        _mm256_storeu_si256((__m256i*)(o + p), (__m256i)_mm512_cvtneps_pbh(v));
+// 16 × 16 transpose of 32-bit words held in 16 vectors (r[i] = row i in, row i = column i out).
+static inline void transpose16(__m512i* r) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
     }
-    if (p < d) {
-        const __mmask16 k = (__mmask16)((1u << (d - p)) - 1u);
-        __m512 v = _mm512_maskz_loadu_ps(k, x + p);
-        ss = _mm512_fmadd_ps(v, v, ss);
-        _mm256_mask_storeu_epi16(o + p, k, (__m256i)_mm512_cvtneps_pbh(v));
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
     }
-    return _mm512_reduce_add_ps(ss);
+    // Now r[4g + j] holds, in its 128-bit lane L, column 4L + j of rows 4g … 4g + 3: two rounds of
+    // 128-bit lane shuffles gather each column's four lanes in row order.
+    for (int j = 0; j < 4; ++j) {
+        __m512i a0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), a1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);
+        __m512i b0 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
+        t[j] = _mm512_shuffle_i32x4(a0, b0, 0x88);
+        t[8 + j] = _mm512_shuffle_i32x4(a0, b0, 0xDD);
+        t[4 + j] = _mm512_shuffle_i32x4(a1, b1, 0x88);
+        t[12 + j] = _mm512_shuffle_i32x4(a1, b1, 0xDD);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-// Rows [r, r + rows) of G as bf16 panels of NR rows in the tiles' B layout (panel[p*NR + j] = row
-// j's pair p, p < dpp; zero rows past `valid`); returns the largest row norm.
+// Rows [r, r + rows) of G as bf16 panels of NR rows, each panel in the order the tiles load it:
+// for every step s of KW pairs, two B tiles (rows 0-15, then 16-31) of 16 pair-rows × 16 columns,
+// 1 KB each, contiguous (panel[(2s + h)·256 + t·16 + c] = pair s·KW + t of row 16h + c; zeros
+// past d and for rows past `valid`); returns the largest row norm. Sixteen rows at a time: 32
+// floats of each rounded to bf16 (VCVTNE2PS2BF16, nearest even like VCVTNEPS2BF16) into one
+// vector of 16 pairs, then a 16 × 16 word transpose gives one B tile.
 static float pack_block(const float* G, std::size_t r, std::size_t rows, std::size_t valid, std::size_t d,
-                        std::size_t dpp, std::uint32_t* pack, std::uint32_t* tmp) {
+                        std::size_t dpp, std::uint32_t* pack) {
     float gmax2 = 0.0f;
-    for (std::size_t p0 = 0; p0 < rows; p0 += NR) {
-        std::uint32_t* panel = pack + p0 * dpp;
-        for (int j = 0; j < NR; ++j) {
-            const std::size_t row = p0 + j;
-            if (row < valid) {
-                const float n2 = bf16_row(G + (r + row) * d, d, dpp, tmp);
-                gmax2 = n2 > gmax2 ? n2 : gmax2;
-                for (std::size_t p = 0; p < dpp; ++p) panel[p * NR + j] = tmp[p];
-            } else {
-                for (std::size_t p = 0; p < dpp; ++p) panel[p * NR + j] = 0u;
-            }
+    const std::size_t steps = dpp / KW;
+    for (std::size_t q0 = 0; q0 < rows; q0 += 16) {
+        std::uint32_t* out = pack + (q0 / NR) * NR * dpp + ((q0 % NR) / 16) * 256;
+        const float* src[16];
+        bool live[16];
+        for (int j = 0; j < 16; ++j) {
+            live[j] = q0 + j < valid;
+            src[j] = G + (r + (live[j] ? q0 + j : 0)) * d;
         }
+        __m512 ss[16];
+        for (int j = 0; j < 16; ++j) ss[j] = _mm512_setzero_ps();
+        for (std::size_t s = 0; s < steps; ++s) {
+            const std::size_t p = 32 * s;
+            __m512i v[16];
+            const __mmask16 k0 = p >= d ? 0 : (d - p >= 16 ? 0xFFFF : (__mmask16)((1u << (d - p)) - 1u));
+            const __mmask16 k1 = p + 16 >= d ? 0 : (d - p - 16 >= 16 ? 0xFFFF : (__mmask16)((1u << (d - p - 16)) - 1u));
+            for (int j = 0; j < 16; ++j) {
+                if (!live[j]) {
+                    v[j] = _mm512_setzero_si512();
+                    continue;
+                }
+                const __m512 lo = _mm512_maskz_loadu_ps(k0, src[j] + p), hi = _mm512_maskz_loadu_ps(k1, src[j] + p + 16);
+                ss[j] = _mm512_fmadd_ps(lo, lo, ss[j]);
+                ss[j] = _mm512_fmadd_ps(hi, hi, ss[j]);
+                v[j] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+            }
+            transpose16(v);
+            std::uint32_t* tile = out + 512 * s;
+            for (int t = 0; t < 16; ++t) _mm512_storeu_si512(tile + 16 * t, v[t]);
+        }
+        for (int j = 0; j < 16; ++j)
+            if (live[j]) {
+                const float n2 = _mm512_reduce_add_ps(ss[j]);
+                gmax2 = n2 > gmax2 ? n2 : gmax2;  // a NaN norm never enters (its row's scores flag `bad`)
+            }
     }
     return std::sqrt(gmax2);
 }
@@ -111,18 +145,18 @@ static void configure_tiles() {
     _tile_loadconfig(&cfg);
 }
 
-// Scores of 32 (padded) probes × 32 packed rows into c (32 × 32 float32, row = probe).
-static inline void tile_32x32(const std::uint32_t* qp, std::size_t dpp, const std::uint32_t* panel, float* c) {
+// Scores of 32 (padded) probes × 32 packed rows into c (32 × 32 float32, row = probe). qt: the
+// probes' tiles in load order (qt[(2s + h)·256 + i·16 + w] = pair s·KW + w of probe 16h + i).
+static inline void tile_32x32(const std::uint32_t* qt, std::size_t dpp, const std::uint32_t* panel, float* c) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    const std::size_t qstride = dpp * 4;
-    for (std::size_t k = 0; k < dpp; k += KW) {
-        _tile_loadd(4, qp + k, qstride);
-        _tile_loadd(5, qp + 16 * dpp + k, qstride);
-        _tile_loadd(6, panel + k * NR, NR * 4);
-        _tile_loadd(7, panel + k * NR + 16, NR * 4);
+    for (std::size_t s = 0; s < dpp / KW; ++s) {
+        _tile_loadd(4, qt + 512 * s, 64);
+        _tile_loadd(6, panel + 512 * s, 64);
+        _tile_loadd(5, qt + 512 * s + 256, 64);
+        _tile_loadd(7, panel + 512 * s + 256, 64);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
@@ -147,10 +181,13 @@ void topk_bf16_amx(const std::uint32_t* QB, const float* qn, std::size_t m, cons
     const std::size_t dp = (d + 1) / 2, dpp = round_up(dp, KW), mp = round_up(m, MB);
     // Probes padded to whole tiles: mp rows of dpp pairs, zeros past each probe and past m.
     std::vector<std::uint32_t> qp(mp * dpp, 0u);
-    for (std::size_t i = 0; i < m; ++i) std::memcpy(qp.data() + i * dpp, QB + i * dp, dp * 4);
+    for (std::size_t i = 0; i < m; ++i) {
+        std::uint32_t* dst = qp.data() + (i / MB) * MB * dpp + ((i % MB) / 16) * 256 + (i % 16) * 16;
+        for (std::size_t p = 0; p < dp; ++p) dst[(p / KW) * 512 + p % KW] = QB[i * dp + p];
+    }
     std::size_t nc = PACK_BYTES / (dpp * 4) / NR * NR;
     if (nc < (std::size_t)NR) nc = NR;
-    std::vector<std::uint32_t> pack(nc * dpp + 16), tmp(dpp);
+    std::vector<std::uint32_t> pack(nc * dpp + 16);
     alignas(64) float c[MB * NR];
     std::vector<float> e(m);
     const float scale = bf16_error_scale(d);
@@ -158,7 +195,7 @@ void topk_bf16_amx(const std::uint32_t* QB, const float* qn, std::size_t m, cons
     configure_tiles();
     for (std::size_t r = r0; r < r1; r += nc) {
         const std::size_t valid = r1 - r < nc ? r1 - r : nc, rows = round_up(valid, NR);
-        const float gmax = pack_block(G, r, rows, valid, d, dpp, pack.data(), tmp.data());
+        const float gmax = pack_block(G, r, rows, valid, d, dpp, pack.data());
         for (std::size_t i = 0; i < m; ++i) {
             e[i] = scale * qn[i] * gmax + 1e-30f;
             // as in kernels_avx512.cpp: an overflowed norm times a zero block is NaN; no bound then

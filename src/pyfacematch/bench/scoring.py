@@ -141,6 +141,7 @@ HEADERS = [
     "x faiss",
     "x simsimd",
     "of read BW",
+    "of stream read",
     "of sgemm",
 ]
 
@@ -148,8 +149,15 @@ HEADERS = [
 def measure_topk(
     n: int, dims: list[int], batches: list[int], skip: tuple[str, ...] = (), log: Any = print
 ) -> tuple[list[dict[str, Any]], list[list[Any]]]:
-    """Time top-10 of each engine at every (d, batch); returns (results, table rows)."""
+    """Time top-10 of each engine at every (d, batch); returns (results, table rows).
+
+    At batch 1 the core's ``stream_read`` of the gallery takes its turn in the same rounds as the
+    engines: "of stream read" is its median time over pyfacematch's (the scan's share of the read
+    bandwidth measured alongside it), "of read BW" the same against the ceiling measured before.
+    """
     import faiss
+
+    from pyfacematch import _core
 
     results: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
@@ -171,9 +179,14 @@ def measure_topk(
                 agree = float(np.mean(numpy_topk(q, g, K)[1][:, 0] == pi[:, 0]))
             if "faiss" not in skip:
                 engines["faiss"] = lambda q=q, index=index: index.search(q, K)
+            if m == 1:
+                # the core's plain read of the same gallery, in the same rounds: the one-probe
+                # scan's fraction of it does not depend on what the neighbours did between rounds
+                engines["stream_read"] = lambda g=g: _core.stream_read(g)
             # engines take turns within each round (median per engine), so a noisy neighbour
             # slows them alike
             times = median_times_interleaved(engines, repeat=rep, warmup=0 if m > 64 else 1)
+            t_stream = times.pop("stream_read", None)
             t_pf = times["pyfacematch"]
             if "simsimd" not in skip and m <= 64:  # cdist at 1024 × 1M runs for minutes
                 try:
@@ -184,6 +197,7 @@ def measure_topk(
                     pass
             per_probe_us = {e: t / m * 1e6 for e, t in times.items()}
             bw_frac = (g.nbytes / t_pf) / bw  # the gallery is read once per call
+            stream_frac = t_stream / t_pf if t_stream is not None else None
             flops_frac = (2.0 * m * n * d / t_pf) / gf
             results.append(
                 {
@@ -198,6 +212,8 @@ def measure_topk(
                     "read_bandwidth_by": {k: v / 1e9 for k, v in bws.items()},
                     "pyfacematch_GFLOPs": 2.0 * m * n * d / t_pf / 1e9,
                     "bandwidth_fraction": bw_frac,
+                    "stream_read_ms_same_rounds": t_stream * 1e3 if t_stream is not None else None,
+                    "stream_read_fraction": stream_frac,
                     "sgemm_fraction": flops_frac,
                     "top1_agrees_with_numpy": agree,
                 }
@@ -213,12 +229,14 @@ def measure_topk(
                         for e in ("numpy", "faiss", "simsimd")
                     ],
                     f"{bw_frac:.0%}",
+                    f"{stream_frac:.0%}" if stream_frac is not None else "—",
                     f"{flops_frac:.0%}",
                 ]
             )
             log(
                 f"  d={d} batch={m}: "
                 + ", ".join(f"{e} {v:,.1f} µs" for e, v in per_probe_us.items())
+                + (f", stream_read {t_stream * 1e6:,.1f} µs" if t_stream is not None else "")
             )
         log(
             f"  d={d}: read bandwidth {bw / 1e9:.1f} GB/s (numpy {bws['numpy'] / 1e9:.1f}, core stream "
