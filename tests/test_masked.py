@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import pytest
 
@@ -167,6 +169,58 @@ def test_two_plane_hamming_scan(simd_level: str, rng, d: int) -> None:
         assert idx[i].tolist() == best
         assert dist[i].tolist() == [int(ref[i, r]) for r in best]
         assert len(rows) < len(codes)  # the admission rule did filter
+
+
+def replay_two_plane(full: np.ndarray, first: np.ndarray, k: int, scan: int) -> list[list[int]]:
+    """The two-plane admission rule for one part scanning every row in order: a row is admitted
+    while its first-plane distance is below the scan-th smallest admitted so far; the k best
+    admitted rows by (full distance, row)."""
+    out = []
+    for i in range(full.shape[0]):
+        kept: list[int] = []  # max-heap (negated) of the scan smallest admitted distances
+        rows: list[int] = []
+        for r in range(full.shape[1]):
+            v = int(first[i, r])
+            if len(kept) < scan or v < -kept[0]:
+                heapq.heappush(kept, -v)
+                if len(kept) > scan:
+                    heapq.heappop(kept)
+                rows.append(r)
+        out.append(sorted(rows, key=lambda r: (full[i, r], r))[:k])
+    return out
+
+
+@pytest.mark.parametrize("d", [512, 1030])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_plane_scan_batches(simd_level: str, rng, d: int, ties: bool, threads: int) -> None:
+    """Batches of probes (8 or more per part: the AVX-512 scan then transposes each block of
+    first-plane codes once and scores eight rows per register without lane shuffles) give the
+    answer of the admission rule replayed in Python, on random codes and on near-ties (a few
+    distinct codes with a few bits flipped: most distances tie and the lower row must win), with
+    a row count that is not a multiple of 8 or of the scan's block."""
+    n, m = 1003, 64
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    if ties:
+        x = x[rng.integers(0, 6, n)] + np.float32(0.02) * rng.standard_normal((n, d), np.float32)
+    codes = pf.pack_signs(x)
+    q = codes[rng.integers(0, n, m)].copy()
+    q[::3] = pf.pack_signs(rng.standard_normal((len(q[::3]), d)).astype(np.float32))
+    a, b = np.ascontiguousarray(codes[:, :32]), np.ascontiguousarray(codes[:, 32:])
+    full, first = unpacked_hamming(q, codes), unpacked_hamming(q[:, :32], a)
+    before = pf.get_num_threads()
+    pf.set_num_threads(threads)
+    try:
+        dist, idx = pf.hamming_topk2(q, a, b, 10, scan=40)
+        dist_all, idx_all = pf.hamming_topk2(q, a, b, 25, scan=n)
+    finally:
+        pf.set_num_threads(before)
+    best = replay_two_plane(full, first, 10, 40)
+    assert idx.tolist() == best
+    np.testing.assert_array_equal(dist, np.take_along_axis(full, idx, 1))
+    order = np.argsort(full, axis=1, kind="stable")[:, :25]  # every row admitted: exact top-25
+    np.testing.assert_array_equal(idx_all, order)
+    np.testing.assert_array_equal(dist_all, np.take_along_axis(full, order, 1))
 
 
 def test_hamming_topk2_bad_input(rng) -> None:
