@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,3 +388,28 @@ def test_fused_score_is_the_best_of_all_templates_on_approximate_backends(backen
     for j in range(len(probes)):
         for name, sc in zip(res.identities[j], res.scores[j]):
             assert abs(sc - best[j, int(name[1:])]) < 1e-5
+
+
+def test_a_closed_gallery_is_freed_without_the_cyclic_collector(tmp_path: Path) -> None:
+    """A closed gallery must not wait for a gc pass: at 1M templates each one held gigabytes,
+    and a process reopening a gallery (a benchmark's open rounds) ran out of memory."""
+    import gc
+    import weakref
+
+    x = np.eye(8, 16, dtype=np.float32)
+    with Gallery(16, path=tmp_path / "g.db", backend="flat") as g0:
+        g0.enroll_many([f"p{i}" for i in range(8)], x)
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for read_only in (False, True):
+            g = Gallery.open(tmp_path / "g.db", read_only=read_only)
+            assert len(g) == 8
+            g.close()
+            ref = weakref.ref(g)
+            del g
+            assert ref() is None, f"closed gallery (read_only={read_only}) kept alive by a cycle"
+    finally:
+        if was:
+            gc.enable()

@@ -62,7 +62,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyfacematch.errors import GalleryFileError, InputError
+from pyfacematch.errors import GalleryClosedError, GalleryFileError, InputError
 
 __all__ = [
     "SCRUB_MODES",
@@ -389,6 +389,22 @@ class WalEraser:
                     return False
                 self._cond.wait(left)
         return True
+
+    def detach(self) -> None:
+        """Forget the gallery's callbacks once stopped (its gallery is closing).
+
+        They are bound methods of the gallery: kept, they form a reference cycle
+        (gallery -> eraser -> gallery) that only the cyclic garbage collector frees, so
+        a closed gallery's arrays (gigabytes at a million templates) outlived ``close()``
+        until a collection happened to run. A scrub asked of a detached eraser fails
+        with :class:`~pyfacematch.errors.GalleryClosedError`.
+        """
+
+        def closed() -> None:
+            raise GalleryClosedError(f"gallery {self.db_path} is closed: reopen it to erase")
+
+        self._before_complete = closed
+        self._scrub = closed
 
     def stop(self, timeout: float = 1.0) -> None:
         """Try once more (scrub included), then stop retrying (the gallery is closing)."""

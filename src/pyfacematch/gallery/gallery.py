@@ -1835,6 +1835,12 @@ class Gallery(TrustMethods):
                         finally:
                             if self._lock is not None:
                                 self._lock.release()
+                            # Break the gallery's reference cycles (the audit hook's closure, the
+                            # eraser's bound methods): a closed gallery is then freed as soon as
+                            # it is dropped, not at the next cyclic collection.
+                            self._store.audit_hook = None
+                            if self._eraser is not None:
+                                self._eraser.detach()
 
     def __enter__(self) -> Gallery:
         return self
