@@ -58,6 +58,14 @@ def test_read_only_open_maps_the_rerank_arrays_and_verifies_them_in_the_backgrou
         assert g.info()["integrity_check_at_open"] == "closed cleanly"
 
 
+def _flip(tmp_path: Path, name: str, offset: int, bit: int) -> None:
+    """Flip ``bit`` of byte ``offset`` of a serving file."""
+    f = tmp_path / "g.db.index" / "serving" / name
+    raw = bytearray(f.read_bytes())
+    raw[offset] ^= bit
+    f.write_bytes(bytes(raw))
+
+
 def test_altered_mapped_compact_block_is_found_and_the_gallery_rebuilds(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -66,10 +74,9 @@ def test_altered_mapped_compact_block_is_found_and_the_gallery_rebuilds(
     q = _probes(x)
     with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
         want = _answers(g, q)
-    f = tmp_path / "g.db.index" / "serving" / "compact_codes.bin"
-    raw = bytearray(f.read_bytes())
-    raw[64 * 3 + 5] ^= 0x40  # one int8 code of row 3: could prune the true match
-    f.write_bytes(bytes(raw))
+    _flip(
+        tmp_path, "compact_codes.bin", 64 * 3 + 5, 0x40
+    )  # an int8 code of row 3: could prune the match
     with caplog.at_level(logging.WARNING, logger="pyfacematch.gallery"):
         g = pf.Gallery(path=path, read_only=True, backend_options=OPTS)
         assert g.info()["serving"]["not_used_because"] is None  # nothing of it read at open
@@ -90,10 +97,7 @@ def test_altered_binary_code_block_is_refused_before_the_first_answer(
     q = _probes(x)
     with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
         want = _answers(g, q)
-    f = tmp_path / "g.db.index" / "serving" / "codes.bin"
-    raw = bytearray(f.read_bytes())
-    raw[100] ^= 1
-    f.write_bytes(bytes(raw))
+    _flip(tmp_path, "codes.bin", 100, 1)
     with caplog.at_level(logging.WARNING, logger="pyfacematch.gallery"):
         with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
             why = g.info()["serving"]["not_used_because"]

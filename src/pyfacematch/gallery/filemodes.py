@@ -192,11 +192,10 @@ def refuse_unsafe_folder(
                     "(`mkdir -m 700 DIR`) and move the gallery there"
                 )
         return
-    if mode & 0o002 or not _private_group(st.st_gid):
+    group_unsafe = bool(mode & 0o020) and not _private_group(st.st_gid)
+    if mode & 0o002 or group_unsafe:
         who = "all users" if mode & 0o002 else f"group {st.st_gid}, which holds other users"
-        fix = "o-w" if mode & 0o002 else "g-w"
-        if mode & 0o002 and mode & 0o020 and not _private_group(st.st_gid):
-            fix = "go-w"
+        fix = ("g" if group_unsafe else "") + ("o" if mode & 0o002 else "") + "-w"
         raise UnsafePermissionsError(
             f"the folder {os.fspath(folder)!r} of gallery {os.fspath(file)!r} has mode {mode:o}: "
             f"{who} can write it, so they could replace the gallery's files; refused (nothing "
