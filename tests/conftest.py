@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import pyfacematch as pf
+from pyfacematch.gallery.audit import AUDIT_ENV_VAR
+from pyfacematch.gallery.secret import ENV_VAR
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PYFACEMATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -34,6 +36,14 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def no_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No gallery key or audit key from the environment: the security tests say which key they use
+    (``pytestmark = pytest.mark.usefixtures("no_key_env")``)."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv(AUDIT_ENV_VAR, raising=False)
 
 
 @pytest.fixture(params=pf.simd.available())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import unit_rows
 
 from pyfacematch.gallery import Gallery
 from pyfacematch.gallery.secret import ENV_VAR
@@ -18,15 +19,11 @@ from pyfacematch.gallery.secret import ENV_VAR
 DIM = 16
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.delenv("PYFACEMATCH_AUDIT_KEY", raising=False)
+pytestmark = pytest.mark.usefixtures("no_key_env")
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = rng.standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit_rows(rng, n, DIM)
 
 
 def _gallery(db: Path, n_search: int = 5) -> np.ndarray:

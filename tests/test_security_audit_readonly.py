@@ -22,10 +22,7 @@ from pyfacematch.gallery.secret import ENV_VAR
 DIM = 16
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.delenv(AUDIT_ENV_VAR, raising=False)
+pytestmark = pytest.mark.usefixtures("no_key_env")
 
 
 def _unit(n: int, seed: int = 0) -> np.ndarray:

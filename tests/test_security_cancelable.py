@@ -10,15 +10,12 @@ import pytest
 from scipy import stats
 
 from pyfacematch.gallery import Gallery
-from pyfacematch.gallery.secret import ENV_VAR
 from pyfacematch.security.cancelable import CancelableTransform
 
 DATA = Path(__file__).parent / "data" / "faces_johns_embeddings.npz"
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
+pytestmark = pytest.mark.usefixtures("no_key_env")
 
 
 def test_transform_is_orthogonal_and_reproducible() -> None:

@@ -8,25 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import unit_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyfacematch.errors import ConsentError, InputError, NoConsentError
 from pyfacematch.gallery import Gallery
-from pyfacematch.gallery.secret import ENV_VAR
 
 DIM = 16
 PURPOSES = ("payment", "access", "marketing")
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
+pytestmark = pytest.mark.usefixtures("no_key_env")
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = rng.standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit_rows(rng, n, DIM)
 
 
 # one identity: its template count and, per purpose, None (no consent), "past" or "future"

@@ -13,16 +13,12 @@ import pytest
 from pyfacematch.core import scoring
 from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.gallery import Gallery
-from pyfacematch.gallery.secret import ENV_VAR
 from pyfacematch.jobs.leaks import leak_report
 
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.delenv("PYFACEMATCH_AUDIT_KEY", raising=False)
+pytestmark = pytest.mark.usefixtures("no_key_env")
 
 
 def _real() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

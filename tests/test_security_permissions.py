@@ -13,13 +13,9 @@ import pytest
 
 from pyfacematch.errors import GalleryFileError, UnsafePermissionsError
 from pyfacematch.gallery import Gallery
-from pyfacematch.gallery.secret import ENV_VAR
 from pyfacematch.gallery.store import Store
 
-
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
+pytestmark = pytest.mark.usefixtures("no_key_env")
 
 
 def _make(tmp_path: Path) -> Path:
