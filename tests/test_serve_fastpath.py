@@ -128,3 +128,58 @@ def test_batcher_lanes_gather_and_answer_each_request(inflight):
     assert ex.most <= inflight  # identify ended before verify began: one lane at a time
     assert [round(v.score, 5) for v in ver[:5]] == [1.0] * 5
     assert type(ver[5]).__name__ == "UnknownIdentityError"
+
+
+class _SlowExecutor(_CountingExecutor):
+    """Each gallery call takes at least ``seconds`` (a core call at a large gallery)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        def slow():  # type: ignore[no-untyped-def]
+            threading.Event().wait(self.seconds)
+            return fn(*args, **kwargs)
+
+        return super().submit(slow)
+
+
+@pytest.mark.parametrize("refill", [True, False])
+def test_batcher_refill_keeps_a_closed_loop_of_clients_in_one_batch(refill):
+    """16 clients, each sending its next request a few ms after its answer (HTTP turn-around,
+    spread over 0-7 ms, longer than ``max_wait_ms``): with refill, a freed slot waits for the
+    answered clients, so batches hold (nearly) all 16; without it, the waiting ones start alone
+    and the clients split into cohorts that alternate with smaller batches."""
+    rng = np.random.default_rng(5)
+    g = Gallery(dim=DIM, backend="exact")
+    t = as_templates(rng.standard_normal((50, DIM)), DIM, "t")
+    g.enroll_many([f"p{i}" for i in range(50)], t)
+    ex = _SlowExecutor(0.03)
+    rows: list[int] = []
+    b = Batcher(ex, max_wait_ms=1.0, max_batch=64, max_inflight=1,
+                max_refill_ms=50.0 if refill else 0.0,
+                on_batch=lambda kind, n: rows.append(n))  # fmt: skip
+
+    async def main() -> list:
+        async def client(i: int) -> list:
+            got = []
+            for r in range(8):
+                res = await b.identify("g", g, t[i : i + 1], 1, None)
+                got.append(res[0].candidates[0].identity)
+                await asyncio.sleep(0.001 * ((i + r) % 8))  # the answer's way back, a new request
+            return got
+
+        out = await asyncio.gather(*(client(i) for i in range(16)))
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    ex.shutdown()
+    assert out == [[f"p{i}"] * 8 for i in range(16)]  # every request answered, its own result
+    assert sum(rows) == 16 * 8
+    mean = sum(rows) / len(rows)
+    if refill:
+        assert mean >= 12, rows
+    else:  # the cohorts the refill exists for (what the service did before)
+        assert mean < 10, rows

@@ -54,7 +54,14 @@ def add_serve(subs: Any) -> None:
         "--max-inflight",
         type=int,
         default=None,
-        help="batches of one gallery scored at once (2: the next batch gathers while one runs)",
+        help="core calls of one gallery at once (default 1: the next batch gathers while one runs)",
+    )
+    p.add_argument(
+        "--max-refill-ms",
+        type=float,
+        default=None,
+        help="after a batch, wait at most this long (and half the batch's time) for the "
+        "answered clients' next requests (20; 0: off)",
     )
     p.add_argument(
         "--embedder",
@@ -101,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_batch=args.max_batch,
         max_inflight=args.max_inflight,
+        max_refill_ms=args.max_refill_ms,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         log_level=args.log_level,

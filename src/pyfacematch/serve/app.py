@@ -398,6 +398,7 @@ class _Service:
             max_batch=self.config.max_batch,
             on_batch=lambda kind, n: self.metrics.batch.labels(kind).observe(n),
             max_inflight=self.config.max_inflight,
+            max_refill_ms=self.config.max_refill_ms,
         )
         if self.config.embedder is not None:
             self.photos = PhotoEmbedder(

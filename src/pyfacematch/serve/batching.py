@@ -9,8 +9,10 @@ searches) are stacked into ONE
 :meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
 per probe than one probe at a time) and the result rows are handed back to each request; verify
 requests run in one thread dispatch (the gallery has no batched 1:1 call). At most
-``max_inflight`` batches per (gallery, kind) run at once; while they run, new requests queue
-up, so batches grow with the load by themselves. With batching off, every
+``max_inflight`` batches per (gallery, kind) run at once (default one); while they run, new
+requests queue up, so batches grow with the load by themselves, and a freed slot briefly
+waits for the requests just answered to come back (refill, see :class:`Batcher`) instead of
+splitting the clients into two alternating half-size batches. With batching off, every
 request is its own call in the thread pool (kept for measurement).
 """
 
@@ -51,6 +53,11 @@ class _Lane:
     rows: int = 0
     running: int = 0
     timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0  # loop time the timer fires
+    # refill after a batch: rows expected back (the batch's rows + those that waited meanwhile)
+    # and the loop time until which a freed slot waits for them
+    demand: int = 0
+    refill_until: float = 0.0
 
 
 def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
@@ -104,9 +111,18 @@ class Batcher:
     on_batch : callable (kind, rows) or None
         Called with each batch's kind and number of probe rows (metrics).
     max_inflight : int
-        Batches of one (gallery, kind) that may run at once: with 2, the next batch is gathered
-        and started while the previous one is still in the core, so the CPU does not idle
-        between batches.
+        Batches of one (gallery, kind) that may run at once. 1 (the default): one core call in
+        flight per lane, fed from everything that arrived meanwhile (the core's threads already
+        use every core; two concurrent calls split the same requests into two smaller, dearer
+        batches).
+    max_refill_ms : float
+        Refill: when a batch ends, its requests are answered and (under a closed loop of
+        clients) come back as new ones while the waiting ones are ready to go. Starting at
+        once with only the waiting ones splits the clients into two cohorts that alternate,
+        each batch half as large as the load allows. So a freed slot waits until as many rows
+        as the last batch plus its waiting ones (the demand) are back, for at most half the last
+        batch's duration and never more than ``max_refill_ms``; ``max_batch`` rows start at
+        once. 0 turns refill off.
     """
 
     def __init__(
@@ -117,7 +133,8 @@ class Batcher:
         max_wait_ms: float = 1.5,
         max_batch: int = 256,
         on_batch: Callable[[str, int], None] | None = None,
-        max_inflight: int = 2,
+        max_inflight: int = 1,
+        max_refill_ms: float = 20.0,
     ) -> None:
         self.executor = executor
         self.enabled = bool(enabled)
@@ -125,6 +142,7 @@ class Batcher:
         self.max_batch = int(max_batch)
         self.on_batch = on_batch
         self.max_inflight = max(1, int(max_inflight))
+        self.max_refill = max(0.0, float(max_refill_ms)) / 1000.0
         self._running: set[asyncio.Task[None]] = set()
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._galleries: dict[str, Gallery] = {}
@@ -193,20 +211,28 @@ class Batcher:
     def _schedule(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
         """Start a batch of ``lane`` now, or arm its timer, or leave it to a finishing batch.
 
-        A batch starts when a slot is free and either ``max_batch`` rows wait or the oldest
-        waiting request has waited ``max_wait_ms``. While every slot is busy nothing is armed:
-        the batch that finishes calls this again, and the requests that arrived meanwhile
-        (batches grow with the load by themselves) start at once if their wait is over.
+        A batch starts when a slot is free and either ``max_batch`` rows wait, or the oldest
+        waiting request has waited ``max_wait_ms`` and the slot is not refilling (see
+        ``max_refill_ms``). While every slot is busy nothing is armed: the batch that finishes
+        calls this again.
         """
         while lane.items and lane.running < self.max_inflight:
-            left = lane.items[0].at + self.max_wait - loop.time()
-            if lane.rows < self.max_batch and left > 0:
-                if lane.timer is None:
-                    lane.timer = loop.call_later(left, self._on_timer, key, lane, loop)
-                return
+            now = loop.time()
+            if lane.rows < self.max_batch:
+                at = lane.items[0].at + self.max_wait
+                if lane.rows < lane.demand and now < lane.refill_until:
+                    at = max(at, lane.refill_until)
+                if at > now:
+                    if lane.timer is None or lane.timer_at > at + 1e-4:
+                        if lane.timer is not None:
+                            lane.timer.cancel()
+                        lane.timer = loop.call_at(at, self._on_timer, key, lane, loop)
+                        lane.timer_at = at
+                    return
             if lane.timer is not None:
                 lane.timer.cancel()
                 lane.timer = None
+            lane.refill_until = 0.0  # this refill is over
             self._start(key, lane, loop)  # then the rest: another batch, or a timer
 
     def _on_timer(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
@@ -224,10 +250,15 @@ class Batcher:
         lane.running += 1
         task = loop.create_task(self._run(key, batch))
         self._running.add(task)
+        t0 = loop.time()
 
         def done(t: asyncio.Task[None]) -> None:
             self._running.discard(t)
             lane.running -= 1
+            if self.max_refill > 0 and not self._closed:
+                now = loop.time()
+                lane.demand = min(self.max_batch, rows + lane.rows)
+                lane.refill_until = now + min(self.max_refill, 0.5 * (now - t0))
             self._schedule(key, lane, loop)
 
         task.add_done_callback(done)
