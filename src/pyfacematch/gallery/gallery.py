@@ -1335,6 +1335,7 @@ class Gallery(TrustMethods):
         purpose: str | None = None,
         actor: str | None = None,
         with_tids: bool = False,
+        actor_rows: Sequence[tuple[str | None, int]] | None = None,
     ) -> IdentifyArrays:
         """Identify a batch of probes; results as arrays (for bulk jobs).
 
@@ -1362,6 +1363,11 @@ class Gallery(TrustMethods):
         with_tids : bool
             Also return each candidate's best template id (``IdentifyArrays.tids``), the
             tie-break key a sharded search merges on.
+        actor_rows : sequence of (actor, rows) or None
+            Probes of several callers scored in one call (a service's batch): consecutive
+            runs of ``rows`` probes each asked by ``actor``, covering every probe in order
+            (``actor`` is then not given). Each run gets its own audit record naming its actor,
+            its probe count and the identities accepted for its probes only.
 
         Returns
         -------
@@ -1382,6 +1388,7 @@ class Gallery(TrustMethods):
             prep = None  # its codes are those of the untransformed probes
         thr, src, target = self.resolve_threshold(threshold, "fpir")
         m_rows = p.shape[0]
+        runs = self._actor_runs(actor_rows, actor, m_rows)
         with self._rw.read():
             n = self._m.n
             rows = np.full((m_rows, 0), -1, np.int64)
@@ -1414,19 +1421,49 @@ class Gallery(TrustMethods):
                 best = np.take_along_axis(rows, first, 1)
                 best_tids = np.where(ids_slot >= 0, self._m.tids[np.maximum(best, 0)], -1)
         acc = accept_top(ids_sc, thr)
-        self._audit_search(
-            "identify",
-            actor,
-            {
-                "probes": int(m_rows),
-                "k": int(k),
-                "purpose": purpose or self.default_purpose,
-                "accepted": []
-                if acc is None or ident.size == 0
-                else sorted({str(x) for x in ident[acc, 0].tolist() if x is not None}),
-            },
-        )
+        start = 0
+        for who, n_rows in runs:
+            end = start + n_rows
+            sl_acc = None if acc is None else acc[start:end]
+            self._audit_search(
+                "identify",
+                who,
+                {
+                    "probes": int(n_rows),
+                    "k": int(k),
+                    "purpose": purpose or self.default_purpose,
+                    "accepted": []
+                    if sl_acc is None or ident.size == 0
+                    else sorted(
+                        {str(x) for x in ident[start:end][sl_acc, 0].tolist() if x is not None}
+                    ),
+                },
+            )
+            start = end
         return IdentifyArrays(ident, ids_sc, acc, thr, src, target, best_tids)
+
+    @staticmethod
+    def _actor_runs(
+        actor_rows: Sequence[tuple[str | None, int]] | None, actor: str | None, m_rows: int
+    ) -> list[tuple[str | None, int]]:
+        """The audit runs of an identify call: ``actor_rows`` checked, else one run of all."""
+        if actor_rows is None:
+            return [(actor, m_rows)]
+        if actor is not None:
+            raise InputError("give actor= or actor_rows=, not both")
+        runs = [(a, r) for a, r in actor_rows]
+        if (
+            any(
+                isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1
+                for _, r in runs
+            )
+            or sum(int(r) for _, r in runs) != m_rows
+        ):
+            raise InputError(
+                f"actor_rows must be (actor, rows) runs of >= 1 row covering the {m_rows} "
+                f"probes in order, got {[r for _, r in runs]}"
+            )
+        return [(a, int(r)) for a, r in runs]
 
     def identify(
         self,

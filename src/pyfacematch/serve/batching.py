@@ -4,8 +4,8 @@ Each (gallery, kind) has a lane: a list of waiting requests and a timer on the e
 task or queue per request). A batch starts when ``max_batch`` probe rows wait or the oldest
 waiting request has waited ``max_wait_ms``, and runs in a worker thread (the event loop never
 blocks on a search): identify
-requests sharing ``k``, ``threshold`` and ``purpose`` (and the API key, when the gallery audits
-searches) are stacked into ONE
+requests sharing ``k``, ``threshold`` and ``purpose`` (of any API keys: the audit trail still gets
+one record per key, naming only that key's probes) are stacked into ONE
 :meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
 per probe than one probe at a time) and the result rows are handed back to each request; verify
 requests run in one thread dispatch (the gallery has no batched 1:1 call). At most
@@ -61,24 +61,29 @@ class _Lane:
 
 
 def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
-    """One gallery call for requests sharing (k, threshold, purpose[, actor]); split per request.
+    """One gallery call for requests sharing (k, threshold, purpose); split per request.
 
-    When requests of several actors share a call (the gallery does not audit searches), the
-    call names them all, comma-separated.
+    Requests of several API keys share the call: they are ordered by key, and the gallery
+    writes one audit record per key naming only that key's probes (``actor_rows``).
     """
     k, thr, purpose, _ = group[0].params
-    actors = sorted({g.params[3] for g in group if g.params[3] is not None})
-    actor = ",".join(actors) if actors else None
-    probes = group[0].probes if len(group) == 1 else np.concatenate([g.probes for g in group])
+    order = sorted(group, key=lambda g: (g.params[3] is not None, g.params[3] or ""))
+    runs: list[tuple[str | None, int]] = []
+    for g in order:
+        if runs and runs[-1][0] == g.params[3]:
+            runs[-1] = (g.params[3], runs[-1][1] + g.rows)
+        else:
+            runs.append((g.params[3], g.rows))
+    probes = order[0].probes if len(order) == 1 else np.concatenate([g.probes for g in order])
     res = gallery.identify_arrays(
-        probes, k=k, threshold=thr, purpose=purpose, actor=actor
+        probes, k=k, threshold=thr, purpose=purpose, actor_rows=runs
     ).results()
-    out: list[Any] = []
+    at: dict[int, Any] = {}
     start = 0
-    for g in group:
-        out.append(res[start : start + g.rows])
+    for g in order:
+        at[id(g)] = res[start : start + g.rows]
         start += g.rows
-    return out
+    return [at[id(g)] for g in group]
 
 
 def _run_verify(gallery: Gallery, group: list[_Item]) -> list[Any]:
@@ -295,14 +300,14 @@ class Batcher:
     def _group_key(kind: str, gallery: Gallery, params: tuple[Any, ...]) -> tuple[Any, ...]:
         """Requests that may share one gallery call.
 
-        identify: same k, threshold and purpose (the consent filter is per call), and the same
-        actor when the gallery audits searches (each audit record names who asked). verify runs
-        each request on its own (one thread dispatch for the group).
+        identify: same k, threshold and purpose (the consent filter is per call), whatever the
+        API key (the gallery splits the audit record per key). verify runs each request on its
+        own (one thread dispatch for the group).
         """
         if kind != "identify":
             return ()
-        k, thr, purpose, actor = params
-        return (k, thr, purpose, actor if gallery.audit_searches else None)
+        k, thr, purpose, _ = params
+        return (k, thr, purpose)
 
     async def close(self) -> None:
         """Run what still waits, then wait for the running batches (after in-flight requests)."""
