@@ -1553,6 +1553,91 @@ class Gallery(TrustMethods):
         )
         return VerifyResult(name, score, Decision(acc, thr, src, target))
 
+    @_consistent_read
+    def verify_many(
+        self,
+        identity_ids: Sequence[str],
+        probes: Any,
+        threshold: float | None = None,
+        *,
+        purpose: str | None = None,
+        actors: Sequence[str | None] | None = None,
+    ) -> list[VerifyResult | Exception]:
+        """Many 1:1 comparisons (a service's batch of verify requests) in one call.
+
+        The same answers as :meth:`verify` of each pair, with the shared work done once (checks,
+        threshold, consent, the read lock). One audit record per pair, naming its actor.
+
+        Parameters
+        ----------
+        identity_ids : sequence of str, length M
+        probes : array_like, (M, d)
+            One probe per identity (a bad row fails the whole call: check rows first).
+        threshold, purpose
+            As in :meth:`verify`, for every pair.
+        actors : sequence of (str or None), length M, or None
+            Who asks for each pair (None: the gallery's ``actor``).
+
+        Returns
+        -------
+        list of VerifyResult or Exception
+            Per pair, its result, or the error :meth:`verify` would have raised for it alone
+            (:class:`UnknownIdentityError`, :class:`NoConsentError`, an invalid id), returned,
+            not raised, so that one pair's error does not fail the others.
+        """
+        self._check_open()
+        self._refresh()
+        ids = list(identity_ids)
+        p = self._templates(probes, "probes")
+        if p.shape[0] != len(ids):
+            raise DimensionError(f"verify_many takes one probe per identity: {len(ids)} ids, {p.shape[0]} probes")  # fmt: skip
+        who = [None] * len(ids) if actors is None else list(actors)
+        if len(who) != len(ids):
+            raise InputError(f"actors must name one actor per identity: {len(ids)} ids, {len(who)} actors")  # fmt: skip
+        if self.blocks is not None:  # probe masks are per pair: the one-pair path
+            out: list[VerifyResult | Exception] = []
+            for i, ident in enumerate(ids):
+                try:
+                    out.append(self.verify(ident, p[i], threshold, purpose=purpose, actor=who[i]))
+                except (InputError, UnknownIdentityError) as exc:
+                    out.append(exc)
+            return out
+        if self._xf is not None:
+            p = self._xf.apply(p)
+        thr, src, target = self.resolve_threshold(threshold, "fmr")
+        pur = purpose or self.default_purpose
+        res: list[VerifyResult | Exception] = []
+        with self._rw.read():
+            allowed = self._allowed(purpose)
+            for i, ident in enumerate(ids):
+                try:
+                    name = check_id(ident)
+                except InputError as exc:
+                    res.append(exc)
+                    continue
+                slot = self._name_to_slot.get(name)
+                if slot is None:
+                    res.append(UnknownIdentityError(f"identity {name!r} is not enrolled"))
+                    continue
+                if allowed is not None and not allowed[slot]:
+                    res.append(
+                        NoConsentError(
+                            f"identity {name!r} has no current consent for purpose {pur!r}: it "
+                            "cannot be verified for it (grant_consent() records consent)"
+                        )
+                    )
+                    continue
+                rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
+                sub = np.ascontiguousarray(self._m.data[rows])
+                sc, _ = exact_topk(p[i : i + 1], sub, 1, None, None, None, self.min_fraction)
+                score = float(sc[0, 0])
+                acc = None if thr is None else bool(np.isfinite(score) and score >= thr)
+                self._audit_search(
+                    "verify", who[i], {"identity": name, "purpose": pur, "accepted": acc}
+                )
+                res.append(VerifyResult(name, score, Decision(acc, thr, src, target)))
+        return res
+
     # ------------------------------------------------------------------ thresholds
     def calibrate(
         self,

@@ -8,7 +8,8 @@ requests sharing ``k``, ``threshold`` and ``purpose`` (of any API keys: the audi
 one record per key, naming only that key's probes) are stacked into ONE
 :meth:`~pyfacematch.gallery.Gallery.identify_arrays` call (the core scores the batch far faster
 per probe than one probe at a time) and the result rows are handed back to each request; verify
-requests run in one thread dispatch (the gallery has no batched 1:1 call). At most
+requests run in one thread dispatch, one :meth:`~pyfacematch.gallery.Gallery.verify_many` call
+per (threshold, purpose). At most
 ``max_inflight`` batches per (gallery, kind) run at once (the service: one per core, each on one
 core thread); while they run, new
 requests queue up, so batches grow with the load by themselves, and a freed slot briefly
@@ -88,16 +89,35 @@ def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
 
 
 def _run_verify(gallery: Gallery, group: list[_Item]) -> list[Any]:
-    """Each verify of the group in one thread dispatch; an error belongs to its request only."""
-    out: list[Any] = []
-    for g in group:
-        ident, thr, purpose, actor = g.params
+    """The group's verifies in one thread dispatch: one :meth:`Gallery.verify_many` per
+    (threshold, purpose); an error belongs to its request only."""
+    by: dict[tuple[Any, Any], list[int]] = {}
+    for i, g in enumerate(group):
+        by.setdefault((g.params[1], g.params[2]), []).append(i)
+    out: list[Any] = [None] * len(group)
+    for (thr, purpose), idx in by.items():
+        items = [group[i] for i in idx]
         try:
-            out.append(
-                gallery.verify(ident, g.probes[0], threshold=thr, purpose=purpose, actor=actor)
+            res: list[Any] = gallery.verify_many(
+                [g.params[0] for g in items],
+                items[0].probes if len(items) == 1 else np.concatenate([g.probes for g in items]),
+                thr,
+                purpose=purpose,
+                actors=[g.params[3] for g in items],
             )
-        except Exception as exc:  # returned, set on that request's future
-            out.append(exc)
+        except Exception:  # a call-wide error (e.g. a bad row): each request on its own
+            res = []
+            for g in items:
+                try:
+                    res.append(
+                        gallery.verify(
+                            g.params[0], g.probes[0], thr, purpose=purpose, actor=g.params[3]
+                        )
+                    )
+                except Exception as exc:  # returned, set on that request's future
+                    res.append(exc)
+        for i, r in zip(idx, res):
+            out[i] = r
     return out
 
 
