@@ -52,6 +52,7 @@ def test_load_generator_counts_answers_errors_and_batches(server, generator):  #
     assert 0 < r["p50"] <= r["p90"] <= r["p99"] <= r["max"]
     assert r["rows_per_call"] >= 1.0 and r["server_cpu_ms_per_request"] > 0
     assert 0 <= r["client_cpu"] < 2.5
+    assert 20 < r["server_peak_mib"] < 64 * 1024  # the server's VmHWM, MiB
     j = bench.run_load(url, proc.pid, "identify", "json", probes, ids, 8, 1.0, generator)
     assert j["requests"] > 10 and j["errors"] == 0
     # verify against identities that do not exist: every answer is a 404, counted as an error

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from pyfacematch.errors import NonFiniteError, ZeroVectorError  # noqa: E402
+from pyfacematch.errors import InputError, NonFiniteError, ZeroVectorError  # noqa: E402
 from pyfacematch.gallery import Gallery  # noqa: E402
 from pyfacematch.gallery.validation import as_templates  # noqa: E402
 from pyfacematch.serve.batching import Batcher  # noqa: E402
@@ -128,3 +128,115 @@ def test_batcher_lanes_gather_and_answer_each_request(inflight):
     assert ex.most <= inflight  # identify ended before verify began: one lane at a time
     assert [round(v.score, 5) for v in ver[:5]] == [1.0] * 5
     assert type(ver[5]).__name__ == "UnknownIdentityError"
+
+
+class _SlowExecutor(_CountingExecutor):
+    """Each gallery call takes at least ``seconds`` (a core call at a large gallery)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        def slow():  # type: ignore[no-untyped-def]
+            threading.Event().wait(self.seconds)
+            return fn(*args, **kwargs)
+
+        return super().submit(slow)
+
+
+@pytest.mark.parametrize("refill", [True, False])
+def test_batcher_refill_keeps_a_closed_loop_of_clients_in_one_batch(refill):
+    """16 clients, each sending its next request a few ms after its answer (HTTP turn-around,
+    spread over 0-7 ms, longer than ``max_wait_ms``): with refill, a freed slot waits for the
+    answered clients, so batches hold (nearly) all 16; without it, the waiting ones start alone
+    and the clients split into cohorts that alternate with smaller batches."""
+    rng = np.random.default_rng(5)
+    g = Gallery(dim=DIM, backend="exact")
+    t = as_templates(rng.standard_normal((50, DIM)), DIM, "t")
+    g.enroll_many([f"p{i}" for i in range(50)], t)
+    ex = _SlowExecutor(0.03)
+    rows: list[int] = []
+    b = Batcher(ex, max_wait_ms=1.0, max_batch=64, max_inflight=1,
+                max_refill_ms=50.0 if refill else 0.0,
+                on_batch=lambda kind, n: rows.append(n))  # fmt: skip
+
+    async def main() -> list:
+        async def client(i: int) -> list:
+            got = []
+            for r in range(8):
+                res = await b.identify("g", g, t[i : i + 1], 1, None)
+                got.append(res[0].candidates[0].identity)
+                await asyncio.sleep(0.001 * ((i + r) % 8))  # the answer's way back, a new request
+            return got
+
+        out = await asyncio.gather(*(client(i) for i in range(16)))
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    ex.shutdown()
+    assert out == [[f"p{i}"] * 8 for i in range(16)]  # every request answered, its own result
+    assert sum(rows) == 16 * 8
+    mean = sum(rows) / len(rows)
+    if refill:
+        assert mean >= 12, rows
+    else:  # the cohorts the refill exists for (what the service did before)
+        assert mean < 10, rows
+
+
+def test_batcher_merges_api_keys_in_one_call_and_audits_each_key_apart(tmp_path):
+    """Identify requests of different API keys share one core call; the audit trail still gets
+    one record per key, with that key's probe count and only its accepted identities."""
+    import json
+    import sqlite3
+
+    rng = np.random.default_rng(11)
+    t = as_templates(rng.standard_normal((40, DIM)), DIM, "t")
+    path = tmp_path / "g.db"
+    with Gallery.open(path, dim=DIM, backend="exact") as g:
+        g.enroll_many([f"p{i}" for i in range(40)], t)
+    g = Gallery.open(path)
+    ex = _CountingExecutor()
+    rows: list[int] = []
+    b = Batcher(ex, max_wait_ms=200.0, max_batch=64, on_batch=lambda kind, n: rows.append(n))
+    who = ["term-a", "term-b", "term-a", None, "term-b", "term-a"]  # None: the gallery's actor
+    probe_rows = [[0, 1], [2], [3], [4], [5, 6, 7], [8]]
+
+    async def main() -> list:
+        out = await asyncio.gather(
+            *(b.identify("g", g, t[r], 1, 0.5, actor=a) for a, r in zip(who, probe_rows))
+        )
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    ex.shutdown()
+    assert rows == [9] and ex.calls == 1  # one batch, one gallery call for all three callers
+    for r, res in zip(probe_rows, out):  # each request gets its own rows back
+        assert [x.identity for x in res] == [f"p{i}" for i in r]
+    g.audit_flush()
+    g.close()
+    with sqlite3.connect(path) as c:
+        recs = c.execute("SELECT actor, detail FROM audit WHERE action = 'identify'").fetchall()
+    got = sorted((str(a), json.loads(d)["probes"], json.loads(d)["accepted"]) for a, d in recs)
+    assert got == [
+        ("None", 1, ["p4"]),
+        ("term-a", 4, ["p0", "p1", "p3", "p8"]),
+        ("term-b", 4, ["p2", "p5", "p6", "p7"]),
+    ]
+    assert Gallery.open(path, read_only=True).audit_verify()["ok"]
+
+
+def test_identify_arrays_actor_rows_must_cover_the_probes():
+    rng = np.random.default_rng(2)
+    g = Gallery(dim=DIM, backend="exact")
+    t = as_templates(rng.standard_normal((5, DIM)), DIM, "t")
+    g.enroll_many([f"p{i}" for i in range(5)], t)
+    want = g.identify_arrays(t[:3], k=2).scores
+    assert np.array_equal(g.identify_arrays(t[:3], k=2, actor_rows=[("a", 2), ("b", 1)]).scores, want)  # fmt: skip
+    for bad in ([("a", 2)], [("a", 2), ("b", 2)], [("a", 3), ("b", 0)], [("a", True), ("b", 2)]):
+        with pytest.raises(InputError, match="actor_rows"):
+            g.identify_arrays(t[:3], actor_rows=bad)
+    with pytest.raises(InputError, match="not both"):
+        g.identify_arrays(t[:3], actor="x", actor_rows=[("a", 3)])

@@ -136,7 +136,20 @@ def run_load(
     r = load(generator, port, reqs, clients, seconds)
     s1 = _cpu_seconds(pid)
     after = _batch_stats(httpx.get(url + "/metrics").text, kind)
-    return _summary(f"{kind} {body_kind}", r, before, after, s1 - s0)
+    out = _summary(f"{kind} {body_kind}", r, before, after, s1 - s0)
+    out["server_peak_mib"] = _peak_mib(pid)
+    return out
+
+
+def _peak_mib(pid: int) -> float:
+    """Peak resident memory of a process so far, MiB (Linux ``VmHWM``; NaN elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _summary(
@@ -322,14 +335,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.clients} keep-alive clients, one probe per request, {a.seconds:g} s per scenario; "
           f"load generator {generator}; server HTTP stack {_http_stack()}\n")  # fmt: skip
     heads: list[str] = ["batching", "scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]
-    heads += ["rows/call", "server CPU", "server CPU ms/req", "client CPU", "errors"]
+    heads += ["rows/call", "server CPU", "server CPU ms/req", "client CPU", "server peak MiB"]
+    heads += ["errors"]
     cells: list[list[Any]] = []
     for r in rows:
         cells.append(
             [r["batching"], r["scenario"], f"{r['rps']:.0f}"]
             + [f"{r[k]:.1f}" for k in ("p50", "p90", "p99", "max", "rows_per_call")]
             + [f"{r['server_cpu']:.2f}", f"{r['server_cpu_ms_per_request']:.2f}"]
-            + [f"{r['client_cpu']:.2f}", r["errors"]]
+            + [f"{r['client_cpu']:.2f}", f"{r.get('server_peak_mib', float('nan')):.0f}"]
+            + [r["errors"]]
         )
     print(table(heads, cells))
     by = {(r["batching"], r["scenario"]): r for r in rows}

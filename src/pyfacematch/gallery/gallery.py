@@ -1335,6 +1335,7 @@ class Gallery(TrustMethods):
         purpose: str | None = None,
         actor: str | None = None,
         with_tids: bool = False,
+        actor_rows: Sequence[tuple[str | None, int]] | None = None,
     ) -> IdentifyArrays:
         """Identify a batch of probes; results as arrays (for bulk jobs).
 
@@ -1362,6 +1363,11 @@ class Gallery(TrustMethods):
         with_tids : bool
             Also return each candidate's best template id (``IdentifyArrays.tids``), the
             tie-break key a sharded search merges on.
+        actor_rows : sequence of (actor, rows) or None
+            Probes of several callers scored in one call (a service's batch): consecutive
+            runs of ``rows`` probes each asked by ``actor``, covering every probe in order
+            (``actor`` is then not given). Each run gets its own audit record naming its actor,
+            its probe count and the identities accepted for its probes only.
 
         Returns
         -------
@@ -1382,6 +1388,7 @@ class Gallery(TrustMethods):
             prep = None  # its codes are those of the untransformed probes
         thr, src, target = self.resolve_threshold(threshold, "fpir")
         m_rows = p.shape[0]
+        runs = self._actor_runs(actor_rows, actor, m_rows)
         with self._rw.read():
             n = self._m.n
             rows = np.full((m_rows, 0), -1, np.int64)
@@ -1414,19 +1421,49 @@ class Gallery(TrustMethods):
                 best = np.take_along_axis(rows, first, 1)
                 best_tids = np.where(ids_slot >= 0, self._m.tids[np.maximum(best, 0)], -1)
         acc = accept_top(ids_sc, thr)
-        self._audit_search(
-            "identify",
-            actor,
-            {
-                "probes": int(m_rows),
-                "k": int(k),
-                "purpose": purpose or self.default_purpose,
-                "accepted": []
-                if acc is None or ident.size == 0
-                else sorted({str(x) for x in ident[acc, 0].tolist() if x is not None}),
-            },
-        )
+        start = 0
+        for who, n_rows in runs:
+            end = start + n_rows
+            sl_acc = None if acc is None else acc[start:end]
+            self._audit_search(
+                "identify",
+                who,
+                {
+                    "probes": int(n_rows),
+                    "k": int(k),
+                    "purpose": purpose or self.default_purpose,
+                    "accepted": []
+                    if sl_acc is None or ident.size == 0
+                    else sorted(
+                        {str(x) for x in ident[start:end][sl_acc, 0].tolist() if x is not None}
+                    ),
+                },
+            )
+            start = end
         return IdentifyArrays(ident, ids_sc, acc, thr, src, target, best_tids)
+
+    @staticmethod
+    def _actor_runs(
+        actor_rows: Sequence[tuple[str | None, int]] | None, actor: str | None, m_rows: int
+    ) -> list[tuple[str | None, int]]:
+        """The audit runs of an identify call: ``actor_rows`` checked, else one run of all."""
+        if actor_rows is None:
+            return [(actor, m_rows)]
+        if actor is not None:
+            raise InputError("give actor= or actor_rows=, not both")
+        runs = [(a, r) for a, r in actor_rows]
+        if (
+            any(
+                isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1
+                for _, r in runs
+            )
+            or sum(int(r) for _, r in runs) != m_rows
+        ):
+            raise InputError(
+                f"actor_rows must be (actor, rows) runs of >= 1 row covering the {m_rows} "
+                f"probes in order, got {[r for _, r in runs]}"
+            )
+        return [(a, int(r)) for a, r in runs]
 
     def identify(
         self,
@@ -1515,6 +1552,91 @@ class Gallery(TrustMethods):
             },
         )
         return VerifyResult(name, score, Decision(acc, thr, src, target))
+
+    @_consistent_read
+    def verify_many(
+        self,
+        identity_ids: Sequence[str],
+        probes: Any,
+        threshold: float | None = None,
+        *,
+        purpose: str | None = None,
+        actors: Sequence[str | None] | None = None,
+    ) -> list[VerifyResult | Exception]:
+        """Many 1:1 comparisons (a service's batch of verify requests) in one call.
+
+        The same answers as :meth:`verify` of each pair, with the shared work done once (checks,
+        threshold, consent, the read lock). One audit record per pair, naming its actor.
+
+        Parameters
+        ----------
+        identity_ids : sequence of str, length M
+        probes : array_like, (M, d)
+            One probe per identity (a bad row fails the whole call: check rows first).
+        threshold, purpose
+            As in :meth:`verify`, for every pair.
+        actors : sequence of (str or None), length M, or None
+            Who asks for each pair (None: the gallery's ``actor``).
+
+        Returns
+        -------
+        list of VerifyResult or Exception
+            Per pair, its result, or the error :meth:`verify` would have raised for it alone
+            (:class:`UnknownIdentityError`, :class:`NoConsentError`, an invalid id), returned,
+            not raised, so that one pair's error does not fail the others.
+        """
+        self._check_open()
+        self._refresh()
+        ids = list(identity_ids)
+        p = self._templates(probes, "probes")
+        if p.shape[0] != len(ids):
+            raise DimensionError(f"verify_many takes one probe per identity: {len(ids)} ids, {p.shape[0]} probes")  # fmt: skip
+        who = [None] * len(ids) if actors is None else list(actors)
+        if len(who) != len(ids):
+            raise InputError(f"actors must name one actor per identity: {len(ids)} ids, {len(who)} actors")  # fmt: skip
+        if self.blocks is not None:  # probe masks are per pair: the one-pair path
+            out: list[VerifyResult | Exception] = []
+            for i, ident in enumerate(ids):
+                try:
+                    out.append(self.verify(ident, p[i], threshold, purpose=purpose, actor=who[i]))
+                except (InputError, UnknownIdentityError) as exc:
+                    out.append(exc)
+            return out
+        if self._xf is not None:
+            p = self._xf.apply(p)
+        thr, src, target = self.resolve_threshold(threshold, "fmr")
+        pur = purpose or self.default_purpose
+        res: list[VerifyResult | Exception] = []
+        with self._rw.read():
+            allowed = self._allowed(purpose)
+            for i, ident in enumerate(ids):
+                try:
+                    name = check_id(ident)
+                except InputError as exc:
+                    res.append(exc)
+                    continue
+                slot = self._name_to_slot.get(name)
+                if slot is None:
+                    res.append(UnknownIdentityError(f"identity {name!r} is not enrolled"))
+                    continue
+                if allowed is not None and not allowed[slot]:
+                    res.append(
+                        NoConsentError(
+                            f"identity {name!r} has no current consent for purpose {pur!r}: it "
+                            "cannot be verified for it (grant_consent() records consent)"
+                        )
+                    )
+                    continue
+                rows = self._m.tid_to_row[np.asarray(self._slot_tids[slot], np.int64)]
+                sub = np.ascontiguousarray(self._m.data[rows])
+                sc, _ = exact_topk(p[i : i + 1], sub, 1, None, None, None, self.min_fraction)
+                score = float(sc[0, 0])
+                acc = None if thr is None else bool(np.isfinite(score) and score >= thr)
+                self._audit_search(
+                    "verify", who[i], {"identity": name, "purpose": pur, "accepted": acc}
+                )
+                res.append(VerifyResult(name, score, Decision(acc, thr, src, target)))
+        return res
 
     # ------------------------------------------------------------------ thresholds
     def calibrate(

@@ -34,6 +34,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -397,7 +398,8 @@ class _Service:
             max_wait_ms=self.config.max_wait_ms,
             max_batch=self.config.max_batch,
             on_batch=lambda kind, n: self.metrics.batch.labels(kind).observe(n),
-            max_inflight=self.config.max_inflight,
+            max_inflight=self.config.max_inflight or max(1, os.cpu_count() or 1),
+            max_refill_ms=self.config.max_refill_ms,
         )
         if self.config.embedder is not None:
             self.photos = PhotoEmbedder(

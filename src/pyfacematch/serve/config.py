@@ -8,7 +8,8 @@ A configuration file holds the same settings as the flags (flags given on the co
     batching = true
     max_wait_ms = 1.5
     max_batch = 256
-    max_inflight = 2            # batches of one gallery scored at once (the next one gathers)
+    max_inflight = 2            # core calls of one gallery at once (default: the cores)
+    max_refill_ms = 20.0        # a freed slot waits this long at most for answered clients' next requests
     max_body_bytes = 8388608
     max_probes = 1024
     threads = 4                 # worker threads running gallery calls
@@ -68,7 +69,10 @@ class ServeConfig:
     batching: bool = True
     max_wait_ms: float = 1.5
     max_batch: int = 256
-    max_inflight: int = 2
+    #: core calls of one gallery at once; None: the machine's cores (each call runs on one core
+    #: thread unless ``pyfacematch serve --threads N`` says otherwise)
+    max_inflight: int | None = None
+    max_refill_ms: float = 20.0
     max_body_bytes: int = 8 * 1024 * 1024
     max_probes: int = 1024
     threads: int = 4
@@ -103,6 +107,8 @@ class ServeConfig:
                 f"refusing to serve on {self.host!r} without API keys: give --keys FILE "
                 "(only loopback hosts may run without authentication)"
             )
+        if self.max_inflight is None:
+            self.max_inflight = max(1, os.cpu_count() or 1)
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise InputError("TLS needs both ssl_certfile and ssl_keyfile")
         for name, lo in (
@@ -126,6 +132,8 @@ class ServeConfig:
             )
         if self.max_probes < 1:
             raise InputError(f"max_probes must be >= 1, got {self.max_probes!r}")
+        if not 0.0 <= float(self.max_refill_ms) <= 1000.0:
+            raise InputError(f"max_refill_ms must be in [0, 1000], got {self.max_refill_ms!r}")
         if not 0.0 <= float(self.max_wait_ms) <= 1000.0:
             raise InputError(f"max_wait_ms must be in [0, 1000], got {self.max_wait_ms!r}")
         return self
