@@ -123,17 +123,29 @@ class ServingFiles:
             raise GalleryFileError("no gallery key to sign the serving folder")
         return mac
 
-    def meta(self, backend: Backend, generation: int) -> dict[str, Any]:
-        return {
+    def meta(
+        self, backend: Backend, generation: int, facts: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """What the manifest records of the gallery state it was written for: the store
+        generation, backend, compact kind, binary centre and ``facts`` (:func:`row_facts`)."""
+        out = {
             "generation": int(generation),
             "backend": backend.name,
             "kind": _kind(backend),
             "center": center_digest(backend),
         }
+        if facts is not None:
+            out.update(facts)
+        return out
 
     # ------------------------------------------------------------------ open
-    def open(self, backend: Backend, generation: int, dim: int) -> ServingFolder | None:
-        """The folder if it is authentic and matches the store state; else None (logged)."""
+    def open(
+        self, backend: Backend, generation: int, dim: int, facts: dict[str, int] | None = None
+    ) -> ServingFolder | None:
+        """The folder if it is authentic and matches the store state; else None (logged).
+
+        ``facts``: the store's template and identity counts and largest template id
+        (:meth:`Store.row_facts`), which the manifest must record too."""
         self.folder = None
         self.last_rejection = None
         if not (self.dir / "manifest.json").exists():
@@ -155,11 +167,13 @@ class ServingFiles:
         if got in self._failed:
             return self._reject("its checksums failed earlier (altered files)")
         meta = sf.manifest.get("meta") or {}
-        expect = self.meta(backend, generation)
+        expect = self.meta(backend, generation, facts)
         expect.pop("center")  # checked after the stored tuning is loaded (see check_center)
         for k, v in expect.items():
             if meta.get(k) != v:
                 return self._reject(f"{k} {meta.get(k)!r} ≠ gallery {v!r}")
+        if "label_at" not in sf.manifest["arrays"] or "labels" not in sf.blobs:
+            return self._reject("it holds no row → identity labels")
         if sf.dim != dim:
             return self._reject(f"dimension {sf.dim} ≠ gallery {dim}")
         if backend.name == "binary" and "codes" not in sf.manifest["arrays"]:
@@ -218,8 +232,16 @@ class ServingFiles:
         return np.ascontiguousarray(np.hstack([p[n0:n1] for p in planes]))
 
     # ------------------------------------------------------------------ writing
-    def write(self, m: TemplateMatrix, backend: Backend, generation: int) -> ServingFolder:
-        """Write the whole folder from ``m`` (at least one row) and ``backend`` (atomically)."""
+    def write(
+        self,
+        m: TemplateMatrix,
+        backend: Backend,
+        generation: int,
+        names: list[str],
+        facts: dict[str, Any],
+    ) -> ServingFolder:
+        """Write the whole folder from ``m`` (at least one row) and ``backend`` (atomically);
+        ``names``: the identity of each row; ``facts``: :func:`row_facts` of the gallery."""
         if self.folder is not None:
             self.folder.wait_verified()  # its pass reads the files being replaced
         self.dir.parent.mkdir(mode=0o700, exist_ok=True)
@@ -231,7 +253,9 @@ class ServingFiles:
             m.tids[: m.n],
             compact=c,
             codes=self._codes_of(backend, 0, m.n),
-            meta=self.meta(backend, generation),
+            masks=m.mask_view,
+            labels=names,
+            meta=self.meta(backend, generation, facts),
             signer=self._signer,
         )
         self.folder = sf
@@ -245,12 +269,23 @@ class ServingFiles:
         m.attach(np.memmap(sf.path / "float32.bin", np.float32, "r", shape=(total, m.dim)))
 
     def commit_append(
-        self, m: TemplateMatrix, backend: Backend, first: int, generation: int
+        self,
+        m: TemplateMatrix,
+        backend: Backend,
+        first: int,
+        generation: int,
+        names: list[str],
+        facts: dict[str, Any],
     ) -> None:
-        """Commit rows ``first … m.n`` (float32 already staged): ids, compact, codes, manifest."""
+        """Commit rows ``first … m.n`` (float32 already staged): ids, labels (``names``: the
+        identity of each new row), masks, compact, codes, manifest."""
         sf = self._live()
         rows = np.arange(first, m.n, dtype=np.int64)
         sf.write_rows("ids", first, m.tids[first : m.n])
+        mv = m.mask_view
+        if mv is not None and "masks" in sf.manifest["arrays"]:
+            sf.write_rows("masks", first, mv[first:])
+        blob_bytes = sf.write_labels(first, names)
         c = self._compact_of(backend, rows, m.dim)
         if c is not None:
             for k, arr in c.arrays().items():
@@ -259,15 +294,27 @@ class ServingFiles:
         codes = self._codes_of(backend, first, m.n)
         if codes is not None and "codes" in sf.manifest["arrays"]:
             sf.write_rows("codes", first, codes)
-        sf.commit(m.n, sf.blocks_from(first), self.meta(backend, generation), self._signer)
+        sf.commit(
+            m.n,
+            sf.blocks_from(first),
+            self.meta(backend, generation, facts),
+            self._signer,
+            blob_bytes={"labels": blob_bytes},
+        )
         m.attach(sf.float32)
 
     def commit_moves(
-        self, m: TemplateMatrix, moves: list[tuple[int, int]], backend: Backend, generation: int
+        self,
+        m: TemplateMatrix,
+        moves: list[tuple[int, int]],
+        backend: Backend,
+        generation: int,
+        facts: dict[str, Any],
     ) -> None:
-        """Follow a removal (``moves`` as :meth:`TemplateMatrix.remove_tids` returned them)."""
+        """Follow a removal (``moves`` as :meth:`TemplateMatrix.remove_tids` returned them);
+        the removed rows' labels are overwritten with zero bytes."""
         sf = self._live()
-        sf.move_rows(moves, m.n, self.meta(backend, generation), self._signer)
+        sf.move_rows(moves, m.n, self.meta(backend, generation, facts), self._signer)
         m.attach(sf.float32)
 
     def slack_due(self, n: int) -> bool:

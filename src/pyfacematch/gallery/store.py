@@ -1175,6 +1175,25 @@ class Store:
         self.one_template_each = bool(sp.size == 0 or (np.diff(sp) > 0).all())
         return np.ascontiguousarray(rows[:, 1]), names, masks
 
+    def row_facts(self) -> dict[str, int]:
+        """Template and identity counts and the largest template id, from the indexes alone
+        (no row of the tables is read): what a serving folder must record to be used."""
+        where = "memory" if self.path is None else repr(self._where())
+        try:
+            with self._lock:
+                con = self._conn()
+                n_t, n_i = con.execute(
+                    "SELECT count(*), count(DISTINCT identity) FROM templates"
+                    " INDEXED BY templates_identity"
+                ).fetchone()
+                top = con.execute("SELECT IFNULL(max(tid), -1) FROM templates").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise GalleryFileError(
+                f"cannot read the templates of gallery {where} ({exc}): "
+                "the file is corrupted; restore it from a backup"
+            ) from exc
+        return {"templates": int(n_t), "identities": int(n_i), "max_tid": int(top)}
+
     def tid_digest(self) -> str:
         """SHA-256 of the sorted live template ids (identifies the index content)."""
         with self._lock:
