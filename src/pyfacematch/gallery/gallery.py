@@ -635,6 +635,9 @@ class Gallery(TrustMethods):
             return False
         order = None if fids.size < 2 or bool((np.diff(fids) > 0).all()) else np.argsort(fids)
         tids = fids if order is None else fids[order]
+        if order is not None and not bool((np.diff(tids) > 0).all()):
+            sf_files.reject("its template ids repeat")
+            return False
         at_slot = at if order is None else at[order]  # slots in template-id order, as the store
         names = SlotNames(blob, at_slot)
         one_each = bool((sf.manifest.get("meta") or {}).get("one_per_identity"))
@@ -683,8 +686,6 @@ class Gallery(TrustMethods):
             return f"it holds {n} rows, the store {facts['templates']} templates"
         if n and (int(fids.min()) < 0 or int(fids.max()) != facts["max_tid"]):
             return "its template ids differ from the store's"
-        if n > 1 and np.unique(fids).size != n:
-            return "its template ids repeat"
         if at.shape != (n, 2) or (
             n and (int(at[:, 1].min()) < 1 or int((at[:, 0] + at[:, 1]).max()) > len(blob))
         ):

@@ -171,6 +171,11 @@ class ServingFiles:
         expect.pop("center")  # checked after the stored tuning is loaded (see check_center)
         for k, v in expect.items():
             if meta.get(k) != v:
+                if facts is not None and k in facts:
+                    return self._reject(
+                        f"stale: it records {k} = {meta.get(k)!r}, the store {v!r} (the store "
+                        "was changed without it)"
+                    )
                 return self._reject(f"{k} {meta.get(k)!r} ≠ gallery {v!r}")
         if "label_at" not in sf.manifest["arrays"] or "labels" not in sf.blobs:
             return self._reject("it holds no row → identity labels")
