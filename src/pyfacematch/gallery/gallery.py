@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -797,7 +798,12 @@ class Gallery(TrustMethods):
             def hook(c: Any, action: str, identity: str | None, detail: str) -> None:
                 trail.append_in(c, action, identity, detail, actor=self._current_actor())
 
+            def hook_many(c: Any, records: list[tuple[str, str | None, str]]) -> None:
+                actor, ts = self._current_actor(), time.time()
+                trail.append_many_in(c, [(ts, actor, a, i, d) for a, i, d in records])
+
             self._store.audit_hook = hook
+            self._store.audit_many_hook = hook_many
             if self.path is not None:  # read-only galleries' searches join the chain
                 import_sidecars(self._store, trail, self.path)
 
@@ -1908,6 +1914,7 @@ class Gallery(TrustMethods):
                             # eraser's bound methods): a closed gallery is then freed as soon as
                             # it is dropped, not at the next cyclic collection.
                             self._store.audit_hook = None
+                            self._store.audit_many_hook = None
                             if self._eraser is not None:
                                 self._eraser.detach()
 

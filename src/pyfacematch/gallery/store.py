@@ -410,6 +410,12 @@ class Store:
         #: Appends a chained audit record in the caller's transaction (set by the Gallery):
         #: ``hook(conn, action, identity, detail)``; None: plain rows.
         self.audit_hook: Callable[[sqlite3.Connection, str, str | None, str], None] | None = None
+        #: The same for many records at once (a bulk enroll): ``hook(conn, [(action, identity,
+        #: detail), …])``, the same chained rows as one :attr:`audit_hook` call each, written
+        #: in one statement; None: one :attr:`audit_hook` call per record.
+        self.audit_many_hook: (
+            Callable[[sqlite3.Connection, list[tuple[str, str | None, str]]], None] | None
+        ) = None
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
             raise GalleryFileError(f"{self._where()!r} is a folder, not a gallery file")
@@ -732,6 +738,17 @@ class Store:
             (time.time(), action, identity, detail),
         )
 
+    def _audit_many(
+        self, c: sqlite3.Connection, records: list[tuple[str, str | None, str]]
+    ) -> None:
+        if not records:
+            return
+        if self.audit_many_hook is not None and self.audit_hook is not None:
+            self.audit_many_hook(c, records)
+        else:
+            for action, identity, detail in records:
+                self._audit(c, action, identity, detail)
+
     # ------------------------------------------------------------ identities
     def insert_identities(
         self,
@@ -787,6 +804,9 @@ class Store:
             pending: list[tuple[int, int, bytes, int | None]] = []
             new_idents: list[tuple[Any, ...]] = []
             next_ident: int | None = None
+            # one chained audit record per identity, as before, written in one statement at
+            # the end of the transaction (the records' order is the items' order)
+            records: list[tuple[str, str | None, str]] = []
 
             def flush() -> None:  # identities first: the templates reference them
                 if new_idents:
@@ -845,9 +865,10 @@ class Store:
                     new_tids[j] = tid
                 if len(pending) >= 4096:  # bounded: a few MB of blobs at a time
                     flush()
-                self._audit(c, action, name, f"templates={tmpl.shape[0]}")
+                records.append((action, name, f"templates={tmpl.shape[0]}"))
                 out.append(new_tids)
             flush()
+            self._audit_many(c, records)
             gen = self._bump(c)
         return out, gen
 
