@@ -201,3 +201,36 @@ def test_slot_names_behave_as_a_list() -> None:
         sn[5]
     with pytest.raises(TypeError):
         del sn[0]
+
+
+def test_manifest_records_backend_options_and_tuning(
+    tmp_path: Path, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    path = tmp_path / "g.db"
+    x = _build(path, rng)
+    q = pf.normalize(x[:40] + 0.1 * rng.standard_normal((40, D)).astype(np.float32))
+    srv = tmp_path / "g.db.index" / "serving"
+    meta = json.loads((srv / "manifest.json").read_text())["meta"]
+    assert meta["options"] == OPTS and "scan_depth" in meta["params"]
+    with pf.Gallery(path=path, read_only=True) as g:
+        want = _answers(g, q)
+    # the store's tuning record lost: the folder's (authenticated) tuned state is used
+    con = sqlite3.connect(path)
+    gone = con.execute("DELETE FROM meta WHERE key = 'tuning:binary'").rowcount
+    con.commit()
+    con.close()
+    assert gone >= 1
+    with pf.Gallery(path=path, read_only=True) as g:
+        assert g.info()["serving"]["not_used_because"] is None
+        assert g._backend.params()["scan_depth"] == meta["params"]["scan_depth"]
+        assert _answers(g, q) == want
+    # opened with other options: the folder is not used (rebuilt, and written again)
+    other = {**OPTS, "min_shortlist": 77}
+    with caplog.at_level(logging.WARNING, logger="pyfacematch.gallery"):
+        with pf.Gallery(path=path, backend_options=other) as g:
+            why = g.info()["serving"]["not_used_because"]
+            assert why is not None and "min_shortlist" in why, why
+    with pf.Gallery(path=path, read_only=True, backend_options=other) as g:
+        assert g.info()["serving"]["not_used_because"] is None

@@ -437,6 +437,7 @@ class Gallery(TrustMethods):
                 if kept:
                     early, opts = make_backend(name, **kept), kept
             self._backend: Backend = early or make_backend(name, **opts)
+            self._backend_opts: dict[str, Any] = dict(opts)  # recorded in the serving manifest
             if name != stored and not self.read_only:
                 self._store.set_meta("backend", name)
             if not self.read_only and self.path is not None:
@@ -653,7 +654,18 @@ class Gallery(TrustMethods):
         )
         self._siblings.invalidate()
         b = self._backend
+        meta = sf.manifest.get("meta") or {}
+        if "options" in meta and meta["options"] != json.loads(
+            json.dumps(self._backend_opts, sort_keys=True)
+        ):
+            sf_files.reject(
+                f"it was built with backend options {meta['options']!r}, the gallery is open "
+                f"with {self._backend_opts!r}"
+            )
+            return False
         params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
+        if not params and isinstance(meta.get("params"), dict):
+            params = meta["params"]  # the tuned state recorded with the folder (authenticated)
         if params:
             b.load_params(params)
         adopted = False
@@ -749,11 +761,18 @@ class Gallery(TrustMethods):
     def _row_facts(self) -> dict[str, Any]:
         """What a serving folder records of the rows (:meth:`Store.row_facts` at reopen)."""
         n = self._m.n
+        try:  # the options and tuned state the folder's rows were built with (self-describing)
+            options: Any = json.loads(json.dumps(self._backend_opts, sort_keys=True))
+            params: Any = json.loads(json.dumps(self._backend.params()))
+        except (TypeError, ValueError):
+            options = params = None
         return {
             "templates": n,
             "identities": int(self._n_identities),
             "max_tid": int(self._m.tids[:n].max()) if n else -1,
             "one_per_identity": self._max_templates <= 1,
+            "options": options,
+            "params": params,
         }
 
     def _serving_failed(self, exc: BaseException) -> None:
