@@ -1,21 +1,23 @@
 """A gallery's serving folder: reopen by mapping files instead of reading the store and rebuilding.
 
 The folder ``<db>.index/serving`` (format: :mod:`pyfacematch.index.serving`) holds the gallery's
-rows in the order of its in-memory matrix: float32 templates, template ids, the compact copy of
-the ``exact`` store / ``binary`` re-rank store, and the binary codes. It is derived data, like an
-index checkpoint, and distrusted the same way:
+rows in the order of its in-memory matrix: float32 templates, template ids, each row's identity
+name (format version 2) and mask, the compact copy of the ``exact`` store / ``binary`` re-rank
+store, and the binary codes — everything a reopen needs, so it reads no per-identity row of the
+store. It is derived data, like an index checkpoint, and distrusted the same way:
 
 - **Authenticated.** The manifest (which holds a BLAKE2b-128 of every 16 MiB block of every file)
   carries an HMAC-SHA256 under the gallery's secret key (:mod:`.secret`), over the gallery uuid and
   the manifest; a folder written for another gallery, or edited, is not used.
-- **Current.** The manifest records the store generation, backend, compact kind and the binary
-  centre the codes were packed with; the folder is used only when all of them match the store,
-  and its template ids are exactly the store's. Anything else — stale generation (a crash between
+- **Current.** The manifest records the store generation, backend, compact kind, the binary
+  centre the codes were packed with, the backend options, the template and identity counts and
+  the largest template id; the folder is used only when all of them match the gallery and its
+  store (the counts come from the store's indexes, :meth:`Store.row_facts`). Anything else — stale generation (a crash between
   the store commit and the folder update), another backend, a failed checksum, another format
   version — means the folder is not used: the gallery is rebuilt from the store (the truth), a
   warning says why, and a writable gallery writes the folder again.
-- **Verified.** Ids and binary codes (what maps rows to people, and what every search scans in
-  full) are checked block by block as they are read, before the first answer (each byte read
+- **Verified.** Ids, names, masks and binary codes (what maps rows to people, and what every
+  search scans in full) are checked block by block as they are read, before the first answer (each byte read
   once). The compact re-rank arrays and the float32 file — of which a search reads only the few
   rows it re-ranks — stay mapped and are checked by a background pass started at open (for the
   ``exact`` backend, which scans every compact row, and for writable galleries, which change
