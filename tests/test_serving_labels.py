@@ -234,3 +234,29 @@ def test_manifest_records_backend_options_and_tuning(
             assert why is not None and "min_shortlist" in why, why
     with pf.Gallery(path=path, read_only=True, backend_options=other) as g:
         assert g.info()["serving"]["not_used_because"] is None
+
+
+def test_recentring_on_growth_rewrites_only_the_codes(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    path = tmp_path / "g.db"
+    x = _x(rng, 900) + 0.3  # a mean far from 0: the centre moves as the gallery grows
+    x = pf.normalize(x)
+    srv = tmp_path / "g.db.index" / "serving"
+    with pf.Gallery(D, path=path, backend="binary", backend_options=OPTS, serving=True) as g:
+        g.enroll_many([f"a{j}" for j in range(300)], x[:300])
+        centre = g._backend.center.copy()  # type: ignore[attr-defined]
+        ino = (srv / "float32.bin").stat().st_ino
+        g.enroll_many([f"a{j}" for j in range(300, 900)], x[300:900])  # ≥ 2× tuned: re-centred
+        assert not np.array_equal(centre, g._backend.center)  # type: ignore[attr-defined]
+        assert g.info()["serving"]["mapped"] and g._sf is not None and g._sf.folder is not None
+        assert (srv / "float32.bin").stat().st_ino == ino  # appended to, not written afresh
+        q = pf.normalize(x[:50] + 0.1 * rng.standard_normal((50, D)).astype(np.float32))
+        want = _answers(g, q)
+    with pf.Gallery(path=path, read_only=True) as g:  # the folder's codes are the new centre's
+        assert g.info()["serving"]["not_used_because"] is None and g.wait_verified()
+        assert _answers(g, q) == want
+    for suffix in ("", ".key", ".audit.key"):
+        shutil.copy(str(path) + suffix, str(tmp_path / "r.db") + suffix)
+    with pf.Gallery(path=tmp_path / "r.db", read_only=True) as r:  # rebuilt from the store
+        assert _answers(r, q) == want

@@ -1241,9 +1241,7 @@ class Gallery(TrustMethods):
         try:
             if sf.folder is None or not self._m.mapped:
                 self._serving_write()
-            elif not sf.check_center(self._backend):  # re-centred on growth: every code moved
-                self._serving_write()
-            elif self._m.n > first:
+            elif self._m.n > first or not sf.check_center(self._backend):
                 sf.commit_append(
                     self._m,
                     self._backend,
@@ -1251,6 +1249,8 @@ class Gallery(TrustMethods):
                     self._store.generation,
                     self._row_names(first, self._m.n),
                     self._row_facts(),
+                    # re-centred on growth: every code moved (only the codes are written again)
+                    recode=not sf.check_center(self._backend),
                 )
         except (OSError, GalleryFileError, InputError) as exc:
             self._serving_failed(exc)

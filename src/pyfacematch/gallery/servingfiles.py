@@ -53,7 +53,7 @@ from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError
 from pyfacematch.gallery.secret import KeyProvider, new_mac
 from pyfacematch.index import Backend, TemplateMatrix
-from pyfacematch.index.serving import ServingFolder
+from pyfacematch.index.serving import BLOCK_BYTES, ServingFolder
 
 __all__ = ["SERVING_KEY", "ServingFiles"]
 
@@ -283,9 +283,13 @@ class ServingFiles:
         generation: int,
         names: list[str],
         facts: dict[str, Any],
+        recode: bool = False,
     ) -> None:
         """Commit rows ``first … m.n`` (float32 already staged): ids, labels (``names``: the
-        identity of each new row), masks, compact, codes, manifest."""
+        identity of each new row), masks, compact, codes, manifest. ``recode``: the binary
+        centre moved, so the codes of every row are written again (in place, committed with the
+        rest: a crash before the manifest leaves codes that fail their checksums, and the folder
+        is rebuilt from the store) — float32, compact rows, ids and names are not rewritten."""
         sf = self._live()
         rows = np.arange(first, m.n, dtype=np.int64)
         sf.write_rows("ids", first, m.tids[first : m.n])
@@ -298,12 +302,16 @@ class ServingFiles:
             for k, arr in c.arrays().items():
                 if "compact_" + k in sf.manifest["arrays"] and arr.shape[0] == rows.size:
                     sf.write_rows("compact_" + k, first, arr)
-        codes = self._codes_of(backend, first, m.n)
+        c0 = 0 if recode else first
+        codes = self._codes_of(backend, c0, m.n)
+        touched = sf.blocks_from(first)
         if codes is not None and "codes" in sf.manifest["arrays"]:
-            sf.write_rows("codes", first, codes)
+            sf.write_rows("codes", c0, codes)
+            if recode:
+                touched["codes"] = set(range(-(-codes.nbytes // BLOCK_BYTES)))
         sf.commit(
             m.n,
-            sf.blocks_from(first),
+            touched,
             self.meta(backend, generation, facts),
             self._signer,
             blob_bytes={"labels": blob_bytes},
