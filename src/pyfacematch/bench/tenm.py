@@ -91,8 +91,8 @@ def build(path: str, n: int, d: int, chunk: int, probes: int) -> dict[str, Any]:
     g.close()
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     q, truth = SyntheticIdentities(n, d, seed=0).mated_probes(probes, seed=2)
-    np.save(path + ".probes.npy", np.ascontiguousarray(q, np.float32))
-    np.save(path + ".truth.npy", np.asarray(truth, np.int64))
+    np.save(path + ".tenm-probes.npy", np.ascontiguousarray(q, np.float32))
+    np.save(path + ".tenm-truth.npy", np.asarray(truth, np.int64))
     disk = _disk(Path(path))
     return {
         "n": n,
@@ -132,8 +132,8 @@ def measure(path: str, single: int, batch: int, exact: int) -> dict[str, Any]:
     """Open the built gallery read-only (this process, fresh) and time what the issue judges."""
     import pyfacematch as pf
 
-    q_all = np.load(path + ".probes.npy")
-    truth = np.load(path + ".truth.npy")
+    q_all = np.load(path + ".tenm-probes.npy")
+    truth = np.load(path + ".tenm-truth.npy")
     t0, c0 = time.perf_counter(), _cpu()
     g = pf.Gallery(path=path, read_only=True, audit_searches=False)
     first = g.identify_arrays(q_all[:1], k=10)
