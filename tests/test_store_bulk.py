@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import pyfacematch as pf
-from pyfacematch.gallery.store import PAGE_SIZE
+from pyfacematch.gallery.store import PAGE_SIZE, page_size_for
 
 
 def test_new_gallery_files_use_large_pages_and_about_2_7_kb_per_template(tmp_path: Path) -> None:
@@ -23,6 +23,7 @@ def test_new_gallery_files_use_large_pages_and_about_2_7_kb_per_template(tmp_pat
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
+    assert page_size_for(256) == 4096 and page_size_for(257) == 16384  # small rows: 4 KiB
     size = (tmp_path / "g.db").stat().st_size
     assert size / n < 3000, size / n  # templates, identities, indexes, audit, consent
     with pf.Gallery(path=tmp_path / "g.db", read_only=True) as g:  # reopened and searched

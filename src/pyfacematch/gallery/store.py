@@ -167,8 +167,16 @@ CREATE TABLE audit (
 """
 
 
-#: SQLite page size of new gallery files (existing files keep theirs).
+#: SQLite page size of new gallery files whose float32 rows exceed 1 KiB (d > 256); smaller rows
+#: keep SQLite's default 4 KiB pages (three or more fit; a small transaction writes less WAL).
+#: Existing files keep theirs.
 PAGE_SIZE = 16384
+
+
+def page_size_for(dim: int) -> int:
+    """SQLite page size for a new gallery of dimension ``dim`` (see :data:`PAGE_SIZE`)."""
+    return PAGE_SIZE if 4 * int(dim) > 1024 else 4096
+
 
 # SQLite's result codes for a damaged file (https://www.sqlite.org/rescode.html): SQLITE_CORRUPT
 # and SQLITE_NOTADB. SQLite finds damage lazily, on the page a query touches, so any read can
@@ -460,13 +468,13 @@ class Store:
             self._discard(created)
             raise GalleryFileError(f"cannot open gallery file {str(path)!r}: {exc}") from exc
         try:
-            if not exists:
+            if not exists and dim is not None:
                 # before WAL mode and the first table (fixed from then on): a 512-d float32 row
                 # (2 KiB + a few bytes) does not fit twice in SQLite's default 4 KiB page, so
                 # every template took a whole page (4.1 KB per template on disk, every byte
                 # written twice through the WAL); in 16 KiB pages seven fit (2.4 KB, and ~40%
                 # less insert CPU). https://www.sqlite.org/pragma.html#pragma_page_size
-                self._con.execute(f"PRAGMA page_size={PAGE_SIZE}")
+                self._con.execute(f"PRAGMA page_size={page_size_for(int(dim))}")
             self._configure()
             if exists:
                 self._check_existing(integrity_check and not clean, wal_left)
