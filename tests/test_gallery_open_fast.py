@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import pyfacematch as pf
+from pyfacematch.gallery.slots import SlotNames
 
 D = 64
 OPTS = {"rerank_store": "int8"}
@@ -150,7 +151,8 @@ def test_mapped_reopen_finds_every_identity_by_name(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     x = _build(path)
     with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
-        assert g._store.one_template_each and g._m.mapped
+        assert g._max_templates == 1 and g._m.mapped
+        assert isinstance(g._slot_names, SlotNames)  # names from the folder, decoded when read
         assert "id0" in g and "id7" not in g and len(g) == 1199
         assert g.verify("id5", x[5]).score == pytest.approx(1.0, abs=1e-5)
     with pf.Gallery(path=path, backend_options=OPTS) as g:  # writable: enroll and remove by name
@@ -159,7 +161,7 @@ def test_mapped_reopen_finds_every_identity_by_name(tmp_path: Path) -> None:
         g.enroll("id5", x[6], on_duplicate="append")  # a second template of id5
         assert len(g) == 1199 and g.n_templates == 1200
     with pf.Gallery(path=path, read_only=True, backend_options=OPTS) as g:
-        assert not g._store.one_template_each
+        assert g._max_templates == 2 and g._m.mapped
         assert g.verify("id9", x[9]).score == pytest.approx(1.0, abs=1e-5)
 
 

@@ -270,3 +270,38 @@ def test_batched_search_records_equal_one_by_one(tmp_path: Path) -> None:
         assert _verify(tmp_path / name)[0] == 0
     assert rows["a.db"] == rows["b.db"]
     assert len(rows["a.db"][1]) >= 1
+
+
+def test_bulk_enroll_chains_one_record_per_identity_in_one_statement(tmp_path: Path) -> None:
+    """enroll_many writes the trail through append_many_in: one chained record per identity
+    (names, actor, template counts), across a checkpoint seq, and the trail verifies; a
+    tombstoned id in the batch is still refused with nothing written."""
+    from pyfacematch.errors import ConsentError
+    from pyfacematch.gallery.audit import CHECKPOINT_EVERY
+
+    db = tmp_path / "g.db"
+    rng = np.random.default_rng(3)
+    n = CHECKPOINT_EVERY + 50
+    x = _unit(rng, n + 3)
+    names = [f"b{i}" for i in range(n)] + ["b0", "b1", "b2"]  # three get a second template
+    with Gallery(DIM, path=db, backend="exact", actor="bulk-1") as g:
+        g.enroll("gone", x[:1])
+        g.remove("gone")
+        g.enroll_many(names, x, on_duplicate="append")
+    code, rep = _verify(db)
+    assert code == 0 and rep["first_bad"] is None and rep["checkpoints"] >= 1
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT actor, action, identity, detail FROM audit WHERE action='enroll' ORDER BY seq"
+    ).fetchall()
+    con.close()
+    bulk = [r for r in rows if r[2] != "gone"]
+    assert [r[2] for r in bulk] == [f"b{i}" for i in range(n)]  # every enrollment, in order
+    assert all(r[0] == "bulk-1" for r in bulk)
+    assert [r[3] for r in bulk[:4]] == ["templates=2"] * 3 + ["templates=1"]
+    with Gallery(DIM, path=tmp_path / "c.db", backend="exact", purpose="access") as g:
+        g.enroll_many(["c0", "c1"], x[:2])
+        g.withdraw_consent("c1", "access")  # opted out of every purpose: tombstoned
+        with pytest.raises(ConsentError, match="'c1' withdrew consent"):
+            g.enroll_many([f"n{i}" for i in range(600)] + ["c1"], _unit(rng, 601))
+        assert "n0" not in g and len(g) == 1

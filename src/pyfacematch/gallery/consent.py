@@ -120,11 +120,20 @@ def refuse_tombstoned(c: sqlite3.Connection, names: list[str]) -> None:
     """Inside an enroll transaction: refuse ids that opted out and have no new consent."""
     if not _has_tables(c):
         return
+    if c.execute("SELECT 1 FROM tombstones LIMIT 1").fetchone() is None:
+        return  # nobody opted out: nothing to hash or look up (a bulk enroll's usual case)
     salt = _salt(c)
-    for name in names:
-        h = tombstone_hash(salt, name)
-        row = c.execute("SELECT at FROM tombstones WHERE hash=?", (h,)).fetchone()
+    hashes = {tombstone_hash(salt, name): name for name in names}
+    hs = list(hashes)
+    for k in range(0, len(hs), 500):  # one query per 500 names, not one per name
+        part = hs[k : k + 500]
+        row = c.execute(
+            f"SELECT at, hash FROM tombstones WHERE hash IN ({','.join('?' * len(part))})"
+            " ORDER BY at LIMIT 1",
+            part,
+        ).fetchone()
         if row is not None:
+            name = hashes[str(row[1])]
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(row[0])))
             raise ConsentError(
                 f"identity {name!r} withdrew consent for every purpose on {when} and was "

@@ -37,7 +37,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,7 +75,7 @@ from pyfacematch.gallery.results import (
 from pyfacematch.gallery.search import SiblingExpander, approx_search, exact_search, fuse
 from pyfacematch.gallery.secret import KeyProvider, key_provider_for
 from pyfacematch.gallery.servingfiles import SERVING_KEY, ServingFiles
-from pyfacematch.gallery.slots import NameSlots, SlotTids
+from pyfacematch.gallery.slots import NameSlots, SlotNames, SlotTids
 from pyfacematch.gallery.store import Store, check_new_layout, clean_marker_path, digest_tids
 from pyfacematch.gallery.thresholds import Thresholds, accept_top
 from pyfacematch.gallery.trust_api import TrustMethods
@@ -436,6 +437,7 @@ class Gallery(TrustMethods):
                 if kept:
                     early, opts = make_backend(name, **kept), kept
             self._backend: Backend = early or make_backend(name, **opts)
+            self._backend_opts: dict[str, Any] = dict(opts)  # recorded in the serving manifest
             if name != stored and not self.read_only:
                 self._store.set_meta("backend", name)
             if not self.read_only and self.path is not None:
@@ -561,12 +563,14 @@ class Gallery(TrustMethods):
         if self._sf is not None and self._sf.writable:
             self._serving_write()
 
-    def _load_slots(self, tids: np.ndarray, names: list[str], distinct: bool = False) -> np.ndarray:
+    def _load_slots(
+        self, tids: np.ndarray, names: Sequence[Any], distinct: bool = False
+    ) -> np.ndarray:
         """Identity slots in template-id order; returns the slot of each template.
 
         ``distinct``: the names are known to be distinct (one template per identity), so the
         name → slot dict is built at its first use instead of now."""
-        self._slot_names: list[str | None] = []
+        self._slot_names: MutableSequence[str | None] = []
         self._name_to_slot: MutableMapping[str, int] = {}
         self._slot_tids: MutableMapping[int, list[int]] = {}
         self._siblings = SiblingExpander()  # invalidated whenever rows move
@@ -574,7 +578,7 @@ class Gallery(TrustMethods):
             NameSlots(names) if distinct else dict(zip(names, range(len(names))))
         )
         if distinct or len(first) == len(names):  # one template per identity: no per-row loop
-            self._slot_names = list(names)
+            self._slot_names = names if isinstance(names, SlotNames) else list(names)
             self._name_to_slot = first
             self._slot_tids = SlotTids(np.asarray(tids, np.int64))  # no list per identity
             self._max_templates = 1
@@ -593,20 +597,31 @@ class Gallery(TrustMethods):
 
     def _load_mapped(self) -> bool:
         """Open from the serving folder when it matches the store (see :mod:`.servingfiles`):
-        map its files instead of reading every template and rebuilding. False: not used."""
+        map its files instead of reading every template and rebuilding. False: not used.
+
+        The store is asked only for its generation (the manifest must record it) and for counts
+        its indexes answer (:meth:`Store.row_facts`); the row → template id, identity and mask
+        mapping comes from the folder, whose manifest is authenticated under the gallery key."""
         sf_files = self._sf
         if sf_files is None:
             return False
-        sf = sf_files.open(self._backend, self._loaded_generation, self.dim)
-        if sf is None:
-            return False
         try:
-            tids, names, masks = self._store.load_index_rows()
+            facts = self._store.row_facts()
         except GalleryFileError as exc:  # the full read below says what is wrong, if anything
             sf_files.reject(f"the store's template list cannot be read ({exc})")
             return False
+        sf = sf_files.open(self._backend, self._loaded_generation, self.dim, facts)
+        if sf is None:
+            return False
         try:  # read and checked block by block in one pass (the rest: background, below)
             fids = sf.read_verified("ids").astype(np.int64, copy=False)
+            at = sf.read_verified("label_at")
+            blob = sf.read_labels()
+            masks = None
+            if self.blocks is not None:
+                if "masks" not in sf.arrays:
+                    raise GalleryFileError("it holds no masks and the gallery has region blocks")
+                masks = sf.read_verified("masks").view(np.uint64)
             codes = sf.read_verified("codes") if "codes" in sf.arrays else None
             # mapped only in read-only galleries: a writer changes the files in place before
             # its backend applies the same change to its own copy
@@ -616,24 +631,41 @@ class Gallery(TrustMethods):
         except (GalleryFileError, OSError) as exc:
             sf_files.reject(str(exc), failed=bool(sf.failures))
             return False
-        if fids.shape != tids.shape or not np.array_equal(np.sort(fids), tids):
-            sf_files.reject("its template ids differ from the store's")
+        why = self._mapped_rows_wrong(fids, at, blob, facts)
+        if why is not None:
+            sf_files.reject(why)
             return False
-        if not all(isinstance(n, str) and n for n in names):
-            sf_files.reject("the store holds an identity that is not text")
+        order = None if fids.size < 2 or bool((np.diff(fids) > 0).all()) else np.argsort(fids)
+        tids = fids if order is None else fids[order]
+        if order is not None and not bool((np.diff(tids) > 0).all()):
+            sf_files.reject("its template ids repeat")
             return False
-        owner_by_tid = self._load_slots(tids, names, distinct=self._store.one_template_each)
-        pos = np.searchsorted(tids, fids)
+        at_slot = at if order is None else at[order]  # slots in template-id order, as the store
+        names = SlotNames(blob, at_slot)
+        one_each = bool((sf.manifest.get("meta") or {}).get("one_per_identity"))
+        owner_by_tid = self._load_slots(tids, names, distinct=one_each)
+        if order is None:
+            owner = owner_by_tid
+        else:
+            owner = np.empty_like(owner_by_tid)
+            owner[order] = owner_by_tid
         self._m = TemplateMatrix.from_mapped(
-            sf.float32,
-            fids,
-            owner_by_tid[pos],
-            None if masks is None else masks[pos],
-            masked=self.blocks is not None,
+            sf.float32, fids, owner, masks, masked=self.blocks is not None
         )
         self._siblings.invalidate()
         b = self._backend
+        meta = sf.manifest.get("meta") or {}
+        if "options" in meta and meta["options"] != json.loads(
+            json.dumps(self._backend_opts, sort_keys=True)
+        ):
+            sf_files.reject(
+                f"it was built with backend options {meta['options']!r}, the gallery is open "
+                f"with {self._backend_opts!r}"
+            )
+            return False
         params: dict[str, Any] = self._store.get_params(self._tuning_key()) or {}
+        if not params and isinstance(meta.get("params"), dict):
+            params = meta["params"]  # the tuned state recorded with the folder (authenticated)
         if params:
             b.load_params(params)
         adopted = False
@@ -656,6 +688,26 @@ class Gallery(TrustMethods):
         if b.approximate and (not tuned or not (tuned / 2 <= self._m.n <= 2 * tuned)):
             self._tune()
         return True
+
+    @staticmethod
+    def _mapped_rows_wrong(
+        fids: np.ndarray, at: np.ndarray, blob: bytes, facts: dict[str, int]
+    ) -> str | None:
+        """Why the folder's ids and labels cannot be the store's rows (None: they can)."""
+        n = int(fids.shape[0])
+        if n != facts["templates"]:
+            return f"it holds {n} rows, the store {facts['templates']} templates"
+        if n and (int(fids.min()) < 0 or int(fids.max()) != facts["max_tid"]):
+            return "its template ids differ from the store's"
+        if at.shape != (n, 2) or (
+            n and (int(at[:, 1].min()) < 1 or int((at[:, 0] + at[:, 1]).max()) > len(blob))
+        ):
+            return "its row → identity labels are out of bounds"
+        try:
+            blob.decode("utf-8")
+        except UnicodeDecodeError:
+            return "its identity labels are not UTF-8"
+        return None
 
     @staticmethod
     def _folder_compact(sf: Any, mapped: bool) -> dict[str, Any]:
@@ -690,10 +742,38 @@ class Gallery(TrustMethods):
             if self._m.n == 0:
                 sf.drop()
                 return
-            sf.write(self._m, self._backend, self._store.generation)
+            sf.write(
+                self._m,
+                self._backend,
+                self._store.generation,
+                self._row_names(0, self._m.n),
+                self._row_facts(),
+            )
             self._m.attach(sf.folder.float32)  # type: ignore[union-attr]
         except (OSError, GalleryFileError, InputError) as exc:
             self._serving_failed(exc)
+
+    def _row_names(self, first: int, last: int) -> list[str]:
+        """The identity of rows ``first … last - 1`` (what the serving folder labels them)."""
+        names = self._slot_names
+        return [str(names[o]) for o in self._m.owner[first:last].tolist()]
+
+    def _row_facts(self) -> dict[str, Any]:
+        """What a serving folder records of the rows (:meth:`Store.row_facts` at reopen)."""
+        n = self._m.n
+        try:  # the options and tuned state the folder's rows were built with (self-describing)
+            options: Any = json.loads(json.dumps(self._backend_opts, sort_keys=True))
+            params: Any = json.loads(json.dumps(self._backend.params()))
+        except (TypeError, ValueError):
+            options = params = None
+        return {
+            "templates": n,
+            "identities": int(self._n_identities),
+            "max_tid": int(self._m.tids[:n].max()) if n else -1,
+            "one_per_identity": self._max_templates <= 1,
+            "options": options,
+            "params": params,
+        }
 
     def _serving_failed(self, exc: BaseException) -> None:
         """A folder update failed: delete it (it may hold removed rows) and keep rows in memory."""
@@ -737,7 +817,12 @@ class Gallery(TrustMethods):
             def hook(c: Any, action: str, identity: str | None, detail: str) -> None:
                 trail.append_in(c, action, identity, detail, actor=self._current_actor())
 
+            def hook_many(c: Any, records: list[tuple[str, str | None, str]]) -> None:
+                actor, ts = self._current_actor(), time.time()
+                trail.append_many_in(c, [(ts, actor, a, i, d) for a, i, d in records])
+
             self._store.audit_hook = hook
+            self._store.audit_many_hook = hook_many
             if self.path is not None:  # read-only galleries' searches join the chain
                 import_sidecars(self._store, trail, self.path)
 
@@ -1156,10 +1241,17 @@ class Gallery(TrustMethods):
         try:
             if sf.folder is None or not self._m.mapped:
                 self._serving_write()
-            elif not sf.check_center(self._backend):  # re-centred on growth: every code moved
-                self._serving_write()
-            elif self._m.n > first:
-                sf.commit_append(self._m, self._backend, first, self._store.generation)
+            elif self._m.n > first or not sf.check_center(self._backend):
+                sf.commit_append(
+                    self._m,
+                    self._backend,
+                    first,
+                    self._store.generation,
+                    self._row_names(first, self._m.n),
+                    self._row_facts(),
+                    # re-centred on growth: every code moved (only the codes are written again)
+                    recode=not sf.check_center(self._backend),
+                )
         except (OSError, GalleryFileError, InputError) as exc:
             self._serving_failed(exc)
 
@@ -1169,7 +1261,9 @@ class Gallery(TrustMethods):
         if sf is None or not sf.writable or sf.folder is None:
             return
         try:
-            sf.commit_moves(self._m, moves, self._backend, self._store.generation)
+            sf.commit_moves(
+                self._m, moves, self._backend, self._store.generation, self._row_facts()
+            )
         except (OSError, GalleryFileError, InputError) as exc:
             self._serving_failed(exc)
 
@@ -1961,6 +2055,7 @@ class Gallery(TrustMethods):
                             # eraser's bound methods): a closed gallery is then freed as soon as
                             # it is dropped, not at the next cyclic collection.
                             self._store.audit_hook = None
+                            self._store.audit_many_hook = None
                             if self._eraser is not None:
                                 self._eraser.detach()
 

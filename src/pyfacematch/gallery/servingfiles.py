@@ -1,21 +1,23 @@
 """A gallery's serving folder: reopen by mapping files instead of reading the store and rebuilding.
 
 The folder ``<db>.index/serving`` (format: :mod:`pyfacematch.index.serving`) holds the gallery's
-rows in the order of its in-memory matrix: float32 templates, template ids, the compact copy of
-the ``exact`` store / ``binary`` re-rank store, and the binary codes. It is derived data, like an
-index checkpoint, and distrusted the same way:
+rows in the order of its in-memory matrix: float32 templates, template ids, each row's identity
+name (format version 2) and mask, the compact copy of the ``exact`` store / ``binary`` re-rank
+store, and the binary codes — everything a reopen needs, so it reads no per-identity row of the
+store. It is derived data, like an index checkpoint, and distrusted the same way:
 
 - **Authenticated.** The manifest (which holds a BLAKE2b-128 of every 16 MiB block of every file)
   carries an HMAC-SHA256 under the gallery's secret key (:mod:`.secret`), over the gallery uuid and
   the manifest; a folder written for another gallery, or edited, is not used.
-- **Current.** The manifest records the store generation, backend, compact kind and the binary
-  centre the codes were packed with; the folder is used only when all of them match the store,
-  and its template ids are exactly the store's. Anything else — stale generation (a crash between
+- **Current.** The manifest records the store generation, backend, compact kind, the binary
+  centre the codes were packed with, the backend options, the template and identity counts and
+  the largest template id; the folder is used only when all of them match the gallery and its
+  store (the counts come from the store's indexes, :meth:`Store.row_facts`). Anything else — stale generation (a crash between
   the store commit and the folder update), another backend, a failed checksum, another format
   version — means the folder is not used: the gallery is rebuilt from the store (the truth), a
   warning says why, and a writable gallery writes the folder again.
-- **Verified.** Ids and binary codes (what maps rows to people, and what every search scans in
-  full) are checked block by block as they are read, before the first answer (each byte read
+- **Verified.** Ids, names, masks and binary codes (what maps rows to people, and what every
+  search scans in full) are checked block by block as they are read, before the first answer (each byte read
   once). The compact re-rank arrays and the float32 file — of which a search reads only the few
   rows it re-ranks — stay mapped and are checked by a background pass started at open (for the
   ``exact`` backend, which scans every compact row, and for writable galleries, which change
@@ -51,7 +53,7 @@ from pyfacematch.core.compact import CompactMatrix
 from pyfacematch.errors import FormatVersionError, GalleryFileError, InputError
 from pyfacematch.gallery.secret import KeyProvider, new_mac
 from pyfacematch.index import Backend, TemplateMatrix
-from pyfacematch.index.serving import ServingFolder
+from pyfacematch.index.serving import BLOCK_BYTES, ServingFolder
 
 __all__ = ["SERVING_KEY", "ServingFiles"]
 
@@ -123,17 +125,29 @@ class ServingFiles:
             raise GalleryFileError("no gallery key to sign the serving folder")
         return mac
 
-    def meta(self, backend: Backend, generation: int) -> dict[str, Any]:
-        return {
+    def meta(
+        self, backend: Backend, generation: int, facts: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """What the manifest records of the gallery state it was written for: the store
+        generation, backend, compact kind, binary centre and ``facts`` (:func:`row_facts`)."""
+        out = {
             "generation": int(generation),
             "backend": backend.name,
             "kind": _kind(backend),
             "center": center_digest(backend),
         }
+        if facts is not None:
+            out.update(facts)
+        return out
 
     # ------------------------------------------------------------------ open
-    def open(self, backend: Backend, generation: int, dim: int) -> ServingFolder | None:
-        """The folder if it is authentic and matches the store state; else None (logged)."""
+    def open(
+        self, backend: Backend, generation: int, dim: int, facts: dict[str, int] | None = None
+    ) -> ServingFolder | None:
+        """The folder if it is authentic and matches the store state; else None (logged).
+
+        ``facts``: the store's template and identity counts and largest template id
+        (:meth:`Store.row_facts`), which the manifest must record too."""
         self.folder = None
         self.last_rejection = None
         if not (self.dir / "manifest.json").exists():
@@ -155,11 +169,18 @@ class ServingFiles:
         if got in self._failed:
             return self._reject("its checksums failed earlier (altered files)")
         meta = sf.manifest.get("meta") or {}
-        expect = self.meta(backend, generation)
+        expect = self.meta(backend, generation, facts)
         expect.pop("center")  # checked after the stored tuning is loaded (see check_center)
         for k, v in expect.items():
             if meta.get(k) != v:
+                if facts is not None and k in facts:
+                    return self._reject(
+                        f"stale: it records {k} = {meta.get(k)!r}, the store {v!r} (the store "
+                        "was changed without it)"
+                    )
                 return self._reject(f"{k} {meta.get(k)!r} ≠ gallery {v!r}")
+        if "label_at" not in sf.manifest["arrays"] or "labels" not in sf.blobs:
+            return self._reject("it holds no row → identity labels")
         if sf.dim != dim:
             return self._reject(f"dimension {sf.dim} ≠ gallery {dim}")
         if backend.name == "binary" and "codes" not in sf.manifest["arrays"]:
@@ -218,8 +239,16 @@ class ServingFiles:
         return np.ascontiguousarray(np.hstack([p[n0:n1] for p in planes]))
 
     # ------------------------------------------------------------------ writing
-    def write(self, m: TemplateMatrix, backend: Backend, generation: int) -> ServingFolder:
-        """Write the whole folder from ``m`` (at least one row) and ``backend`` (atomically)."""
+    def write(
+        self,
+        m: TemplateMatrix,
+        backend: Backend,
+        generation: int,
+        names: list[str],
+        facts: dict[str, Any],
+    ) -> ServingFolder:
+        """Write the whole folder from ``m`` (at least one row) and ``backend`` (atomically);
+        ``names``: the identity of each row; ``facts``: :func:`row_facts` of the gallery."""
         if self.folder is not None:
             self.folder.wait_verified()  # its pass reads the files being replaced
         self.dir.parent.mkdir(mode=0o700, exist_ok=True)
@@ -231,7 +260,9 @@ class ServingFiles:
             m.tids[: m.n],
             compact=c,
             codes=self._codes_of(backend, 0, m.n),
-            meta=self.meta(backend, generation),
+            masks=m.mask_view,
+            labels=names,
+            meta=self.meta(backend, generation, facts),
             signer=self._signer,
         )
         self.folder = sf
@@ -245,29 +276,60 @@ class ServingFiles:
         m.attach(np.memmap(sf.path / "float32.bin", np.float32, "r", shape=(total, m.dim)))
 
     def commit_append(
-        self, m: TemplateMatrix, backend: Backend, first: int, generation: int
+        self,
+        m: TemplateMatrix,
+        backend: Backend,
+        first: int,
+        generation: int,
+        names: list[str],
+        facts: dict[str, Any],
+        recode: bool = False,
     ) -> None:
-        """Commit rows ``first … m.n`` (float32 already staged): ids, compact, codes, manifest."""
+        """Commit rows ``first … m.n`` (float32 already staged): ids, labels (``names``: the
+        identity of each new row), masks, compact, codes, manifest. ``recode``: the binary
+        centre moved, so the codes of every row are written again (in place, committed with the
+        rest: a crash before the manifest leaves codes that fail their checksums, and the folder
+        is rebuilt from the store) — float32, compact rows, ids and names are not rewritten."""
         sf = self._live()
         rows = np.arange(first, m.n, dtype=np.int64)
         sf.write_rows("ids", first, m.tids[first : m.n])
+        mv = m.mask_view
+        if mv is not None and "masks" in sf.manifest["arrays"]:
+            sf.write_rows("masks", first, mv[first:])
+        blob_bytes = sf.write_labels(first, names)
         c = self._compact_of(backend, rows, m.dim)
         if c is not None:
             for k, arr in c.arrays().items():
                 if "compact_" + k in sf.manifest["arrays"] and arr.shape[0] == rows.size:
                     sf.write_rows("compact_" + k, first, arr)
-        codes = self._codes_of(backend, first, m.n)
+        c0 = 0 if recode else first
+        codes = self._codes_of(backend, c0, m.n)
+        touched = sf.blocks_from(first)
         if codes is not None and "codes" in sf.manifest["arrays"]:
-            sf.write_rows("codes", first, codes)
-        sf.commit(m.n, sf.blocks_from(first), self.meta(backend, generation), self._signer)
+            sf.write_rows("codes", c0, codes)
+            if recode:
+                touched["codes"] = set(range(-(-codes.nbytes // BLOCK_BYTES)))
+        sf.commit(
+            m.n,
+            touched,
+            self.meta(backend, generation, facts),
+            self._signer,
+            blob_bytes={"labels": blob_bytes},
+        )
         m.attach(sf.float32)
 
     def commit_moves(
-        self, m: TemplateMatrix, moves: list[tuple[int, int]], backend: Backend, generation: int
+        self,
+        m: TemplateMatrix,
+        moves: list[tuple[int, int]],
+        backend: Backend,
+        generation: int,
+        facts: dict[str, Any],
     ) -> None:
-        """Follow a removal (``moves`` as :meth:`TemplateMatrix.remove_tids` returned them)."""
+        """Follow a removal (``moves`` as :meth:`TemplateMatrix.remove_tids` returned them);
+        the removed rows' labels are overwritten with zero bytes."""
         sf = self._live()
-        sf.move_rows(moves, m.n, self.meta(backend, generation), self._signer)
+        sf.move_rows(moves, m.n, self.meta(backend, generation, facts), self._signer)
         m.attach(sf.float32)
 
     def slack_due(self, n: int) -> bool:

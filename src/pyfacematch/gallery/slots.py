@@ -8,12 +8,12 @@ list for a slot only when it is read for a change or looked up; it behaves as th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence, Sequence
+from typing import Any, overload
 
 import numpy as np
 
-__all__ = ["NameSlots", "SlotTids"]
+__all__ = ["NameSlots", "SlotNames", "SlotTids"]
 
 
 class SlotTids(MutableMapping[int, list[int]]):
@@ -87,8 +87,8 @@ class NameSlots(MutableMapping[str, int]):
     it once from ``names`` (slot ``i`` ↔ ``names[i]``); afterwards it is that dict.
     """
 
-    def __init__(self, names: list[Any]) -> None:
-        self._names: list[Any] | None = names
+    def __init__(self, names: Sequence[Any]) -> None:
+        self._names: Sequence[Any] | None = names
         self._d: dict[str, int] | None = None
 
     def _dict(self) -> dict[str, int]:
@@ -119,3 +119,79 @@ class NameSlots(MutableMapping[str, int]):
 
     def __len__(self) -> int:
         return len(self._dict())
+
+
+class SlotNames(MutableSequence["str | None"]):
+    """``slot → identity name`` over UTF-8 bytes, a name decoded only when it is read.
+
+    A serving folder stores every row's name one after another (``labels.bin``) with its byte
+    offset and length; a list of ten million ``str`` would cost seconds and about 60 bytes a
+    name before the first answer, while an answer reads k names. Slots appended later, and
+    slots changed (a removal sets ``None``), live in ordinary Python containers.
+
+    Parameters
+    ----------
+    blob : bytes
+        The names, UTF-8.
+    at : int64 array, shape (S, 2)
+        Byte offset and length of slot ``i``'s name in ``blob``.
+    """
+
+    def __init__(self, blob: bytes, at: np.ndarray) -> None:
+        self._blob = blob
+        self._at = np.ascontiguousarray(at, np.int64).reshape(-1, 2)
+        self._base = int(self._at.shape[0])
+        self._over: dict[int, str | None] = {}
+        self._extra: list[str | None] = []
+
+    def __len__(self) -> int:
+        return self._base + len(self._extra)
+
+    def _index(self, i: int) -> int:
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(i)
+        return j
+
+    def _base_name(self, j: int) -> str | None:
+        if j in self._over:
+            return self._over[j]
+        start, length = (int(v) for v in self._at[j])
+        return self._blob[start : start + length].decode("utf-8")
+
+    @overload
+    def __getitem__(self, i: int) -> str | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str | None]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        j = self._index(i)
+        return self._base_name(j) if j < self._base else self._extra[j - self._base]
+
+    @overload
+    def __setitem__(self, i: int, v: str | None) -> None: ...
+    @overload
+    def __setitem__(self, i: slice, v: Iterable[str | None]) -> None: ...
+    def __setitem__(self, i: Any, v: Any) -> None:
+        if isinstance(i, slice):
+            raise TypeError("slot names are set one slot at a time")
+        j = self._index(i)
+        if j < self._base:
+            self._over[j] = v
+        else:
+            self._extra[j - self._base] = v
+
+    def __delitem__(self, i: Any) -> None:
+        raise TypeError("slots are never deleted (a removed identity's slot holds None)")
+
+    def insert(self, i: int, v: str | None) -> None:
+        if int(i) != len(self):
+            raise TypeError("slot names are only appended")
+        self._extra.append(v)
+
+    def __iter__(self) -> Iterator[str | None]:
+        for j in range(self._base):
+            yield self._base_name(j)
+        yield from list(self._extra)

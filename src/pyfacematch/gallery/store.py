@@ -167,6 +167,17 @@ CREATE TABLE audit (
 """
 
 
+#: SQLite page size of new gallery files whose float32 rows exceed 1 KiB (d > 256); smaller rows
+#: keep SQLite's default 4 KiB pages (three or more fit; a small transaction writes less WAL).
+#: Existing files keep theirs.
+PAGE_SIZE = 16384
+
+
+def page_size_for(dim: int) -> int:
+    """SQLite page size for a new gallery of dimension ``dim`` (see :data:`PAGE_SIZE`)."""
+    return PAGE_SIZE if 4 * int(dim) > 1024 else 4096
+
+
 # SQLite's result codes for a damaged file (https://www.sqlite.org/rescode.html): SQLITE_CORRUPT
 # and SQLITE_NOTADB. SQLite finds damage lazily, on the page a query touches, so any read can
 # meet it; it is reported as a typed GalleryFileError, never as the driver's DatabaseError.
@@ -410,6 +421,12 @@ class Store:
         #: Appends a chained audit record in the caller's transaction (set by the Gallery):
         #: ``hook(conn, action, identity, detail)``; None: plain rows.
         self.audit_hook: Callable[[sqlite3.Connection, str, str | None, str], None] | None = None
+        #: The same for many records at once (a bulk enroll): ``hook(conn, [(action, identity,
+        #: detail), …])``, the same chained rows as one :attr:`audit_hook` call each, written
+        #: in one statement; None: one :attr:`audit_hook` call per record.
+        self.audit_many_hook: (
+            Callable[[sqlite3.Connection, list[tuple[str, str | None, str]]], None] | None
+        ) = None
         exists = self.path is not None and self.path.exists()
         if self.path is not None and exists and self.path.is_dir():
             raise GalleryFileError(f"{self._where()!r} is a folder, not a gallery file")
@@ -451,6 +468,13 @@ class Store:
             self._discard(created)
             raise GalleryFileError(f"cannot open gallery file {str(path)!r}: {exc}") from exc
         try:
+            if not exists and dim is not None:
+                # before WAL mode and the first table (fixed from then on): a 512-d float32 row
+                # (2 KiB + a few bytes) does not fit twice in SQLite's default 4 KiB page, so
+                # every template took a whole page (4.1 KB per template on disk, every byte
+                # written twice through the WAL); in 16 KiB pages seven fit (2.4 KB, and ~40%
+                # less insert CPU). https://www.sqlite.org/pragma.html#pragma_page_size
+                self._con.execute(f"PRAGMA page_size={page_size_for(int(dim))}")
             self._configure()
             if exists:
                 self._check_existing(integrity_check and not clean, wal_left)
@@ -732,6 +756,17 @@ class Store:
             (time.time(), action, identity, detail),
         )
 
+    def _audit_many(
+        self, c: sqlite3.Connection, records: list[tuple[str, str | None, str]]
+    ) -> None:
+        if not records:
+            return
+        if self.audit_many_hook is not None and self.audit_hook is not None:
+            self.audit_many_hook(c, records)
+        else:
+            for action, identity, detail in records:
+                self._audit(c, action, identity, detail)
+
     # ------------------------------------------------------------ identities
     def insert_identities(
         self,
@@ -787,6 +822,9 @@ class Store:
             pending: list[tuple[int, int, bytes, int | None]] = []
             new_idents: list[tuple[Any, ...]] = []
             next_ident: int | None = None
+            # one chained audit record per identity, as before, written in one statement at
+            # the end of the transaction (the records' order is the items' order)
+            records: list[tuple[str, str | None, str]] = []
 
             def flush() -> None:  # identities first: the templates reference them
                 if new_idents:
@@ -845,9 +883,10 @@ class Store:
                     new_tids[j] = tid
                 if len(pending) >= 4096:  # bounded: a few MB of blobs at a time
                     flush()
-                self._audit(c, action, name, f"templates={tmpl.shape[0]}")
+                records.append((action, name, f"templates={tmpl.shape[0]}"))
                 out.append(new_tids)
             flush()
+            self._audit_many(c, records)
             gen = self._bump(c)
         return out, gen
 
@@ -1174,6 +1213,25 @@ class Store:
         sp = np.sort(pos)
         self.one_template_each = bool(sp.size == 0 or (np.diff(sp) > 0).all())
         return np.ascontiguousarray(rows[:, 1]), names, masks
+
+    def row_facts(self) -> dict[str, int]:
+        """Template and identity counts and the largest template id, from the indexes alone
+        (no row of the tables is read): what a serving folder must record to be used."""
+        where = "memory" if self.path is None else repr(self._where())
+        try:
+            with self._lock:
+                con = self._conn()
+                n_t, n_i = con.execute(
+                    "SELECT count(*), count(DISTINCT identity) FROM templates"
+                    " INDEXED BY templates_identity"
+                ).fetchone()
+                top = con.execute("SELECT IFNULL(max(tid), -1) FROM templates").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise GalleryFileError(
+                f"cannot read the templates of gallery {where} ({exc}): "
+                "the file is corrupted; restore it from a backup"
+            ) from exc
+        return {"templates": int(n_t), "identities": int(n_i), "max_tid": int(top)}
 
     def tid_digest(self) -> str:
         """SHA-256 of the sorted live template ids (identifies the index content)."""

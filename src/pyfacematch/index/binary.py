@@ -119,6 +119,12 @@ class BinaryBackend(Backend):
         return np.ascontiguousarray(np.hstack([p[:n] for p in self.planes]))
 
     def rebuild(self, m: TemplateMatrix) -> None:
+        self._repack(m)
+        if self.compact_store is not None:
+            self.compact_store.rebuild(m)
+
+    def _repack(self, m: TemplateMatrix) -> None:
+        """Codes of every row (centre kept if set, else the rows' mean); ``_n`` = ``m.n``."""
         nb = (m.dim + 7) // 8
         cap = m.capacity
         # The centre changes only when the codes are re-tuned (refresh): a rebuild, e.g. when a
@@ -134,8 +140,6 @@ class BinaryBackend(Backend):
         if m.n:
             for plane, part in zip(self.planes, self._pack(m.view)):
                 plane[: m.n] = part
-        if self.compact_store is not None:
-            self.compact_store.rebuild(m)
         self._n = m.n
 
     def adopt(self, m: TemplateMatrix, arrays: dict[str, Any]) -> None:
@@ -158,9 +162,13 @@ class BinaryBackend(Backend):
         self._n = m.n
 
     def refresh(self, m: TemplateMatrix) -> None:
-        # the gallery mean drifts as it grows: re-centre and re-pack (one pass)
+        # the gallery mean drifts as it grows: re-centre and re-pack (one pass). The compact
+        # re-rank rows do not depend on the centre (each row quantised alone): kept as they are
         self.center = None
-        self.rebuild(m)
+        if self.compact_store is not None and self.size != m.n:
+            self.rebuild(m)  # not in step with the rows (never after add): everything again
+            return
+        self._repack(m)
 
     def _reserve(self, m: TemplateMatrix) -> None:
         cap = m.capacity

@@ -8,6 +8,15 @@ A serving folder holds raw little-endian arrays, one file each, and ``manifest.j
     compact_codes.bin    int8 (n × stride) or bf16 codes; compact_scale/norm/resid/gsum.bin metadata
     ids.bin              row → identity (int64; the caller's ids, e.g. store template ids)
     codes.bin            optional 1-bit codes (n × d/8) of the binary backend
+    masks.bin            optional region-block mask of each row (uint64)
+    labels.bin           optional text label of each row (a gallery: the identity's name), UTF-8,
+                         one after another (not a row array: its size is ``blobs.labels.bytes``)
+    label_at.bin         (n × 2) int64: byte offset and length of each row's label in labels.bin
+
+Version 2 added the labels (so that a gallery maps rows to people without reading a row of its
+store) and the masks; a version-1 folder is refused (:class:`~pyfacematch.errors.FormatVersionError`)
+and rebuilt from the store by its gallery. A removal overwrites the removed rows' labels with
+zero bytes in place (like their rows); the space is reclaimed when the folder is written afresh.
 
 Opening maps the files (``numpy.memmap``, read-only) instead of reading and rebuilding anything:
 only the pages a search touches are read. Integrity: a file shorter than the manifest says is
@@ -44,7 +53,7 @@ __all__ = ["FORMAT", "VERSION", "BLOCK_BYTES", "ServingFolder", "Signer"]
 Signer = Callable[[bytes], str]
 
 FORMAT = "pyfacematch-serving"
-VERSION = 1
+VERSION = 2
 #: Bytes per checksummed block.
 BLOCK_BYTES = 16 << 20
 _COMPACT = ("codes", "scale", "norm", "resid", "gsum")
@@ -187,6 +196,7 @@ class ServingFolder:
         ids: np.ndarray,
         compact: CompactMatrix | None,
         codes: np.ndarray | None,
+        masks: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(exact, np.float32)
         if x.ndim != 2:
@@ -207,7 +217,25 @@ class ServingFolder:
             if c.ndim != 2 or c.shape[0] != n:
                 raise InputError(f"codes must be (rows × bytes) with {n} rows, got {c.shape}")
             parts["codes"] = c
+        if masks is not None:
+            mk = np.ascontiguousarray(masks, np.uint64).reshape(-1)
+            if mk.shape[0] != n:
+                raise InputError(f"masks must hold one mask per row ({n}), got {mk.shape[0]}")
+            parts["masks"] = mk
         return parts
+
+    @staticmethod
+    def _encode_labels(labels: list[str] | None, n: int, base: int) -> tuple[bytes, np.ndarray]:
+        """Labels → (UTF-8 bytes one after another, (n × 2) int64 offset and length from
+        ``base``)."""
+        if labels is None or len(labels) != n:
+            raise InputError(f"labels must hold one label per row ({n})")
+        enc = [str(x).encode("utf-8") for x in labels]
+        lens = np.fromiter(map(len, enc), np.int64, n)
+        at = np.empty((n, 2), np.int64)
+        at[:, 1] = lens
+        at[:, 0] = base + np.cumsum(lens) - lens
+        return b"".join(enc), at
 
     @classmethod
     def write(
@@ -218,18 +246,27 @@ class ServingFolder:
         *,
         compact: CompactMatrix | None = None,
         codes: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        labels: list[str] | None = None,
         params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         signer: Signer | None = None,
     ) -> ServingFolder:
         """Write a complete folder atomically (a temporary folder renamed into place).
 
+        ``labels`` (one str per row, e.g. the identity of each row) are stored UTF-8 encoded in
+        ``labels.bin`` with each row's offset and length in ``label_at.bin``; ``masks`` (uint64
+        per row) in ``masks.bin``.
+
         ``meta`` is stored as is in the manifest (a gallery records its store generation there);
         ``signer`` (manifest bytes → hex MAC) authenticates the manifest, and with it every block
         checksum (see :meth:`manifest_bytes`).
         """
         dest = Path(path)
-        parts = cls._parts(exact, ids, compact, codes)
+        parts = cls._parts(exact, ids, compact, codes, masks)
+        blob = None
+        if labels is not None:
+            blob, parts["label_at"] = cls._encode_labels(labels, parts["float32"].shape[0], 0)
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True, mode=0o700)  # the files hold templates: owner only
@@ -246,6 +283,18 @@ class ServingFolder:
                 "row_shape": list(arr.shape[1:]),
                 "blocks": _block_digests(f, arr.nbytes),
             }
+        blobs = {}
+        if blob is not None:
+            f = tmp / "labels.bin"
+            with open(f, "wb", opener=_private) as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            blobs["labels"] = {
+                "file": f.name,
+                "bytes": len(blob),
+                "blocks": _block_digests(f, len(blob)),
+            }
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -254,6 +303,7 @@ class ServingFolder:
             "kind": None if compact is None else compact.kind,
             "block_bytes": BLOCK_BYTES,
             "arrays": entries,
+            "blobs": blobs,
             "params": params or {},
             "meta": meta or {},
         }
@@ -296,12 +346,25 @@ class ServingFolder:
         *,
         compact: CompactMatrix | None = None,
         codes: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        labels: list[str] | None = None,
         meta: dict[str, Any] | None = None,
         signer: Signer | None = None,
     ) -> None:
         """Append rows; when this returns they are committed (durable across a crash or SIGKILL)."""
-        parts = self._parts(exact, ids, compact, codes)
-        if set(parts) != set(self.manifest["arrays"]):
+        parts = self._parts(exact, ids, compact, codes, masks)
+        first = self.n
+        blob_bytes = None
+        if labels is not None:
+            if "labels" not in self.blobs:
+                raise InputError("this serving folder holds no labels: append without labels")
+            if len(labels) != parts["float32"].shape[0]:
+                raise InputError(
+                    f"labels must hold one label per row ({parts['float32'].shape[0]})"
+                )
+        if set(parts) | ({"label_at"} if labels is not None else set()) != set(
+            self.manifest["arrays"]
+        ):
             raise InputError(
                 f"append must give the folder's arrays {sorted(self.manifest['arrays'])}, "
                 f"got {sorted(parts)}"
@@ -315,8 +378,56 @@ class ServingFolder:
             if list(arr.shape[1:]) != e["row_shape"] or arr.dtype.str != e["dtype"]:
                 raise InputError(f"{name}: rows of {arr.dtype} {arr.shape[1:]}, folder has {e}")
         for name, arr in parts.items():
-            self.write_rows(name, self.n, arr)
-        self.commit(self.n + int(parts["float32"].shape[0]), self.blocks_from(self.n), meta, signer)
+            self.write_rows(name, first, arr)
+        if labels is not None:
+            blob_bytes = self.write_labels(first, labels)
+        self.commit(
+            first + int(parts["float32"].shape[0]),
+            self.blocks_from(first),
+            meta,
+            signer,
+            blob_bytes=None if blob_bytes is None else {"labels": blob_bytes},
+        )
+
+    @property
+    def blobs(self) -> dict[str, Any]:
+        """Manifest entries of the arrays that are not one row per row (``labels``)."""
+        b: dict[str, Any] = self.manifest.get("blobs") or {}
+        return b
+
+    def write_labels(self, first: int, labels: list[str]) -> int:
+        """Write the labels of rows ``first …`` after the committed label bytes, and their
+        offsets (not committed until :meth:`commit` with the returned byte count)."""
+        e = self.blobs["labels"]
+        base = int(e["bytes"])
+        blob, at = self._encode_labels(labels, len(labels), base)
+        fd = os.open(self.path / e["file"], os.O_WRONLY)
+        try:
+            off = 0
+            while off < len(blob):
+                off += os.pwrite(fd, blob[off:], base + off)
+        finally:
+            os.close(fd)
+        self.write_rows("label_at", first, at)
+        return base + len(blob)
+
+    def read_labels(self) -> bytes:
+        """The label bytes, checked against their block checksums as they are read
+        (:class:`GalleryFileError` on a mismatch)."""
+        e = self.blobs["labels"]
+        want = int(e["bytes"])
+        with open(self.path / e["file"], "rb") as fh:
+            data = fh.read(want)
+        if len(data) != want:
+            raise GalleryFileError(
+                f"serving file {e['file']} ended early: rebuild it from the store"
+            )
+        for b, pos in enumerate(range(0, want, BLOCK_BYTES)):
+            if b >= len(e["blocks"]) or _digest(data[pos : pos + BLOCK_BYTES]) != e["blocks"][b]:
+                self._bad.append(f"{e['file']} block {b}")
+                self.check(wait=False)
+        self._verified.add("blob:labels")
+        return data
 
     def read_into(self, name: str, out: np.ndarray) -> None:
         """Read array ``name`` (all committed rows) into ``out`` (C-contiguous, same dtype and
@@ -369,6 +480,7 @@ class ServingFolder:
         """Check every array not yet verified (:meth:`read_verified`) in a background thread;
         :meth:`check` / :attr:`failures` / :attr:`verified` report its outcome."""
         names = [k for k in self.manifest["arrays"] if k not in self._verified]
+        names += ["blob:" + k for k in self.blobs if "blob:" + k not in self._verified]
         self._done.clear()
         self._thread = threading.Thread(
             target=self._verify, args=(names,), name="pfm-serving-verify", daemon=True
@@ -378,7 +490,8 @@ class ServingFolder:
     @property
     def verified(self) -> bool:
         """True once every block of every array passed its checksum."""
-        return not self._bad and self._verified.issuperset(self.manifest["arrays"])
+        want = set(self.manifest["arrays"]) | {"blob:" + k for k in self.blobs}
+        return not self._bad and self._verified.issuperset(want)
 
     def _row_bytes(self, name: str) -> int:
         e = self.manifest["arrays"][name]
@@ -421,6 +534,8 @@ class ServingFolder:
         if not 0 <= new_n <= old_n:
             raise InputError(f"new row count {new_n} outside 0 … {old_n}")
         touched: dict[str, set[int]] = {}
+        if "label_at" in self.manifest["arrays"] and "labels" in self.blobs:
+            touched["blob:labels"] = self._zero_removed_labels(moves, old_n, new_n)
         for name, e in self.manifest["arrays"].items():
             rb = self._row_bytes(name)
             blocks: set[int] = set()
@@ -442,16 +557,60 @@ class ServingFolder:
             touched[name] = blocks
         self.commit(new_n, touched, meta, signer)
 
+    def _zero_removed_labels(
+        self, moves: list[tuple[int, int]], old_n: int, new_n: int
+    ) -> set[int]:
+        """Overwrite with zero bytes the labels of the rows a removal drops (before the moves
+        copy ``label_at``); returns the label blocks written."""
+        at = self.arrays["label_at"]
+        rows = {r for mv in moves for r in mv} | set(range(new_n, old_n))
+        cur = {r: (int(at[r, 0]), int(at[r, 1])) for r in rows}
+        before = set(cur.values())
+        for src, dst in moves:  # the gallery's swap-with-last, in order
+            cur[dst] = cur[src]
+        after = {v for r, v in cur.items() if r < new_n}
+        blocks: set[int] = set()
+        e = self.blobs["labels"]
+        fd = os.open(self.path / e["file"], os.O_WRONLY)
+        try:
+            for start, length in sorted(before - after):
+                if length > 0:
+                    os.pwrite(fd, bytes(length), start)
+                    blocks.update(
+                        range(start // BLOCK_BYTES, (start + length - 1) // BLOCK_BYTES + 1)
+                    )
+        finally:
+            os.close(fd)
+        return blocks
+
     def commit(
         self,
         rows: int,
         touched: dict[str, set[int]],
         meta: dict[str, Any] | None = None,
         signer: Signer | None = None,
+        blob_bytes: dict[str, int] | None = None,
     ) -> None:
         """Make ``rows`` rows the committed state: fsync, re-hash the ``touched`` blocks (and
-        every block past the old end), then replace the manifest — the commit point."""
+        every block past the old end), then replace the manifest — the commit point.
+
+        ``blob_bytes``: the new size of a blob (labels written by :meth:`write_labels`); its
+        touched blocks are ``touched["blob:<name>"]``."""
         manifest = json.loads(json.dumps(self.manifest))
+        for name, e in (manifest.get("blobs") or {}).items():
+            f = self.path / e["file"]
+            with open(f, "r+b") as fh:
+                os.fsync(fh.fileno())
+            total = int((blob_bytes or {}).get(name, e["bytes"]))
+            nblocks = -(-total // BLOCK_BYTES)
+            old = list(e["blocks"])
+            redo = {b for b in touched.get("blob:" + name, set()) if b < nblocks}
+            redo.update(range(max(len(old) - 1, 0), nblocks))
+            blocks = (old + [""] * nblocks)[:nblocks]
+            for b in sorted(redo):
+                blocks[b] = _block_digests(f, min(total, (b + 1) * BLOCK_BYTES), b)[0]
+            e["blocks"] = blocks
+            e["bytes"] = total
         for name, e in manifest["arrays"].items():
             f = self.path / e["file"]
             with open(f, "r+b") as fh:
@@ -533,6 +692,15 @@ class ServingFolder:
                 if madvise is not None and hasattr(mmap, "MADV_RANDOM"):
                     madvise(mmap.MADV_RANDOM)
                 arrays[name] = mm
+        for e in (manifest.get("blobs") or {}).values():
+            f = folder / e["file"]
+            need = int(e["bytes"])
+            have = f.stat().st_size if f.exists() else -1
+            if have < need:
+                raise GalleryFileError(
+                    f"serving file {f} is truncated or missing ({max(have, 0)} of {need} bytes): "
+                    f"{rebuild}"
+                )
         out = cls(folder, manifest, arrays)
         if verify == "full":
             out._verify()
@@ -540,7 +708,11 @@ class ServingFolder:
         elif verify in ("background", "split"):
             names = None
             if verify == "split":  # everything but float32 now (what searches scan and map to ids)
-                out._verify([k for k in manifest["arrays"] if k != "float32"], done=False)
+                out._verify(
+                    [k for k in manifest["arrays"] if k != "float32"]
+                    + ["blob:" + k for k in manifest.get("blobs") or {}],
+                    done=False,
+                )
                 out.check(wait=False)
                 names = ["float32"]
             out._thread = threading.Thread(
@@ -569,6 +741,18 @@ class ServingFolder:
                         ok = False
                 if ok:
                     self._verified.add(name)
+            for name, e in (self.manifest.get("blobs") or {}).items():
+                key = "blob:" + name
+                if key in self._verified or (names is not None and key not in names):
+                    continue
+                got = _block_digests(self.path / e["file"], int(e["bytes"]))
+                ok = len(got) == len(e["blocks"])
+                for b, want in enumerate(e["blocks"]):
+                    if b >= len(got) or got[b] != want:
+                        self._bad.append(f"{e['file']} block {b}")
+                        ok = False
+                if ok:
+                    self._verified.add(key)
         except Exception as exc:  # an unreadable file (I/O error) is a failed check, not a crash
             self._bad.append(f"verification failed: {exc}")
         finally:
