@@ -46,8 +46,9 @@ import numpy as np
 
 from pyfacematch.bench.dayjob import run_command, write_day_data
 from pyfacematch.bench.section import Log
+from pyfacematch.errors import InputError
 
-__all__ = ["measure_distributed"]
+__all__ = ["measure_distributed", "prepare_data", "time_jobs"]
 
 
 def _vmhwm_mib() -> float:
@@ -82,7 +83,7 @@ def _median(xs: list[float]) -> float:
 
 
 def _cluster_run(
-    work: Path, n_sh: int, workers: int, src: Any, n_probes: int, job: Any
+    work: Path, runs_dir: Path, n_sh: int, workers: int, src: Any, n_probes: int, job: Any
 ) -> dict[str, Any]:
     """One cluster job over ``work/shards<n_sh>`` on a fresh LocalCluster; its figures."""
     from distributed import get_task_stream
@@ -107,7 +108,7 @@ def _cluster_run(
             s = job(
                 work / f"shards{n_sh}",
                 src,
-                JobOutput(str(work / f"cluster{n_sh}.csv"), overwrite=True),
+                JobOutput(str(runs_dir / f"cluster{n_sh}.csv"), overwrite=True),
                 h,
                 quiet=True,
             )
@@ -185,6 +186,195 @@ def _search_cost(db: Path, shard_dir: Path, probes: Any, reps: int = 3) -> dict[
     }
 
 
+DATA_FILE = "data.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+def _write_json(path: Path, d: dict[str, Any]) -> None:
+    import json
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(d, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_data(
+    data: Path,
+    n_gal: int,
+    n_probes: int,
+    d: int = 512,
+    *,
+    shards: tuple[int, ...] = (2, 8),
+    backend: str = "binary",
+    seed: int = 0,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Build (or finish building) the benchmark's data in ``data``: ``gallery.npy`` and
+    ``probes.npy``, the gallery ``people.db`` enrolled with the real command, and its shards
+    ``shards<S>/`` for each S. Each step is recorded in ``data/data.json`` when it is complete, so
+    an interrupted preparation resumes at the step it was in and a later run reuses everything
+    (the quiet-machine run then only times the jobs). Returns the record (sizes and each step's
+    seconds, peak memory and load average).
+
+    Raises
+    ------
+    InputError
+        ``data`` holds data of other sizes, dimension, seed or backend.
+    RuntimeError
+        ``pyfacematch enroll`` failed.
+    """
+    from pyfacematch.distributed import split_gallery
+
+    data.mkdir(parents=True, exist_ok=True)
+    spec = {"gallery": n_gal, "probes": n_probes, "dim": d, "seed": seed, "backend": backend}
+    rec = _read_json(data / DATA_FILE)
+    have = {k: rec.get(k) for k in spec}
+    if rec and have != spec:
+        raise InputError(
+            f"{os.fspath(data)!r} holds data for {have}, not {spec}: "
+            "pass the same sizes, or another --data folder"
+        )
+    rec = {**spec, "steps": dict(rec.get("steps", {}))}
+    steps: dict[str, Any] = rec["steps"]
+
+    def done(step: str, **fig: Any) -> None:
+        steps[step] = {**fig, "load": _load()}
+        _write_json(data / DATA_FILE, rec)
+
+    if "data" not in steps:
+        t0 = time.perf_counter()
+        write_day_data(data, n_gal, n_probes, d, seed)
+        done("data", seconds=round(time.perf_counter() - t0, 2))
+        log(f"data written in {steps['data']['seconds']:.1f} s (load average {_load()})")
+    db = data / "people.db"
+    if "enroll" not in steps:
+        for f in data.glob("people.db*"):  # an interrupted enrollment: start it again
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        wall, rss, rc = run_command(
+            ["enroll", "-g", str(db), "-i", str(data / "gallery.npy"), "--backend", backend, "-q"],
+            data,
+        )
+        if rc:
+            raise RuntimeError(f"pyfacematch enroll failed (exit {rc})")
+        done("enroll", seconds=round(wall, 2), peak_mib=round(rss, 1))
+        log(f"enroll {n_gal:,} identities: {wall:.1f} s, peak {rss:.0f} MiB (load {_load()})")
+    for n_sh in shards:
+        step = f"split_{n_sh}"
+        if step not in steps:
+            t0 = time.perf_counter()
+            split_gallery(db, data / f"shards{n_sh}", n_sh, overwrite=True)
+            done(step, seconds=round(time.perf_counter() - t0, 2), peak_mib=round(_vmhwm_mib(), 1))
+            log(f"split into {n_sh} shards: {steps[step]['seconds']:.1f} s (load {_load()})")
+    return rec
+
+
+def time_jobs(
+    data: Path,
+    n_probes: int,
+    *,
+    shards: tuple[int, ...] = (2, 8),
+    workers: int = 2,
+    chunk_size: int = 10_000,
+    rounds: int = 2,
+    search_cost: bool = True,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Time the in-process job and the cluster jobs over the prepared ``data``
+    (:func:`prepare_data`), interleaved ``rounds`` times; outputs go to ``data/runs/`` and each
+    cluster output is compared byte for byte with the in-process one."""
+    from pyfacematch.distributed.jobs import identify_job_cluster
+    from pyfacematch.jobs import Source
+
+    db = data / "people.db"
+    runs_dir = data / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    out: dict[str, Any] = {"load_at_start": _load()}
+    src = Source(input=str(data / "probes.npy"), chunk_size=chunk_size)
+    chunk0 = np.load(data / "probes.npy", mmap_mode="r")[:chunk_size]
+    for n_sh in shards if search_cost else ():
+        cost = _search_cost(db, data / f"shards{n_sh}", np.ascontiguousarray(chunk0))
+        out[f"search_cost_{n_sh}_shards"] = cost
+        log(
+            f"one chunk of {cost['probes']:,} probes on one core thread: whole gallery "
+            f"{cost['whole_cpu_s']:.2f} CPU s, its {n_sh} shards one after another "
+            f"{cost['shards_cpu_s']:.2f} s ({cost['shards_vs_whole']:.2f}x: sharding's own "
+            "cost, before any coordination)"
+        )
+    ref: list[bytes] | None = None
+    local_runs: list[dict[str, Any]] = []
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in shards}
+    for rnd in range(rounds):  # interleaved: the machine is shared, its load drifts
+        # in-process: the real command in a fresh process (its own peak memory and CPU time)
+        c0 = _cpu(resource.RUSAGE_CHILDREN)
+        wall, rss, rc = run_command(
+            [
+                "identify", "-g", str(db), "-i", str(data / "probes.npy"),
+                "-o", str(runs_dir / "local.csv"), "--chunk-size", str(chunk_size), "-q",
+                "--overwrite",
+            ],
+            runs_dir,
+        )  # fmt: skip
+        if rc:
+            raise RuntimeError(f"pyfacematch identify failed (exit {rc})")
+        cpu = _cpu(resource.RUSAGE_CHILDREN) - c0
+        ref = ref or _rows(runs_dir / "local.csv")
+        ld = _load()
+        local_runs.append(
+            {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": rss, "load": ld}
+        )
+        log(
+            f"[{rnd}] in-process: {wall:.1f} s wall ({n_probes / wall:,.0f} probes/s), "
+            f"{cpu:.1f} s CPU, peak {rss:.0f} MiB (load average {ld})"
+        )
+        for n_sh in shards:
+            r = _cluster_run(data, runs_dir, n_sh, workers, src, n_probes, identify_job_cluster)
+            got = _rows(runs_dir / f"cluster{n_sh}.csv")
+            r["byte_identical"] = got == ref
+            r["rows_identical"] = f"{sum(a == b for a, b in zip(got, ref))}/{len(ref)}"
+            r["wall_vs_in_process"] = round(r["wall_s"] / wall, 3)
+            r["cpu_vs_in_process"] = round(r["cpu_total_s"] / cpu, 3)
+            r["load"] = _load()
+            log(
+                f"[{rnd}] {n_sh} shards on {workers} workers: {r['wall_s']:.1f} s wall "
+                f"({r['probes_per_s']:,.0f} probes/s, {r['wall_vs_in_process']:.2f}x the "
+                f"in-process run before it), CPU {r['cpu_total_s']:.1f} s "
+                f"({r['cpu_vs_in_process']:.2f}x; workers {r['cpu_workers_s']:.1f}, "
+                f"client+scheduler {r['cpu_client_s']:.1f}), worker peak "
+                f"{r['worker_peak_mib']} MiB (before opening {r['worker_base_mib']}), overhead "
+                f"{r['overhead_per_task_ms']} ms/task, identical rows {r['rows_identical']} "
+                f"(load average {r['load']})"
+            )
+            runs[n_sh].append(r)
+    out["load_at_end"] = _load()
+    out["in_process"] = {
+        "runs": local_runs,
+        "median_wall_s": _median([x["wall_s"] for x in local_runs]),
+        "median_cpu_s": _median([x["cpu_s"] for x in local_runs]),
+        "probes_per_s": round(n_probes / _median([x["wall_s"] for x in local_runs]), 1),
+    }
+    out["cluster"] = [
+        {
+            "shards": n,
+            "runs": rs,
+            "median_wall_s": _median([x["wall_s"] for x in rs]),
+            "median_wall_vs_in_process": _median([x["wall_vs_in_process"] for x in rs]),
+            "median_cpu_vs_in_process": _median([x["cpu_vs_in_process"] for x in rs]),
+            "probes_per_s": round(n_probes / _median([x["wall_s"] for x in rs]), 1),
+            "all_byte_identical": all(x["byte_identical"] for x in rs),
+        }
+        for n, rs in runs.items()
+    ]
+    return out
+
+
 def measure_distributed(
     work: Path,
     n_gal: int,
@@ -199,16 +389,17 @@ def measure_distributed(
     seed: int = 0,
     keep: bool = False,
     search_cost: bool = True,
+    reuse: bool = False,
+    prepare_only: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     """Run the comparison (see the module); returns the figures. ``search_cost=False`` skips
-    the one-chunk CPU comparison (minutes at 1M identities)."""
-    from pyfacematch.distributed import split_gallery
-    from pyfacematch.distributed.jobs import identify_job_cluster
-    from pyfacematch.jobs import Source
-
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    the one-chunk CPU comparison (minutes at 1M identities). ``reuse``: ``work`` is a data
+    folder kept across runs (:func:`prepare_data` finishes what is missing, nothing is deleted);
+    otherwise ``work`` is scratch, emptied first and deleted afterwards unless ``keep``.
+    ``prepare_only``: build the data and stop."""
+    if not reuse:
+        shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {
         "gallery": n_gal,
         "probes": n_probes,
@@ -216,99 +407,27 @@ def measure_distributed(
         "backend": backend,
         "workers": workers,
         "chunk_size": chunk_size,
-        "load_at_start": _load(),
+        "data": os.fspath(work),
     }
     try:
-        t0 = time.perf_counter()
-        write_day_data(work, n_gal, n_probes, d, seed)
-        log(f"data written in {time.perf_counter() - t0:.1f} s")
-        db = work / "people.db"
-        wall, rss, rc = run_command(
-            ["enroll", "-g", str(db), "-i", str(work / "gallery.npy"), "--backend", backend, "-q"],
-            work,
+        rec = prepare_data(
+            work, n_gal, n_probes, d, shards=shards, backend=backend, seed=seed, log=log
         )
-        if rc:
-            raise RuntimeError(f"pyfacematch enroll failed (exit {rc})")
-        out["enroll"] = {"seconds": round(wall, 2), "peak_mib": round(rss, 1)}
-        log(f"enroll {n_gal:,} identities: {wall:.1f} s")
-        src = Source(input=str(work / "probes.npy"), chunk_size=chunk_size)
-        for n_sh in shards:
-            t0 = time.perf_counter()
-            split_gallery(db, work / f"shards{n_sh}", n_sh)
-            out[f"split_{n_sh}_s"] = round(time.perf_counter() - t0, 2)
-        chunk0 = np.load(work / "probes.npy", mmap_mode="r")[:chunk_size]
-        for n_sh in shards if search_cost else ():
-            cost = _search_cost(db, work / f"shards{n_sh}", np.ascontiguousarray(chunk0))
-            out[f"search_cost_{n_sh}_shards"] = cost
-            log(
-                f"one chunk of {cost['probes']:,} probes on one core thread: whole gallery "
-                f"{cost['whole_cpu_s']:.2f} CPU s, its {n_sh} shards one after another "
-                f"{cost['shards_cpu_s']:.2f} s ({cost['shards_vs_whole']:.2f}x: sharding's own "
-                "cost, before any coordination)"
-            )
-        ref: list[bytes] | None = None
-        local_runs: list[dict[str, Any]] = []
-        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in shards}
-        for rnd in range(rounds):  # interleaved: the machine is shared, its load drifts
-            # in-process: the real command in a fresh process (its own peak memory and CPU time)
-            c0 = _cpu(resource.RUSAGE_CHILDREN)
-            wall, rss, rc = run_command(
-                [
-                    "identify", "-g", str(db), "-i", str(work / "probes.npy"),
-                    "-o", str(work / "local.csv"), "--chunk-size", str(chunk_size), "-q",
-                    "--overwrite",
-                ],
-                work,
-            )  # fmt: skip
-            if rc:
-                raise RuntimeError(f"pyfacematch identify failed (exit {rc})")
-            cpu = _cpu(resource.RUSAGE_CHILDREN) - c0
-            ref = ref or _rows(work / "local.csv")
-            ld = _load()
-            local_runs.append(
-                {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": rss, "load": ld}
-            )
-            log(
-                f"[{rnd}] in-process: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {rss:.0f} MiB "
-                f"(load average {ld})"
-            )
-            for n_sh in shards:
-                r = _cluster_run(work, n_sh, workers, src, n_probes, identify_job_cluster)
-                got = _rows(work / f"cluster{n_sh}.csv")
-                r["byte_identical"] = got == ref
-                r["rows_identical"] = f"{sum(a == b for a, b in zip(got, ref))}/{len(ref)}"
-                r["wall_vs_in_process"] = round(r["wall_s"] / wall, 3)
-                r["cpu_vs_in_process"] = round(r["cpu_total_s"] / cpu, 3)
-                r["load"] = _load()
-                log(
-                    f"[{rnd}] {n_sh} shards on {workers} workers: {r['wall_s']:.1f} s wall "
-                    f"({r['wall_vs_in_process']:.2f}x the in-process run before it), CPU "
-                    f"{r['cpu_total_s']:.1f} s ({r['cpu_vs_in_process']:.2f}x; workers "
-                    f"{r['cpu_workers_s']:.1f}, client+scheduler {r['cpu_client_s']:.1f}), "
-                    f"worker peak {r['worker_peak_mib']} MiB (before opening "
-                    f"{r['worker_base_mib']}), overhead {r['overhead_per_task_ms']} ms/task, "
-                    f"identical rows {r['rows_identical']} (load average {r['load']})"
+        out["preparation"] = rec["steps"]
+        if not prepare_only:
+            out.update(
+                time_jobs(
+                    work,
+                    n_probes,
+                    shards=shards,
+                    workers=workers,
+                    chunk_size=chunk_size,
+                    rounds=rounds,
+                    search_cost=search_cost,
+                    log=log,
                 )
-                runs[n_sh].append(r)
-        out["load_at_end"] = _load()
-        out["in_process"] = {
-            "runs": local_runs,
-            "median_wall_s": _median([x["wall_s"] for x in local_runs]),
-            "median_cpu_s": _median([x["cpu_s"] for x in local_runs]),
-            "probes_per_s": round(n_probes / _median([x["wall_s"] for x in local_runs]), 1),
-        }
-        out["cluster"] = [
-            {
-                "shards": n,
-                "runs": rs,
-                "median_wall_s": _median([x["wall_s"] for x in rs]),
-                "median_wall_vs_in_process": _median([x["wall_vs_in_process"] for x in rs]),
-                "median_cpu_vs_in_process": _median([x["cpu_vs_in_process"] for x in rs]),
-                "probes_per_s": round(n_probes / _median([x["wall_s"] for x in rs]), 1),
-            }
-            for n, rs in runs.items()
-        ]
+            )
     finally:
-        if not keep:
+        if not keep and not reuse:
             shutil.rmtree(work, ignore_errors=True)
     return out
