@@ -90,7 +90,7 @@ def _cluster_run(
 
     from pyfacematch.distributed.cluster import connect
     from pyfacematch.distributed.sharded import ShardedGallery
-    from pyfacematch.distributed.worker import cache_stats
+    from pyfacematch.distributed.worker import cache_stats, phase_stats
     from pyfacematch.jobs import JobOutput
 
     r: dict[str, Any] = {"shards": n_sh}
@@ -101,6 +101,7 @@ def _cluster_run(
         t0 = time.perf_counter()
         ShardedGallery(work / f"shards{n_sh}", h).warm()  # open + checksum, once per cluster
         r["shards_open_s"] = round(time.perf_counter() - t0, 2)
+        h.client.run(phase_stats, True)
         w0 = h.client.run(_worker_cpu)
         c0 = _cpu(resource.RUSAGE_SELF)
         with get_task_stream(client=h.client) as ts:
@@ -115,6 +116,7 @@ def _cluster_run(
             wall = time.perf_counter() - t0
         c1 = _cpu(resource.RUSAGE_SELF)
         w1 = h.client.run(_worker_cpu)
+        phases = h.client.run(phase_stats)
         compute = sum(
             ss["stop"] - ss["start"]
             for t in ts.data
@@ -125,6 +127,12 @@ def _cluster_run(
         hwm = h.client.run(_vmhwm_mib)
         stats = h.client.run(cache_stats)
     cpu_w = sum(w1[k] - w0[k] for k in w1 if k in w0)
+    ph: dict[str, float] = {}
+    for v in phases.values():
+        for name, sec in v.items():
+            if name != "process":
+                ph[name] = ph.get(name, 0.0) + sec
+    ph["dask"] = cpu_w - ph.get("tasks", 0.0)  # the workers' CPU outside task bodies
     r.update(
         wall_s=round(wall, 2),
         probes_per_s=round(n_probes / wall, 1),
@@ -137,6 +145,7 @@ def _cluster_run(
         worker_peak_mib=sorted(round(v, 1) for v in hwm.values()),
         worker_base_mib=sorted(round(v, 1) for v in base.values()),
         worker_shards_open=sorted(len(v["open"]) for v in stats.values()),
+        worker_phase_cpu_s={k: round(v, 2) for k, v in sorted(ph.items())},
     )
     return r
 
@@ -349,7 +358,8 @@ def time_jobs(
                 f"({r['cpu_vs_in_process']:.2f}x; workers {r['cpu_workers_s']:.1f}, "
                 f"client+scheduler {r['cpu_client_s']:.1f}), worker peak "
                 f"{r['worker_peak_mib']} MiB (before opening {r['worker_base_mib']}), overhead "
-                f"{r['overhead_per_task_ms']} ms/task, identical rows {r['rows_identical']} "
+                f"{r['overhead_per_task_ms']} ms/task, worker CPU by phase "
+                f"{r['worker_phase_cpu_s']}, identical rows {r['rows_identical']} "
                 f"(load average {r['load']})"
             )
             runs[n_sh].append(r)
