@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--prepare-only", action="store_true", help="with --data: build the data, time nothing"
     )
+    ap.add_argument(
+        "--compare-read",
+        action="store_true",
+        help="also run each cluster job the old way (every worker reads each chunk), same run",
+    )
     a = ap.parse_args(argv)
     if a.prepare_only and not a.data:
         ap.error("--prepare-only needs --data DIR")
@@ -90,6 +95,7 @@ def run(a: argparse.Namespace, log: Any) -> dict[str, Any]:
         search_cost=not a.no_search_cost,
         reuse=bool(a.data),
         prepare_only=a.prepare_only,
+        compare_read=a.compare_read,
         log=log,
     )
 

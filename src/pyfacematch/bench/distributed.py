@@ -42,8 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pyfacematch.bench.dayjob import run_command, write_day_data
 from pyfacematch.bench.section import Log
 from pyfacematch.errors import InputError
@@ -150,48 +148,91 @@ def _cluster_run(
     return r
 
 
-def _search_cost(db: Path, shard_dir: Path, probes: Any, reps: int = 3) -> dict[str, Any]:
-    """CPU seconds of one probe chunk searched in the whole gallery and in all its shards as one
-    worker holding every shard searches them (:func:`~pyfacematch.distributed.worker.search_group`:
-    the chunk checked, normalised and packed once, each shard scanned and its shortlist re-ranked,
-    the top-k lists merged), in this process on one core thread: what sharding costs before any
-    coordination. Medians of ``reps``; the whole gallery is closed before the shards open (at 1M
-    identities both at once would double this process's memory)."""
+def _search_cost(
+    db: Path, shard_dir: Path, probes_file: Path, chunk_size: int, reps: int = 3
+) -> dict[str, Any]:
+    """CPU seconds per phase of one probe chunk (the first), in this process on one core thread:
+    as the in-process job does it (the whole gallery) and as the cluster does it over the shards
+    (read, checked and prepared once; each shard searched; the top-k lists merged). Phases:
+    ``read`` (the npy slice and the reader's checks), ``prepare`` (the gallery's check and
+    normalisation, and the sign codes on the binary centre), ``search`` (scan + exact
+    re-rank; whole gallery, or every shard one after another), ``merge`` (the shards' top-k
+    lists), ``rows`` (result rows and their CSV text). Medians of ``reps``; the whole gallery is
+    closed before the shards open (at 1M identities both at once would double this process's
+    memory). What the cluster adds beyond this is coordination."""
     from pyfacematch.core.scoring import get_num_threads, set_num_threads
     from pyfacematch.distributed import read_manifest
-    from pyfacematch.distributed.worker import close_all, search_group
+    from pyfacematch.distributed.merge import merge_topk
+    from pyfacematch.distributed.worker import close_all, open_shard
     from pyfacematch.gallery import Gallery
+    from pyfacematch.io.results import result_bytes
+    from pyfacematch.jobs import Source, open_reader
+    from pyfacematch.jobs.identify import identify_rows
 
-    def timed(fn: Any) -> float:
-        fn()  # warm: pages of the files mapped, first-use allocations
+    def timed(fn: Any) -> tuple[float, Any]:
+        got = fn()  # warm: pages of the files mapped, first-use allocations
         xs = []
         for _ in range(reps):
             c0 = _cpu(resource.RUSAGE_SELF)
-            fn()
+            got = fn()
             xs.append(_cpu(resource.RUSAGE_SELF) - c0)
-        return float(statistics.median(xs))
+        return float(statistics.median(xs)), got
+
+    def phases(g: Gallery, searchers: list[Gallery]) -> dict[str, float]:
+        src = Source(input=str(probes_file), chunk_size=chunk_size)
+
+        def read() -> Any:
+            rd = open_reader(src, gallery=g)
+            it = rd.chunks()
+            ch = next(it)
+            del it
+            rd.close()
+            return ch
+
+        out: dict[str, float] = {}
+        out["read"], ch = timed(read)
+        out["prepare"], prep = timed(lambda: g.prepare_probes(ch.values))
+        res: list[Any] = []
+
+        def search() -> None:
+            res.clear()
+            for sg in searchers:
+                r = sg.identify_arrays(prep, k=1, threshold=0.0, with_tids=True)
+                res.append((r.scores, r.identities, r.tids))
+
+        out["search"], _ = timed(search)
+        if len(res) > 1:
+            out["merge"], merged = timed(lambda: merge_topk(res, 1))
+        else:
+            out["merge"], merged = 0.0, res[0]
+        out["rows"], _ = timed(
+            lambda: result_bytes("csv", identify_rows(ch.ids, merged[1], merged[0], 0.5)[0])
+        )
+        out["total"] = sum(out.values())
+        return {k: round(v, 4) for k, v in out.items()}
 
     threads = get_num_threads()
     set_num_threads(1)
     try:
         whole = Gallery.open(db, read_only=True)
         try:
-            one = timed(lambda: whole.identify_arrays(probes, k=1, threshold=0.0, with_tids=True))
+            one = phases(whole, [whole])
         finally:
             whole.close()
         man = read_manifest(shard_dir)
-        group = [(i, (s.path, s.sha256)) for i, s in enumerate(man.shards)]
         try:
-            many = timed(lambda: search_group(group, probes, None, 1, None))
+            gs = [open_shard((s.path, s.sha256)) for s in man.shards]
+            many = phases(gs[0], gs)
         finally:
             close_all()
     finally:
         set_num_threads(threads)
     return {
-        "probes": len(probes),
-        "whole_cpu_s": round(one, 3),
-        "shards_cpu_s": round(many, 3),
-        "shards_vs_whole": round(many / one, 3),
+        "probes": chunk_size,
+        "whole_cpu_s": one,
+        "shards_cpu_s": many,
+        "shards_vs_whole": round(many["total"] / one["total"], 3),
+        "search_shards_vs_whole": round(many["search"] / one["search"], 3),
     }
 
 
@@ -294,11 +335,15 @@ def time_jobs(
     chunk_size: int = 10_000,
     rounds: int = 2,
     search_cost: bool = True,
+    compare_read: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     """Time the in-process job and the cluster jobs over the prepared ``data``
     (:func:`prepare_data`), interleaved ``rounds`` times; outputs go to ``data/runs/`` and each
-    cluster output is compared byte for byte with the in-process one."""
+    cluster output is compared byte for byte with the in-process one. ``compare_read``: each
+    cluster run is preceded by one where every worker reads each chunk itself
+    (``distributed.jobs.READ_ONCE = False``, the code before), for a same-run comparison."""
+    from pyfacematch.distributed import jobs as _jobs
     from pyfacematch.distributed.jobs import identify_job_cluster
     from pyfacematch.jobs import Source
 
@@ -307,19 +352,20 @@ def time_jobs(
     runs_dir.mkdir(exist_ok=True)
     out: dict[str, Any] = {"load_at_start": _load()}
     src = Source(input=str(data / "probes.npy"), chunk_size=chunk_size)
-    chunk0 = np.load(data / "probes.npy", mmap_mode="r")[:chunk_size]
     for n_sh in shards if search_cost else ():
-        cost = _search_cost(db, data / f"shards{n_sh}", np.ascontiguousarray(chunk0))
+        cost = _search_cost(db, data / f"shards{n_sh}", data / "probes.npy", chunk_size)
         out[f"search_cost_{n_sh}_shards"] = cost
         log(
-            f"one chunk of {cost['probes']:,} probes on one core thread: whole gallery "
-            f"{cost['whole_cpu_s']:.2f} CPU s, its {n_sh} shards one after another "
-            f"{cost['shards_cpu_s']:.2f} s ({cost['shards_vs_whole']:.2f}x: sharding's own "
-            "cost, before any coordination)"
+            f"one chunk of {cost['probes']:,} probes on one core thread, CPU s per phase: whole "
+            f"gallery {cost['whole_cpu_s']}, its {n_sh} shards one after another "
+            f"{cost['shards_cpu_s']} ({cost['shards_vs_whole']:.3f}x in all, search "
+            f"{cost['search_shards_vs_whole']:.3f}x: sharding's own cost, before any "
+            f"coordination; load {_load()})"
         )
     ref: list[bytes] | None = None
     local_runs: list[dict[str, Any]] = []
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in shards}
+    before: dict[int, list[dict[str, Any]]] = {n: [] for n in shards}
     for rnd in range(rounds):  # interleaved: the machine is shared, its load drifts
         # in-process: the real command in a fresh process (its own peak memory and CPU time)
         c0 = _cpu(resource.RUSAGE_CHILDREN)
@@ -343,8 +389,15 @@ def time_jobs(
             f"[{rnd}] in-process: {wall:.1f} s wall ({n_probes / wall:,.0f} probes/s), "
             f"{cpu:.1f} s CPU, peak {rss:.0f} MiB (load average {ld})"
         )
-        for n_sh in shards:
-            r = _cluster_run(data, runs_dir, n_sh, workers, src, n_probes, identify_job_cluster)
+        for n_sh, once in [
+            (n, o) for n in shards for o in ((False, True) if compare_read else (True,))
+        ]:
+            _jobs.READ_ONCE = once
+            try:
+                r = _cluster_run(data, runs_dir, n_sh, workers, src, n_probes, identify_job_cluster)
+            finally:
+                _jobs.READ_ONCE = True
+            r["read_once"] = once
             got = _rows(runs_dir / f"cluster{n_sh}.csv")
             r["byte_identical"] = got == ref
             r["rows_identical"] = f"{sum(a == b for a, b in zip(got, ref))}/{len(ref)}"
@@ -352,7 +405,9 @@ def time_jobs(
             r["cpu_vs_in_process"] = round(r["cpu_total_s"] / cpu, 3)
             r["load"] = _load()
             log(
-                f"[{rnd}] {n_sh} shards on {workers} workers: {r['wall_s']:.1f} s wall "
+                f"[{rnd}] {n_sh} shards on {workers} workers"
+                f"{'' if once else ' (each worker reads every chunk: the old way)'}: "
+                f"{r['wall_s']:.1f} s wall "
                 f"({r['probes_per_s']:,.0f} probes/s, {r['wall_vs_in_process']:.2f}x the "
                 f"in-process run before it), CPU {r['cpu_total_s']:.1f} s "
                 f"({r['cpu_vs_in_process']:.2f}x; workers {r['cpu_workers_s']:.1f}, "
@@ -362,7 +417,7 @@ def time_jobs(
                 f"{r['worker_phase_cpu_s']}, identical rows {r['rows_identical']} "
                 f"(load average {r['load']})"
             )
-            runs[n_sh].append(r)
+            (runs if once else before)[n_sh].append(r)
     out["load_at_end"] = _load()
     out["in_process"] = {
         "runs": local_runs,
@@ -382,6 +437,16 @@ def time_jobs(
         }
         for n, rs in runs.items()
     ]
+    if compare_read:
+        out["cluster_each_worker_reads"] = [
+            {
+                "shards": n,
+                "runs": rs,
+                "median_wall_s": _median([x["wall_s"] for x in rs]),
+                "median_cpu_vs_in_process": _median([x["cpu_vs_in_process"] for x in rs]),
+            }
+            for n, rs in before.items()
+        ]
     return out
 
 
@@ -401,6 +466,7 @@ def measure_distributed(
     search_cost: bool = True,
     reuse: bool = False,
     prepare_only: bool = False,
+    compare_read: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     """Run the comparison (see the module); returns the figures. ``search_cost=False`` skips
@@ -434,6 +500,7 @@ def measure_distributed(
                     chunk_size=chunk_size,
                     rounds=rounds,
                     search_cost=search_cost,
+                    compare_read=compare_read,
                     log=log,
                 )
             )

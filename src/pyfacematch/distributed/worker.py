@@ -452,13 +452,24 @@ def read_part(
     :class:`~pyfacematch.index.PreparedProbes` travels with its codes. Verify tasks take the
     values as read (each claim's gallery checks its own probe, as in one process)."""
     with _Phase("tasks"):
-        chunk, vals, masks, extra = _encoded_chunk(group, source, index, key_model, fields)
-        if prepare and len(vals):
-            first = open_shard(group[0][1])
-            with _Phase("prepare"):
-                prep = first.prepare_probes(vals, masks if first.blocks is not None else None)
-            return ReadPart(_stripped(chunk), prep, None, extra)
-        return ReadPart(_stripped(chunk), vals, masks, extra)
+        return _read_part(group, source, index, key_model, fields, prepare)
+
+
+def _read_part(
+    group: Group,
+    source: Source,
+    index: int,
+    key_model: ShardRef | None,
+    fields: tuple[str, ...],
+    prepare: bool,
+) -> ReadPart:
+    chunk, vals, masks, extra = _encoded_chunk(group, source, index, key_model, fields)
+    if prepare and len(vals):
+        first = open_shard(group[0][1])
+        with _Phase("prepare"):
+            prep = first.prepare_probes(vals, masks if first.blocks is not None else None)
+        return ReadPart(_stripped(chunk), prep, None, extra)
+    return ReadPart(_stripped(chunk), vals, masks, extra)
 
 
 def _probes(
@@ -470,7 +481,7 @@ def _probes(
 ) -> ReadPart:
     if isinstance(probes, ReadPart):
         return probes
-    return read_part(group, probes[0], probes[1], key_model, fields, prepare)
+    return _read_part(group, probes[0], probes[1], key_model, fields, prepare)
 
 
 def search_chunk(
