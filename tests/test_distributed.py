@@ -848,3 +848,41 @@ def test_shard_searches_are_audited(
         finally:
             g.close()
         assert "identify" in acts, acts[-5:]
+
+
+def test_merge_imports_search_records_waiting_in_shard_sidecars(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """`shard merge` leaves no search record behind in a sidecar: each shard's waiting records
+    are chained into its trail first, and the manifest takes the shard's new SHA-256 (no
+    sidecar was imported before: they stayed beside the shards)."""
+    from pyfacematch.distributed import verify_shard, worker
+    from pyfacematch.gallery.auditsidecar import sidecar_files
+
+    split_gallery(gallery_files["db"], tmp_path / "sh", 2)
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    sg.identify_arrays(np.load(gallery_files["probes"])[:1000], k=1)
+    sg.close()
+    cluster.client.run(worker.close_all)  # the read-only shards close their sidecars
+    before = read_manifest(tmp_path / "sh")
+    assert all(sidecar_files(Path(s.path)) for s in before.shards)
+    merge_shards(tmp_path / "sh", tmp_path / "merged.db")
+    after = read_manifest(tmp_path / "sh")
+    for s0, s in zip(before.shards, after.shards):
+        assert not sidecar_files(Path(s.path))
+        verify_shard(s)  # the manifest holds the shard's new SHA-256
+        assert s.sha256 != s0.sha256 and (s.identities, s.templates) == (
+            s0.identities,
+            s0.templates,
+        )
+        g = Gallery.open(s.path, read_only=True, audit_searches=False)
+        try:
+            acts = [a for _, a, _, _ in g.audit_log()]
+        finally:
+            g.close()
+        assert "identify" in acts and "audit-import" in acts, acts[-5:]
+    m = Gallery.open(tmp_path / "merged.db", read_only=True)
+    try:
+        assert len(m) == sum(s.identities for s in after.shards)
+    finally:
+        m.close()
