@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.errors import (
+    GalleryLockedError,
     InputError,
     ShardChecksumError,
     ShardManifestError,
@@ -54,6 +56,8 @@ __all__ = [
     "split_gallery",
     "verify_shard",
 ]
+
+log = logging.getLogger("pyfacematch.distributed")
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "pyfacematch-shards"
@@ -499,7 +503,17 @@ def _import_search_records(man: ShardManifest) -> ShardManifest:
     for i, s in enumerate(man.shards):
         if not sidecar_files(Path(s.path)):
             continue
-        g = Gallery.open(s.path)  # the writable open chains the sidecars in
+        try:
+            g = Gallery.open(s.path)  # the writable open chains the sidecars in
+        except GalleryLockedError:
+            # a writer holds the shard (e.g. a worker's kept writer, for WRITER_IDLE seconds):
+            # its records stay in the sidecars, chained in by the shard's next writable open
+            log.warning(
+                "shard %s is open for writing elsewhere: its waiting search records stay in "
+                "its audit sidecars until its next writable open",
+                s.path,
+            )
+            continue
         try:
             g.audit_checkpoint()  # the signed head close() would add: closing changes no byte
             g.checkpoint()
