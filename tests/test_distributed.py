@@ -260,17 +260,24 @@ def test_identify_job_on_cluster_is_byte_identical(
     s1 = identify_job_cluster(
         gallery_files["db"], src, _out(tmp_path, "cl.csv"), cluster, k=3, quiet=True
     )
+    from pyfacematch.distributed import worker
+
+    r0 = cluster.client.run(worker.cache_stats)
     s2 = identify_job_cluster(
         gallery_files["shards"], src, _out(tmp_path, "sh.csv"), cluster, k=3, quiet=True
     )
+    r1 = cluster.client.run(worker.cache_stats)
     local = (tmp_path / "local.csv").read_bytes()
     assert (tmp_path / "cl.csv").read_bytes() == local
     assert (tmp_path / "sh.csv").read_bytes() == local
     assert s1["processed"] == s2["processed"] == 2500
     # one task per chunk on a gallery file; with 3 shards on 2 workers one task per worker and
-    # chunk (each reads the chunk itself and searches the shards it holds)
+    # chunk (searching the shards it holds) and one task that reads and prepares the chunk once
+    # for both: each chunk is read once per cluster, not once per worker (14 reads before)
     assert s1["cluster"]["tasks"] == 7
-    assert s2["cluster"]["tasks"] == 7 * 2 and s2["cluster"]["shards"] == 3
+    assert s2["cluster"]["tasks"] == 7 * (1 + 2) and s2["cluster"]["shards"] == 3
+    reads = sum(r1[w]["chunks_read"] - r0[w]["chunks_read"] for w in r1 if w in r0)
+    assert reads == 7, reads
     # a text input is parsed once per chunk (a read task) and shipped worker to worker
     js = Source(input=str(gallery_files["dir"] / "claims.jsonl"), chunk_size=100)
     identify_job(gallery_files["db"], js, _out(tmp_path, "jl.csv"), k=3, quiet=True)
@@ -721,6 +728,49 @@ def test_worker_searches_its_shards_with_probes_prepared_once(
         worker.close_all()
 
 
+def test_a_chunk_read_once_travels_prepared_to_other_workers(
+    binary_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One task reads a chunk and prepares it (checked, normalised, sign-packed) for every
+    worker: sent to another process (pickled as Dask sends it), the probes are searched there
+    without being checked or packed again, and the answer is the one gallery's."""
+    import pickle
+
+    from pyfacematch.core import scoring
+    from pyfacematch.distributed import worker
+
+    src = Source(input=str(binary_files["probes"]), chunk_size=500)
+    one = Gallery.open(binary_files["db"], read_only=True)
+    try:
+        ref = one.identify_arrays(
+            np.load(binary_files["probes"])[500:1000], k=1, threshold=0.0, with_tids=True
+        )
+    finally:
+        one.close()
+    group = [
+        (i, (s.path, s.sha256)) for i, s in enumerate(read_manifest(binary_files["shards"]).shards)
+    ]
+    try:
+        part = worker.read_part(group[:1], src, 1, None, (), prepare=True)
+        sent = pickle.loads(pickle.dumps(part))
+        assert sent.chunk.values.size == 0 and len(sent.chunk.ids) == 500  # values travel once
+        worker.search_group(group, np.load(binary_files["probes"])[:1], None, 1, None)  # opened
+
+        def refused(*a: object, **kw: object) -> np.ndarray:
+            raise AssertionError("probes packed again on the receiving worker")
+
+        monkeypatch.setattr(scoring, "pack_signs", refused)
+        monkeypatch.setattr(
+            Gallery, "prepare_probes", lambda *a, **kw: refused()
+        )  # nor checked again
+        s, ids, tids = worker.search_group(group, sent.values, sent.masks, 1, None)
+        np.testing.assert_array_equal(ids, ref.identities)
+        np.testing.assert_allclose(s, ref.scores, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(tids, ref.tids)
+    finally:
+        worker.close_all()
+
+
 def test_prepared_probes_refused_by_another_layout(binary_files: dict[str, Path]) -> None:
     from pyfacematch.errors import DimensionError
 
@@ -798,3 +848,41 @@ def test_shard_searches_are_audited(
         finally:
             g.close()
         assert "identify" in acts, acts[-5:]
+
+
+def test_merge_imports_search_records_waiting_in_shard_sidecars(
+    gallery_files: dict[str, Path], tmp_path: Path, cluster: ClusterHandle
+) -> None:
+    """`shard merge` leaves no search record behind in a sidecar: each shard's waiting records
+    are chained into its trail first, and the manifest takes the shard's new SHA-256 (no
+    sidecar was imported before: they stayed beside the shards)."""
+    from pyfacematch.distributed import verify_shard, worker
+    from pyfacematch.gallery.auditsidecar import sidecar_files
+
+    split_gallery(gallery_files["db"], tmp_path / "sh", 2)
+    sg = ShardedGallery(tmp_path / "sh", cluster, batch_size=1000)
+    sg.identify_arrays(np.load(gallery_files["probes"])[:1000], k=1)
+    sg.close()
+    cluster.client.run(worker.close_all)  # the read-only shards close their sidecars
+    before = read_manifest(tmp_path / "sh")
+    assert all(sidecar_files(Path(s.path)) for s in before.shards)
+    merge_shards(tmp_path / "sh", tmp_path / "merged.db")
+    after = read_manifest(tmp_path / "sh")
+    for s0, s in zip(before.shards, after.shards):
+        assert not sidecar_files(Path(s.path))
+        verify_shard(s)  # the manifest holds the shard's new SHA-256
+        assert s.sha256 != s0.sha256 and (s.identities, s.templates) == (
+            s0.identities,
+            s0.templates,
+        )
+        g = Gallery.open(s.path, read_only=True, audit_searches=False)
+        try:
+            acts = [a for _, a, _, _ in g.audit_log()]
+        finally:
+            g.close()
+        assert "identify" in acts and "audit-import" in acts, acts[-5:]
+    m = Gallery.open(tmp_path / "merged.db", read_only=True)
+    try:
+        assert len(m) == sum(s.identities for s in after.shards)
+    finally:
+        m.close()

@@ -2,12 +2,13 @@
 
 The job is :func:`~pyfacematch.jobs.runner.run_job` with its chunks computed on the cluster. The
 gallery is a gallery file (every worker may open all of it; one task per chunk, any worker) or a
-shard manifest (shard ``s`` pinned to worker ``s mod W``). Per chunk there is **one task per
-worker** that holds shards: it reads chunk ``i`` of an npy input itself (a slice: the probes never
-pass through the client, the scheduler or another worker; other formats, whose parsing or
-embedding costs more than shipping, are read once by a task on the first worker and taken from
-there), encodes it once, searches each of its shards and merges their top-k lists there
-(:func:`~pyfacematch.distributed.worker.search_chunk`); the client merges the W small results
+shard manifest (shard ``s`` pinned to worker ``s mod W``). Per chunk, **one task reads the
+chunk once for the whole cluster** (:func:`~pyfacematch.distributed.worker.read_part`, on worker
+``i mod W``, so the reading goes round): it parses or slices it, encodes it, and for identify also
+checks, normalises and sign-packs it (a :class:`~pyfacematch.index.PreparedProbes`); the probes go
+worker to worker, never through the client or the scheduler. Then there is **one task per worker**
+that holds shards: it searches each of its shards with those probes and merges their top-k lists
+there (:func:`~pyfacematch.distributed.worker.search_chunk`); the client merges the W small results
 exactly (:func:`~pyfacematch.distributed.merge.merge_topk`). A verify task routes each claim to
 its shard (:func:`~pyfacematch.distributed.shards.shard_of`) and returns rows with their record
 numbers, which the client puts back in input order.
@@ -51,6 +52,12 @@ Result = tuple[ResultColumns, list[Reject], dict[str, int]]
 
 #: Seconds a job reuses the worker list it asked the scheduler for (see ``_ClusterRun.workers``).
 WORKERS_TTL = 5.0
+
+#: Each chunk read, checked and prepared once per cluster (one task, workers in turn) and its
+#: probes sent to the other workers' tasks. False: each worker's task reads an ``.npy`` chunk
+#: itself (the slice, the reader's checks and the preparation paid once per worker): the
+#: benchmark's "before" (``bench/cluster_day_job.py --compare-read``).
+READ_ONCE = True
 
 
 @dataclass
@@ -184,15 +191,22 @@ class _ClusterRun:
         )
 
     def probes(
-        self, groups: list[tuple[str | None, W.Group]], source: Source, i: int, fields: Any
+        self,
+        groups: list[tuple[str | None, W.Group]],
+        source: Source,
+        i: int,
+        fields: Any,
+        prepare: bool = False,
     ) -> Any:
-        """What the tasks of chunk ``i`` search: read by each (npy, or one task in all), or read
-        once by a task on the first group's worker and taken from there by the others."""
-        if self.self_read or len(groups) == 1:
+        """What the tasks of chunk ``i`` search: read by the one task when there is one, else
+        read (and, with ``prepare``, checked, normalised and sign-packed) once by a task on
+        worker ``i mod W`` (turn about, so no worker does all the reading) and taken from there
+        by the others."""
+        if len(groups) == 1 or (self.self_read and not READ_ONCE):
             return (source, i)
         self.reads[i] = 1
-        w, grp = groups[0]
-        return self.submit(W.read_part, w, grp, source, i, self.km_ref, tuple(fields))
+        w, grp = groups[i % len(groups)]
+        return self.submit(W.read_part, w, grp, source, i, self.km_ref, tuple(fields), prepare)
 
     def note(self) -> str:
         return f"tasks {self.tasks_done:,} on {self.n_workers} workers"
@@ -298,7 +312,7 @@ def identify_job_cluster(
 
         def make(i: int) -> list[Any]:
             groups = run.groups()
-            probes = run.probes(groups, source, i, ())
+            probes = run.probes(groups, source, i, (), prepare=True)
             return [
                 run.submit(W.search_chunk, w, grp, probes, k, run.km_ref, purpose, j == 0)
                 for j, (w, grp) in enumerate(groups)

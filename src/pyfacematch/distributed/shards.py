@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pyfacematch.errors import (
+    GalleryLockedError,
     InputError,
     ShardChecksumError,
     ShardManifestError,
@@ -37,6 +39,7 @@ from pyfacematch.errors import (
 from pyfacematch.gallery import Gallery
 from pyfacematch.gallery import atomic as _fileio
 from pyfacematch.gallery import consent as consent_store
+from pyfacematch.gallery.auditsidecar import sidecar_files
 from pyfacematch.gallery.calibration import ThresholdRecord
 from pyfacematch.gallery.store import Store
 from pyfacematch.security.consent import ConsentRecord
@@ -53,6 +56,8 @@ __all__ = [
     "split_gallery",
     "verify_shard",
 ]
+
+log = logging.getLogger("pyfacematch.distributed")
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "pyfacematch-shards"
@@ -488,6 +493,40 @@ def split_gallery(
     return man
 
 
+def _import_search_records(man: ShardManifest) -> ShardManifest:
+    """Chain the search records still waiting in each shard's audit sidecars (the read-only
+    searches of the workers, :mod:`pyfacematch.gallery.auditsidecar`) into the shard's own audit
+    trail, so none is left behind in a sidecar when the shards are merged (and perhaps deleted).
+    A writable open imports them; the shard file changes, so its new SHA-256 is committed to
+    the manifest, as an enrollment's is. Shards without sidecars are not touched."""
+    changed = False
+    for i, s in enumerate(man.shards):
+        if not sidecar_files(Path(s.path)):
+            continue
+        try:
+            g = Gallery.open(s.path)  # the writable open chains the sidecars in
+        except GalleryLockedError:
+            # a writer holds the shard (e.g. a worker's kept writer, for WRITER_IDLE seconds):
+            # its records stay in the sidecars, chained in by the shard's next writable open
+            log.warning(
+                "shard %s is open for writing elsewhere: its waiting search records stay in "
+                "its audit sidecars until its next writable open",
+                s.path,
+            )
+            continue
+        try:
+            g.audit_checkpoint()  # the signed head close() would add: closing changes no byte
+            g.checkpoint()
+            n_id, n_t = len(g), g.n_templates
+        finally:
+            g.close()
+        man = man.with_shard(i, file_sha256(s.path), n_id, n_t)
+        changed = True
+    if changed:
+        man.write()
+    return man
+
+
 def merge_shards(
     manifest: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -497,15 +536,18 @@ def merge_shards(
     """Merge the shards of ``manifest`` back into one gallery file ``output``.
 
     Every shard is checked against its SHA-256 first; template ids are kept, so the merged
-    gallery answers exactly as the source did. Returns counts.
+    gallery answers exactly as the source did. Search records still waiting in a shard's audit
+    sidecars are chained into that shard's trail first (its new SHA-256 committed to the
+    manifest). Returns counts.
     """
     man = read_manifest(manifest)
     for s in man.shards:
         verify_shard(s)
     out = Path(output)
+    if out.exists() and not overwrite:
+        raise InputError(f"output {os.fspath(out)!r} exists: pass --overwrite to replace it")
+    man = _import_search_records(man)
     if out.exists():
-        if not overwrite:
-            raise InputError(f"output {os.fspath(out)!r} exists: pass --overwrite to replace it")
         out.unlink()
     rows: list[tuple[int, str, np.ndarray, int | None]] = []
     recs: dict[str, dict[str, Any]] = {}

@@ -45,6 +45,7 @@ __all__ = [
     "fingerprint_task",
     "info_task",
     "open_shard",
+    "phase_stats",
     "read_part",
     "release_writers",
     "remove_from_shard",
@@ -75,7 +76,46 @@ _WRITTEN: dict[str, str] = {}  # path -> the SHA-256 this worker computed after 
 #: its writer lock released, so another process, e.g. ``shard merge`` or another client's
 #: ShardedGallery, can write it). A burst of single enrollments reuses the open writer.
 WRITER_IDLE = 10.0
-_STATS = {"opens": 0, "writer_opens": 0, "checksums": 0, "pid": 0}
+_STATS = {"opens": 0, "writer_opens": 0, "checksums": 0, "chunks_read": 0, "pid": 0}
+
+#: CPU seconds (this worker's task threads) per phase of the job tasks: ``read`` (the chunk
+#: read and checked by the reader), ``encode`` (key model), ``prepare`` (checked, normalised,
+#: sign-packed once per task), ``search`` (every shard's scan and re-rank), ``merge`` (the
+#: worker's shards' top-k lists) and ``tasks`` (whole task bodies). The process's CPU beyond
+#: ``tasks`` is Dask's own (event loop, transfers, heartbeats). See :func:`phase_stats`.
+_PHASES: dict[str, float] = {}
+
+
+class _Phase:
+    """Adds the calling thread's CPU time of a block to ``_PHASES[name]``."""
+
+    __slots__ = ("name", "t0")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.t0 = 0.0
+
+    def __enter__(self) -> None:
+        self.t0 = time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        dt = time.thread_time() - self.t0
+        with _LOCK:
+            _PHASES[self.name] = _PHASES.get(self.name, 0.0) + dt
+
+
+def phase_stats(reset: bool = False) -> dict[str, float]:
+    """CPU seconds per task phase in this worker process (see ``_PHASES``), and ``process``: the
+    process's CPU seconds (user + system, every thread). ``reset`` zeroes the phases after
+    reading them."""
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    with _LOCK:
+        out = {**_PHASES, "process": u.ru_utime + u.ru_stime}
+        if reset:
+            _PHASES.clear()
+    return out
 
 
 def _configure_threads() -> None:
@@ -135,7 +175,8 @@ def _key_model(ref: ShardRef | None) -> KeyModel | None:
 
 
 def cache_stats() -> dict[str, Any]:
-    """Galleries this worker holds open, how many opens and checksum passes it made, its pid."""
+    """Galleries this worker holds open, how many opens and checksum passes it made, input
+    chunks it read, its pid."""
     with _LOCK:
         return {**_STATS, "pid": os.getpid(), "open": sorted(r[0] for r in _GALLERIES)}
 
@@ -368,10 +409,14 @@ def _encoded_chunk(
     g = open_shard(group[0][1])  # fixes the dimension and blocks the reader checks
     km = _key_model(key_model)
     _test_delay()
-    reader, chunk = _read_chunk(g, source, index, km, fields)
+    with _Phase("read"):
+        reader, chunk = _read_chunk(g, source, index, km, fields)
+    with _LOCK:
+        _STATS["chunks_read"] += 1
     if chunk is None:
         raise IndexError(f"the input has no chunk {index}")
-    chunk, vals, masks, extra = templates_of(chunk, km, reader)
+    with _Phase("encode"):
+        chunk, vals, masks, extra = templates_of(chunk, km, reader)
     return chunk, vals, masks, extra
 
 
@@ -380,8 +425,8 @@ class ReadPart:
     """A chunk read and encoded on one worker, for tasks on other workers to search."""
 
     chunk: Chunk  # without its values
-    values: np.ndarray
-    masks: np.ndarray | None
+    values: np.ndarray | PreparedProbes  # prepared (checked, normalised, packed) to identify
+    masks: np.ndarray | None  # None when ``values`` is prepared (it carries them)
     extra: list[Reject]
 
 
@@ -397,19 +442,46 @@ def read_part(
     index: int,
     key_model: ShardRef | None,
     fields: tuple[str, ...] = (),
+    prepare: bool = False,
 ) -> ReadPart:
     """Read and encode chunk ``index`` once (on the worker of ``group``): the other workers'
-    tasks of the chunk take it from this worker, not from the client or the scheduler."""
+    tasks of the chunk take it from this worker, not from the client or the scheduler.
+
+    ``prepare`` (identify): also check, normalise and sign-pack the probes once
+    (:meth:`Gallery.prepare_probes` of the group's first shard), so no worker repeats it: the
+    :class:`~pyfacematch.index.PreparedProbes` travels with its codes. Verify tasks take the
+    values as read (each claim's gallery checks its own probe, as in one process)."""
+    with _Phase("tasks"):
+        return _read_part(group, source, index, key_model, fields, prepare)
+
+
+def _read_part(
+    group: Group,
+    source: Source,
+    index: int,
+    key_model: ShardRef | None,
+    fields: tuple[str, ...],
+    prepare: bool,
+) -> ReadPart:
     chunk, vals, masks, extra = _encoded_chunk(group, source, index, key_model, fields)
+    if prepare and len(vals):
+        first = open_shard(group[0][1])
+        with _Phase("prepare"):
+            prep = first.prepare_probes(vals, masks if first.blocks is not None else None)
+        return ReadPart(_stripped(chunk), prep, None, extra)
     return ReadPart(_stripped(chunk), vals, masks, extra)
 
 
 def _probes(
-    group: Group, probes: Probes, key_model: ShardRef | None, fields: tuple[str, ...]
+    group: Group,
+    probes: Probes,
+    key_model: ShardRef | None,
+    fields: tuple[str, ...],
+    prepare: bool = False,
 ) -> ReadPart:
     if isinstance(probes, ReadPart):
         return probes
-    return read_part(group, probes[0], probes[1], key_model, fields)
+    return _read_part(group, probes[0], probes[1], key_model, fields, prepare)
 
 
 def search_chunk(
@@ -429,25 +501,40 @@ def search_chunk(
     small result per worker and chunk, however many shards the worker holds. The probe values
     never go back to the client.
     """
-    p = _probes(group, probes, key_model, ())
-    s, ids, tids = search_group(group, p.values, p.masks, k, purpose)
-    return (p.chunk if with_chunk else None), p.extra, s, ids, tids
+    with _Phase("tasks"):
+        p = _probes(group, probes, key_model, (), prepare=True)
+        s, ids, tids = search_group(group, p.values, p.masks, k, purpose)
+        return (p.chunk if with_chunk else None), p.extra, s, ids, tids
 
 
 def search_group(
-    group: Group, probes: np.ndarray, masks: np.ndarray | None, k: int, purpose: str | None
+    group: Group,
+    probes: np.ndarray | PreparedProbes,
+    masks: np.ndarray | None,
+    k: int,
+    purpose: str | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top-``k`` of the shards of ``group`` per probe, merged here (as :func:`search_shard`
-    returns): one result per worker however many shards it holds."""
+    returns): one result per worker however many shards it holds. ``probes`` may come prepared
+    (by :func:`read_part` on another worker: then ``masks`` is None)."""
     if not len(probes):
         m = len(probes)
         return np.empty((m, 0), np.float32), np.empty((m, 0), object), np.empty((m, 0), np.int64)
     # checked, normalised (and, for shards sharing the split's binary centre, sign-packed) once
-    # for all the shards this worker holds, not once per shard
-    first = open_shard(group[0][1])
-    prep = first.prepare_probes(probes, masks if first.blocks is not None else None)
-    parts = [search_shard(ref, prep, None, k, purpose) for _, ref in group]
-    return parts[0] if len(parts) == 1 else merge_topk(parts, k)
+    # for all the shards this worker holds, not once per shard; once per chunk in all when the
+    # chunk was read and prepared by one task for every worker
+    if isinstance(probes, PreparedProbes):
+        prep = probes
+    else:
+        first = open_shard(group[0][1])
+        with _Phase("prepare"):
+            prep = first.prepare_probes(probes, masks if first.blocks is not None else None)
+    with _Phase("search"):
+        parts = [search_shard(ref, prep, None, k, purpose) for _, ref in group]
+    if len(parts) == 1:
+        return parts[0]
+    with _Phase("merge"):
+        return merge_topk(parts, k)
 
 
 class _Collect:
@@ -485,6 +572,8 @@ def verify_chunk_shards(
     """
     fields = () if identity else (claim_field,)
     p = _probes(group, probes, key_model, fields)
+    vals = p.values
+    assert not isinstance(vals, PreparedProbes)  # verify reads are never prepared (read_part)
     chunk = p.chunk
     rows: list[VerifyRow] = []
     claim_rejects: list[Reject] = []
@@ -499,7 +588,7 @@ def verify_chunk_shards(
             chunk,
             ids=[chunk.ids[i] for i in idx],
             rows=chunk.rows[idx],
-            values=p.values[idx],
+            values=vals[idx],
             masks=None if p.masks is None else p.masks[idx],
             visibility=None,
             fields={claim_field: [claims[i] for i in idx]},

@@ -977,7 +977,11 @@ class Gallery(TrustMethods):
         """
         self._check_open()
         p = self._templates(probes, "probes")
-        return PreparedProbes(p, self._masks(masks, p.shape[0], "probe masks"), self.blocks)
+        prep = PreparedProbes(p, self._masks(masks, p.shape[0], "probe masks"), self.blocks)
+        if self._xf is None and self._backend.active:  # e.g. the binary codes, packed now
+            with self._rw.read():
+                self._backend.prepare(prep)
+        return prep
 
     def _prepared(self, prep: PreparedProbes, masks: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """The probes and masks of ``prep`` if they fit this gallery (typed errors otherwise)."""

@@ -137,6 +137,12 @@ class Backend:
         return None
 
     # search -------------------------------------------------------------
+    def prepare(self, prepared: PreparedProbes) -> None:
+        """Derive now, once, what this backend's search computes from the probes alone (the
+        binary backend: their sign codes on its centre), memoised in ``prepared``: a copy of it
+        sent to another process (a Dask worker holding other shards) then carries it too.
+        Backends that derive nothing do nothing."""
+
     def candidates(
         self,
         m: TemplateMatrix,

@@ -213,6 +213,10 @@ class BinaryBackend(Backend):
         return why
 
     # search --------------------------------------------------------------
+    def prepare(self, prepared: PreparedProbes) -> None:
+        if self.center is not None:
+            prepared.codes(self.center)
+
     def candidates(
         self,
         m: TemplateMatrix,

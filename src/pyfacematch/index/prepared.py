@@ -51,6 +51,13 @@ class PreparedProbes:
         self._codes: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # sent whole to another process (a Dask worker searching other shards): the checked
+        # probes and the codes packed so far, not checked or packed again there
+        with self._lock:
+            codes = dict(self._codes)
+        return (_rebuild, (self.values, self.masks, self.blocks, codes))
+
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
@@ -75,3 +82,15 @@ class PreparedProbes:
         if blocks is None or self.blocks is None:
             return blocks is None and self.blocks is None
         return bool(np.array_equal(np.asarray(blocks, np.int64), self.blocks))
+
+
+def _rebuild(
+    values: np.ndarray,
+    masks: np.ndarray | None,
+    blocks: np.ndarray | None,
+    codes: dict[bytes, np.ndarray],
+) -> PreparedProbes:
+    """A :class:`PreparedProbes` from its pickled parts (see ``PreparedProbes.__reduce__``)."""
+    p = PreparedProbes(values, masks, blocks)
+    p._codes.update(codes)
+    return p
