@@ -285,6 +285,13 @@ def test_cli_day_job_through_the_real_command(tmp_path: Path) -> None:
     assert abs(ex["rank1_accuracy_vs_truth"] - ex["exact_rank1_accuracy_on_sample"]) < 0.1
     assert ex["identify_peak_rss_mib"] > 10 and r["enroll"]["seconds"] > 0
     assert not (tmp_path / "day").exists()  # scratch folder removed
+    # the backend's batched rate, measured in the same run on every probe, and the job's share
+    rate = ex["backend_batched"]
+    assert rate["probes"] == 300 and rate["probes_per_second"] > 0 and rate["cpu_seconds"] > 0
+    assert ex["identify_cpu_seconds"] > 0
+    want = ex["probes_per_second_wall"] / rate["probes_per_second"]
+    assert ex["job_share_of_backend_rate_wall"] == pytest.approx(want)
+    assert 0 < ex["job_share_of_backend_rate_cpu"] < 10
 
 
 def test_rank1_leave_one_out_known_answer() -> None:
