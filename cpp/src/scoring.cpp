@@ -508,6 +508,18 @@ bool amx_active() {
            cpu_has_amx_bf16();
 }
 
+bool amx_int8_compiled() {
+#ifdef PFM_HAVE_AMX_INT8
+    return true;
+#else
+    return false;
+#endif
+}
+
+bool amx_int8_active() {
+    return amx_int8_compiled() && amx_wanted() && kernels().level == SimdLevel::avx512 && cpu_has_amx_int8();
+}
+
 void set_bf16_prefilter(bool on) { g_bf16.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 bool bf16_prefilter_active() {
