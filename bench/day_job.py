@@ -23,6 +23,9 @@ Usage::
 
     python bench/day_job.py                                # 1M probes vs 1M gallery
     python bench/day_job.py --probes 100000 --gallery 100000 --backends binary,exact,ivfpq
+    # prepare once (data + enroll), then time only the job (and the backend's rate) later:
+    python bench/day_job.py --backends binary --work /work/data/day1m --prepare-only
+    python bench/day_job.py --backends binary --work /work/data/day1m --reuse
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         help="probes of the backend's batched rate measured after each job, same run (0: skip)",
     )
     ap.add_argument("--rate-chunk", type=int, default=50_000, help="chunk of that measurement")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse --work if a run with the same sizes prepared it (data + enrolled gallery): "
+        "time the job alone; the folder is kept",
+    )
+    ap.add_argument(
+        "--prepare-only", action="store_true", help="generate and enroll into --work, then stop"
+    )
     a = ap.parse_args(argv)
     info = machine()
     print(machine_line(info), file=sys.stderr, flush=True)
@@ -73,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             log=log,
             rate_probes=a.rate_probes,
             rate_chunk=a.rate_chunk,
+            reuse=a.reuse or a.prepare_only,
+            prepare_only=a.prepare_only,
         )
     except subprocess.CalledProcessError as exc:
         log(f"{' '.join(exc.cmd[:2])} failed with exit code {exc.returncode}")

@@ -348,6 +348,8 @@ def measure_cli_day_job(
     log: Log = print,
     rate_probes: int = 100_000,
     rate_chunk: int = 50_000,
+    reuse: bool = False,
+    prepare_only: bool = False,
 ) -> dict[str, Any]:
     """A day's identification job through the real command line, step by step.
 
@@ -368,6 +370,12 @@ def measure_cli_day_job(
         After each backend's job, in the same run: its batched rate on the first ``rate_probes``
         probes in chunks of ``rate_chunk`` (:func:`backend_batched_rate`; 0 skips), and the job's
         rate as a share of it (wall, and CPU per probe).
+    reuse : bool
+        Reuse ``work`` when a previous run with the same sizes, seed and first backend prepared it
+        (data, enrolled gallery, exact reference): only the jobs and the rates are run, and the
+        folder is kept. Otherwise it is prepared as usual (and kept).
+    prepare_only : bool
+        Generate and enroll (and mark ``work`` as prepared), then return without identifying.
 
     Returns
     -------
@@ -384,8 +392,18 @@ def measure_cli_day_job(
     import pyarrow.parquet as pq
 
     work = Path(work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    prep = {"gallery": n_gal, "probes": n_probes, "dim": d, "seed": seed, "backend": backends[0]}
+    marker = work / "prepared.json"
+    reused = False
+    if reuse:
+        try:
+            reused = json.loads(marker.read_text()) == prep
+        except (OSError, ValueError):
+            reused = False
+        keep = True  # a prepared folder is for the next run too
+    if not reused:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
     out: dict[str, Any] = {
         "gallery": n_gal,
         "probes": n_probes,
@@ -395,31 +413,48 @@ def measure_cli_day_job(
         "chunk_size": chunk_size,
     }
     log(f"day job: {n_probes:,} probes vs {n_gal:,} identities, d={d}")
-    t = time.perf_counter()
-    truth = write_day_data(work, n_gal, n_probes, d, seed)
-    out["seconds_generate"] = time.perf_counter() - t
-    log(f"  data generated in {out['seconds_generate']:.1f} s")
     db = str(work / "day.db")
-    wall, rss, code = run_command(
-        ["enroll", "-g", db, "-i", str(work / "gallery.npy"), "--backend", backends[0],
-         "--chunk-size", "50000", "--quiet"],
-        work,
-    )  # fmt: skip
-    if code != 0:
-        raise subprocess.CalledProcessError(code, ["pyfacematch", "enroll", "-g", db])
-    out["enroll"] = {"seconds": wall, "peak_rss_mib": rss, "backend": backends[0]}
-    log(f"  enroll (SQLite store + {backends[0]} index): {wall:.1f} s, peak {rss:,.0f} MiB")
+    if reused:
+        truth = np.load(work / "truth.npy")
+        out["reused"] = str(work)
+        out["enroll"] = {"reused": True, "backend": backends[0]}
+        log(f"  reusing the data and gallery prepared in {work} (generation and enroll not run)")
+    else:
+        t = time.perf_counter()
+        truth = write_day_data(work, n_gal, n_probes, d, seed)
+        np.save(work / "truth.npy", truth)
+        out["seconds_generate"] = time.perf_counter() - t
+        log(f"  data generated in {out['seconds_generate']:.1f} s")
+        wall, rss, code = run_command(
+            ["enroll", "-g", db, "-i", str(work / "gallery.npy"), "--backend", backends[0],
+             "--chunk-size", "50000", "--quiet"],
+            work,
+        )  # fmt: skip
+        if code != 0:
+            raise subprocess.CalledProcessError(code, ["pyfacematch", "enroll", "-g", db])
+        out["enroll"] = {"seconds": wall, "peak_rss_mib": rss, "backend": backends[0]}
+        log(f"  enroll (SQLite store + {backends[0]} index): {wall:.1f} s, peak {rss:,.0f} MiB")
+        marker.write_text(json.dumps(prep))
+    if prepare_only:
+        out["prepared"] = str(work)
+        log(f"  prepared in {work}: run again with --reuse to time the job alone")
+        return out
 
     gal = np.load(work / "gallery.npy", mmap_mode="r")
     probes = np.load(work / "probes.npy", mmap_mode="r")
     rng = np.random.default_rng(seed + 1)
     pick = np.sort(rng.choice(n_probes, min(sample, n_probes), replace=False))
     t = time.perf_counter()
-    g_mat = np.ascontiguousarray(gal, np.float32)
-    _, ref_idx = pf.topk(np.ascontiguousarray(probes[pick]), g_mat, 1)
-    del g_mat
+    ref_path = work / f"exact-top1-{sample}.npy"
+    if reused and ref_path.exists():
+        ref = np.load(ref_path)
+    else:
+        g_mat = np.ascontiguousarray(gal, np.float32)
+        _, ref_idx = pf.topk(np.ascontiguousarray(probes[pick]), g_mat, 1)
+        del g_mat
+        ref = ref_idx[:, 0]
+        np.save(ref_path, ref)
     out["seconds_exact_reference"] = time.perf_counter() - t
-    ref = ref_idx[:, 0]
     results = {}
     for b in backends:
         t = time.perf_counter()
