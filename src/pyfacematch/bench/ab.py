@@ -9,7 +9,8 @@ process (``time.process_time``: every thread, and it survives a loaded machine):
 - the default gallery (``binary`` backend): ``identify_arrays`` batched (chunks of 1,024) and one
   probe at a time;
 - the ``exact`` backend: batched and one at a time;
-- ``pyfacematch demo`` (a subprocess of that interpreter: CPU of the child from ``getrusage``).
+- ``pyfacematch demo`` (a child of that interpreter, ``pyfacematch.cli.main``: its CPU from
+  ``getrusage``).
 
 Per task it prints the median over rounds of each version and the ratio A/B (> 1: B uses less CPU).
 Only public API present in both versions is used (``Gallery(dim, backend)``, ``enroll_many``,
@@ -96,11 +97,12 @@ def run_child(python: str, n: int, d: int, batched: int, single: int, seed: int)
 
 
 def run_demo(python: str, identities: int, probes: int) -> float:
-    """CPU seconds (user + system) of ``python -m pyfacematch demo`` (quiet) in a child."""
+    """CPU seconds (user + system) of ``pyfacematch demo`` (quiet) run by ``python`` in a child."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # the console script's entry point (older versions have no ``python -m pyfacematch``)
     p = subprocess.run(
-        [python, "-m", "pyfacematch", "demo", "--identities", str(identities), "--probes",
-         str(probes), "-q"],
+        [python, "-c", "import sys; from pyfacematch.cli import main; sys.exit(main())", "demo",
+         "--identities", str(identities), "--probes", str(probes), "-q"],
         capture_output=True,
         text=True,
         check=False,
