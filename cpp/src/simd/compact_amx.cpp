@@ -96,14 +96,20 @@ void compact_int8_dots_amx(const std::int8_t* Q, std::size_t m, const std::int8_
                            std::size_t r0, std::size_t r1, std::size_t stride, std::int32_t* out, std::size_t ldo) {
     using namespace compact_amx_k;
     if (m == 0 || r1 <= r0) return;
-    const std::size_t steps = stride / 64, mp = round_up(m, MB);
-    // Probes padded with zero rows to whole pairs of A tiles (zeros add nothing to any dot).
-    std::vector<std::int8_t> qp(mp * stride, 0);
-    std::memcpy(qp.data(), Q, m * stride);
+    const std::size_t steps = stride / 64;
+    // Whole groups of 32 probes load their A tiles straight from Q; the last, partial group from a
+    // copy padded with zero rows (zeros add nothing to any dot). Buffers are the thread's own and
+    // kept between calls (the scan calls this once per block of rows).
+    thread_local std::vector<std::int8_t> tail, pack;
+    const std::size_t full = m / MB * MB;
+    if (full < m) {
+        tail.assign(MB * stride, 0);
+        std::memcpy(tail.data(), Q + full * stride, (m - full) * stride);
+    }
     std::size_t nc = kBlockBytes / stride / NR * NR;
     if (nc < NR) nc = NR;
     nc = std::min(nc, round_up(r1 - r0, NR));
-    std::vector<std::int8_t> pack(nc * stride);
+    if (pack.size() < nc * stride) pack.resize(nc * stride);
     alignas(64) std::int32_t c[MB * NR];
     const std::size_t ldb = ldo * sizeof(std::int32_t);
     configure_tiles();
@@ -111,7 +117,7 @@ void compact_int8_dots_amx(const std::int8_t* Q, std::size_t m, const std::int8_
         const std::size_t valid = r1 - b0 < nc ? r1 - b0 : nc, rows = round_up(valid, NR);
         pack_block(G, b0, rows, valid, stride, pack.data());
         for (std::size_t i0 = 0; i0 < m; i0 += MB) {
-            const std::int8_t* qa = qp.data() + i0 * stride;
+            const std::int8_t* qa = i0 < full ? Q + i0 * stride : tail.data();
             for (std::size_t p0 = 0; p0 < rows; p0 += NR) {
                 const std::int8_t* panel = pack.data() + p0 * stride;
                 _tile_zero(0);
