@@ -285,6 +285,32 @@ def test_cli_day_job_through_the_real_command(tmp_path: Path) -> None:
     assert abs(ex["rank1_accuracy_vs_truth"] - ex["exact_rank1_accuracy_on_sample"]) < 0.1
     assert ex["identify_peak_rss_mib"] > 10 and r["enroll"]["seconds"] > 0
     assert not (tmp_path / "day").exists()  # scratch folder removed
+    # the backend's batched rate, measured in the same run on every probe, and the job's share
+    rate = ex["backend_batched"]
+    assert rate["probes"] == 300 and rate["probes_per_second"] > 0 and rate["cpu_seconds"] > 0
+    assert ex["identify_cpu_seconds"] > 0
+    want = ex["probes_per_second_wall"] / rate["probes_per_second"]
+    assert ex["job_share_of_backend_rate_wall"] == pytest.approx(want)
+    assert 0 < ex["job_share_of_backend_rate_cpu"] < 10
+
+
+def test_cli_day_job_prepared_once_then_reused(tmp_path: Path) -> None:
+    """--prepare-only generates and enrolls; --reuse then runs only the job (same answers)."""
+    from pyfacematch.bench.dayjob import measure_cli_day_job
+
+    work = tmp_path / "day"
+    kw: dict[str, Any] = dict(backends=("exact",), sample=50, log=lambda s: None, rate_probes=0)
+    p = measure_cli_day_job(work, 300, 120, 16, reuse=True, prepare_only=True, **kw)
+    assert p["prepared"] == str(work) and "backends" not in p and p["enroll"]["seconds"] > 0
+    db_mtime = (work / "day.db").stat().st_mtime_ns
+    r = measure_cli_day_job(work, 300, 120, 16, reuse=True, **kw)
+    assert r["enroll"] == {"reused": True, "backend": "exact"} and "seconds_generate" not in r
+    assert r["backends"]["exact"]["recall_at_1_vs_exact"] == 1.0
+    assert (work / "gallery.npy").exists()  # kept for the next run
+    # other sizes do not reuse the folder: it is prepared again
+    r2 = measure_cli_day_job(work, 200, 120, 16, reuse=True, **kw)
+    assert "reused" not in r2 and r2["enroll"]["seconds"] > 0
+    assert (work / "day.db").stat().st_mtime_ns != db_mtime
 
 
 def test_rank1_leave_one_out_known_answer() -> None:

@@ -68,8 +68,10 @@ q = rng.standard_normal((64, 96)).astype(np.float32)
 g = rng.standard_normal((3000, 96)).astype(np.float32)
 s, i = pf.topk(q, g, 5)
 amx = pf.simd.info()["amx"]
+c = pf.CompactMatrix.from_float32(g, "int8", exact=g)
+s8, i8 = pf.topk(q, c, 5)
 print(json.dumps({"active": amx["active"], "cpu": amx["cpu"], "compiled": amx["compiled"],
-                  "idx": i.tolist()}))
+                  "idx": i.tolist(), "int8": amx["int8"], "idx8": i8.tolist()}))
 """
 
 
@@ -91,6 +93,9 @@ def test_amx_env_and_simd_level_turn_the_tiles_off():
     default = run({})
     can = default["compiled"] and default["cpu"] and _capable()
     assert default["active"] is bool(can)
+    i8 = default["int8"]
+    assert i8["active"] is bool(i8["compiled"] and i8["cpu"] and _capable())
+    assert default["idx8"] == default["idx"]  # int8 scan + exact re-score = the float32 top-k
     for extra in (
         {"PYFACEMATCH_AMX": "0"},
         {"PYFACEMATCH_AMX": "off"},
@@ -98,4 +103,6 @@ def test_amx_env_and_simd_level_turn_the_tiles_off():
     ):
         cut = run(extra)
         assert cut["active"] is False, extra
+        assert cut["int8"]["active"] is False, extra  # AMX-INT8 off with it
         assert cut["idx"] == default["idx"]  # the same float32 top-k either way
+        assert cut["idx8"] == default["idx8"]

@@ -59,6 +59,64 @@ def test_int8_scores_equal_the_integer_oracle_on_every_level(
     np.testing.assert_array_equal(a, want)
 
 
+def _amx_int8_or_skip() -> None:
+    from pyfacematch import _core
+
+    if not _core.amx_int8_compiled():
+        pytest.skip("this build has no AMX-INT8 kernel (the compiler lacked -mamx-int8)")
+    if not _core.cpu_has_amx_int8():
+        pytest.skip("this CPU or OS has no AMX-INT8 tiles (or Linux refused the tile permission)")
+    if "avx512" not in pf.simd.available():
+        pytest.skip("AMX runs under the avx512 level, which this CPU cannot run")
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "m"),
+    [(1031, 97, 16), (1031, 512, 17), (33, 515, 37), (2000, 7, 64), (100, 64, 33), (4099, 130, 50)],
+)
+def test_int8_amx_tiles_give_the_integer_oracle_and_vnni_answer(
+    n: int, d: int, m: int, rng: np.random.Generator
+) -> None:
+    """AMX-INT8 (TDPBSSD) scans of a batch: the exact integer dots, so the same approximate scores
+    and bounds as the VNNI kernel and the serial oracle, and the same exact top-k, at awkward sizes
+    (probes and rows not multiples of the 16 × 16 tiles, d not a multiple of 64)."""
+    from pyfacematch import _core
+
+    _amx_int8_or_skip()
+    x = _unit(rng, n, d)
+    q = _unit(rng, m, d)
+    c = pf.CompactMatrix.from_float32(x, "int8", exact=x)
+    cq = pf.CompactMatrix.from_float32(q, "int8")
+    want = (cq.codes.astype(np.int64) @ c.codes.astype(np.int64).T).astype(np.float32) * (
+        cq.scale[:, None] * c.scale[None, :]
+    )
+    before = pf.simd.active()
+    pf.simd.set_level("avx512")
+    try:
+        pf.simd.set_amx(True)
+        assert _core.amx_int8_active()
+        a1, e1 = c.scores(q)
+        s1, i1 = pf.topk(q, c, min(10, n))
+        pf.simd.set_amx(False)
+        assert not _core.amx_int8_active()
+        a0, e0 = c.scores(q)
+        s0, i0 = pf.topk(q, c, min(10, n))
+        pf.simd.set_level("serial")
+        a_ser, _ = c.scores(q)
+    finally:
+        pf.simd.set_amx(True)
+        pf.simd.set_level(before)
+    np.testing.assert_array_equal(a1, want)
+    np.testing.assert_array_equal(a1, a0)
+    np.testing.assert_array_equal(e1, e0)
+    np.testing.assert_array_equal(a1, a_ser)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(s1, s0)
+    ws, wi = _exact_all(q, x, min(10, n))
+    np.testing.assert_array_equal(i1, wi)
+    np.testing.assert_array_equal(s1, ws)
+
+
 @pytest.mark.parametrize("d", [1, 7, 97, 512, 515])
 def test_bf16_scores_match_the_serial_oracle(
     simd_level: str, d: int, rng: np.random.Generator

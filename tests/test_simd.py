@@ -107,6 +107,31 @@ def test_stream_read_sums_every_element_once_at_any_split(n: int) -> None:
             _core.stream_read(x[:0])
 
 
+@pytest.mark.parametrize(("n", "d"), [(4 * 97 * 3 + 97, 97), (65536 * 4 + 13 * 512, 512), (7, 7)])
+def test_stream_read_variants_sum_every_element_once(n: int, d: int) -> None:
+    """The read variants the scoring benchmark takes the fastest of (four streams per part; rows of
+    d four at a time): each reads every float once at any thread count and ragged tail."""
+    import numpy as np
+
+    from pyfacematch import _core
+    from pyfacematch.errors import InputError
+
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    want = float(np.sum(x.astype(np.float64)))
+    before = pf.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            pf.set_num_threads(t)
+            assert _core.stream_read(x, 1) == pytest.approx(want, rel=1e-4, abs=1e-3)
+            assert _core.stream_read(x, 2, d) == pytest.approx(want, rel=1e-4, abs=1e-3)
+            # rows that do not divide the length: read as four streams, still every float once
+            assert _core.stream_read(x, 2, d + 1) == pytest.approx(want, rel=1e-4, abs=1e-3)
+    finally:
+        pf.set_num_threads(before)
+    with pytest.raises(InputError, match="variant"):
+        _core.stream_read(x, 3)
+
+
 def test_stream_prefetch_is_chosen_from_the_cpu_vendor() -> None:
     info = pf.simd.info()
     vendor = info["cpu_vendor"]

@@ -154,13 +154,17 @@ void bind_scoring(py::module_& m) {
         return pfm::first_nonfinite_row(x.data(), n, d);
     }, py::arg("x").noconvert());
 
-    m.def("stream_read", [](const f32arr& x) {
+    m.def("stream_read", [](const f32arr& x, int variant, std::size_t d) {
         require(x.ndim() >= 1 && x.size() > 0, pfm::ErrorKind::empty, "array is empty");
+        require(variant >= 0 && variant <= 2, pfm::ErrorKind::input,
+                "stream_read variant must be 0 (one stream), 1 (four streams) or 2 (four rows of d)");
         const std::size_t n = (std::size_t)x.size();
         py::gil_scoped_release nogil;
-        return pfm::stream_read(x.data(), n);
-    }, py::arg("x").noconvert(),
-       "Reads every float of x once on every thread's share (Σ x², the active SIMD level): a read-bandwidth probe.");
+        return pfm::stream_read(x.data(), n, variant, d);
+    }, py::arg("x").noconvert(), py::arg("variant") = 0, py::arg("d") = 0,
+       "Reads every float of x once on the thread pool (the active SIMD level): a read-bandwidth probe. "
+       "variant 0: one stream per part (returns sum of squares); 1: four streams per part read together; "
+       "2: rows of d floats four at a time, as the one-probe scan reads them (1 and 2 return the sum).");
 
     m.def("scores", [](const f32arr& q, const f32arr& g) {
         check_pair(q, g);

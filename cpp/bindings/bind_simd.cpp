@@ -42,6 +42,11 @@ void bind_simd(py::module_& m) {
           "Turns the AMX tiles of the bf16 first pass on or off (results are the same).");
     m.def("amx_active", &pfm::amx_active, "True when topk of a large batch runs its bf16 first pass on AMX.");
     m.def("amx_compiled", &pfm::amx_compiled, "True when this build contains the AMX kernels.");
+    m.def("amx_int8_active", &pfm::amx_int8_active,
+          "True when int8 compact batches (>= 16 probes per block) are scored on AMX-INT8 tiles.");
+    m.def("amx_int8_compiled", &pfm::amx_int8_compiled, "True when this build contains the AMX-INT8 compact kernel.");
+    m.def("cpu_has_amx_int8", &pfm::cpu_has_amx_int8,
+          "True when the CPU, the OS (XCR0) and Linux's tile permission allow AMX-INT8.");
     m.def("cpu_has_amx_bf16", &pfm::cpu_has_amx_bf16,
           "True when the CPU, the OS (XCR0) and Linux's tile permission allow AMX-BF16.");
     m.def("bf16_prefilter_active", &pfm::bf16_prefilter_active,

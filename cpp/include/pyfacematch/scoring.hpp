@@ -13,7 +13,10 @@ std::int64_t first_nonfinite_row(const float* X, std::size_t n, std::size_t d);
 
 /** @brief Σ x² over n floats, split over the pool's threads: one streaming read of x, used by the
  *  benchmarks as the machine's read-bandwidth ceiling for the scoring kernels. */
-double stream_read(const float* x, std::size_t n);
+/** Read-bandwidth probe: reads the n floats of x once on the thread pool and returns Σ x (variant 1, 2)
+ *  or Σ x² (variant 0). variant 0: one stream per part (dot); 1: four equal streams per part read
+ *  together; 2: rows of d floats (n a multiple of d) four rows at a time, the one-probe scan's order. */
+double stream_read(const float* x, std::size_t n, int variant = 0, std::size_t d = 0);
 
 /** @brief Cosine of two d-vectors (true cosine: divides by both norms). NaN if a norm is 0 or an
  *  input is not finite; the caller turns that into an error. */

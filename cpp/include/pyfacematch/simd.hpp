@@ -26,6 +26,15 @@ void set_amx(bool on);
 /** @brief True when large-batch top-k runs its bf16 first pass on AMX tiles: compiled, the CPU and
  *  OS allow it, the active level is avx512, the bf16 first pass and AMX are on. */
 bool amx_active();
+/** @brief True when the CPU has AMX-INT8 tiles, the OS enables them and Linux granted the tile
+ *  data permission (requested at the first call). */
+bool cpu_has_amx_int8();
+/** @brief True when this build contains the AMX-INT8 compact kernel (compact_amx.cpp). */
+bool amx_int8_compiled();
+/** @brief True when batches of int8 compact templates (≥ 16 probes per block) are scored on AMX
+ *  tiles: compiled, the CPU and OS allow it, the active level is avx512 and AMX is on (set_amx,
+ *  PYFACEMATCH_AMX). The answer is the same either way (exact integer dots). */
+bool amx_int8_active();
 
 /** @brief Levels compiled into this build, lowest first. */
 std::vector<SimdLevel> compiled_levels();

@@ -152,6 +152,14 @@ bool cpu_has_amx_bf16() {
     return ok;
 }
 
+bool cpu_has_amx_int8() {
+    static const bool ok = [] {
+        const Features& f = features();
+        return f.amx_int8 && f.avx512f && f.avx512bw && request_tile_permission();
+    }();
+    return ok;
+}
+
 bool cpu_has_avx512_vpopcntdq() { return features().avx512f && features().vpopcntdq; }
 
 bool cpu_has_avx512_bf16() {

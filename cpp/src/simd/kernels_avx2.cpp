@@ -66,6 +66,7 @@ const KernelTable kernel_table_avx2 = {
     .hamming_topk = avx2_k::hamming_topk_words,
     .dot_masked = avx2_k::dot_masked,
     .hamming_topk2 = avx2_k::hamming_topk2_words,
+    .sum4 = avx2_k::sum4,
 };
 
 }  // namespace pfm

@@ -521,6 +521,7 @@ const KernelTable kernel_table_avx512 = {
     .topk_bf16 = avx512_k::topk_bf16,
     .bf16_convert = avx512_k::bf16_convert,
     .hamming_topk2 = avx512_k::hamming_topk2,
+    .sum4 = avx512_k::sum4,
 };
 
 }  // namespace pfm

@@ -68,6 +68,7 @@ const KernelTable kernel_table_neon = {
     .hamming_topk = neon_k::hamming_topk_words,
     .dot_masked = neon_k::dot_masked,
     .hamming_topk2 = neon_k::hamming_topk2_words,
+    .sum4 = neon_k::sum4,
 };
 
 }  // namespace pfm

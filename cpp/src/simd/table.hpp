@@ -62,6 +62,10 @@ struct KernelTable {
     void (*hamming_topk2)(const std::uint8_t* QA, const std::uint8_t* QB, std::size_t m, const std::uint8_t* GA,
                           const std::uint8_t* GB, std::size_t r0, std::size_t r1, std::size_t nba, std::size_t nbb,
                           CodeSel* admit, TopKHeap* heaps);
+    /** @brief Σ of four len-float streams read together, one vector load per stream per step (a
+     *  read-bandwidth probe: the same four concurrent streams as the one-probe scan's dot_1x4, no
+     *  arithmetic to wait for). Null where the level has none (stream_read falls back to dot). */
+    float (*sum4)(const float* a, const float* b, const float* c, const float* e, std::size_t len) = nullptr;
 };
 
 /** @brief The active kernel table (chosen once: PYFACEMATCH_SIMD, else the best available). */

@@ -15,6 +15,7 @@ API only exposes the self-tuned point.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -151,7 +152,101 @@ def measure_backends(
         rows = np.array([-1 if x is None else int(x[2:]) for x in idents[:, 0]])
         return recall_of_rows(rows)
 
-    keep: dict[str, Any] = {}
+    sweep_p = probes[: min(n_probes, 1024)]
+    ref_s = ref[: len(sweep_p)]
+
+    def sweep(name: str, g: Any) -> None:
+        """The approximate backend's depth sweep (and plain FAISS on its index), in place."""
+        b = g._backend
+        if not b.approximate or not b.active:
+            return
+        tuned = b.depth
+        ladder = b.depth_ladder(g._m) if name != "binary" else [1, 2, 4, 8, 16, 32, 64, 128]
+        depths = _sweep(ladder, tuned, sweep_points, hnsw_max_depth if name == "hnsw" else None)
+        curve, plain = [], []
+        index = getattr(b, "index", None)
+        for dep in depths:
+            b.set_depth(dep)
+            got = g.identify_arrays(sweep_p, k=1).identities
+            rows = np.array([-1 if x is None else int(x[2:]) for x in got[:, 0]])
+            curve.append(
+                {
+                    "depth": dep,
+                    "recall1": float(np.mean(rows == ref_s)),
+                    "probes_per_s": rate(functools.partial(_identify_top1, g), sweep_p, 1024),
+                }
+            )
+            if index is not None:
+
+                def fs(p: np.ndarray, index: Any = index) -> np.ndarray:
+                    return index.search(p, 1)[1]
+
+                lab = g._m.rows_of_tids(fs(sweep_p))[:, 0]
+                plain.append(
+                    {
+                        "depth": dep,
+                        "recall1": float(np.mean(lab == ref_s)),
+                        "probes_per_s": rate(fs, sweep_p, 1024),
+                    }
+                )
+        b.set_depth(tuned)
+        out["curves"][f"pyfacematch {name}"] = curve
+        if plain:
+            out["curves"][f"FAISS {name} (no re-rank)"] = plain
+        log(
+            f"  {name} sweep: "
+            + ", ".join(
+                f"{c['depth']}: {c['recall1']:.3f}@{c['probes_per_s']:,.0f}/s" for c in curve
+            )
+        )
+
+    def faiss_flat() -> None:
+        """FAISS IndexFlatIP on its own: the exact baseline of FAISS (built once the
+        flat gallery is closed, so the two 4-byte copies are never held together)."""
+        idx = faiss.IndexFlatIP(d)
+        idx.add(gal_x)
+        lab = idx.search(sweep_p, 1)[1][:, 0]
+        out["curves"]["FAISS IndexFlatIP"] = [
+            {
+                "depth": None,
+                "recall1": float(np.mean(lab == ref_s)),
+                "probes_per_s": rate(lambda p: idx.search(p, 1), sweep_p, 1024),
+            }
+        ]
+
+    def binary_vs_faiss(g: Any) -> None:
+        """FAISS IndexBinaryFlat and the core's hamming_topk on the binary backend's codes,
+        each + the exact re-rank."""
+        bb = g._backend
+        codes = bb.codes(g._m.n)
+        bidx = faiss.IndexBinaryFlat(codes.shape[1] * 8)
+        bidx.add(codes)
+        view = g._m.view
+        lengths = sorted({1, 4, 16, 64, int(bb.depth)})
+        curve: list[dict[str, Any]] = []
+        core: list[dict[str, Any]] = []
+        for c in lengths:
+
+            def fb(p: np.ndarray, c: int = c) -> np.ndarray:
+                _, cand = bidx.search(pf.pack_signs(p, center=bb.center), c)
+                return pf.rerank(p, view, cand, 1)[1]
+
+            def cb(p: np.ndarray, c: int = c) -> np.ndarray:
+                _, cand = pf.hamming_topk(pf.pack_signs(p, center=bb.center), codes, c)
+                return pf.rerank(p, view, cand, 1)[1]
+
+            for fn, dest in ((fb, curve), (cb, core)):
+                rows = fn(sweep_p)[:, 0]
+                dest.append(
+                    {
+                        "depth": c,
+                        "recall1": float(np.mean(rows == ref_s)),
+                        "probes_per_s": rate(fn, sweep_p, 1024),
+                    }
+                )
+        out["curves"]["pyfacematch hamming_topk + re-rank (no Gallery)"] = core
+        out["curves"]["FAISS IndexBinaryFlat + re-rank"] = curve
+
     for name in backends:
         t0 = time.perf_counter()
         try:
@@ -198,104 +293,21 @@ def measure_backends(
             f"  {name}: enroll+build+tune {t_build:.1f} s, depth {row['depth']}, "
             f"recall@1 {rec:.4f}, {ps:,.0f} probes/s (batch 1024), {ps1:,.0f} probes/s (batch 1)"
         )
-        keep[name] = (g, row)
+        # One gallery at a time (issue 14: at 1M, holding every backend's float32 copy and index
+        # until the end peaked at 13.7 GB): its sweeps now, then it is closed and freed.
+        sweep(name, g)
+        if name == "binary":
+            binary_vs_faiss(g)
+        g.close()
+        del g, b, api
+        gc.collect()
+        if name == "flat":
+            faiss_flat()
 
     base = next((r for r in out["tuned"] if r["backend"] == "exact"), None)
     out["exact_probes_per_s"] = base["probes_per_s_b1024"] if base else None
     for r in out["tuned"]:
         r["x_exact"] = r["probes_per_s_b1024"] / base["probes_per_s_b1024"] if base else None
-
-    sweep_p = probes[: min(n_probes, 1024)]
-    ref_s = ref[: len(sweep_p)]
-    for name, (g, _row) in keep.items():
-        b = g._backend
-        if not b.approximate or not b.active:
-            continue
-        tuned = b.depth
-        ladder = b.depth_ladder(g._m) if name != "binary" else [1, 2, 4, 8, 16, 32, 64, 128]
-        depths = _sweep(ladder, tuned, sweep_points, hnsw_max_depth if name == "hnsw" else None)
-        curve, plain = [], []
-        index = getattr(b, "index", None)
-        for dep in depths:
-            b.set_depth(dep)
-            got = g.identify_arrays(sweep_p, k=1).identities
-            rows = np.array([-1 if x is None else int(x[2:]) for x in got[:, 0]])
-            curve.append(
-                {
-                    "depth": dep,
-                    "recall1": float(np.mean(rows == ref_s)),
-                    "probes_per_s": rate(functools.partial(_identify_top1, g), sweep_p, 1024),
-                }
-            )
-            if index is not None:
-
-                def fs(p: np.ndarray, index: Any = index) -> np.ndarray:
-                    return index.search(p, 1)[1]
-
-                lab = g._m.rows_of_tids(fs(sweep_p))[:, 0]
-                plain.append(
-                    {
-                        "depth": dep,
-                        "recall1": float(np.mean(lab == ref_s)),
-                        "probes_per_s": rate(fs, sweep_p, 1024),
-                    }
-                )
-        b.set_depth(tuned)
-        out["curves"][f"pyfacematch {name}"] = curve
-        if plain:
-            out["curves"][f"FAISS {name} (no re-rank)"] = plain
-        log(
-            f"  {name} sweep: "
-            + ", ".join(
-                f"{c['depth']}: {c['recall1']:.3f}@{c['probes_per_s']:,.0f}/s" for c in curve
-            )
-        )
-
-    if "flat" in keep:  # FAISS IndexFlatIP on its own: the exact baseline of FAISS
-        idx = faiss.IndexFlatIP(d)
-        idx.add(gal_x)
-        lab = idx.search(sweep_p, 1)[1][:, 0]
-        out["curves"]["FAISS IndexFlatIP"] = [
-            {
-                "depth": None,
-                "recall1": float(np.mean(lab == ref_s)),
-                "probes_per_s": rate(lambda p: idx.search(p, 1), sweep_p, 1024),
-            }
-        ]
-        del idx
-
-    if "binary" in keep:
-        g, _ = keep["binary"]
-        bb = g._backend
-        codes = bb.codes(g._m.n)
-        bidx = faiss.IndexBinaryFlat(codes.shape[1] * 8)
-        bidx.add(codes)
-        view = g._m.view
-        lengths = sorted({1, 4, 16, 64, int(bb.depth)})
-        curve = []
-        core: list[dict[str, Any]] = []
-        for c in lengths:
-
-            def fb(p: np.ndarray, c: int = c) -> np.ndarray:
-                _, cand = bidx.search(pf.pack_signs(p, center=bb.center), c)
-                return pf.rerank(p, view, cand, 1)[1]
-
-            def cb(p: np.ndarray, c: int = c) -> np.ndarray:
-                _, cand = pf.hamming_topk(pf.pack_signs(p, center=bb.center), codes, c)
-                return pf.rerank(p, view, cand, 1)[1]
-
-            for fn, dest in ((fb, curve), (cb, core)):
-                rows = fn(sweep_p)[:, 0]
-                dest.append(
-                    {
-                        "depth": c,
-                        "recall1": float(np.mean(rows == ref_s)),
-                        "probes_per_s": rate(fn, sweep_p, 1024),
-                    }
-                )
-        out["curves"]["pyfacematch hamming_topk + re-rank (no Gallery)"] = core
-        out["curves"]["FAISS IndexBinaryFlat + re-rank"] = curve
-        del bidx
 
     try:
         if not hnswlib:
@@ -335,8 +347,6 @@ def measure_backends(
                 )
             )
             del h
-    for g, _ in keep.values():
-        g.close()
     return out
 
 

@@ -188,6 +188,9 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
             if isinstance(amx, dict) and sd.get("bf16_prefilter")
             else f"bf16 first pass {'on' if sd.get('bf16_prefilter') else 'off'}"
         )
+        i8 = amx.get("int8") if isinstance(amx, dict) else None
+        if isinstance(i8, dict):
+            kernels += f", int8 batches {'on AMX' if i8.get('active') else 'VNNI/SIMD'}"
     try:
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:

@@ -6,7 +6,8 @@ forces one. The serial level is the precise reference every other level is teste
 Within a level, two choices follow the CPU at run time: the one-probe scans' software prefetch
 (``prefetchnta`` on AMD, none on Intel; ``PYFACEMATCH_PREFETCH=none|nta`` overrides) and, on Intel
 CPUs with AMX-BF16, AMX tiles for the bf16 first pass of large batches (``PYFACEMATCH_AMX=0`` or
-:func:`set_amx` turns them off). :func:`info` reports both.
+:func:`set_amx` turns them off), and, with AMX-INT8, AMX tiles for the int8 compact templates'
+batched scan (exact integer dots, the same answer). :func:`info` reports them.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def set_amx(on: bool) -> None:
     tile state and Linux grants the process the tile permission (requested at first use), the bf16
     first pass of :func:`pyfacematch.topk` (batches of 48 probes or more, active level ``avx512``)
     runs on AMX tiles, with the same proven error bound and exact float32 re-score: the result is
-    the float32 top-k either way. ``PYFACEMATCH_AMX=0`` turns it off for a process (as does any
+    the float32 top-k either way. With AMX-INT8, the int8 compact templates' scan of a batch
+    (blocks of 16 probes or more) runs on tiles too (TDPBSSD: the same exact integer dots as VNNI). ``PYFACEMATCH_AMX=0`` turns it off for a process (as does any
     ``PYFACEMATCH_SIMD`` below ``avx512``); this call for later calls.
     """
     _core.set_amx(bool(on))
@@ -106,6 +108,12 @@ def info() -> dict[str, object]:
             "compiled": bool(_core.amx_compiled()),
             "cpu": bool(_core.cpu_has_amx_bf16()),
             "active": bool(_core.amx_active()),
+            # int8 compact batches on AMX-INT8 tiles (same exact integer dots as VNNI)
+            "int8": {
+                "compiled": bool(_core.amx_int8_compiled()),
+                "cpu": bool(_core.cpu_has_amx_int8()),
+                "active": bool(_core.amx_int8_active()),
+            },
         },
         "num_threads": int(_core.get_num_threads()),
         "env": os.environ.get("PYFACEMATCH_SIMD"),
