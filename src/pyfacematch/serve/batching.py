@@ -60,6 +60,7 @@ class _Lane:
     # and the loop time until which a freed slot waits for them
     demand: int = 0
     refill_until: float = 0.0
+    inflight_rows: int = 0  # rows of the batches running now
 
 
 def _run_identify(gallery: Gallery, group: list[_Item]) -> list[Any]:
@@ -267,14 +268,23 @@ class Batcher:
         self._schedule(key, lane, loop)
 
     def _start(self, key: tuple[str, str], lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
-        """Take up to ``max_batch`` rows of waiting requests (at least one) and run them."""
+        """Take waiting requests (at least one) up to the lane's fair share and run them.
+
+        The share is the rows in the lane (waiting and running) over ``max_inflight``, never more
+        than ``max_batch``: with 64 clients and 2 slots, two batches of ~32 run side by side on
+        both cores, instead of one batch of ~44 on one core while the other slot gets the ~20 left
+        (measured at 1M: 1.1 of 2 cores busy, 1,204 identify/s).
+        """
+        share = -(-(lane.rows + lane.inflight_rows) // self.max_inflight)
+        cap = min(self.max_batch, max(1, share))
         items, rows, i = lane.items, 0, 0
-        while i < len(items) and rows < self.max_batch:
+        while i < len(items) and rows < cap:
             rows += items[i].rows
             i += 1
         batch, lane.items = items[:i], items[i:]
         lane.rows -= rows
         lane.running += 1
+        lane.inflight_rows += rows
         task = loop.create_task(self._run(key, batch))
         self._running.add(task)
         t0 = loop.time()
@@ -282,6 +292,7 @@ class Batcher:
         def done(t: asyncio.Task[None]) -> None:
             self._running.discard(t)
             lane.running -= 1
+            lane.inflight_rows -= rows
             if self.max_refill > 0 and not self._closed:
                 now = loop.time()
                 lane.demand = min(self.max_batch, rows + lane.rows)
