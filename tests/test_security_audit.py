@@ -305,3 +305,17 @@ def test_bulk_enroll_chains_one_record_per_identity_in_one_statement(tmp_path: P
         with pytest.raises(ConsentError, match="'c1' withdrew consent"):
             g.enroll_many([f"n{i}" for i in range(600)] + ["c1"], _unit(rng, 601))
         assert "n0" not in g and len(g) == 1
+
+
+def test_record_hash_format_is_fixed():
+    """The chain's canonical form never changes: a trail written by any version verifies in every
+    later one (this hash was computed with ``json.dumps(..., ensure_ascii=True,
+    separators=(",", ":"))`` over [seq, repr(ts), actor, action, identity, detail])."""
+    from pyfacematch.security.audit import record_hash
+
+    h = record_hash("0" * 64, 1, 1700000000.25, "clerk-1", "enroll", "alice", '{"templates":1}')
+    assert h == "8fb33fb26d6221ab1010ce22fa7d6716115baef41550074002da5fd18665c04f"
+    # non-ASCII names are escaped, not hashed as UTF-8
+    assert record_hash("0" * 64, 2, 1.0, None, "remove", "Zoë", None) != record_hash(
+        "0" * 64, 2, 1.0, None, "remove", "Zoe", None
+    )

@@ -84,12 +84,14 @@ def record_hash(
     detail: str | None,
 ) -> str:
     """SHA-256 over the previous hash and the record's canonical JSON."""
-    body = json.dumps(
-        [int(seq), repr(float(ts)), actor, action, identity, detail],
-        ensure_ascii=True,
-        separators=(",", ":"),
-    )
+    body = _CANONICAL.encode([int(seq), repr(float(ts)), actor, action, identity, detail])
     return hashlib.sha256(prev.encode("ascii") + b"\n" + body.encode("ascii")).hexdigest()
+
+
+# The canonical JSON of a record: ``json.dumps(..., ensure_ascii=True, separators=(",", ":"))``,
+# the same bytes, with one encoder for every record instead of a new one per call (bulk enroll
+# hashes one record per identity).
+_CANONICAL = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
 def checkpoint_mac(key: bytes, gallery_id: str, seq: int, head: str) -> str:
