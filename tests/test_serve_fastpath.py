@@ -145,6 +145,26 @@ class _SlowExecutor(_CountingExecutor):
         return super().submit(slow)
 
 
+def _closed_loop(b: Batcher, g: Gallery, t: np.ndarray, clients: int, spread: int) -> list:
+    """``clients`` closed-loop clients, 8 identify requests each; client i sends its next request
+    ``(i + r) % spread`` ms after its answer (the answer's way back). Returns each client's top-1s."""
+
+    async def main() -> list:
+        async def client(i: int) -> list:
+            got = []
+            for r in range(8):
+                res = await b.identify("g", g, t[i : i + 1], 1, None)
+                got.append(res[0].candidates[0].identity)
+                await asyncio.sleep(0.001 * ((i + r) % spread))
+            return got
+
+        out = await asyncio.gather(*(client(i) for i in range(clients)))
+        await b.close()
+        return out
+
+    return asyncio.run(main())
+
+
 @pytest.mark.parametrize("refill", [True, False])
 def test_batcher_refill_keeps_a_closed_loop_of_clients_in_one_batch(refill):
     """16 clients, each sending its next request a few ms after its answer (HTTP turn-around,
@@ -161,20 +181,7 @@ def test_batcher_refill_keeps_a_closed_loop_of_clients_in_one_batch(refill):
                 max_refill_ms=50.0 if refill else 0.0,
                 on_batch=lambda kind, n: rows.append(n))  # fmt: skip
 
-    async def main() -> list:
-        async def client(i: int) -> list:
-            got = []
-            for r in range(8):
-                res = await b.identify("g", g, t[i : i + 1], 1, None)
-                got.append(res[0].candidates[0].identity)
-                await asyncio.sleep(0.001 * ((i + r) % 8))  # the answer's way back, a new request
-            return got
-
-        out = await asyncio.gather(*(client(i) for i in range(16)))
-        await b.close()
-        return out
-
-    out = asyncio.run(main())
+    out = _closed_loop(b, g, t, clients=16, spread=8)
     ex.shutdown()
     assert out == [[f"p{i}"] * 8 for i in range(16)]  # every request answered, its own result
     assert sum(rows) == 16 * 8
@@ -256,20 +263,7 @@ def test_batcher_two_slots_share_a_closed_loop_of_clients_evenly():
     b = Batcher(ex, max_wait_ms=1.0, max_batch=64, max_inflight=2, max_refill_ms=50.0,
                 on_batch=lambda kind, n: rows.append(n))  # fmt: skip
 
-    async def main() -> list:
-        async def client(i: int) -> list:
-            got = []
-            for r in range(8):
-                res = await b.identify("g", g, t[i : i + 1], 1, None)
-                got.append(res[0].candidates[0].identity)
-                await asyncio.sleep(0.001 * ((i + r) % 4))
-            return got
-
-        out = await asyncio.gather(*(client(i) for i in range(32)))
-        await b.close()
-        return out
-
-    out = asyncio.run(main())
+    out = _closed_loop(b, g, t, clients=32, spread=4)
     ex.shutdown()
     assert out == [[f"p{i % 50}"] * 8 for i in range(32)]
     assert sum(rows) == 32 * 8
