@@ -13,6 +13,8 @@
 // selection and float32 re-score downstream (compact.cpp) are therefore unchanged, bit for bit.
 #include <immintrin.h>
 
+#include "transpose16_avx512.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -21,6 +23,7 @@
 
 namespace pfm {
 namespace compact_amx_k {
+using amx_detail::transpose16;
 
 constexpr std::size_t NR = 32;                      // gallery rows per panel: two B tiles of 16
 constexpr std::size_t MB = 32;                      // probes per step: two A tiles of 16
@@ -28,29 +31,6 @@ constexpr std::size_t kBlockBytes = 256 * 1024;     // packed codes per block, w
 
 static inline std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
-// 16 × 16 transpose of 32-bit words held in 16 vectors (r[i] = row i in, row i = column i out).
-static inline void transpose16(__m512i* r) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int j = 0; j < 4; ++j) {
-        __m512i a0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), a1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);
-        __m512i b0 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
-        t[j] = _mm512_shuffle_i32x4(a0, b0, 0x88);
-        t[8 + j] = _mm512_shuffle_i32x4(a0, b0, 0xDD);
-        t[4 + j] = _mm512_shuffle_i32x4(a1, b1, 0x88);
-        t[12 + j] = _mm512_shuffle_i32x4(a1, b1, 0xDD);
-    }
-    for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
 
 // Rows [r, r + rows) of G (int8, `stride` bytes per row) packed in the order the B tiles load them:
 // panel of NR rows, then per 64-byte step s two tiles (rows 0-15, 16-31) of 16 tile rows × 64 bytes,

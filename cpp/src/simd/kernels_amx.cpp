@@ -24,6 +24,8 @@
 //    most d + 2 times, far below the 1e-30 absolute slack the bound already carries (d < 10^7).
 #include <immintrin.h>
 
+#include "transpose16_avx512.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -34,6 +36,7 @@
 
 namespace pfm {
 namespace amx_k {
+using amx_detail::transpose16;
 
 #include "heap_impl.inc"
 #include "approx_impl.inc"
@@ -52,31 +55,6 @@ static inline float bf16_error_scale(std::size_t d) {
     return (float)(c * (1.0 + 2.0 * (double)(d + 16) * u) * (1.0 + 8 * u));
 }
 
-// 16 × 16 transpose of 32-bit words held in 16 vectors (r[i] = row i in, row i = column i out).
-static inline void transpose16(__m512i* r) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    // Now r[4g + j] holds, in its 128-bit lane L, column 4L + j of rows 4g … 4g + 3: two rounds of
-    // 128-bit lane shuffles gather each column's four lanes in row order.
-    for (int j = 0; j < 4; ++j) {
-        __m512i a0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), a1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);
-        __m512i b0 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
-        t[j] = _mm512_shuffle_i32x4(a0, b0, 0x88);
-        t[8 + j] = _mm512_shuffle_i32x4(a0, b0, 0xDD);
-        t[4 + j] = _mm512_shuffle_i32x4(a1, b1, 0x88);
-        t[12 + j] = _mm512_shuffle_i32x4(a1, b1, 0xDD);
-    }
-    for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
 
 // Rows [r, r + rows) of G as bf16 panels of NR rows, each panel in the order the tiles load it:
 // for every step s of KW pairs, two B tiles (rows 0-15, then 16-31) of 16 pair-rows × 16 columns,
